@@ -1,0 +1,35 @@
+"""The only code that sends to the channel layer.
+
+The channel layer is a wake-up hint (invariant I2): everything sent here is
+already committed, and a send that fails is logged, never raised, because
+subscribers repair what they miss from the database.
+"""
+import logging
+from typing import Any
+from uuid import UUID
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from .events import WORKERS_GROUP, EncodedEvent, thread_group_name
+
+logger = logging.getLogger(__name__)
+
+
+async def _agroup_send(group: str, message: dict[str, Any]) -> None:
+    try:
+        await get_channel_layer().group_send(group, message)
+    except Exception:
+        logger.warning("channel layer send to %s failed; subscribers will repair from the database", group, exc_info=True)
+
+
+def publish_events_on_commit(thread_id: UUID, events: list[EncodedEvent]) -> None:
+    """Publish a thread's new log events once the current transaction commits."""
+    message = {"type": "thread.events", "events": events}
+    transaction.on_commit(lambda: async_to_sync(_agroup_send)(thread_group_name(thread_id), message))
+
+
+def notify_workers_on_commit(**message: Any) -> None:
+    """Tell every worker loop about a queued or cancelled generation once the transaction commits."""
+    transaction.on_commit(lambda: async_to_sync(_agroup_send)(WORKERS_GROUP, message))

@@ -1,0 +1,91 @@
+"""Every frame of WebSocket protocol v1 (DESIGN.md §4) is built here, and only here.
+
+Log events are encoded once, when they are produced or read back, and travel as
+`(seq, kind, frame)` triples: the consumer sends the frame text as it is, so no subscriber
+re-encodes JSON.
+"""
+import json
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+from threads.models import Message
+
+from .models import Chunk
+
+WORKERS_GROUP = "streaming.workers"
+
+# (seq, kind, frame): the kind lets subscribers follow a reply's progress without decoding the frame.
+EncodedEvent = tuple[int, str, str]
+
+
+def thread_group_name(thread_id: UUID | str) -> str:
+    """Return the channel-layer group of a thread's subscribers."""
+    return f"thread.{thread_id}"
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def message_payload(message: Message) -> dict[str, Any]:
+    """Return a message as clients see it in events and snapshots."""
+    payload = {
+        "id": str(message.id),
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "created_at": message.created_at.isoformat(),
+    }
+    if message.role == Message.Role.USER:
+        payload["client_id"] = str(message.client_id) if message.client_id else None
+    else:
+        payload |= {
+            "model": message.model,
+            "stop_reason": message.stop_reason or None,
+            "usage": message.usage,
+            "error": message.error,
+        }
+    return payload
+
+
+def chunk_event(chunk: Chunk, message: Message | None) -> dict[str, Any]:
+    """Return the log event a chunk row stands for; `message` is the chunk's message (unused for deltas)."""
+    if chunk.kind == Chunk.Kind.DELTA:
+        return {"type": "delta", "seq": chunk.seq, "message_id": str(chunk.message_id), "text": chunk.text}
+    assert message is not None, f"a {chunk.kind} event needs its message"
+    if chunk.kind == Chunk.Kind.MESSAGE:
+        return {"type": "message", "seq": chunk.seq, "message": message_payload(message)}
+    if chunk.kind == Chunk.Kind.START:
+        started = message_payload(message) | {"content": "", "status": Message.Status.STREAMING}
+        started |= {"stop_reason": None, "usage": None, "error": None}
+        return {"type": "start", "seq": chunk.seq, "message": started}
+    return {
+        "type": "end",
+        "seq": chunk.seq,
+        "message_id": str(message.id),
+        "status": message.status,
+        "stop_reason": message.stop_reason or None,
+        "usage": message.usage,
+        "error": message.error,
+    }
+
+
+def encode_chunks(chunks: Iterable[Chunk], messages: dict[UUID, Message]) -> list[EncodedEvent]:
+    return [(chunk.seq, chunk.kind, encode(chunk_event(chunk, messages.get(chunk.message_id)))) for chunk in chunks]
+
+
+def ready_frame(seq: int) -> str:
+    return encode({"type": "ready", "seq": seq})
+
+
+def reset_frame(snapshot: dict[str, Any]) -> str:
+    return encode({"type": "reset", "seq": snapshot["seq"], "messages": snapshot["messages"]})
+
+
+def error_frame(code: str, detail: str) -> str:
+    return encode({"type": "error", "code": code, "detail": detail})
+
+
+def pong_frame() -> str:
+    return encode({"type": "pong"})

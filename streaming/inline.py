@@ -1,0 +1,36 @@
+"""Run the worker loop inside the web process (STREAM_INLINE_WORKER, on by default).
+
+Daphne has no ASGI lifespan events, so the worker starts with the first
+connection or request that reaches this process's event loop.
+"""
+import asyncio
+
+from django.conf import settings
+
+from .worker import StreamWorker
+
+# One worker per event loop; the task is kept here so it is not garbage-collected.
+_workers: dict[asyncio.AbstractEventLoop, tuple[StreamWorker, asyncio.Task]] = {}
+
+
+def inline_worker() -> StreamWorker | None:
+    """Return this loop's inline worker, if one runs."""
+    entry = _workers.get(asyncio.get_running_loop())
+    return entry[0] if entry else None
+
+
+def ensure_inline_worker() -> None:
+    loop = asyncio.get_running_loop()
+    if loop not in _workers:
+        worker = StreamWorker()
+        _workers[loop] = (worker, loop.create_task(worker.run()))
+
+
+class InlineWorkerMiddleware:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if settings.STREAM_INLINE_WORKER and scope["type"] in ("http", "websocket"):
+            ensure_inline_worker()
+        return await self.app(scope, receive, send)

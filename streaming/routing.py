@@ -1,0 +1,8 @@
+from django.urls import path
+
+from .consumers import ThreadConsumer
+
+websocket_urlpatterns = [
+    # Any string is routed, so a malformed id is answered with close code 4404, not a refused handshake.
+    path("ws/threads/<str:thread_id>/", ThreadConsumer.as_asgi()),
+]

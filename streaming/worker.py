@@ -1,0 +1,119 @@
+"""The worker loop: claims generations and runs them, woken through the channel layer."""
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from .events import WORKERS_GROUP
+from .providers import get_provider
+from .runner import ReplyRun
+from .services import Claim, generation_claim, generation_release
+
+logger = logging.getLogger(__name__)
+
+aclaim = database_sync_to_async(generation_claim)
+arelease = database_sync_to_async(generation_release)
+
+# How long the listener waits before rejoining the channel layer after it failed.
+LISTEN_RETRY_SECONDS = 1.0
+
+
+class StreamWorker:
+    """Runs up to `concurrency` replies at once in the current event loop.
+
+    A new generation wakes the loop through a message to the workers' group, so an
+    idle worker starts it at once; the poll every STREAM_WORKER_POLL_SECONDS is
+    only the safety net for a lost message, and also finds expired leases.
+    """
+
+    def __init__(self, *, name: str | None = None, concurrency: int | None = None) -> None:
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.concurrency = concurrency or settings.STREAM_WORKER_CONCURRENCY
+        self.runs: dict[UUID, tuple[asyncio.Task, asyncio.Event, Claim]] = {}
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.alive = asyncio.Event()
+
+    async def run(self) -> None:
+        listener = asyncio.create_task(self._listen())
+        logger.info("worker %s started (concurrency %d)", self.name, self.concurrency)
+        try:
+            while not self.stopping:
+                self.wake.clear()
+                await self._claim_while_free()
+                self.alive.set()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), settings.STREAM_WORKER_POLL_SECONDS)
+                except TimeoutError:
+                    pass
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+            await self._hand_over()
+            logger.info("worker %s stopped", self.name)
+
+    def stop(self) -> None:
+        """Stop claiming; running replies are handed over to other workers."""
+        self.stopping = True
+        self.wake.set()
+
+    async def _claim_while_free(self) -> None:
+        provider = get_provider()
+        while not self.stopping and len(self.runs) < self.concurrency:
+            try:
+                claim = await aclaim(worker=self.name, model=provider.model_name())
+            except Exception:
+                logger.exception("worker %s: claiming failed; retrying at the next poll", self.name)
+                return
+            if claim is None:
+                return
+            cancel = asyncio.Event()
+            task = asyncio.create_task(ReplyRun(claim, provider, cancel).run())
+            self.runs[claim.generation_id] = (task, cancel, claim)
+            task.add_done_callback(lambda task, key=claim.generation_id: self._run_done(key, task))
+
+    def _run_done(self, generation_id: UUID, task: asyncio.Task) -> None:
+        self.runs.pop(generation_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("generation %s: run crashed", generation_id, exc_info=task.exception())
+        self.wake.set()  # a slot is free
+
+    async def _listen(self) -> None:
+        layer = get_channel_layer()
+        while True:
+            try:
+                channel = await layer.new_channel()
+                await layer.group_add(WORKERS_GROUP, channel)
+                while True:
+                    self._on_message(await layer.receive(channel))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("worker %s: channel layer unavailable; polling meanwhile", self.name, exc_info=True)
+                await asyncio.sleep(LISTEN_RETRY_SECONDS)
+
+    def _on_message(self, message: dict) -> None:
+        if message["type"] == "generation.queued":
+            self.wake.set()
+        elif message["type"] == "generation.cancel":
+            run = self.runs.get(UUID(message["generation_id"]))
+            if run is not None:
+                run[1].set()
+
+    async def _hand_over(self) -> None:
+        """Cancel running replies and release their leases so another worker continues them at once."""
+        runs = list(self.runs.values())
+        for task, _, _ in runs:
+            task.cancel()
+        await asyncio.gather(*(task for task, _, _ in runs), return_exceptions=True)
+        for _, _, claim in runs:
+            try:
+                await arelease(claim=claim)
+            except Exception:
+                logger.exception("worker %s: could not release generation %s", self.name, claim.generation_id)

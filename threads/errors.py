@@ -1,0 +1,37 @@
+"""Errors a person or client can cause, with the code and HTTP status of the protocol (DESIGN.md §4)."""
+
+
+class ChatError(Exception):
+    code = "bad_request"
+    http_status = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "detail": self.detail}
+
+
+class BadRequest(ChatError):
+    pass
+
+
+class Busy(ChatError):
+    code = "busy"
+    http_status = 409
+
+
+class TooLong(ChatError):
+    code = "too_long"
+    http_status = 413
+
+
+class NotFound(ChatError):
+    code = "not_found"
+    http_status = 404
+
+
+class NotRunning(ChatError):
+    code = "not_running"
+    http_status = 409

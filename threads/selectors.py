@@ -1,0 +1,47 @@
+"""Reads of threads and messages, always scoped to the person asking (I11)."""
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import F, QuerySet
+
+from streaming.events import message_payload
+
+from .errors import NotFound
+from .models import Message, Thread
+
+
+def thread_get_for_user(*, user: AbstractBaseUser, thread_id: UUID | str) -> Thread:
+    """Return the user's thread; unknown, foreign and malformed ids all raise the same NotFound."""
+    try:
+        thread_uuid = thread_id if isinstance(thread_id, UUID) else UUID(str(thread_id))
+    except ValueError:
+        raise NotFound("No such thread.") from None
+    thread = Thread.objects.filter(pk=thread_uuid, owner_id=user.pk).first() if user.is_authenticated else None
+    if thread is None:
+        raise NotFound("No such thread.")
+    return thread
+
+
+def thread_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Thread]:
+    return Thread.objects.filter(owner_id=user.pk).order_by("-updated_at")
+
+
+def thread_snapshot(*, thread: Thread, limit: int | None = None) -> dict[str, Any]:
+    """Return the thread's messages and the seq they reflect (I4), newest `limit` ones if given.
+
+    One statement reads the messages and the thread's last_seq together. Each
+    message's content is written in the transaction that allocates its chunk's seq,
+    so that statement sees a prefix of the log: content and seq agree.
+    """
+    messages = Message.objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
+    if limit is not None:
+        messages = messages[:limit]
+    messages = list(messages)[::-1]
+    seq = messages[0].snapshot_seq if messages else Thread.objects.values_list("last_seq", flat=True).get(pk=thread.pk)
+    return {
+        "id": str(thread.id),
+        "title": thread.title,
+        "seq": seq,
+        "messages": [message_payload(message) for message in messages],
+    }

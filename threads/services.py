@@ -1,0 +1,108 @@
+"""Writes a person makes: threads, messages, cancels."""
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from streaming.broadcast import notify_workers_on_commit
+from streaming.models import Chunk, Generation
+from streaming.services import chunks_record, message_end, seq_allocate
+
+from .errors import BadRequest, Busy, NotRunning, TooLong
+from .models import Message, Thread
+
+ACTIVE_STATUSES = [Generation.Status.QUEUED, Generation.Status.RUNNING]
+TITLE_CHARS = 60
+
+
+def thread_create(*, owner: AbstractBaseUser, title: str = "") -> Thread:
+    return Thread.objects.create(owner=owner, title=title.strip()[: Thread._meta.get_field("title").max_length])
+
+
+def title_from_content(content: str) -> str:
+    """Return a thread title made of the first line of its first message."""
+    first_line = content.strip().splitlines()[0]
+    return first_line if len(first_line) <= TITLE_CHARS else first_line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def validate_content(content: object) -> str:
+    if not isinstance(content, str):
+        raise BadRequest("content must be a string.")
+    if not content.strip():
+        raise BadRequest("content must not be empty.")
+    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise TooLong(f"A message may be at most {settings.CHAT_MAX_MESSAGE_CHARS} characters long.")
+    return content
+
+
+def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> Message:
+    """Post a user message and queue the assistant's reply; return the user message.
+
+    A send with a client_id already used in this thread returns the first message
+    and writes nothing (I7). A send while a reply is being written is refused with
+    Busy and writes nothing (I6).
+    """
+    content = validate_content(content)
+    with transaction.atomic():
+        # The row lock serialises sends to one thread, so the checks below cannot race.
+        locked = Thread.objects.select_for_update().get(pk=thread.pk)
+        if client_id is not None:
+            earlier = Message.objects.filter(thread=locked, client_id=client_id).select_related("reply").first()
+            if earlier is not None:
+                return earlier
+        if Generation.objects.filter(thread=locked, status__in=ACTIVE_STATUSES).exists():
+            raise Busy("A reply is still being written: wait for it to end or stop it.")
+        seq = seq_allocate(thread_id=locked.pk, count=2)
+        message = Message.objects.create(
+            thread=locked,
+            role=Message.Role.USER,
+            content=content,
+            status=Message.Status.COMPLETE,
+            seq=seq,
+            content_seq=seq,
+            client_id=client_id,
+        )
+        reply = Message.objects.create(
+            thread=locked,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            seq=seq + 1,
+            content_seq=seq + 1,
+            reply_to=message,
+        )
+        Generation.objects.create(message=reply, thread=locked)
+        if not locked.title:
+            locked.title = title_from_content(content)
+        locked.save(update_fields=["title", "updated_at"])
+        chunks_record(
+            thread_id=locked.pk,
+            chunks=[
+                Chunk(thread=locked, seq=seq, message=message, kind=Chunk.Kind.MESSAGE),
+                Chunk(thread=locked, seq=seq + 1, message=reply, kind=Chunk.Kind.START),
+            ],
+            messages=[message, reply],
+        )
+        notify_workers_on_commit(type="generation.queued")
+    return message
+
+
+def generation_cancel(*, thread: Thread) -> Message:
+    """Stop the reply being written in `thread` and return it; NotRunning when there is none (I5)."""
+    with transaction.atomic():
+        generation = (
+            Generation.objects.select_for_update()
+            .select_related("message")
+            .filter(thread=thread, status__in=ACTIVE_STATUSES)
+            .first()
+        )
+        if generation is None:
+            raise NotRunning("No reply is being written in this thread.")
+        if generation.status == Generation.Status.QUEUED:
+            # No worker holds it: end it here, with nothing written.
+            message_end(message=generation.message, status=Message.Status.CANCELLED)
+        else:
+            generation.cancel_requested = True
+            generation.save(update_fields=["cancel_requested"])
+            notify_workers_on_commit(type="generation.cancel", generation_id=str(generation.id))
+    return generation.message
