@@ -116,6 +116,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                     continue
                 if seq > self.last_sent + 1:
                     await self._catch_up(until=seq - 1)
+                    if seq <= self.last_sent:  # a reset covered it
+                        continue
                 await self._send_event(seq, kind, frame)
         self._watch_if_streaming()
 
@@ -129,10 +131,17 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             self.streaming = False
 
     async def _catch_up(self, until: int | None = None) -> None:
-        """Send the logged events after last_sent (up to `until`), page by page."""
+        """Send the logged events after last_sent (up to `until`), page by page.
+
+        A log that no longer holds the next event (pruned by retention) is answered
+        with a `reset` snapshot instead.
+        """
         page_size = settings.STREAM_BACKLOG_PAGE_SIZE
         while True:
             page = await achunk_events_after(thread_id=self.thread.id, after=self.last_sent, until=until, limit=page_size)
+            if page and page[0][0] != self.last_sent + 1:
+                await self._reset()
+                return
             for seq, kind, frame in page:
                 await self._send_event(seq, kind, frame)
             if len(page) < page_size:

@@ -3,6 +3,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from uuid import UUID
 
@@ -38,7 +39,8 @@ class StreamWorker:
         self.runs: dict[UUID, tuple[asyncio.Task, asyncio.Event, Claim]] = {}
         self.wake = asyncio.Event()
         self.stopping = False
-        self.alive = asyncio.Event()
+        # When the loop last came round: a readiness probe tells a live loop from a stuck one.
+        self.looped_at: float | None = None
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen())
@@ -47,7 +49,7 @@ class StreamWorker:
             while not self.stopping:
                 self.wake.clear()
                 await self._claim_while_free()
-                self.alive.set()
+                self.looped_at = time.monotonic()
                 try:
                     await asyncio.wait_for(self.wake.wait(), settings.STREAM_WORKER_POLL_SECONDS)
                 except TimeoutError:
