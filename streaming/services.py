@@ -95,9 +95,12 @@ def message_end(
 
 
 def conversation_turns(*, reply: Message) -> list[Turn]:
-    """Return the turns before `reply`, oldest first, leaving out turns with no text."""
+    """Return the turns up to the message `reply` answers, oldest first, leaving out turns with no text.
+
+    A retried reply answers an earlier message again: the replies in between are not part of its conversation.
+    """
     earlier = (
-        Message.objects.filter(thread_id=reply.thread_id, seq__lt=reply.seq)
+        Message.objects.filter(thread_id=reply.thread_id, seq__lte=reply.reply_to.seq)
         .exclude(content="")
         .order_by("seq")
         .values_list("role", "content")
@@ -117,7 +120,7 @@ def generation_claim(*, worker: str, model: str) -> Claim | None:
         .select_for_update(skip_locked=True)
     )
     for generation in claimable[:10]:
-        reply = Message.objects.get(pk=generation.message_id)
+        reply = Message.objects.select_related("reply_to").get(pk=generation.message_id)
         if generation.attempts >= settings.GENERATION_MAX_ATTEMPTS:
             message_end(
                 message=reply,

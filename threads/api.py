@@ -86,10 +86,10 @@ def thread_detail(request: HttpRequest, thread_id: str) -> JsonResponse:
 def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     body = json_body(request)
-    message = message_post(thread=thread, content=body.get("content"), client_id=parse_client_id(body.get("client_id")))
-    reply = message.reply
+    posted = message_post(thread=thread, content=body.get("content"), client_id=parse_client_id(body.get("client_id")))
     return JsonResponse(
-        {"message": message_payload(message), "reply": message_payload(reply), "seq": reply.seq}, status=202
+        {"message": message_payload(posted.message), "reply": message_payload(posted.reply), "seq": posted.reply.seq},
+        status=202,
     )
 
 

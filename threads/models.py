@@ -41,10 +41,8 @@ class Message(models.Model):
     # seq of the newest chunk reflected in `content`; snapshots name the seq they reflect (I4).
     content_seq = models.PositiveBigIntegerField()
     client_id = models.UUIDField(null=True, blank=True)
-    # For an assistant message: the user message it answers.
-    reply_to = models.OneToOneField(
-        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="reply"
-    )
+    # For an assistant message: the user message it answers (a retry answers it again).
+    reply_to = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="replies")
     model = models.CharField(max_length=100, blank=True)
     stop_reason = models.CharField(max_length=50, blank=True)
     usage = models.JSONField(null=True, blank=True)

@@ -1,4 +1,5 @@
-"""Writes a person makes: threads, messages, cancels."""
+"""Writes a person makes: threads, messages, retries, cancels."""
+from dataclasses import dataclass
 from uuid import UUID
 
 from django.conf import settings
@@ -36,23 +37,53 @@ def validate_content(content: object) -> str:
     return content
 
 
-def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> Message:
-    """Post a user message and queue the assistant's reply; return the user message.
+@dataclass(frozen=True)
+class Posted:
+    message: Message
+    reply: Message
+
+
+def _lock_thread(thread: Thread) -> Thread:
+    """Lock the thread row: writers to one thread queue up, so their checks cannot race."""
+    return Thread.objects.select_for_update().get(pk=thread.pk)
+
+
+def _refuse_if_busy(thread: Thread) -> None:
+    """Refuse with Busy while a reply is being written (I6)."""
+    if Generation.objects.filter(thread=thread, status__in=ACTIVE_STATUSES).exists():
+        raise Busy("A reply is still being written: wait for it to end or stop it.")
+
+
+def _reply_start(*, thread: Thread, message: Message, seq: int) -> tuple[Message, Chunk]:
+    """Create an assistant reply to `message` at `seq`, with its generation queued."""
+    reply = Message.objects.create(
+        thread=thread,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        seq=seq,
+        content_seq=seq,
+        reply_to=message,
+    )
+    Generation.objects.create(message=reply, thread=thread)
+    notify_workers_on_commit(type="generation.queued")
+    return reply, Chunk(thread=thread, seq=seq, message=reply, kind=Chunk.Kind.START)
+
+
+def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> Posted:
+    """Post a user message and queue the assistant's reply.
 
     A send with a client_id already used in this thread returns the first message
-    and writes nothing (I7). A send while a reply is being written is refused with
-    Busy and writes nothing (I6).
+    and its reply, and writes nothing (I7). A send while a reply is being written
+    is refused with Busy and writes nothing (I6).
     """
     content = validate_content(content)
     with transaction.atomic():
-        # The row lock serialises sends to one thread, so the checks below cannot race.
-        locked = Thread.objects.select_for_update().get(pk=thread.pk)
+        locked = _lock_thread(thread)
         if client_id is not None:
-            earlier = Message.objects.filter(thread=locked, client_id=client_id).select_related("reply").first()
+            earlier = Message.objects.filter(thread=locked, client_id=client_id).first()
             if earlier is not None:
-                return earlier
-        if Generation.objects.filter(thread=locked, status__in=ACTIVE_STATUSES).exists():
-            raise Busy("A reply is still being written: wait for it to end or stop it.")
+                return Posted(message=earlier, reply=earlier.replies.order_by("seq").first())
+        _refuse_if_busy(locked)
         seq = seq_allocate(thread_id=locked.pk, count=2)
         message = Message.objects.create(
             thread=locked,
@@ -63,28 +94,29 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
             content_seq=seq,
             client_id=client_id,
         )
-        reply = Message.objects.create(
-            thread=locked,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            seq=seq + 1,
-            content_seq=seq + 1,
-            reply_to=message,
-        )
-        Generation.objects.create(message=reply, thread=locked)
+        reply, start = _reply_start(thread=locked, message=message, seq=seq + 1)
         if not locked.title:
             locked.title = title_from_content(content)
         locked.save(update_fields=["title", "updated_at"])
-        chunks_record(
-            thread_id=locked.pk,
-            chunks=[
-                Chunk(thread=locked, seq=seq, message=message, kind=Chunk.Kind.MESSAGE),
-                Chunk(thread=locked, seq=seq + 1, message=reply, kind=Chunk.Kind.START),
-            ],
-            messages=[message, reply],
-        )
-        notify_workers_on_commit(type="generation.queued")
-    return message
+        posted = Chunk(thread=locked, seq=seq, message=message, kind=Chunk.Kind.MESSAGE)
+        chunks_record(thread_id=locked.pk, chunks=[posted, start], messages=[message, reply])
+    return Posted(message=message, reply=reply)
+
+
+def reply_retry(*, thread: Thread, reply: Message) -> Message:
+    """Answer the user message of a failed or cancelled reply again, with a new reply."""
+    if reply.thread_id != thread.pk or reply.role != Message.Role.ASSISTANT:
+        raise BadRequest("Only a reply in this thread can be retried.")
+    if reply.status not in (Message.Status.FAILED, Message.Status.CANCELLED):
+        raise BadRequest("Only a failed or cancelled reply can be retried.")
+    with transaction.atomic():
+        locked = _lock_thread(thread)
+        _refuse_if_busy(locked)
+        seq = seq_allocate(thread_id=locked.pk)
+        retry, start = _reply_start(thread=locked, message=reply.reply_to, seq=seq)
+        locked.save(update_fields=["updated_at"])
+        chunks_record(thread_id=locked.pk, chunks=[start], messages=[retry])
+    return retry
 
 
 def generation_cancel(*, thread: Thread) -> Message:
