@@ -57,14 +57,22 @@ def chunk_event(chunk: Chunk, message: Message | None) -> dict[str, Any]:
     if chunk.kind == Chunk.Kind.MESSAGE:
         return {"type": "message", "seq": chunk.seq, "message": message_payload(message)}
     if chunk.kind == Chunk.Kind.START:
-        started = message_payload(message) | {"content": "", "status": Message.Status.STREAMING}
-        started |= {"stop_reason": None, "usage": None, "error": None}
+        # Only what is fixed when the reply starts: replayed from the backlog later,
+        # the event must be byte for byte what was sent live.
+        started = {
+            "id": str(message.id),
+            "role": message.role,
+            "content": "",
+            "status": Message.Status.STREAMING,
+            "created_at": message.created_at.isoformat(),
+        }
         return {"type": "start", "seq": chunk.seq, "message": started}
     return {
         "type": "end",
         "seq": chunk.seq,
         "message_id": str(message.id),
         "status": message.status,
+        "model": message.model,
         "stop_reason": message.stop_reason or None,
         "usage": message.usage,
         "error": message.error,
