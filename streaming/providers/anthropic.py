@@ -1,0 +1,250 @@
+"""Replies from Claude through the official SDK, continued (never restarted) after a break.
+
+The SDK retries a request that fails before it streams. Once text is flowing, a
+break (an `event: error` in the stream, a dropped connection) is ours to handle:
+we ask again for the rest of the reply, sending the text so far as an assistant
+prefill, or, for models that refuse prefill, as an assistant turn followed by a
+user turn asking to continue it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, aclosing
+from dataclasses import dataclass
+
+import anthropic
+import httpx2  # the SDK's transport: a connection lost mid-stream surfaces as its TransportError
+from anthropic.lib.streaming import AsyncMessageStream, AsyncMessageStreamManager
+from anthropic.types import MessageParam
+from django.conf import settings
+
+from .base import BaseProvider, ProviderError, ReplyEnd, ReplyEvent, ReplyRequest, TextDelta, Turn
+
+logger = logging.getLogger(__name__)
+
+# Retries the SDK makes itself for a request that fails before streaming (429, 5xx, 529).
+SDK_MAX_RETRIES = 3
+# The API pings an open stream every few seconds: this long without a byte means it is dead.
+READ_TIMEOUT_SECONDS = 60.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+# Requests per reply when the stream breaks mid-way; each one continues from the text so far.
+STREAM_ATTEMPTS = 3
+DEFAULT_RETRY_BACKOFF_SECONDS = 1.0
+# `error.type`s in a stream worth another request; others (invalid_request_error…) would fail again.
+RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
+CONTINUE_PROMPT = "Continue your previous reply exactly where it stopped, without repeating anything."
+
+# Models that answered a prefill with 400 in this process: their continuations skip
+# straight to the continue turn instead of paying for a refused request each time.
+_models_refusing_prefill: set[str] = set()
+
+
+@dataclass
+class _AttemptResult:
+    """What one request's stream reported about itself."""
+
+    stop_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int = 0
+
+
+class _StreamInterrupted(Exception):
+    """The stream broke after it opened, in a way that another request may get past."""
+
+
+class AnthropicProvider(BaseProvider):
+    def model_name(self) -> str:
+        return settings.ANTHROPIC_MODEL
+
+    async def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyEvent]:
+        written = request.partial  # the whole reply so far: an earlier attempt's text, then ours
+        output_tokens = 0
+        backoff_s = getattr(settings, "ANTHROPIC_RETRY_BACKOFF_SECONDS", DEFAULT_RETRY_BACKOFF_SECONDS)
+        if not settings.ANTHROPIC_API_KEY:
+            # Checked here: without a key the SDK raises a bare TypeError at request time.
+            logger.error("The Anthropic provider has no API key: set ANTHROPIC_API_KEY")
+            raise ProviderError("No API key is configured for the provider.")
+        # A client per reply, closed with it: an httpx pool belongs to the event loop that opened it.
+        async with self._client() as client:
+            for attempt in range(1, STREAM_ATTEMPTS + 1):
+                result = _AttemptResult()
+                try:
+                    # aclosing: a caller that stops iterating closes the HTTP stream now, not at GC.
+                    async with aclosing(self._attempt(client, request.turns, written, result)) as texts:
+                        async for text in texts:
+                            written += text
+                            yield TextDelta(text)
+                except _StreamInterrupted as exc:
+                    output_tokens += result.output_tokens
+                    cause = exc.__cause__ or exc
+                    detail = self._error_detail(cause)
+                    if attempt == STREAM_ATTEMPTS:
+                        logger.error("Anthropic reply failed after %d attempts (%s)", attempt, _log_summary(cause))
+                        raise ProviderError(detail) from cause
+                    delay_s = backoff_s * 2 ** (attempt - 1)
+                    logger.warning(
+                        "Anthropic stream interrupted (%s); continuing the reply in %.2fs (attempt %d of %d)",
+                        _log_summary(cause), delay_s, attempt + 1, STREAM_ATTEMPTS,
+                    )
+                    await asyncio.sleep(delay_s)
+                    continue
+                except anthropic.AnthropicError as exc:
+                    logger.warning("Anthropic request failed: %s", _log_summary(exc))
+                    raise ProviderError(self._error_detail(exc)) from exc
+                output_tokens += result.output_tokens
+                # _attempt returns only once the stream has reported its stop reason.
+                yield ReplyEnd(result.stop_reason or "end_turn", result.input_tokens, output_tokens)
+                return
+
+    def _client(self) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            # Explicit, so the SDK reads no credentials of its own from the environment.
+            api_key=settings.ANTHROPIC_API_KEY,
+            base_url=settings.ANTHROPIC_BASE_URL or None,
+            max_retries=SDK_MAX_RETRIES,
+            timeout=anthropic.Timeout(READ_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+        )
+
+    async def _attempt(
+        self, client: anthropic.AsyncAnthropic, turns: list[Turn], written: str, result: _AttemptResult
+    ) -> AsyncIterator[str]:
+        """Yield the reply's text after `written` from one request, and fill in `result`."""
+        # The API rejects a final assistant turn ending in whitespace, so the text goes
+        # stripped and the seam gives back only whitespace the stored text lacks.
+        prefix = written.rstrip()
+        seam = _Seam(written[len(prefix) :])
+        async with AsyncExitStack() as stack:
+            stream = await self._open(client, stack, turns, prefix)
+            try:
+                async for event in stream:
+                    if event.type == "message_start":
+                        result.input_tokens = event.message.usage.input_tokens
+                        result.output_tokens = event.message.usage.output_tokens
+                    elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        if text := seam.trim(event.delta.text):
+                            yield text
+                    elif event.type == "message_delta":
+                        result.stop_reason = event.delta.stop_reason
+                        result.output_tokens = event.usage.output_tokens  # cumulative for this request
+                        if event.usage.input_tokens is not None:
+                            result.input_tokens = event.usage.input_tokens
+            except (anthropic.APIStatusError, anthropic.APIConnectionError, httpx2.TransportError) as exc:
+                if isinstance(exc, anthropic.APIStatusError) and exc.type not in RETRYABLE_ERROR_TYPES:
+                    raise
+                raise _StreamInterrupted() from exc
+        if result.stop_reason is None:
+            raise _StreamInterrupted("the stream ended without a stop reason")
+
+    async def _open(
+        self, client: anthropic.AsyncAnthropic, stack: AsyncExitStack, turns: list[Turn], prefix: str
+    ) -> AsyncMessageStream:
+        """Open the reply's stream on `stack`, continuing `prefix` by prefill where the model takes it."""
+        model = self.model_name()
+        if prefix and model not in _models_refusing_prefill:
+            try:
+                return await stack.enter_async_context(self._request(client, turns, prefix, prefill=True))
+            except anthropic.BadRequestError as exc:
+                if not _refuses_prefill(exc):
+                    raise
+                _models_refusing_prefill.add(model)
+                logger.info("Model %s refuses prefill; continuing replies with a continue turn", model)
+        return await stack.enter_async_context(self._request(client, turns, prefix, prefill=False))
+
+    def _request(
+        self, client: anthropic.AsyncAnthropic, turns: list[Turn], prefix: str, *, prefill: bool
+    ) -> AsyncMessageStreamManager:
+        return client.messages.stream(
+            model=self.model_name(),
+            max_tokens=settings.ANTHROPIC_MAX_TOKENS,
+            system=settings.CHAT_SYSTEM_PROMPT or anthropic.omit,
+            messages=build_messages(turns, prefix, prefill=prefill),
+        )
+
+    def _error_detail(self, exc: BaseException) -> str:
+        """Return what people are told about `exc`: short, and never a key or a header."""
+        if isinstance(exc, (anthropic.APITimeoutError, httpx2.TimeoutException)):
+            return "The provider stopped responding; try again shortly."
+        if isinstance(exc, anthropic.APIConnectionError):  # the SDK's retries could not connect
+            return "Could not reach the provider; try again shortly."
+        if isinstance(exc, (httpx2.TransportError, _StreamInterrupted)):
+            return "The connection to the provider was lost; try again shortly."
+        if not isinstance(exc, anthropic.APIStatusError):
+            return "The provider could not be called; check its configuration."
+        # An error inside a 200 stream keeps status 200: its body's `error.type` says what it was.
+        status, kind = exc.status_code, exc.type
+        message = (exc.api_message or "").lower()
+        if status == 401 or kind == "authentication_error":
+            return "The API key was rejected (401)."
+        if status == 403 or kind == "permission_error":
+            return "The API key is not allowed to do this (403)."
+        if status == 404 or kind == "not_found_error":
+            return f"The model {self.model_name()!r} was not found (404)."
+        if status == 429 or kind == "rate_limit_error":
+            return "Rate limited by the provider; try again shortly."
+        if status == 529 or kind == "overloaded_error":
+            return "The provider is overloaded; try again shortly."
+        # "prompt is too long: 215000 tokens > 200000 maximum", "… exceed context limit …"
+        if status == 413 or any(hint in message for hint in ("too long", "context limit", "context window")):
+            return "The conversation is too long for the model's context window."
+        if status == 402 or kind == "billing_error":
+            return "The provider account has a billing problem (402)."
+        if status >= 500 or kind == "api_error":
+            return "The provider had an internal error; try again shortly."
+        return f"The provider rejected the request ({status})."
+
+
+def build_messages(turns: list[Turn], prefix: str, *, prefill: bool) -> list[MessageParam]:
+    """Return `turns` as API messages, then `prefix` continued by prefill or by a continue turn.
+
+    A failed or cancelled reply leaves an empty assistant turn and two user turns in
+    a row, both of which the API rejects: drop empty turns, merge same-role neighbours.
+    """
+    history = [[turn.role, turn.content] for turn in turns if turn.content.strip()]
+    if prefix:
+        history.append(["assistant", prefix])
+        if not prefill:
+            history.append(["user", CONTINUE_PROMPT])
+    merged: list[list[str]] = []
+    for role, content in history:
+        if merged and merged[-1][0] == role:
+            merged[-1][1] += "\n\n" + content
+        else:
+            merged.append([role, content])
+    return [{"role": role, "content": content} for role, content in merged]  # type: ignore[misc]
+
+
+class _Seam:
+    """Trim from a continuation the whitespace that the stored text already ends with.
+
+    Sent "Hello" for a stored "Hello ", the model goes on with " world" (drop the
+    repeated space) or "world" (keep it whole): either way the text has no seam.
+    """
+
+    def __init__(self, pending: str) -> None:
+        self.pending = pending
+
+    def trim(self, text: str) -> str:
+        if not self.pending:
+            return text
+        common = len(os.path.commonprefix([self.pending, text]))
+        if common == len(text):  # all of it repeats stored whitespace: the next delta may repeat more
+            self.pending = self.pending[common:]
+            return ""
+        self.pending = ""
+        return text[common:]
+
+
+def _refuses_prefill(exc: anthropic.BadRequestError) -> bool:
+    # "This model does not support assistant message prefill. The conversation must end with a user message."
+    message = (exc.api_message or "").lower()
+    return "prefill" in message or "must end with a user message" in message
+
+
+def _log_summary(exc: BaseException) -> str:
+    """Describe `exc` for the log: status, error type and request id, no content, key or headers."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return f"status {exc.status_code}, {exc.type or 'unknown error'}, request id {exc.request_id or '-'}"
+    return type(exc).__name__

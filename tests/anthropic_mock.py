@@ -1,0 +1,227 @@
+"""A local stand-in for the Anthropic Messages API, spoken at the wire.
+
+The real `anthropic` SDK reaches it through ANTHROPIC_BASE_URL, so tests exercise
+the SDK's own SSE parsing, retries and connection handling. Responses are scripted
+per test as a queue of `MockResponse`s; every request body is recorded.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# What the real API answers when a model does not take an assistant prefill.
+PREFILL_REFUSAL_MESSAGE = (
+    "This model does not support assistant message prefill. The conversation must end with a user message."
+)
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+@dataclass
+class MockResponse:
+    """One scripted answer to POST /v1/messages."""
+
+    status: int = 200
+    deltas: list[str] = field(default_factory=list)
+    stop_reason: str = "end_turn"
+    input_tokens: int = 10
+    # Mid-stream failures: an `event: error` or a dropped connection after this many deltas.
+    error_after: int | None = None
+    error_type: str = "overloaded_error"
+    drop_after: int | None = None
+    delta_delay_s: float = 0.0
+    # For error statuses: the body's error message, and the SDK-honoured retry hint.
+    message: str = ""
+    retry_after_ms: int | None = None
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class MockAnthropic:
+    """An HTTP server on 127.0.0.1 answering Messages API calls from a script."""
+
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        # Models from the Claude 4.6 generation on answer 400 to a final assistant turn.
+        self.refuse_prefill = False
+        # Set when writing to a client fails: it closed the connection mid-stream.
+        self.disconnected = threading.Event()
+        self.stopping = threading.Event()
+        self.deltas_sent = 0
+        self._script: deque[MockResponse] = deque()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> MockAnthropic:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def script(self, *responses: MockResponse) -> None:
+        with self._lock:
+            self._script.extend(responses)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def count_delta(self) -> None:
+        with self._lock:
+            self.deltas_sent += 1
+
+    def take(self, request: RecordedRequest) -> MockResponse:
+        """Record `request` and return the answer it gets."""
+        with self._lock:
+            self.requests.append(request)
+            messages = request.body.get("messages") or []
+            if self.refuse_prefill and messages and messages[-1].get("role") == "assistant":
+                return MockResponse(status=400, message=PREFILL_REFUSAL_MESSAGE)
+            if not self._script:
+                return MockResponse(status=400, message="mock: no scripted response left")
+            return self._script.popleft()
+
+
+def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        # HTTP/1.1 with chunked bodies, as the real API streams, so a dropped
+        # connection shows up to the client as an incomplete chunked read.
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep test output quiet
+
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a client that abandons a stream resets its kept-alive connection
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            request = RecordedRequest(path=self.path, headers=headers, body=body)
+            response = mock.take(request)
+            request_id = f"req_mock{mock.next_id():06d}"
+            if response.status != 200:
+                self._send_error(response, request_id)
+            else:
+                self._send_stream(response, body, request_id)
+
+        def _send_error(self, response: MockResponse, request_id: str) -> None:
+            error_type = ERROR_TYPES.get(response.status, "api_error")
+            payload = {
+                "type": "error",
+                "error": {"type": error_type, "message": response.message or error_type.replace("_", " ")},
+                "request_id": request_id,
+            }
+            data = json.dumps(payload).encode()
+            self.send_response(response.status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.send_header("request-id", request_id)
+            retryable = response.status in (408, 409, 429) or response.status >= 500
+            self.send_header("x-should-retry", "true" if retryable else "false")
+            if response.retry_after_ms is not None:
+                self.send_header("retry-after-ms", str(response.retry_after_ms))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send_stream(self, response: MockResponse, body: dict[str, Any], request_id: str) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream; charset=utf-8")
+            self.send_header("cache-control", "no-cache")
+            self.send_header("transfer-encoding", "chunked")
+            self.send_header("request-id", request_id)
+            self.end_headers()
+            try:
+                self._stream_events(response, body)
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                mock.disconnected.set()
+                self.close_connection = True
+
+        def _event(self, name: str, **fields: Any) -> None:
+            """Write one SSE event as its own HTTP chunk; `data` carries `type` like the real API."""
+            chunk = f"event: {name}\ndata: {json.dumps({'type': name, **fields})}\n\n".encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+
+        def _stream_events(self, response: MockResponse, body: dict[str, Any]) -> None:
+            message = {
+                "id": f"msg_mock{mock.next_id():06d}",
+                "type": "message",
+                "role": "assistant",
+                "model": body.get("model"),
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": response.input_tokens, "output_tokens": 1},
+            }
+            self._event("message_start", message=message)
+            self._event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+            self._event("ping")
+            for sent, text in enumerate([*response.deltas, None]):
+                if sent == response.error_after:
+                    message_text = response.error_type.removesuffix("_error").capitalize()  # "Overloaded"
+                    self._event("error", error={"type": response.error_type, "message": message_text})
+                    self._end_body()
+                    return
+                if sent == response.drop_after:
+                    # Close without the final chunk: a connection lost mid-reply.
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                if text is None:
+                    break
+                if response.delta_delay_s and mock.stopping.wait(response.delta_delay_s):
+                    return  # the server is shutting down
+                self._event("content_block_delta", index=0, delta={"type": "text_delta", "text": text})
+                mock.count_delta()
+            self._event("content_block_stop", index=0)
+            self._event(
+                "message_delta",
+                delta={"stop_reason": response.stop_reason, "stop_sequence": None},
+                usage={"output_tokens": max(1, len(response.deltas))},
+            )
+            self._event("message_stop")
+            self._end_body()
+
+        def _end_body(self) -> None:
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+    return Handler
