@@ -30,7 +30,7 @@ athread_snapshot = database_sync_to_async(thread_snapshot)
 
 def parse_cursor(query_string: bytes) -> int | None:
     """Return the `after` cursor of a query string (0 when absent), or None when it is malformed."""
-    values = parse_qs(query_string.decode("latin-1")).get("after", ["0"])
+    values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("after", ["0"])
     try:
         after = int(values[-1]) if values[-1].isascii() and values[-1].isdigit() else None
     except ValueError:  # more digits than Python converts
