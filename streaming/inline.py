@@ -34,3 +34,12 @@ class InlineWorkerMiddleware:
         if settings.STREAM_INLINE_WORKER and scope["type"] in ("http", "websocket"):
             ensure_inline_worker()
         return await self.app(scope, receive, send)
+
+
+async def stop_inline_worker() -> None:
+    """Stop this loop's inline worker, handing its running replies over, and wait for it to end."""
+    entry = _workers.pop(asyncio.get_running_loop(), None)
+    if entry is not None:
+        worker, task = entry
+        worker.stop()
+        await task

@@ -7,6 +7,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.test import Client
 
 from chatsite.asgi import application
@@ -34,6 +35,16 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_database_pool(django_db_setup, django_db_blocker):
+    """Close pooled Postgres connections before the test database is dropped."""
+    yield
+    with django_db_blocker.unblock():
+        for alias in connections:
+            if getattr(connections[alias], "pool", None) is not None:
+                connections[alias].close_pool()
 
 
 @pytest.fixture(autouse=True)
@@ -94,6 +105,7 @@ class ThreadSocket:
             headers.append((b"cookie", cookie.encode()))
         self.communicator = WebsocketCommunicator(application, f"/ws/threads/{thread_id}/{query}", headers=headers)
         self.frames: list[dict] = []
+        self.closed = False
 
     async def connect(self) -> None:
         connected, _ = await self.communicator.connect(timeout=RECEIVE_TIMEOUT_S)
@@ -120,7 +132,9 @@ class ThreadSocket:
         return output["code"]
 
     async def disconnect(self) -> None:
-        await self.communicator.disconnect(timeout=RECEIVE_TIMEOUT_S)
+        if not self.closed:
+            self.closed = True
+            await self.communicator.disconnect(timeout=RECEIVE_TIMEOUT_S)
 
     @property
     def log_events(self) -> list[dict]:
