@@ -10,10 +10,14 @@ import itertools
 import json
 import socket
 import threading
+import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 # What the real API answers when a model does not take an assistant prefill.
 PREFILL_REFUSAL_MESSAGE = (
@@ -225,3 +229,22 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
 
     return Handler
+
+
+API_KEY = "test-key-" + "s3cr3t" * 6
+SYSTEM_PROMPT = "You are a careful test assistant."
+MAX_TOKENS = 321
+
+
+@pytest.fixture
+def mock_api(settings) -> Iterator[MockAnthropic]:
+    mock = MockAnthropic().start()
+    settings.ANTHROPIC_BASE_URL = mock.url
+    settings.ANTHROPIC_API_KEY = API_KEY
+    # Prefill refusal is remembered per model per process: a fresh model name per test.
+    settings.ANTHROPIC_MODEL = f"claude-mock-{uuid.uuid4().hex[:8]}"
+    settings.ANTHROPIC_MAX_TOKENS = MAX_TOKENS
+    settings.CHAT_SYSTEM_PROMPT = SYSTEM_PROMPT
+    settings.ANTHROPIC_RETRY_BACKOFF_SECONDS = 0.01
+    yield mock
+    mock.close()

@@ -1,38 +1,19 @@
 """The Anthropic provider, driven through the real SDK against a local mock of the Messages API."""
 import asyncio
 import logging
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from streaming.providers import ProviderError, ReplyEnd, ReplyEvent, ReplyRequest, TextDelta, Turn
 from streaming.providers.anthropic import CONTINUE_PROMPT, AnthropicProvider
 
-from .anthropic_mock import MockAnthropic, MockResponse
+from .anthropic_mock import API_KEY, MAX_TOKENS, SYSTEM_PROMPT, MockAnthropic, MockResponse, mock_api  # noqa: F401
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
 
-API_KEY = "test-key-" + "s3cr3t" * 6
-SYSTEM_PROMPT = "You are a careful test assistant."
-MAX_TOKENS = 321
 # Generous for a local server, still far under the test timeout.
 STREAM_TIMEOUT_S = 15
 HELLO = [Turn("user", "Hello?")]
-
-
-@pytest.fixture
-def mock_api(settings) -> Iterator[MockAnthropic]:
-    mock = MockAnthropic().start()
-    settings.ANTHROPIC_BASE_URL = mock.url
-    settings.ANTHROPIC_API_KEY = API_KEY
-    # Prefill refusal is remembered per model per process: a fresh model name per test.
-    settings.ANTHROPIC_MODEL = f"claude-mock-{uuid.uuid4().hex[:8]}"
-    settings.ANTHROPIC_MAX_TOKENS = MAX_TOKENS
-    settings.CHAT_SYSTEM_PROMPT = SYSTEM_PROMPT
-    settings.ANTHROPIC_RETRY_BACKOFF_SECONDS = 0.01
-    yield mock
-    mock.close()
 
 
 async def collect(request: ReplyRequest) -> list[ReplyEvent]:
