@@ -2,6 +2,7 @@ import asyncio
 import json
 
 import pytest
+from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
@@ -39,9 +40,12 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def close_database_pool(django_db_setup, django_db_blocker):
-    """Close pooled Postgres connections before the test database is dropped."""
+    """Close every connection, pooled ones too, before the test database is dropped."""
     yield
     with django_db_blocker.unblock():
+        # Tests read with Django's async ORM (`aget`…), whose calls run in asgiref's
+        # single ORM thread and, unlike database_sync_to_async, never close their connection.
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()
         for alias in connections:
             if getattr(connections[alias], "pool", None) is not None:
                 connections[alias].close_pool()
