@@ -134,6 +134,8 @@ CHAT_SYSTEM_PROMPT = env.str(
 )
 # Longest user message accepted; longer ones are refused with `too_long` (HTTP 413).
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32_000)
+# Sends per person per minute, across all their threads; more are refused with `rate_limited` (429).
+CHAT_SENDS_PER_MINUTE = env.int("CHAT_SENDS_PER_MINUTE", default=20)
 
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="") or None
 ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-sonnet-5-5")

@@ -36,7 +36,10 @@ def api_view(*methods: str) -> Callable:
             try:
                 return view(request, *args, **kwargs)
             except ChatError as error:
-                return error_response(error.code, error.detail, error.http_status)
+                response = error_response(error.code, error.detail, error.http_status)
+                for header, value in error.http_headers().items():
+                    response[header] = value
+                return response
 
         return wrapper
 

@@ -12,6 +12,10 @@ class ChatError(Exception):
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "detail": self.detail}
 
+    def http_headers(self) -> dict[str, str]:
+        """Return headers an HTTP answer to this error carries."""
+        return {}
+
 
 class BadRequest(ChatError):
     pass
@@ -35,3 +39,15 @@ class NotFound(ChatError):
 class NotRunning(ChatError):
     code = "not_running"
     http_status = 409
+
+
+class RateLimited(ChatError):
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}

@@ -1,16 +1,19 @@
 """Writes a person makes: threads, messages, retries, cancels."""
+import math
 from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
 from streaming.broadcast import notify_workers_on_commit
 from streaming.models import Chunk, Generation
 from streaming.services import chunks_record, message_end, seq_allocate
 
-from .errors import BadRequest, Busy, NotRunning, TooLong
+from .errors import BadRequest, Busy, NotRunning, RateLimited, TooLong
 from .models import Message, Thread
 
 ACTIVE_STATUSES = [Generation.Status.QUEUED, Generation.Status.RUNNING]
@@ -48,6 +51,27 @@ def _lock_thread(thread: Thread) -> Thread:
     return Thread.objects.select_for_update().get(pk=thread.pk)
 
 
+def _refuse_if_sending_too_fast(thread: Thread) -> None:
+    """Refuse a send past CHAT_SENDS_PER_MINUTE by the thread's owner, in any of their threads.
+
+    Counted in the database, so the limit holds across every web process.
+    """
+    limit = settings.CHAT_SENDS_PER_MINUTE
+    window = timedelta(minutes=1)
+    recent = (
+        Message.objects.filter(
+            thread__owner_id=thread.owner_id, role=Message.Role.USER, created_at__gte=timezone.now() - window
+        )
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)[:limit]
+    )
+    if len(recent) == limit:
+        retry_after_s = max(1, math.ceil((recent[limit - 1] + window - timezone.now()).total_seconds()))
+        raise RateLimited(
+            f"At most {limit} messages a minute: try again in {retry_after_s} s.", retry_after_s=retry_after_s
+        )
+
+
 def _refuse_if_busy(thread: Thread) -> None:
     """Refuse with Busy while a reply is being written (I6)."""
     if Generation.objects.filter(thread=thread, status__in=ACTIVE_STATUSES).exists():
@@ -74,7 +98,8 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
 
     A send with a client_id already used in this thread returns the first message
     and its reply, and writes nothing (I7). A send while a reply is being written
-    is refused with Busy and writes nothing (I6).
+    is refused with Busy and writes nothing (I6), and one past the owner's rate
+    limit with RateLimited.
     """
     content = validate_content(content)
     with transaction.atomic():
@@ -84,6 +109,7 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
             if earlier is not None:
                 return Posted(message=earlier, reply=earlier.replies.order_by("seq").first())
         _refuse_if_busy(locked)
+        _refuse_if_sending_too_fast(locked)
         seq = seq_allocate(thread_id=locked.pk, count=2)
         message = Message.objects.create(
             thread=locked,
