@@ -174,3 +174,5 @@ STREAM_BACKLOG_PAGE_SIZE = env.int("STREAM_BACKLOG_PAGE_SIZE", default=500)
 STREAM_REPAIR_SECONDS = env.float("STREAM_REPAIR_SECONDS", default=1.0)
 GENERATION_LEASE_SECONDS = env.float("GENERATION_LEASE_SECONDS", default=15.0)
 GENERATION_MAX_ATTEMPTS = env.int("GENERATION_MAX_ATTEMPTS", default=3)
+# `manage.py prunechunks` deletes the chunk rows of messages that ended this many days ago.
+CHUNK_RETENTION_DAYS = env.int("CHUNK_RETENTION_DAYS", default=30)

@@ -3,7 +3,7 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import F, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 
 from streaming.events import message_payload
 
@@ -45,3 +45,27 @@ def thread_snapshot(*, thread: Thread, limit: int | None = None) -> dict[str, An
         "seq": seq,
         "messages": [message_payload(message) for message in messages],
     }
+
+
+def thread_activity_for_user(*, user: AbstractBaseUser, limit: int) -> list[Thread]:
+    """Return the user's newest threads, each annotated with `replying`: a reply is being written."""
+    streaming = Message.objects.filter(thread=OuterRef("pk"), status=Message.Status.STREAMING)
+    return list(thread_list_for_user(user=user).annotate(replying=Exists(streaming))[:limit])
+
+
+def message_get_in_thread(*, thread: Thread, message_id: UUID | str) -> Message:
+    """Return a message of `thread`; unknown, foreign and malformed ids all raise NotFound."""
+    try:
+        message_uuid = message_id if isinstance(message_id, UUID) else UUID(str(message_id))
+    except ValueError:
+        raise NotFound("No such message.") from None
+    message = Message.objects.filter(pk=message_uuid, thread=thread).first()
+    if message is None:
+        raise NotFound("No such message.")
+    return message
+
+
+def message_list_before(*, thread: Thread, before_seq: int, limit: int) -> list[dict[str, Any]]:
+    """Return the newest `limit` messages placed before `before_seq`, oldest first, as clients see them."""
+    newest_first = Message.objects.filter(thread=thread, seq__lt=before_seq).order_by("-seq")[:limit]
+    return [message_payload(message) for message in list(newest_first)[::-1]]

@@ -1,15 +1,80 @@
-"""Server-rendered pages: the thread list and the thread itself."""
+"""Server-rendered pages: accounts, the thread list and the thread itself.
+
+Renaming and retrying are plain form posts that redirect back, so they work
+without JavaScript; the page script posts the same forms with
+`Accept: application/json` and gets JSON instead of a redirect.
+"""
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.views import LoginView
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .errors import NotFound
-from .selectors import thread_get_for_user, thread_list_for_user, thread_snapshot
-from .services import thread_create
+from streaming.events import message_payload
 
-# The thread page renders the newest messages; older ones are paged in on demand.
+from .api import api_view, error_response
+from .errors import ChatError, NotFound
+from .forms import ThreadTitleForm
+from .management.commands.demouser import DEMO_PASSWORD, DEMO_USERNAME
+from .models import Message, Thread
+from .selectors import (
+    message_get_in_thread,
+    message_list_before,
+    thread_activity_for_user,
+    thread_get_for_user,
+    thread_snapshot,
+)
+from .services import reply_retry, thread_create
+
+# The thread page renders the newest messages; "earlier messages" pages in this many more at a time.
 THREAD_PAGE_MESSAGES = 50
+THREAD_LIST_SIZE = 100
+# Stands for the message id in the URLs of the message <template>; the page script swaps it in.
+MESSAGE_ID_PLACEHOLDER = "MESSAGE_ID"
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """Return whether the page script (not a plain form post) is asking."""
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def owned_thread(request: HttpRequest, thread_id: str) -> Thread:
+    """Return the signed-in user's thread, or raise Http404 for any other id (I11)."""
+    try:
+        return thread_get_for_user(user=request.user, thread_id=thread_id)
+    except NotFound:
+        raise Http404("No such thread.") from None
+
+
+class SignInView(LoginView):
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs) -> dict:
+        context = super().get_context_data(**kwargs)
+        # A newcomer on `make run` signs in with the demo user: say so, in debug only.
+        if settings.DEBUG and get_user_model().objects.filter(username=DEMO_USERNAME).exists():
+            context["demo"] = {"username": DEMO_USERNAME, "password": DEMO_PASSWORD}
+        return context
+
+
+@require_http_methods(["GET", "POST"])
+def sign_up(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("thread-list")
+    next_url = request.POST.get("next") or request.GET.get("next", "")
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        login(request, form.save())
+        safe = url_has_allowed_host_and_scheme(next_url, {request.get_host()}, require_https=request.is_secure())
+        return redirect(next_url if safe else "thread-list")
+    return render(request, "registration/signup.html", {"form": form, "next": next_url})
 
 
 @login_required
@@ -18,15 +83,91 @@ def thread_list(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         thread = thread_create(owner=request.user)
         return redirect("thread-detail", thread_id=thread.id)
-    threads = thread_list_for_user(user=request.user)[:100]
+    threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE)
     return render(request, "threads/thread_list.html", {"threads": threads})
 
 
+@api_view("GET")
+def thread_activity(request: HttpRequest) -> JsonResponse:
+    """Answer the thread list page's poll: titles, last activity and whether a reply is being written."""
+    threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE)
+    listed = [
+        {
+            "id": str(thread.id),
+            "title": thread.title,
+            "url": reverse("thread-detail", args=[thread.id]),
+            "updated_at": thread.updated_at.isoformat(),
+            "replying": thread.replying,
+        }
+        for thread in threads
+    ]
+    return JsonResponse({"threads": listed})
+
+
 @login_required
+@require_GET
 def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
+    thread = owned_thread(request, thread_id)
+    # One message more than shown tells whether there are earlier ones, in the same statement.
+    snapshot = thread_snapshot(thread=thread, limit=THREAD_PAGE_MESSAGES + 1)
+    has_earlier = len(snapshot["messages"]) > THREAD_PAGE_MESSAGES
+    snapshot["messages"] = snapshot["messages"][-THREAD_PAGE_MESSAGES:]
+    context = {
+        "thread": thread,
+        "snapshot": snapshot,
+        "has_earlier": has_earlier,
+        "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        # Rendered into <template>s that the page script clones for messages that arrive live.
+        "message_templates": [
+            {"id": MESSAGE_ID_PLACEHOLDER, "role": role, "status": Message.Status.COMPLETE, "content": ""}
+            for role in Message.Role.values
+        ],
+    }
+    return render(request, "threads/thread_detail.html", context)
+
+
+@api_view("GET")
+def thread_earlier(request: HttpRequest, thread_id: str) -> JsonResponse:
+    """Return the messages before `?before=<message id>` as HTML, rendered like the page's own."""
+    thread = thread_get_for_user(user=request.user, thread_id=thread_id)
+    before = message_get_in_thread(thread=thread, message_id=request.GET.get("before", ""))
+    page = message_list_before(thread=thread, before_seq=before.seq, limit=THREAD_PAGE_MESSAGES + 1)
+    has_more = len(page) > THREAD_PAGE_MESSAGES
+    page = page[-THREAD_PAGE_MESSAGES:]
+    html = render_to_string("threads/_message_list.html", {"thread": thread, "page_messages": page}, request)
+    return JsonResponse({"html": html, "has_more": has_more})
+
+
+@login_required
+@require_POST
+def thread_rename(request: HttpRequest, thread_id: str) -> HttpResponse:
+    thread = owned_thread(request, thread_id)
+    form = ThreadTitleForm(request.POST, instance=thread)
+    if form.is_valid():
+        # Renaming is not activity: the thread keeps its place in the list.
+        form.instance.save(update_fields=["title"])
+        if wants_json(request):
+            return JsonResponse({"title": thread.title})
+    elif wants_json(request):
+        return error_response("bad_request", " ".join(form.errors["title"]), 400)
+    else:
+        messages.error(request, " ".join(form.errors["title"]))
+    return redirect("thread-detail", thread_id=thread.id)
+
+
+@login_required
+@require_POST
+def reply_retry_view(request: HttpRequest, thread_id: str, message_id: str) -> HttpResponse:
+    """Answer the user message of a failed or cancelled reply again; the new reply streams like any other."""
+    thread = owned_thread(request, thread_id)
     try:
-        thread = thread_get_for_user(user=request.user, thread_id=thread_id)
-    except NotFound:
-        raise Http404("No such thread.") from None
-    snapshot = thread_snapshot(thread=thread, limit=THREAD_PAGE_MESSAGES)
-    return render(request, "threads/thread_detail.html", {"thread": thread, "snapshot": snapshot})
+        reply = message_get_in_thread(thread=thread, message_id=message_id)
+        retry = reply_retry(thread=thread, reply=reply)
+    except ChatError as error:
+        if wants_json(request):
+            return error_response(error.code, error.detail, error.http_status)
+        messages.error(request, error.detail)
+    else:
+        if wants_json(request):
+            return JsonResponse({"reply": message_payload(retry)}, status=202)
+    return redirect("thread-detail", thread_id=thread.id)

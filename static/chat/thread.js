@@ -1,123 +1,255 @@
-// The thread page's live client: applies protocol v1 events by seq and resumes from its cursor.
+// The thread page's live client (WebSocket protocol v1, DESIGN.md §4).
+//
+// The page is a snapshot at `data-seq`; the client connects with `after=<that seq>` and
+// applies log events strictly in seq order: a duplicate is dropped, a gap is never
+// rendered (it reconnects from its cursor and the server fills the gap), and a `reset`
+// replaces everything. So a reconnect, from any tab, resumes exactly where it stopped.
+
+import { getJSON, postForm, postJSON } from "./http.js";
+import { MessageList } from "./messages.js";
+import { ThreadSocket } from "./socket.js";
+import { ConnectionStatus } from "./status.js";
+import { setUpTitle } from "./title.js";
+
 const root = document.querySelector("[data-thread-id]");
-const list = root.querySelector("[data-messages]");
+const view = new MessageList(root);
+const connection = new ConnectionStatus(root.querySelector("[data-connection]"));
 const composer = root.querySelector("[data-composer]");
-const stopButton = root.querySelector("[data-stop]");
-const sendButton = root.querySelector("[data-send]");
-const connection = root.querySelector("[data-connection]");
+const textarea = composer.elements.content;
+const sendButton = composer.querySelector("[data-send]");
+const stopButton = composer.querySelector("[data-stop]");
+const notice = root.querySelector("[data-notice]");
+const title = setUpTitle(root, showNotice);
 
-let cursor = Number(root.dataset.seq);
-let socket = null;
-let attempt = 0;
+const BUSY_EXPLAINED =
+  "A reply is still being written, perhaps from another tab. Wait for it to finish, or press Stop (Esc), then send again.";
+// Errors a refused send can cause; its text goes back into the composer.
+const SEND_ERRORS = new Set(["busy", "too_long", "bad_request", "rate_limited"]);
 
-function messageElement(message) {
-  const item = document.createElement("li");
-  item.className = `message message--${message.role}`;
-  item.dataset.messageId = message.id;
-  item.dataset.role = message.role;
-  const body = document.createElement("div");
-  body.className = "message__body";
-  body.textContent = message.content;
-  item.append(body);
-  setStatus(item, message.status, message.error);
-  return item;
-}
+let cursor = Number(root.dataset.seq); // seq of the last event applied
+let caughtUp = false; // `ready` seen on the current socket
+let lostConnection = false; // a socket was lost since the last `ready`
+let closed = false; // the server refused us for good (signed out, no such thread)
+let pending = null; // {content, client_id, element}: a send not yet confirmed by its `message` event
+let stopping = null; // id of the reply a Stop was asked for
 
-function setStatus(item, status, error) {
-  item.dataset.status = status;
-  item.setAttribute("aria-busy", String(status === "streaming"));
-  item.querySelector(".message__error")?.remove();
-  if (error) {
-    const note = document.createElement("p");
-    note.className = "message__error";
-    note.textContent = error.detail;
-    item.append(note);
-  }
-}
+const socket = new ThreadSocket({
+  url: () => {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    return `${scheme}://${location.host}/ws/threads/${root.dataset.threadId}/?after=${cursor}`;
+  },
+  onFrame,
+  onState,
+});
 
-function findMessage(id) {
-  return list.querySelector(`[data-message-id="${CSS.escape(id)}"]`);
-}
-
-function refreshControls() {
-  const streaming = Boolean(list.querySelector('[data-status="streaming"]'));
-  stopButton.hidden = !streaming;
-  sendButton.disabled = streaming;
-}
-
-function apply(event) {
-  if (event.type === "message" || event.type === "start") {
-    if (!findMessage(event.message.id)) list.append(messageElement(event.message));
-  } else if (event.type === "delta") {
-    findMessage(event.message_id).querySelector(".message__body").append(event.text);
-  } else if (event.type === "end") {
-    setStatus(findMessage(event.message_id), event.status, event.error);
-  }
-}
-
-function resetTo(snapshot) {
-  list.replaceChildren(...snapshot.messages.map(messageElement));
-  cursor = snapshot.seq;
+function advance(seq) {
+  cursor = seq;
+  root.dataset.seq = String(seq);
 }
 
 function onFrame(frame) {
-  if (frame.type === "reset") {
-    resetTo(frame);
-  } else if (frame.type === "ready") {
-    connection.textContent = "Connected";
-    attempt = 0;
+  if (frame.type === "ready") {
+    caughtUp = true;
+    socket.caughtUp();
+    connection.connected(lostConnection);
+    lostConnection = false;
+    sendPending(); // a send the last socket may have lost; its client_id makes it safe to repeat
+  } else if (frame.type === "reset") {
+    view.reset(frame.messages);
+    root.querySelector("[data-earlier-wrap]")?.remove(); // a reset snapshot holds the whole thread
+    advance(frame.seq);
+    if (pending && frame.messages.some((message) => message.client_id === pending.client_id)) pending = null;
+    else if (pending) view.keepPending(pending.element); // still unconfirmed: `ready` sends it again
   } else if (frame.type === "error") {
-    connection.textContent = frame.detail;
-  } else if ("seq" in frame) {
-    if (frame.seq <= cursor) return; // already applied
-    if (frame.seq !== cursor + 1) {
-      socket.close(); // a gap: reconnect from the cursor and let the server fill it
-      return;
-    }
-    apply(frame);
-    cursor = frame.seq;
+    onError(frame);
+  } else if (Number.isInteger(frame.seq)) {
+    onLogEvent(frame);
   }
   refreshControls();
 }
 
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}/ws/threads/${root.dataset.threadId}/?after=${cursor}`);
-  socket.addEventListener("message", (message) => onFrame(JSON.parse(message.data)));
-  socket.addEventListener("close", (close) => {
-    if ([4401, 4403, 4404].includes(close.code)) {
-      connection.textContent = "This thread is not available.";
-      return;
-    }
-    const delay = Math.min(30_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);
-    attempt += 1;
-    connection.textContent = `Reconnecting in ${Math.ceil(delay / 1000)}s…`;
-    setTimeout(connect, delay);
-  });
+function onLogEvent(event) {
+  if (event.seq <= cursor) return; // already applied: a replay after reconnecting
+  if (event.seq !== cursor + 1) {
+    socket.restart("gap"); // never render a gap: the server resends from our cursor
+    return;
+  }
+  apply(event);
+  advance(event.seq);
 }
 
-function send(frame) {
-  if (socket?.readyState === WebSocket.OPEN) {
-    socket.send(JSON.stringify(frame));
-    return true;
+function apply(event) {
+  if (event.type === "message") {
+    const confirms = pending && event.message.client_id === pending.client_id;
+    view.add(event.message, confirms ? pending.element : null);
+    if (confirms) pending = null;
+    title.refreshIfUntitled();
+  } else if (event.type === "start") {
+    view.add(event.message);
+  } else if (event.type === "delta") {
+    view.appendText(event.message_id, event.text);
+  } else if (event.type === "end") {
+    view.end(event.message_id, event.status, event.error);
+    if (notice.dataset.code === "busy") hideNotice(); // the reply it was about has ended
   }
-  connection.textContent = "Not connected yet; try again in a moment.";
-  return false;
+}
+
+function onError(frame) {
+  if (pending && SEND_ERRORS.has(frame.code)) {
+    if (!textarea.value) textarea.value = pending.content;
+    view.removePending(pending.element);
+    pending = null;
+    autosize();
+  }
+  if (frame.code === "not_running") return; // a Stop that arrived just after the reply ended
+  showNotice(frame.code === "busy" ? BUSY_EXPLAINED : frame.detail, frame.code);
+}
+
+function onState(state, detail) {
+  caughtUp = false;
+  if (state === "connecting") {
+    connection.show("connecting", lostConnection ? "Reconnecting…" : "Connecting…");
+  } else if (state === "reconnecting") {
+    lostConnection = true;
+    connection.show("reconnecting", "Reconnecting", detail.retryAt);
+  } else if (state === "offline") {
+    lostConnection = true;
+    connection.show("offline", "Offline: waiting for the network");
+  } else if (state === "closed") {
+    closed = true;
+    connection.show("closed", detail.code === 4401 ? "Signed out" : "Not available");
+    showNotice(
+      detail.code === 4401
+        ? "You were signed out. Sign in again to keep chatting."
+        : "This thread is no longer available.",
+    );
+    refreshControls();
+  }
+}
+
+function refreshControls() {
+  const replying = view.streaming();
+  stopButton.hidden = !replying;
+  stopButton.disabled = Boolean(replying) && stopping === replying.dataset.messageId;
+  sendButton.disabled = Boolean(replying || pending) || closed;
+  textarea.disabled = closed;
+  root.querySelector("[data-hint-idle]").hidden = Boolean(replying);
+  root.querySelector("[data-hint-busy]").hidden = !replying;
+}
+
+function showNotice(text, code = "") {
+  notice.textContent = text;
+  notice.dataset.code = code;
+  notice.hidden = false;
+}
+
+function hideNotice() {
+  notice.hidden = true;
+  notice.textContent = "";
+}
+
+function sendPending() {
+  if (pending && caughtUp) {
+    socket.send({ type: "send", content: pending.content, client_id: pending.client_id });
+  }
+}
+
+function submit() {
+  const content = textarea.value;
+  if (!content.trim() || closed) return;
+  if (view.streaming() || pending) {
+    showNotice(BUSY_EXPLAINED, "busy");
+    return;
+  }
+  hideNotice();
+  pending = { content, client_id: newClientId(), element: view.addPending(content) };
+  textarea.value = "";
+  autosize();
+  sendPending(); // if not caught up, `ready` sends it
+  refreshControls();
+}
+
+function stop() {
+  const replying = view.streaming();
+  if (!replying) return;
+  stopping = replying.dataset.messageId;
+  refreshControls();
+  // Only an explicit Stop ends a reply; closing the socket never does (I5).
+  if (!socket.send({ type: "cancel" })) {
+    postJSON(root.dataset.cancelUrl).catch((error) => error.code !== "not_running" && showNotice(error.message));
+  }
+}
+
+/** Return a send's idempotency key; crypto.randomUUID exists only in secure contexts (https, localhost). */
+function newClientId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  // A version 4 UUID from random bytes (the well-known RFC 4122 template trick).
+  return "10000000-1000-4000-8000-100000000000".replace(/[018]/g, (digit) =>
+    (digit ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (digit / 4)))).toString(16),
+  );
+}
+
+function autosize() {
+  textarea.style.height = "auto";
+  textarea.style.height = `${textarea.scrollHeight}px`;
+}
+
+async function loadEarlier(button) {
+  button.disabled = true;
+  try {
+    const url = `${button.dataset.url}?before=${encodeURIComponent(view.oldestId())}`;
+    const { html, has_more: hasMore } = await getJSON(url);
+    let first = null;
+    view.keepInPlace(() => {
+      first = view.prepend(html);
+      if (!hasMore) button.closest("[data-earlier-wrap]").remove();
+    });
+    if (!hasMore && first) {
+      first.setAttribute("tabindex", "-1");
+      first.focus({ preventScroll: true }); // the button is gone: keep the keyboard's place
+    }
+  } catch (error) {
+    showNotice(error.message);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 composer.addEventListener("submit", (event) => {
   event.preventDefault();
-  const content = composer.elements.content.value;
-  if (!content.trim()) return;
-  if (send({ type: "send", content, client_id: crypto.randomUUID() })) composer.reset();
+  submit();
 });
-composer.elements.content.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey) {
+textarea.addEventListener("input", autosize);
+textarea.addEventListener("keydown", (event) => {
+  // isComposing: Enter also confirms a word in an input method (Japanese, Chinese, …).
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
-    composer.requestSubmit();
+    submit();
   }
 });
-stopButton.addEventListener("click", () => send({ type: "cancel" }));
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && view.streaming()) {
+    event.preventDefault();
+    stop();
+  }
+});
+stopButton.addEventListener("click", stop);
+root.querySelector("[data-earlier]")?.addEventListener("click", (event) => loadEarlier(event.currentTarget));
+view.list.addEventListener("submit", async (event) => {
+  const form = event.target.closest("[data-retry]");
+  if (!form) return;
+  event.preventDefault();
+  hideNotice();
+  form.querySelector("button").disabled = true;
+  try {
+    await postForm(form); // the new reply arrives as a `start` event, in every tab
+  } catch (error) {
+    showNotice(error.code === "busy" ? BUSY_EXPLAINED : error.message, error.code);
+  } finally {
+    form.querySelector("button").disabled = false;
+  }
+});
 
 refreshControls();
-connect();
+view.scrollToEnd();
+socket.start();

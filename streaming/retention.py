@@ -1,0 +1,79 @@
+"""Retention of the chunk log: old events go, the messages they built stay.
+
+A message's content is the record; its chunk rows exist so that clients can
+resume. Once a thread has no reply streaming, the chunks of its ended messages
+can go. Each thread keeps its newest chunk, though: a resuming client whose next
+event was pruned is told so because the log's first remaining event is past its
+cursor (the consumer then answers with a `reset` snapshot), and an empty log
+would look like "nothing new" instead.
+"""
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Count, F, QuerySet
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from threads.errors import Busy
+from threads.models import Message, Thread
+
+from .models import Chunk
+
+# Rows deleted per statement: short statements keep locks and the WAL small.
+PRUNE_BATCH_SIZE = 5000
+
+
+@dataclass(frozen=True)
+class PruneSummary:
+    cutoff: datetime
+    threads: int
+    messages: int
+    chunks: int
+    dry_run: bool
+
+
+def _prunable_chunks(*, cutoff: datetime) -> QuerySet[Chunk]:
+    """Return the chunks of ended messages whose last activity was before `cutoff`, in settled threads."""
+    streaming = Message.objects.filter(status=Message.Status.STREAMING)
+    messages = (
+        Message.objects.exclude(status=Message.Status.STREAMING)
+        .exclude(thread_id__in=streaming.values("thread_id"))
+        # A user message never "completes": its last activity is its creation.
+        .alias(last_activity=Coalesce("completed_at", "created_at"))
+        .filter(last_activity__lt=cutoff)
+    )
+    return Chunk.objects.filter(message__in=messages.values("pk")).exclude(seq=F("thread__last_seq"))
+
+
+def _delete_in_batches(chunks: QuerySet[Chunk]) -> int:
+    deleted = 0
+    while ids := list(chunks.values_list("pk", flat=True)[:PRUNE_BATCH_SIZE]):
+        # Chunks have no dependants and no signals, so this is one plain DELETE.
+        deleted += Chunk.objects.filter(pk__in=ids).delete()[0]
+    return deleted
+
+
+def chunks_prune(*, older_than: timedelta, dry_run: bool = False) -> PruneSummary:
+    """Delete the chunk rows of messages that ended more than `older_than` ago; message contents stay."""
+    cutoff = timezone.now() - older_than
+    chunks = _prunable_chunks(cutoff=cutoff)
+    counts = chunks.aggregate(
+        chunks=Count("pk"), messages=Count("message_id", distinct=True), threads=Count("thread_id", distinct=True)
+    )
+    if not dry_run:
+        counts["chunks"] = _delete_in_batches(chunks)
+    return PruneSummary(cutoff=cutoff, dry_run=dry_run, **counts)
+
+
+@transaction.atomic
+def thread_chunks_purge(*, thread: Thread) -> int:
+    """Delete a settled thread's chunk log but its newest chunk, and return how many rows went.
+
+    Raises Busy while a reply streams: its clients still read those events. The
+    thread row is locked, as message_post does, so no reply can start meanwhile.
+    """
+    locked = Thread.objects.select_for_update().get(pk=thread.pk)
+    if Message.objects.filter(thread=locked, status=Message.Status.STREAMING).exists():
+        raise Busy("A reply is still being written: its chunk log is in use.")
+    return Chunk.objects.filter(thread=locked).exclude(seq=locked.last_seq).delete()[0]

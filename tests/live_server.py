@@ -1,0 +1,113 @@
+"""A real daphne process for the browser tests, with its own SQLite file and inline worker.
+
+The browser talks to it over HTTP and WebSockets exactly as in production; the test
+process shares no database with it, so tests read what it stored through its JSON API.
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT_S = 30
+SHUTDOWN_TIMEOUT_S = 10
+PASSWORD = "a-long-test-password"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    env: dict[str, str]
+    log: Path
+
+    def manage(self, *args: str) -> str:
+        """Run a management command against the server's database and return its output."""
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def shell(self, code: str) -> str:
+        """Run Python in a Django shell on the server's database; return the last line it printed."""
+        lines = self.manage("shell", "--no-imports", "-c", code).strip().splitlines()
+        return lines[-1] if lines else ""
+
+    def create_users(self, *usernames: str) -> None:
+        self.shell(
+            "from django.contrib.auth.models import User\n"
+            + "".join(f"User.objects.create_user({name!r}, password={PASSWORD!r})\n" for name in usernames)
+        )
+
+
+def wait_until_answering(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daphne exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/accounts/login/", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)  # polling a process we cannot wait on otherwise
+    raise RuntimeError(f"daphne did not answer within {STARTUP_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def chat_server(tmp_path_factory) -> Iterator[LiveServer]:
+    """Start daphne on a free port with a fresh database, scripted replies slow enough to interrupt."""
+    directory = tmp_path_factory.mktemp("live-server")
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("REDIS_URL", "ANTHROPIC_API_KEY", "CHAT_PROVIDER", "DJANGO_SETTINGS_MODULE")
+    }
+    env |= {
+        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
+        "DJANGO_DEBUG": "on",
+        "DJANGO_SECRET_KEY": "browser-test-secret-key",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "STREAM_INLINE_WORKER": "on",
+        "SCRIPTED_TOKENS_PER_SECOND": "30",
+        "SCRIPTED_REPLY_TOKENS": "80",
+        # The tests send more than a person would in a minute; the limit has tests of its own.
+        "CHAT_SENDS_PER_MINUTE": "1000",
+        "PYTHONUNBUFFERED": "1",
+    }
+    server = LiveServer(url=f"http://127.0.0.1:{port}", env=env, log=directory / "daphne.log")
+    server.manage("migrate", "--verbosity", "0")
+    with server.log.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_answering(server.url, process, server.log)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(SHUTDOWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,167 @@
+"""Retention deletes old chunk rows, never message contents; a client resuming inside the pruned range gets a reset."""
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from channels.db import database_sync_to_async
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from streaming.management.commands.prunechunks import parse_age
+from streaming.models import Chunk
+from streaming.retention import chunks_prune
+from streaming.services import generation_append, generation_claim, generation_finish
+from threads.models import Message, Thread
+from threads.services import message_post, thread_create
+
+
+def reply_written(thread: Thread, *, deltas: tuple[str, ...] = ("Hel", "lo")) -> Message:
+    """Post a message and write its reply from `deltas` with the worker's own services; return the reply."""
+    posted = message_post(thread=thread, content="Hello", client_id=None)
+    claim = generation_claim(worker="test-worker", model="scripted")
+    for index, text in enumerate(deltas):
+        generation_append(claim=claim, text=text, first=index == 0)
+    generation_finish(claim=claim, status=Message.Status.COMPLETE)
+    return Message.objects.get(pk=posted.reply.pk)
+
+
+def age(messages, *, days: float) -> None:
+    """Make `messages` look as if they were written and ended `days` ago."""
+    then = timezone.now() - timedelta(days=days)
+    messages.update(created_at=then)
+    messages.filter(completed_at__isnull=False).update(completed_at=then)
+
+
+def chunk_seqs(thread: Thread) -> list[int]:
+    return list(Chunk.objects.filter(thread=thread).order_by("seq").values_list("seq", flat=True))
+
+
+def contents(thread: Thread) -> dict:
+    return dict(Message.objects.filter(thread=thread).values_list("pk", "content"))
+
+
+def prune(*args: str) -> str:
+    out = StringIO()
+    call_command("prunechunks", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_prune_deletes_old_chunks_and_keeps_every_content(thread):
+    """Chunks of messages older than the cutoff go, but the thread's newest; every message keeps its content."""
+    reply_written(thread)
+    reply_written(thread, deltas=("Again",))
+    age(Message.objects.filter(thread=thread), days=40)
+    before = contents(thread)
+    summary = chunks_prune(older_than=timedelta(days=30))
+    thread.refresh_from_db()
+    assert chunk_seqs(thread) == [thread.last_seq]
+    assert contents(thread) == before
+    assert (summary.chunks, summary.messages, summary.threads) == (thread.last_seq - 1, 4, 1)
+
+
+@pytest.mark.django_db
+def test_prune_keeps_chunks_of_messages_newer_than_the_cutoff(thread):
+    """In one thread, the old exchange's chunks go and the recent exchange's chunks all stay."""
+    old = reply_written(thread)
+    age(Message.objects.filter(thread=thread), days=40)
+    recent = reply_written(thread)
+    chunks_prune(older_than=timedelta(days=30))
+    assert chunk_seqs(thread) == list(range(recent.reply_to.seq, recent.content_seq + 1))
+    assert not Chunk.objects.filter(message__in=[old, old.reply_to]).exists()
+
+
+@pytest.mark.django_db
+def test_prune_leaves_a_thread_whose_reply_is_streaming(thread):
+    """A thread with a reply being written keeps its whole log, and the reply its text so far."""
+    reply_written(thread)
+    posted = message_post(thread=thread, content="More", client_id=None)
+    claim = generation_claim(worker="test-worker", model="scripted")
+    generation_append(claim=claim, text="Half a rep", first=True)
+    age(Message.objects.filter(thread=thread), days=40)
+    seqs_before = chunk_seqs(thread)
+    summary = chunks_prune(older_than=timedelta(days=30))
+    assert chunk_seqs(thread) == seqs_before
+    assert Message.objects.get(pk=posted.reply.pk).content == "Half a rep"
+    assert summary.chunks == 0
+
+
+@pytest.mark.django_db
+def test_dry_run_deletes_nothing_and_says_what_it_would_delete(thread):
+    """`prunechunks --dry-run` counts the rows it would delete and deletes none."""
+    reply_written(thread)
+    age(Message.objects.filter(thread=thread), days=40)
+    seqs_before = chunk_seqs(thread)
+    output = prune("--older-than", "30d", "--dry-run")
+    assert chunk_seqs(thread) == seqs_before
+    assert output.startswith(f"Would delete {len(seqs_before) - 1} chunks of 2 messages in 1 threads")
+
+
+@pytest.mark.django_db
+def test_command_deletes_and_says_what_it_deleted(thread):
+    """`prunechunks` deletes the old rows and reports how many."""
+    reply_written(thread)
+    age(Message.objects.filter(thread=thread), days=40)
+    count = len(chunk_seqs(thread))
+    output = prune("--older-than", "30d")
+    assert len(chunk_seqs(thread)) == 1
+    assert output.startswith(f"Deleted {count - 1} chunks of 2 messages in 1 threads")
+
+
+@pytest.mark.django_db
+def test_command_defaults_to_chunk_retention_days(settings, thread, make_user):
+    """Without --older-than, messages older than CHUNK_RETENTION_DAYS lose their chunks and younger ones keep them."""
+    settings.CHUNK_RETENTION_DAYS = 10
+    reply_written(thread)
+    age(Message.objects.filter(thread=thread), days=11)
+    younger = thread_create(owner=make_user("bob"))
+    reply_written(younger)
+    age(Message.objects.filter(thread=younger), days=9)
+    younger_seqs = chunk_seqs(younger)
+    prune()
+    assert len(chunk_seqs(thread)) == 1
+    assert chunk_seqs(younger) == younger_seqs
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("90m", timedelta(minutes=90))],
+)
+def test_age_accepts_days_hours_and_minutes(text, expected):
+    """--older-than reads ages in days, hours and minutes."""
+    assert parse_age(text) == expected
+
+
+@pytest.mark.parametrize("text", ["30", "d", "1.5d", "30s", "-3d"])
+@pytest.mark.django_db
+def test_command_refuses_an_unreadable_age(text):
+    """An age without a whole number and a unit is refused before anything is deleted."""
+    with pytest.raises(CommandError, match="not an age"):
+        prune(f"--older-than={text}")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_cursor_inside_the_pruned_range_gets_a_reset_snapshot(thread, user, connect):
+    """A client resuming from a cursor whose next events were pruned gets a reset with every content, then ready."""
+    reply = await database_sync_to_async(reply_written)(thread)
+    await database_sync_to_async(age)(Message.objects.filter(thread=thread), days=40)
+    await database_sync_to_async(chunks_prune)(older_than=timedelta(days=30))
+    last_seq = reply.content_seq
+    socket = await connect(thread.id, user, after=2)
+    reset = await socket.receive()
+    assert reset["type"] == "reset"
+    assert reset["seq"] == last_seq
+    assert [message["content"] for message in reset["messages"]] == ["Hello", "Hello"]
+    assert await socket.receive() == {"type": "ready", "seq": last_seq}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_cursor_before_the_kept_tail_resumes_without_reset(thread, user, connect):
+    """A client that saw everything but the newest event still receives that event, which retention keeps."""
+    reply = await database_sync_to_async(reply_written)(thread)
+    await database_sync_to_async(age)(Message.objects.filter(thread=thread), days=40)
+    await database_sync_to_async(chunks_prune)(older_than=timedelta(days=30))
+    socket = await connect(thread.id, user, after=reply.content_seq - 1)
+    end = await socket.receive()
+    assert (end["type"], end["seq"], end["status"]) == ("end", reply.content_seq, "complete")
+    assert await socket.receive() == {"type": "ready", "seq": reply.content_seq}

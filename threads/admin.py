@@ -1,0 +1,254 @@
+"""Admin for threads and messages: read-only views of what people wrote and what the replies did."""
+from datetime import datetime, timedelta
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, DurationField, Exists, ExpressionWrapper, F, Min, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import Http404, HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+
+from streaming.admin import ReadOnlyAdmin, UUIDSearchMixin, excerpt, reply_check, timeline_page
+from streaming.models import Chunk
+from streaming.retention import thread_chunks_purge
+
+from .errors import Busy, ChatError
+from .models import Message, Thread
+from .services import reply_retry
+
+
+def count_of(queryset: QuerySet, *, per: str) -> Coalesce:
+    """Count `queryset`'s rows whose `per` field is the outer row, as a subquery.
+
+    A subquery runs for the rows of one admin page only, where a JOIN with
+    GROUP BY would aggregate every row of a large table first.
+    """
+    counted = queryset.filter(**{per: OuterRef("pk")}).order_by().values(per).annotate(n=Count("*")).values("n")
+    return Coalesce(Subquery(counted), 0)
+
+
+def seconds(duration: timedelta | None) -> str:
+    return "—" if duration is None else f"{duration.total_seconds():.2f} s"
+
+
+class ReplyStreamingFilter(admin.SimpleListFilter):
+    title = "reply"
+    parameter_name = "reply"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("streaming", "Being written"), ("settled", "None being written")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        streaming = Exists(Message.objects.filter(thread=OuterRef("pk"), status=Message.Status.STREAMING))
+        if self.value() == "streaming":
+            return queryset.filter(streaming)
+        if self.value() == "settled":
+            return queryset.filter(~streaming)
+        return queryset
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fields = ["seq", "role", "status", "content_excerpt", "model", "created_at", "completed_at"]
+    readonly_fields = fields
+    ordering = ["seq"]
+    show_change_link = True
+    extra = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="content")
+    def content_excerpt(self, message: Message) -> str:
+        return excerpt(message.content)
+
+
+@admin.register(Thread)
+class ThreadAdmin(UUIDSearchMixin, ReadOnlyAdmin):
+    list_display = ["__str__", "owner", "message_count", "last_activity", "last_seq", "created_at"]
+    list_filter = [ReplyStreamingFilter, "updated_at", "created_at"]
+    list_select_related = ["owner"]
+    search_fields = ["title", "owner__username"]
+    ordering = ["-updated_at"]
+    fields = ["id", "title", "owner", "created_at", "last_activity", "last_seq", "message_count", "chunk_log"]
+    readonly_fields = fields
+    inlines = [MessageInline]
+    actions = ["purge_chunk_log"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Thread]:
+        return super().get_queryset(request).annotate(message_count=count_of(Message.objects, per="thread"))
+
+    @admin.display(description="messages", ordering="message_count")
+    def message_count(self, thread: Thread) -> int:
+        return thread.message_count
+
+    @admin.display(description="last activity", ordering="updated_at")
+    def last_activity(self, thread: Thread) -> datetime:
+        return thread.updated_at
+
+    @admin.display(description="chunk log")
+    def chunk_log(self, thread: Thread) -> str:
+        log = Chunk.objects.filter(thread=thread).aggregate(count=Count("pk"), first=Min("seq"))
+        url = reverse("admin:streaming_chunk_changelist") + f"?thread__id__exact={thread.pk}"
+        if not log["count"]:
+            return format_html('<a href="{}">empty</a>', url)
+        return format_html('<a href="{}">{} chunks, seq {}–{}</a>', url, log["count"], log["first"], thread.last_seq)
+
+    @admin.action(description="Purge the chunk log of the selected threads (unless streaming)", permissions=["operate"])
+    def purge_chunk_log(self, request: HttpRequest, queryset: QuerySet[Thread]) -> None:
+        deleted, busy = 0, []
+        for thread in queryset:
+            try:
+                deleted += thread_chunks_purge(thread=thread)
+            except Busy:
+                busy.append(str(thread))
+        self.message_user(request, f"Deleted {deleted} chunks; message contents are kept.")
+        if busy:
+            self.message_user(request, f"Not purged, a reply is being written: {', '.join(busy)}", level="warning")
+
+
+@admin.register(Message)
+class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
+    list_display = [
+        "seq",
+        "thread",
+        "role",
+        "status",
+        "model",
+        "stop_reason",
+        "tokens_in",
+        "tokens_out",
+        "time_to_first_token",
+        "duration",
+        "tokens_per_second",
+        "chunk_count",
+        "error_code",
+        "created_at",
+        "timeline_link",
+    ]
+    list_filter = ["status", "role", "model", "created_at"]
+    list_select_related = ["thread"]
+    search_fields = ["content"]
+    id_search_fields = ("pk", "thread_id")
+    ordering = ["-created_at"]
+    fields = [
+        "id",
+        "thread",
+        "role",
+        "status",
+        "seq",
+        "content_seq",
+        "reply_to",
+        "client_id",
+        "model",
+        "stop_reason",
+        "tokens_in",
+        "tokens_out",
+        "time_to_first_token",
+        "duration",
+        "tokens_per_second",
+        "chunk_count",
+        "error",
+        "created_at",
+        "completed_at",
+        "content",
+    ]
+    readonly_fields = fields
+    actions = ["retry"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
+        # Every figure comes with the page's one query: the generation by a LEFT JOIN, chunk counts by subquery.
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                tokens_in=F("generation__input_tokens"),
+                tokens_out=F("generation__output_tokens"),
+                first_token_at=F("generation__first_token_at"),
+                ttft=ExpressionWrapper(F("generation__first_token_at") - F("created_at"), output_field=DurationField()),
+                total=ExpressionWrapper(F("completed_at") - F("created_at"), output_field=DurationField()),
+                chunk_count=count_of(Chunk.objects, per="message"),
+            )
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        timeline = self.admin_site.admin_view(self.timeline_view)
+        return [path("<path:object_id>/timeline/", timeline, name="threads_message_timeline"), *super().get_urls()]
+
+    def timeline_view(self, request: HttpRequest, object_id: str) -> TemplateResponse:
+        """Show every chunk of a message with its timing, and the reply re-assembled from its log."""
+        message = self.get_object(request, object_id)
+        if message is None:
+            raise Http404("No such message.")
+        if not self.has_view_permission(request, message):
+            raise PermissionDenied
+        page, rows = timeline_page(message=message, page_number=request.GET.get("page"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Stream timeline of {message}",
+            "message": message,
+            "page": page,
+            "rows": rows,
+            "check": reply_check(message=message),
+        }
+        return TemplateResponse(request, "admin/threads/message/timeline.html", context)
+
+    @admin.display(description="in", ordering="tokens_in")
+    def tokens_in(self, message: Message) -> int | None:
+        return message.tokens_in
+
+    @admin.display(description="out", ordering="tokens_out")
+    def tokens_out(self, message: Message) -> int | None:
+        return message.tokens_out
+
+    @admin.display(description="first token", ordering="ttft")
+    def time_to_first_token(self, message: Message) -> str:
+        """How long the person waited for the first text, queueing included."""
+        return seconds(message.ttft)
+
+    @admin.display(description="duration", ordering="total")
+    def duration(self, message: Message) -> str:
+        return seconds(message.total)
+
+    @admin.display(description="tokens/s")
+    def tokens_per_second(self, message: Message) -> str:
+        """Streaming speed: output tokens over the time from the first token to the end."""
+        if not (message.tokens_out and message.first_token_at and message.completed_at):
+            return "—"
+        streaming_s = (message.completed_at - message.first_token_at).total_seconds()
+        return f"{message.tokens_out / streaming_s:.1f}" if streaming_s > 0 else "—"
+
+    @admin.display(description="chunks", ordering="chunk_count")
+    def chunk_count(self, message: Message) -> int:
+        return message.chunk_count
+
+    @admin.display(description="error")
+    def error_code(self, message: Message) -> str:
+        return (message.error or {}).get("code", "")
+
+    @admin.display(description="timeline")
+    def timeline_link(self, message: Message) -> str:
+        return format_html('<a href="{}">timeline</a>', reverse("admin:threads_message_timeline", args=[message.pk]))
+
+    @admin.action(description="Retry the selected failed or cancelled replies", permissions=["operate"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        retried, refused = 0, []
+        for reply in queryset.select_related("thread", "reply_to"):
+            try:
+                reply_retry(thread=reply.thread, reply=reply)
+            except ChatError as error:
+                refused.append(f"{reply.pk}: {error.detail}")
+                continue
+            retried += 1
+        self.message_user(request, f"Queued {retried} new repl{'y' if retried == 1 else 'ies'}.")
+        if refused:
+            self.message_user(request, "Not retried: " + "; ".join(refused), level="warning")
