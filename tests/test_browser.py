@@ -288,6 +288,7 @@ def test_stop_cancels_the_reply_in_every_tab_and_retry_answers_again(open_contex
         expect_page_matches_store(page)
     cancelled = stored(first)["messages"][-1]
     assert cancelled["status"] == "cancelled" and cancelled["content"]
+    screenshot(first, "thread-desktop-light-stopped")
 
     last_reply(first).get_by_role("button", name="Retry").click()
     for page in (first, second):
