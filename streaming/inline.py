@@ -4,10 +4,13 @@ Daphne has no ASGI lifespan events, so the worker starts with the first
 connection or request that reaches this process's event loop.
 """
 import asyncio
+import logging
 
 from django.conf import settings
 
 from .worker import StreamWorker
+
+logger = logging.getLogger(__name__)
 
 # One worker per event loop; the task is kept here so it is not garbage-collected.
 _workers: dict[asyncio.AbstractEventLoop, tuple[StreamWorker, asyncio.Task]] = {}
@@ -20,10 +23,18 @@ def inline_worker() -> StreamWorker | None:
 
 
 def ensure_inline_worker() -> None:
+    """Start this loop's worker, or a new one if the last one ended (it crashed: it is never stopped here)."""
     loop = asyncio.get_running_loop()
-    if loop not in _workers:
+    entry = _workers.get(loop)
+    if entry is None or entry[1].done():
+        if entry is not None:
+            logger.error("the inline worker loop ended; starting a new one", exc_info=_task_error(entry[1]))
         worker = StreamWorker()
         _workers[loop] = (worker, loop.create_task(worker.run()))
+
+
+def _task_error(task: asyncio.Task) -> BaseException | None:
+    return None if task.cancelled() else task.exception()
 
 
 class InlineWorkerMiddleware:
