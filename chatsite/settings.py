@@ -79,10 +79,15 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # database_sync_to_async calls, each of which "closes" its connection:
     # a pool makes that a cheap check-in instead of a new Postgres backend.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The pool checks a connection before lending it: after a database restart, idle pooled
+    # connections are dead, and each would otherwise fail one request or write.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
-        "timeout": 10,
+        # How long a checkout waits for a connection. While the database is down every
+        # checkout waits this long: short, so that workers retry and requests fail fast.
+        "timeout": 3,
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -174,5 +179,9 @@ STREAM_BACKLOG_PAGE_SIZE = env.int("STREAM_BACKLOG_PAGE_SIZE", default=500)
 STREAM_REPAIR_SECONDS = env.float("STREAM_REPAIR_SECONDS", default=1.0)
 GENERATION_LEASE_SECONDS = env.float("GENERATION_LEASE_SECONDS", default=15.0)
 GENERATION_MAX_ATTEMPTS = env.int("GENERATION_MAX_ATTEMPTS", default=3)
+# How long a worker retries a reply's write while the database is unreachable (a restart, a
+# failover) before it leaves the reply to a takeover. Shorter than the lease, so that a worker
+# that gets through still holds it.
+GENERATION_WRITE_RETRY_SECONDS = env.float("GENERATION_WRITE_RETRY_SECONDS", default=10.0)
 # `manage.py prunechunks` deletes the chunk rows of messages that ended this many days ago.
 CHUNK_RETENTION_DAYS = env.int("CHUNK_RETENTION_DAYS", default=30)

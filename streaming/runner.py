@@ -1,10 +1,12 @@
 """Run one claimed generation: stream from the provider into coalesced, fenced chunk rows."""
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from threads.models import Message
 
@@ -13,9 +15,19 @@ from .services import Claim, LeaseLost, generation_append, generation_finish, ge
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 aappend = database_sync_to_async(generation_append)
 afinish = database_sync_to_async(generation_finish)
 aheartbeat = database_sync_to_async(generation_heartbeat)
+
+# Backoff between retries of a write that failed because the database was unreachable.
+WRITE_RETRY_FIRST_DELAY_SECONDS = 0.1
+WRITE_RETRY_MAX_DELAY_SECONDS = 1.0
+
+
+class DatabaseUnreachable(Exception):
+    """A write kept failing for GENERATION_WRITE_RETRY_SECONDS: leave the reply to a takeover."""
 
 
 class ReplyRun:
@@ -34,6 +46,8 @@ class ReplyRun:
         self.buffered_chars = 0
         self.flush_at: float | None = None
         self.wrote_text = bool(claim.request.partial)
+        # Text of the reply known to be committed: this attempt's and the earlier ones'.
+        self.committed_chars = len(claim.request.partial)
         self.loop = asyncio.get_running_loop()
         self.flush_s = settings.STREAM_FLUSH_MS / 1000
         # Flushes renew the lease; the heartbeat covers a provider that is slow to speak.
@@ -44,9 +58,17 @@ class ReplyRun:
         try:
             outcome = await self._stream()
             await self._flush()
-            await afinish(claim=self.claim, **outcome)
+            await self._write(afinish, **outcome)
         except LeaseLost:
             logger.warning("generation %s: lease lost, another worker continues it", self.claim.generation_id)
+        except DatabaseUnreachable:
+            # The lease runs out while the database is away; once it is back, a worker takes the
+            # reply over from its committed text, or ends it `failed` when it is out of attempts.
+            logger.error(
+                "generation %s: database unreachable for %.0fs; leaving the reply to a takeover",
+                self.claim.generation_id,
+                settings.GENERATION_WRITE_RETRY_SECONDS,
+            )
 
     async def _stream(self) -> dict[str, Any]:
         """Read the provider until it ends, fails or the reply is cancelled; return how it ended."""
@@ -105,12 +127,38 @@ class ReplyRun:
             return
         text = "".join(self.buffer)
         self.buffer, self.buffered_chars, self.flush_at = [], 0, None
-        cancel_requested = await aappend(claim=self.claim, text=text, first=not self.wrote_text)
+        cancel_requested = await self._write(
+            aappend, text=text, first=not self.wrote_text, committed_chars=self.committed_chars
+        )
         self.wrote_text = True
+        self.committed_chars += len(text)
         self._renewed(cancel_requested)
 
     async def _renew(self) -> None:
-        self._renewed(await aheartbeat(claim=self.claim))
+        self._renewed(await self._write(aheartbeat))
+
+    async def _write(self, write: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
+        """Run one fenced write, retrying it with bounded backoff while the database is unreachable.
+
+        Each write is one transaction, so a failed one left nothing behind and is safe to
+        repeat (appends are also safe when only the answer to their COMMIT was lost).
+        """
+        give_up_at = self.loop.time() + settings.GENERATION_WRITE_RETRY_SECONDS
+        delay = WRITE_RETRY_FIRST_DELAY_SECONDS
+        while True:
+            try:
+                return await write(claim=self.claim, **kwargs)
+            except (OperationalError, InterfaceError) as error:
+                if self.loop.time() + delay > give_up_at:
+                    raise DatabaseUnreachable from error
+                logger.warning(
+                    "generation %s: database write failed (%s); retrying in %.1fs",
+                    self.claim.generation_id,
+                    str(error).strip() or type(error).__name__,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WRITE_RETRY_MAX_DELAY_SECONDS)
 
     def _renewed(self, cancel_requested: bool) -> None:
         self.renew_at = self.loop.time() + self.heartbeat_s

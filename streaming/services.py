@@ -13,7 +13,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import DateTimeField, F, Q, Value
-from django.db.models.functions import Coalesce, Concat
+from django.db.models.functions import Coalesce, Concat, Length
 from django.utils import timezone
 
 from threads.models import Message, Thread
@@ -177,9 +177,18 @@ def generation_heartbeat(*, claim: Claim) -> bool:
 
 
 @transaction.atomic
-def generation_append(*, claim: Claim, text: str, first: bool) -> bool:
-    """Commit one coalesced `delta` chunk (fenced on the lease); return whether cancel was requested."""
+def generation_append(*, claim: Claim, text: str, first: bool, committed_chars: int | None = None) -> bool:
+    """Commit one coalesced `delta` chunk (fenced on the lease); return whether cancel was requested.
+
+    A writer that retries after a failed COMMIT passes `committed_chars`, the length of the
+    text it knows to be committed: if the failed try did commit and only its answer was
+    lost, the retry finds the text already there and writes nothing twice.
+    """
     cancel_requested = _fence(claim, first_token=first)
+    if committed_chars is not None:
+        stored_chars = Message.objects.filter(pk=claim.message_id).values_list(Length("content"), flat=True).get()
+        if stored_chars == committed_chars + len(text):
+            return cancel_requested
     seq = seq_allocate(thread_id=claim.thread_id)
     Message.objects.filter(pk=claim.message_id).update(content=Concat(F("content"), Value(text)), content_seq=seq)
     delta = Chunk(thread_id=claim.thread_id, seq=seq, message_id=claim.message_id, kind=Chunk.Kind.DELTA, text=text)

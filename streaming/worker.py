@@ -8,8 +8,9 @@ import uuid
 from uuid import UUID
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
+from django.db import DatabaseError
 
 from .events import WORKERS_GROUP
 from .providers import get_provider
@@ -70,11 +71,16 @@ class StreamWorker:
         while not self.stopping and len(self.runs) < self.concurrency:
             try:
                 claim = await aclaim(worker=self.name, model=provider.model_name())
+            except DatabaseError as error:
+                logger.warning("worker %s: claiming failed (%s); retrying at the next poll", self.name, error)
+                return
             except Exception:
                 logger.exception("worker %s: claiming failed; retrying at the next poll", self.name)
                 return
             if claim is None:
                 return
+            if claim.attempt > 1:
+                logger.info("generation %s: taken over (attempt %d)", claim.generation_id, claim.attempt)
             cancel = asyncio.Event()
             task = asyncio.create_task(ReplyRun(claim, provider, cancel).run())
             self.runs[claim.generation_id] = (task, cancel, claim)
@@ -87,18 +93,33 @@ class StreamWorker:
         self.wake.set()  # a slot is free
 
     async def _listen(self) -> None:
+        """Receive wake-ups and cancels from the workers' group, through channel-layer outages."""
         layer = get_channel_layer()
         while True:
             try:
                 channel = await layer.new_channel()
                 await layer.group_add(WORKERS_GROUP, channel)
-                while True:
-                    self._on_message(await layer.receive(channel))
+                rejoin = asyncio.create_task(self._stay_in_group(layer, channel))
+                try:
+                    while True:
+                        self._on_message(await layer.receive(channel))
+                finally:
+                    rejoin.cancel()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.warning("worker %s: channel layer unavailable; polling meanwhile", self.name, exc_info=True)
+            except Exception as error:
+                logger.warning("worker %s: channel layer unavailable (%s); polling meanwhile", self.name, error)
                 await asyncio.sleep(LISTEN_RETRY_SECONDS)
+
+    async def _stay_in_group(self, layer: BaseChannelLayer, channel: str) -> None:
+        """Join the group again every poll: a restarted Redis has forgotten it without breaking our receive."""
+        while True:
+            await asyncio.sleep(settings.STREAM_WORKER_POLL_SECONDS)
+            try:
+                await layer.group_add(WORKERS_GROUP, channel)
+            except Exception:
+                # The layer is down: the receive fails as well, and the listener starts over.
+                logger.debug("worker %s: rejoining the workers' group failed", self.name, exc_info=True)
 
     def _on_message(self, message: dict) -> None:
         if message["type"] == "generation.queued":
@@ -117,5 +138,8 @@ class StreamWorker:
         for _, _, claim in runs:
             try:
                 await arelease(claim=claim)
-            except Exception:
-                logger.exception("worker %s: could not release generation %s", self.name, claim.generation_id)
+            except Exception as error:
+                # Its lease runs out instead, and a worker takes it over then.
+                logger.warning("worker %s: could not release generation %s (%s)", self.name, claim.generation_id, error)
+            else:
+                logger.info("worker %s: handed generation %s over", self.name, claim.generation_id)
