@@ -13,12 +13,19 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from streaming.inline import InlineWorkerMiddleware  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
+from threads.tokens import BearerTokenAuthMiddleware  # noqa: E402
+
+websocket_app = URLRouter(websocket_urlpatterns)
 
 application = InlineWorkerMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            # Browsers: session cookie and an allowed Origin. Other clients: a bearer token.
+            "websocket": BearerTokenAuthMiddleware(
+                session_app=AllowedHostsOriginValidator(AuthMiddlewareStack(websocket_app)),
+                token_app=websocket_app,
+            ),
         }
     )
 )

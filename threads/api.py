@@ -1,24 +1,47 @@
-"""The JSON API of DESIGN.md §5: parse, call a service or selector, answer."""
+"""The JSON API of DESIGN.md §5: parse, call a service or selector, answer.
+
+Callers authenticate with the session cookie (and the X-CSRFToken header on writes) or
+with `Authorization: Bearer <token>` (threads/tokens.py). Every view here is sync; the
+streaming ones (streaming/sse.py, streaming/aisdk.py) return an async body that the
+ASGI handler runs on the event loop after the view has returned.
+"""
+import binascii
 import functools
 import json
+from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
 
-from django.http import HttpRequest, JsonResponse
+from django.db.models import F, Q
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.csrf import csrf_failure as default_csrf_failure
+from django.views.decorators.http import require_GET
 
 from streaming.events import message_payload
 
 from .errors import BadRequest, ChatError
 from .inputs import parse_client_id
-from .models import Thread
+from .models import Message, Thread
+from .openapi import openapi_document
 from .selectors import thread_get_for_user, thread_list_for_user, thread_snapshot
 from .services import generation_cancel, message_post, thread_create
 
 THREADS_PAGE_SIZE = 50
+MESSAGES_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
 
 
 def error_response(code: str, detail: str, status: int) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
+
+
+def no_content() -> HttpResponse:
+    """Answer 204 with no body, and so no Content-Type either."""
+    response = HttpResponse(status=204)
+    del response["Content-Type"]
+    return response
 
 
 def api_view(*methods: str) -> Callable:
@@ -26,7 +49,7 @@ def api_view(*methods: str) -> Callable:
 
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             if request.method not in methods:
                 response = error_response("bad_request", f"Use {' or '.join(methods)}.", 405)
                 response["Allow"] = ", ".join(methods)
@@ -55,7 +78,33 @@ def json_body(request: HttpRequest) -> dict:
         raise BadRequest("The body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object.")
+    if contains_nul(body):
+        # PostgreSQL text cannot hold NUL: refuse it here rather than fail on write.
+        raise BadRequest("The body must not contain NUL characters.")
     return body
+
+
+def contains_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False
+
+
+def query_int(
+    request: HttpRequest, name: str, *, default: int | None, minimum: int, maximum: int | None = None
+) -> int | None:
+    """Return an integer query parameter within bounds, `default` when absent."""
+    value = request.GET.get(name)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit()) or int(value) < minimum or (maximum and int(value) > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum else f"at least {minimum}"
+        raise BadRequest(f"{name} must be an integer {bounds}.")
+    return int(value)
 
 
 def thread_summary(thread: Thread) -> dict:
@@ -67,6 +116,51 @@ def thread_summary(thread: Thread) -> dict:
     }
 
 
+def encode_thread_cursor(thread: Thread) -> str:
+    return urlsafe_b64encode(f"{thread.updated_at.isoformat()}|{thread.id}".encode()).decode().rstrip("=")
+
+
+def decode_thread_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """Return the (updated_at, id) position a thread-list cursor names."""
+    try:
+        stamp, _, thread_id = urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition("|")
+        position = datetime.fromisoformat(stamp), UUID(thread_id)
+    except (ValueError, binascii.Error):
+        position = None
+    if position is None or position[0].tzinfo is None:
+        raise BadRequest("cursor is malformed: pass the `next` of the previous page.")
+    return position
+
+
+def thread_page(*, user, cursor: str | None, limit: int) -> tuple[list[Thread], str | None]:
+    """Return a page of the user's threads, newest activity first, and the cursor of the next page.
+
+    Keyset pagination on (updated_at, id): a page never repeats or skips a thread
+    that did not change meanwhile, however many were created since.
+    """
+    threads = thread_list_for_user(user=user).order_by("-updated_at", "-id")
+    if cursor:
+        updated_at, thread_id = decode_thread_cursor(cursor)
+        threads = threads.filter(Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, id__lt=thread_id))
+    page = list(threads[: limit + 1])
+    return page[:limit], encode_thread_cursor(page[limit - 1]) if len(page) > limit else None
+
+
+def message_page(*, thread: Thread, before: int | None, limit: int) -> dict[str, Any]:
+    """Return the newest `limit` messages placed before seq `before`, oldest first, with the seq they reflect (I4)."""
+    messages = Message.objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
+    if before is not None:
+        messages = messages.filter(seq__lt=before)
+    newest_first = list(messages[: limit + 1])
+    page = newest_first[:limit][::-1]
+    seq = page[0].snapshot_seq if page else Thread.objects.values_list("last_seq", flat=True).get(pk=thread.pk)
+    return {
+        "messages": [message_payload(message) for message in page],
+        "seq": seq,
+        "next": page[0].seq if len(newest_first) > limit else None,
+    }
+
+
 @api_view("GET", "POST")
 def threads(request: HttpRequest) -> JsonResponse:
     if request.method == "POST":
@@ -75,19 +169,37 @@ def threads(request: HttpRequest) -> JsonResponse:
             raise BadRequest("title must be a string.")
         thread = thread_create(owner=request.user, title=title)
         return JsonResponse(thread_snapshot(thread=thread), status=201)
-    listed = [thread_summary(thread) for thread in thread_list_for_user(user=request.user)[:THREADS_PAGE_SIZE]]
-    return JsonResponse({"threads": listed, "next": None})
+    limit = query_int(request, "limit", default=THREADS_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
+    page, next_cursor = thread_page(user=request.user, cursor=request.GET.get("cursor"), limit=limit)
+    return JsonResponse({"threads": [thread_summary(thread) for thread in page], "next": next_cursor})
 
 
-@api_view("GET")
-def thread_detail(request: HttpRequest, thread_id: str) -> JsonResponse:
+@api_view("GET", "PATCH", "DELETE")
+def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
+    if request.method == "PATCH":
+        title = json_body(request).get("title")
+        max_length = Thread._meta.get_field("title").max_length
+        if not isinstance(title, str) or not title.strip() or len(title) > max_length:
+            raise BadRequest(f"title must be a non-empty string of at most {max_length} characters.")
+        thread.title = title.strip()
+        # Renaming is not activity: the thread keeps its place in the list.
+        thread.save(update_fields=["title"])
+        return JsonResponse(thread_summary(thread))
+    if request.method == "DELETE":
+        # A reply being written stops at its next write: its generation row is gone, so its lease is.
+        thread.delete()
+        return no_content()
     return JsonResponse(thread_snapshot(thread=thread))
 
 
-@api_view("POST")
+@api_view("GET", "POST")
 def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
+    if request.method == "GET":
+        before = query_int(request, "before", default=None, minimum=1)
+        limit = query_int(request, "limit", default=MESSAGES_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
+        return JsonResponse(message_page(thread=thread, before=before, limit=limit))
     body = json_body(request)
     posted = message_post(thread=thread, content=body.get("content"), client_id=parse_client_id(body.get("client_id")))
     return JsonResponse(
@@ -101,6 +213,12 @@ def thread_cancel(request: HttpRequest, thread_id: str) -> JsonResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     reply = generation_cancel(thread=thread)
     return JsonResponse({"reply": message_payload(reply)}, status=202)
+
+
+@require_GET
+def openapi(request: HttpRequest) -> JsonResponse:
+    """Serve the OpenAPI 3.1 description of this API (public: it describes, it grants nothing)."""
+    return JsonResponse(openapi_document(server_url=request.build_absolute_uri("/")))
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:

@@ -1,0 +1,182 @@
+"""`/api/chat`: the seed API's send, and the Vercel AI SDK's UI message stream protocol v1.
+
+`POST /api/chat` takes two bodies, told apart by their keys:
+
+- the seed API's `{"id", "message": {"role": "user", "content"}}` answers
+  `{"success": true, "threadId", "streamId"}` and the client streams with
+  `GET /api/chat/stream?id=<thread id>` (streaming/sse.py);
+- the AI SDK's `{"id", "messages": [UIMessage, …]}` answers with the reply itself as a
+  UI message stream, which `useChat` / `DefaultChatTransport` read.
+
+The chunk shapes follow the `ai` package's `uiMessageChunkSchema` (v5 and later):
+`start` {messageId}, `text-start` {id}, `text-delta` {id, delta}, `text-end` {id}, then
+`finish` {finishReason}, `abort` {reason} for a cancelled reply, or `error` {errorText},
+and finally `data: [DONE]`. A stream always replays the reply from its start, as
+`DefaultChatTransport` expects of a resumed stream (`resumeStreamIsReplay`).
+"""
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+
+from threads.api import api_view, json_body, no_content
+from threads.errors import BadRequest, NotFound
+from threads.models import Message, Thread
+from threads.selectors import thread_get_for_user
+from threads.services import generation_cancel, message_post, reply_retry, validate_content
+
+from . import events
+from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
+from .subscription import KEEPALIVE, Frame, ThreadGone, ThreadSubscription
+
+UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
+# A UIMessage id (a nanoid) maps to the same client_id every time, so a repeated send posts once (I7).
+UI_MESSAGE_NAMESPACE = uuid.UUID("5d0f1c8e-6f3a-4c1b-9a57-3f0e2b8c9d41")
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def thread_for_chat(*, user: AbstractBaseUser, chat_id: object) -> Thread:
+    """Return the user's thread `chat_id`, created when the id is new; another user's answers NotFound (I11)."""
+    try:
+        thread_uuid = uuid.UUID(chat_id) if isinstance(chat_id, str) else None
+    except ValueError:
+        thread_uuid = None
+    if thread_uuid is None:
+        raise BadRequest("id must be a thread id (a UUID); a new one starts a thread.")
+    thread, _ = Thread.objects.get_or_create(pk=thread_uuid, defaults={"owner": user})
+    if thread.owner_id != user.pk:
+        raise NotFound("No such thread.")
+    return thread
+
+
+def ui_message_text(message: dict[str, Any]) -> str:
+    """Return the text of a UIMessage: its text parts joined (or `content`, as older clients send)."""
+    parts = message.get("parts")
+    if isinstance(parts, list):
+        texts = [part.get("text") for part in parts if isinstance(part, dict) and part.get("type") == "text"]
+        return "".join(text for text in texts if isinstance(text, str))
+    return message.get("content") if isinstance(message.get("content"), str) else ""
+
+
+def terminal_chunks(ended: dict[str, Any], text_id: str) -> list[dict[str, Any]]:
+    """Return the chunks that close a reply, from its `end` event or its snapshot."""
+    closing: list[dict[str, Any]] = [{"type": "text-end", "id": text_id}]
+    if ended["status"] == Message.Status.CANCELLED:
+        return closing + [{"type": "abort", "reason": "cancelled"}]
+    if ended["status"] == Message.Status.FAILED:
+        detail = (ended.get("error") or {}).get("detail") or "The reply failed."
+        return closing + [{"type": "error", "errorText": detail}, {"type": "finish", "finishReason": "error"}]
+    return closing + [{"type": "finish", "finishReason": FINISH_REASONS.get(ended.get("stop_reason"), "other")}]
+
+
+async def ui_message_chunks(frames: AsyncIterator[Frame | None], *, reply_id: str) -> AsyncIterator[dict | None]:
+    """Turn a subscription that starts at the reply's `start` event into UI message chunks (None: keep-alive)."""
+    text_id = f"text-{reply_id}"
+    opening = [{"type": "start", "messageId": reply_id}, {"type": "text-start", "id": text_id}]
+    started, sent_chars = False, 0
+    async for frame in frames:
+        if frame is KEEPALIVE:
+            yield None
+            continue
+        if frame.type not in ("start", "delta", "end", "reset"):
+            continue
+        event = json.loads(frame.data)
+        if frame.type == "reset":  # the log was pruned under us: go on from the snapshot's text
+            reply = next((message for message in event["messages"] if message["id"] == reply_id), None)
+            if reply is None:
+                return
+            chunks = [] if started else opening
+            if len(reply["content"]) > sent_chars:
+                chunks.append({"type": "text-delta", "id": text_id, "delta": reply["content"][sent_chars:]})
+            started, sent_chars = True, len(reply["content"])
+            if reply["status"] != Message.Status.STREAMING:
+                chunks += terminal_chunks(reply, text_id)
+            for chunk in chunks:
+                yield chunk
+            if reply["status"] != Message.Status.STREAMING:
+                return
+        elif frame.type == "start" and event["message"]["id"] == reply_id and not started:
+            started = True
+            for chunk in opening:
+                yield chunk
+        elif frame.type == "delta" and event["message_id"] == reply_id:
+            sent_chars += len(event["text"])
+            yield {"type": "text-delta", "id": text_id, "delta": event["text"]}
+        elif frame.type == "end" and event["message_id"] == reply_id:
+            for chunk in terminal_chunks(event, text_id):
+                yield chunk
+            return
+
+
+async def ui_message_stream_body(chunks: AsyncIterator[dict | None]) -> AsyncIterator[str]:
+    async with contextlib.aclosing(chunks):
+        try:
+            async for chunk in chunks:
+                yield KEEPALIVE_COMMENT if chunk is None else f"data: {events.encode(chunk)}\n\n"
+        except ThreadGone:
+            yield f"data: {events.encode({'type': 'error', 'errorText': 'The thread was deleted.'})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def reply_stream_response(thread: Thread, reply: Message) -> StreamingHttpResponse:
+    """Answer with `reply` as a UI message stream, from its start event on."""
+    subscription = ThreadSubscription(thread=thread, after=reply.seq - 1, keepalive_seconds=KEEPALIVE_SECONDS)
+    chunks = ui_message_chunks(subscription.frames(), reply_id=str(reply.id))
+    response = event_stream_response(ui_message_stream_body(chunks))
+    response[UI_MESSAGE_STREAM_HEADER] = "v1"
+    return response
+
+
+def aisdk_send(request: HttpRequest, body: dict[str, Any]) -> StreamingHttpResponse:
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        raise BadRequest("messages must be a non-empty list of UI messages.")
+    if body.get("trigger") == "regenerate-message":
+        thread = thread_get_for_user(user=request.user, thread_id=str(body.get("id")))
+        last_reply = Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT).order_by("seq").last()
+        if last_reply is None:
+            raise BadRequest("There is no reply to regenerate.")
+        return reply_stream_response(thread, reply_retry(thread=thread, reply=last_reply))
+    last = messages[-1]
+    if last.get("role") != "user":
+        raise BadRequest("The last of messages must be the user's new message.")
+    content = validate_content(ui_message_text(last))  # before the thread is made: a bad body writes nothing
+    client_id = uuid.uuid5(UI_MESSAGE_NAMESPACE, last["id"]) if isinstance(last.get("id"), str) and last["id"] else None
+    thread = thread_for_chat(user=request.user, chat_id=body.get("id"))
+    posted = message_post(thread=thread, content=content, client_id=client_id)
+    return reply_stream_response(thread, posted.reply)
+
+
+def seed_send(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
+    message = body.get("message")
+    if not isinstance(message, dict) or message.get("role") != "user":
+        raise BadRequest('message must be {"role": "user", "content": "…"}.')
+    content = validate_content(message.get("content"))
+    thread = thread_for_chat(user=request.user, chat_id=body.get("id"))
+    posted = message_post(thread=thread, content=content, client_id=None)
+    return JsonResponse({"success": True, "threadId": str(thread.id), "streamId": str(posted.reply.id)})
+
+
+@api_view("POST")
+def chat(request: HttpRequest) -> HttpResponse:
+    body = json_body(request)
+    return aisdk_send(request, body) if "messages" in body else seed_send(request, body)
+
+
+@api_view("GET")
+def chat_resume(request: HttpRequest, chat_id: str) -> HttpResponse:
+    """Resume the reply being written, from its start; 204 when none is (what the AI SDK expects)."""
+    thread = thread_get_for_user(user=request.user, thread_id=chat_id)
+    reply = Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING).first()
+    return no_content() if reply is None else reply_stream_response(thread, reply)
+
+
+@api_view("POST")
+def chat_stop(request: HttpRequest, chat_id: str) -> JsonResponse:
+    """Stop the reply being written; 409 `not_running` when none is."""
+    thread = thread_get_for_user(user=request.user, thread_id=chat_id)
+    return JsonResponse({"reply": events.message_payload(generation_cancel(thread=thread))}, status=202)

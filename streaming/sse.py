@@ -1,0 +1,73 @@
+"""Server-sent events: a thread's log over plain HTTP (DESIGN.md §5), for clients without WebSockets.
+
+The records carry the very frames of WebSocket protocol v1, read through the same
+ThreadSubscription, so SSE keeps the same guarantees (I3): `id: <seq>`,
+`event: <type>`, `data: <frame JSON>`. A client resumes with the `Last-Event-ID`
+header (which EventSource sends by itself on reconnecting) or `?after=<seq>`.
+"""
+import contextlib
+from collections.abc import AsyncIterator
+
+from django.http import HttpRequest, StreamingHttpResponse
+
+from threads.api import api_view
+from threads.errors import BadRequest
+from threads.selectors import thread_get_for_user
+
+from . import events
+from .subscription import KEEPALIVE, Frame, ThreadGone, ThreadSubscription, parse_cursor
+
+# Proxies and load balancers close idle connections (often after 30-60 s): a comment keeps this one busy.
+KEEPALIVE_SECONDS = 15.0
+KEEPALIVE_COMMENT = ": keep-alive\n\n"
+
+
+def sse_record(frame: Frame) -> str:
+    """Return one SSE record; frames at a log position carry it as `id`, which becomes the client's Last-Event-ID."""
+    head = f"id: {frame.seq}\n" if frame.seq is not None else ""
+    # Frames are compact JSON: a newline inside a string is escaped, so `data` is always one line.
+    return f"{head}event: {frame.type}\ndata: {frame.data}\n\n"
+
+
+async def sse_body(frames: AsyncIterator[Frame | None]) -> AsyncIterator[str]:
+    """Yield a subscription's frames as SSE records until the client goes (Django then closes this generator)."""
+    async with contextlib.aclosing(frames):
+        try:
+            async for frame in frames:
+                yield KEEPALIVE_COMMENT if frame is KEEPALIVE else sse_record(frame)
+        except ThreadGone:
+            yield sse_record(Frame("error", events.error_frame("not_found", "The thread was deleted.")))
+
+
+def event_stream_response(body: AsyncIterator[str]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each record on at once instead of buffering
+    return response
+
+
+def request_cursor(request: HttpRequest) -> int | None:
+    """Return the client's cursor: Last-Event-ID (a reconnecting EventSource) wins over `?after=`."""
+    last_event_id = request.headers.get("Last-Event-ID")
+    return parse_cursor(last_event_id if last_event_id is not None else request.GET.get("after"))
+
+
+def thread_event_stream(request: HttpRequest, thread_id: str) -> StreamingHttpResponse:
+    thread = thread_get_for_user(user=request.user, thread_id=thread_id)
+    subscription = ThreadSubscription(thread=thread, after=request_cursor(request), keepalive_seconds=KEEPALIVE_SECONDS)
+    return event_stream_response(sse_body(subscription.frames()))
+
+
+@api_view("GET")
+def thread_events(request: HttpRequest, thread_id: str) -> StreamingHttpResponse:
+    """Stream a thread's log from the cursor on, then live."""
+    return thread_event_stream(request, thread_id)
+
+
+@api_view("GET")
+def chat_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """The seed API's `GET /api/chat/stream?id=<thread id>`: the thread's records from the beginning, then live."""
+    thread_id = request.GET.get("id")
+    if not thread_id:
+        raise BadRequest("id is required: the thread to stream.")
+    return thread_event_stream(request, thread_id)

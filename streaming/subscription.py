@@ -1,0 +1,191 @@
+"""One subscriber's view of a thread's log: backlog, then live events, exactly once and in order (I3).
+
+The WebSocket consumer and the SSE views both read a thread through
+`ThreadSubscription.frames()`, so the guarantee lives here and only here:
+
+- join the thread's group before reading the backlog, so an event committed in between
+  arrives live as well and is dropped as a duplicate, never missed;
+- drop every event with `seq <= last_sent`, and fill a gap before a live event from the
+  database;
+- while a reply streams, ask the database after STREAM_REPAIR_SECONDS of quiet, so a
+  lost live event is repaired even when no later one arrives;
+- answer a cursor the log cannot serve (ahead of it, malformed, or pruned) with a
+  `reset` snapshot.
+
+The subscription pulls from its own channel only when its reader asks for the next
+frame: a slow reader leaves messages in the channel layer, which drops the excess at
+its capacity, and the gap is filled from the database when the reader catches up.
+"""
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from threads.models import Thread
+from threads.selectors import thread_snapshot
+
+from . import events
+from .models import Chunk
+from .selectors import chunk_events_after, thread_last_seq, thread_streaming
+
+logger = logging.getLogger(__name__)
+
+achunk_events_after = database_sync_to_async(chunk_events_after)
+athread_last_seq = database_sync_to_async(thread_last_seq)
+athread_streaming = database_sync_to_async(thread_streaming)
+athread_snapshot = database_sync_to_async(thread_snapshot)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A protocol v1 frame for one subscriber: its type, its JSON text, and the seq it brings the subscriber to."""
+
+    type: str
+    data: str
+    seq: int | None = None
+
+
+# Yielded instead of a frame after `keepalive_seconds` without one, for transports that need traffic.
+KEEPALIVE = None
+
+
+class ThreadGone(Exception):
+    """The thread was deleted while subscribed."""
+
+
+def parse_cursor(value: str | None) -> int | None:
+    """Return a cursor (0 when absent), or None when it is malformed: not a non-negative decimal integer."""
+    if value is None:
+        return 0
+    try:
+        return int(value) if value.isascii() and value.isdigit() else None
+    except ValueError:  # more digits than Python converts
+        return None
+
+
+class ThreadSubscription:
+    def __init__(self, *, thread: Thread, after: int | None, keepalive_seconds: float | None = None) -> None:
+        """Subscribe to `thread` from cursor `after` (None: a malformed cursor, answered with error and reset)."""
+        self.thread = thread
+        self.after = after
+        self.keepalive_seconds = keepalive_seconds
+        self.last_sent = 0
+        self.streaming = False
+        # Loop times of the last log event yielded (or repair attempt), and of the last frame of any kind.
+        self.last_delivery = self.last_frame = 0.0
+
+    async def frames(self) -> AsyncIterator[Frame | None]:
+        """Yield the frames of this subscription until the reader stops; KEEPALIVE in quiet times if asked."""
+        layer = get_channel_layer()
+        group = events.thread_group_name(self.thread.id)
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)  # before the backlog is read: see the module docstring
+        receiving = asyncio.ensure_future(layer.receive(channel))
+        try:
+            async for frame in self._open():
+                yield frame
+            while True:
+                done, _ = await asyncio.wait({receiving}, timeout=self._quiet_timeout())
+                now = asyncio.get_running_loop().time()
+                if done:
+                    message, receiving = receiving.result(), asyncio.ensure_future(layer.receive(channel))
+                    async for frame in self._deliver(message["events"]):
+                        yield frame
+                elif self.streaming and now - self.last_delivery >= settings.STREAM_REPAIR_SECONDS:
+                    before = self.last_sent
+                    async for frame in self._catch_up():
+                        yield frame
+                    self.last_delivery = asyncio.get_running_loop().time()
+                    if self.last_sent > before:
+                        logger.info("thread %s: repaired events %d..%d", self.thread.id, before + 1, self.last_sent)
+                        # Events went missing: the channel layer may have lost our membership (a restart).
+                        await layer.group_add(group, channel)
+                    else:
+                        await self._last_seq()  # raises ThreadGone once the thread is deleted
+                elif self.keepalive_seconds is not None and now - self.last_frame >= self.keepalive_seconds:
+                    self.last_frame = now
+                    yield KEEPALIVE
+        finally:
+            receiving.cancel()
+            await layer.group_discard(group, channel)
+
+    def _quiet_timeout(self) -> float | None:
+        """Return how long to wait for a live event before repairing or keeping alive; None: as long as it takes."""
+        deadlines = []
+        if self.streaming:
+            deadlines.append(self.last_delivery + settings.STREAM_REPAIR_SECONDS)
+        if self.keepalive_seconds is not None:
+            deadlines.append(self.last_frame + self.keepalive_seconds)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - asyncio.get_running_loop().time())
+
+    async def _open(self) -> AsyncIterator[Frame]:
+        """Yield the backlog after the cursor (or a reset), then `ready`."""
+        if self.after is None:
+            yield Frame("error", events.error_frame("bad_request", "after must be a non-negative integer."))
+        if self.after is None or self.after > await self._last_seq():
+            yield await self._reset()
+        else:
+            self.last_sent = self.after
+            self.streaming = await athread_streaming(thread_id=self.thread.id)
+            async for frame in self._catch_up():
+                yield frame
+        self.last_delivery = self.last_frame = asyncio.get_running_loop().time()
+        yield Frame("ready", events.ready_frame(self.last_sent), seq=self.last_sent)
+
+    async def _deliver(self, live: list[events.EncodedEvent]) -> AsyncIterator[Frame]:
+        """Yield live events past last_sent, filling any gap before them from the database."""
+        for seq, kind, data in live:
+            if seq <= self.last_sent:
+                continue
+            if seq > self.last_sent + 1:
+                async for frame in self._catch_up(until=seq - 1):
+                    yield frame
+                if seq <= self.last_sent:  # a reset covered it
+                    continue
+            yield self._event(seq, kind, data)
+
+    async def _catch_up(self, until: int | None = None) -> AsyncIterator[Frame]:
+        """Yield the logged events after last_sent (up to `until`), page by page.
+
+        A log that no longer holds the next event (pruned by retention) is answered
+        with a `reset` snapshot instead.
+        """
+        page_size = settings.STREAM_BACKLOG_PAGE_SIZE
+        while True:
+            page = await achunk_events_after(
+                thread_id=self.thread.id, after=self.last_sent, until=until, limit=page_size
+            )
+            if page and page[0][0] != self.last_sent + 1:
+                yield await self._reset()
+                return
+            for seq, kind, data in page:
+                yield self._event(seq, kind, data)
+            if len(page) < page_size:
+                return
+
+    def _event(self, seq: int, kind: str, data: str) -> Frame:
+        self.last_sent = seq
+        self.last_delivery = self.last_frame = asyncio.get_running_loop().time()
+        if kind == Chunk.Kind.START:
+            self.streaming = True
+        elif kind == Chunk.Kind.END:
+            self.streaming = False
+        return Frame(kind, data, seq=seq)
+
+    async def _reset(self) -> Frame:
+        snapshot = await athread_snapshot(thread=self.thread)
+        self.last_sent = snapshot["seq"]
+        self.streaming = any(message["status"] == "streaming" for message in snapshot["messages"])
+        return Frame("reset", events.reset_frame(snapshot), seq=snapshot["seq"])
+
+    async def _last_seq(self) -> int:
+        try:
+            return await athread_last_seq(thread_id=self.thread.id)
+        except Thread.DoesNotExist:
+            raise ThreadGone(str(self.thread.id)) from None

@@ -1,0 +1,242 @@
+"""`/api/chat`: the seed API and the AI SDK's UI message stream protocol v1, down to the real `ai` client."""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
+
+from threads.models import Message, Thread
+from threads.services import generation_cancel, message_post
+from threads.tokens import api_token_create
+
+from .conftest import reply_text
+from .test_sse import HttpStream, one_sync_thread  # noqa: F401 (an autouse fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+NODE_TEST_DIR = Path(__file__).resolve().parent / "aisdk"
+
+
+@pytest.fixture
+async def chat_request(user):
+    """Send one request to the ASGI app with `user`'s bearer token and return the started HttpStream; all are closed after."""
+    streams: list[HttpStream] = []
+    _, secret = await database_sync_to_async(api_token_create)(user=user, name="tests")
+
+    async def request(url: str, *, method: str = "GET", body: dict | None = None) -> HttpStream:
+        headers = {"authorization": f"Bearer {secret}", "content-type": "application/json"}
+        stream = HttpStream(url, method=method, headers=headers, body=json.dumps(body).encode() if body else b"")
+        streams.append(stream)
+        stream.status, stream.headers = await stream.start()
+        return stream
+
+    yield request
+    for stream in streams:
+        await stream.close()
+
+
+async def ui_chunks(stream: HttpStream) -> list[dict]:
+    """Read a UI message stream to its end and return its chunks; it must end with `data: [DONE]`."""
+    records = [record for record in (await stream.read_all()).split("\n\n") if record.startswith("data: ")]
+    assert records[-1] == "data: [DONE]", records[-1]
+    return [json.loads(record.removeprefix("data: ")) for record in records[:-1]]
+
+
+def ui_message_body(text: str, chat_id: uuid.UUID | str) -> dict:
+    """An AI SDK DefaultChatTransport request body with one new user message."""
+    message = {"id": "msg-" + uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
+    return {"id": str(chat_id), "messages": [message], "trigger": "submit-message", "messageId": None}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_seed_api_round_trip(chat_request, user, worker):
+    """Seed POST starts a new thread and answers its ids; the seed stream then serves its records to the end."""
+    thread_id = uuid.uuid4()
+    started = await chat_request("/api/chat", method="POST", body={"id": str(thread_id), "message": {"role": "user", "content": "Hi"}})
+    answer = json.loads(await started.read_all())
+    assert started.status == 200
+    reply = await Message.objects.aget(thread_id=thread_id, role="assistant")
+    assert answer == {"success": True, "threadId": str(thread_id), "streamId": str(reply.id)}
+    assert (await Thread.objects.aget(pk=thread_id)).owner_id == user.id
+    stream = await chat_request(f"/api/chat/stream?id={thread_id}")
+    assert stream.status == 200 and stream.headers["content-type"] == "text/event-stream"
+    events = []
+    while not events or events[-1]["type"] != "end":
+        events.append(await stream.event())
+    log = [event for event in events if event["type"] != "ready"]
+    assert [event["seq"] for event in log] == list(range(1, len(log) + 1)) and log[0]["message"]["content"] == "Hi"
+    assert reply_text(log, str(reply.id)) == (await Message.objects.aget(pk=reply.id)).content
+
+
+def test_seed_post_to_foreign_id_answers_like_unknown(client, thread, make_user):
+    """A seed POST naming another user's thread answers 404, as GET does for an unknown one, and writes nothing (I11)."""
+    client.force_login(make_user("mallory"))
+    body = {"id": str(thread.id), "message": {"role": "user", "content": "hi"}}
+    response = client.post("/api/chat", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 404 and response.json() == client.get(f"/api/threads/{uuid.uuid4()}").json()
+    assert not Message.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_aisdk_post_answers_the_reply_as_a_ui_message_stream(chat_request, thread, worker):
+    """An AI SDK body answers start, text-start, text-deltas, text-end, finish and [DONE], the text the stored reply's."""
+    stream = await chat_request("/api/chat", method="POST", body=ui_message_body("Hello there", thread.id))
+    assert stream.status == 200 and stream.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert stream.headers["content-type"] == "text/event-stream"
+    chunks = await ui_chunks(stream)
+    reply = await Message.objects.aget(thread=thread, role="assistant")
+    text_id = chunks[1]["id"]
+    assert chunks[:2] == [{"type": "start", "messageId": str(reply.id)}, {"type": "text-start", "id": text_id}]
+    assert chunks[-2:] == [{"type": "text-end", "id": text_id}, {"type": "finish", "finishReason": "stop"}]
+    deltas = chunks[2:-2]
+    assert deltas and all(chunk["type"] == "text-delta" and chunk["id"] == text_id for chunk in deltas)
+    assert "".join(chunk["delta"] for chunk in deltas) == reply.content and reply.status == "complete"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_resume_replays_the_active_reply_from_its_start(chat_request, thread, worker, settings):
+    """GET /api/chat/<id>/stream mid-reply re-sends start and text-start, then the whole text to the end."""
+    settings.SCRIPTED_TOKENS_PER_SECOND = 100
+    first = await chat_request("/api/chat", method="POST", body=ui_message_body("Hello there", thread.id))
+    await first.read_chunk()  # the reply has started
+    resumed = await chat_request(f"/api/chat/{thread.id}/stream")
+    assert resumed.status == 200 and resumed.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    chunks = await ui_chunks(resumed)
+    reply = await Message.objects.aget(thread=thread, role="assistant")
+    assert [chunk["type"] for chunk in chunks[:2]] == ["start", "text-start"] and chunks[-1]["type"] == "finish"
+    assert "".join(chunk["delta"] for chunk in chunks if chunk["type"] == "text-delta") == reply.content
+
+
+def test_resume_with_nothing_streaming_is_204(client, thread, user):
+    """With no reply being written, the resume endpoint answers 204 and the AI SDK does not resume."""
+    client.force_login(user)
+    assert client.get(f"/api/chat/{thread.id}/stream").status_code == 204
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_stop_ends_the_stream_with_abort(chat_request, thread, worker, settings):
+    """POST /api/chat/<id>/stop answers 202; the reply's stream ends with text-end and abort; a second stop is 409."""
+    settings.SCRIPTED_TOKENS_PER_SECOND = 50
+    stream = await chat_request("/api/chat", method="POST", body=ui_message_body("Hello there", thread.id))
+    while "text-delta" not in stream.buffer:
+        await stream.read_chunk()
+    stopped = await chat_request(f"/api/chat/{thread.id}/stop", method="POST")
+    assert stopped.status == 202 and json.loads(await stopped.read_all())["reply"]["role"] == "assistant"
+    chunks = await ui_chunks(stream)
+    assert chunks[-1] == {"type": "abort", "reason": "cancelled"} and chunks[-2]["type"] == "text-end"
+    reply = await Message.objects.aget(thread=thread, role="assistant")
+    assert reply.status == "cancelled"
+    again = await chat_request(f"/api/chat/{thread.id}/stop", method="POST")
+    assert again.status == 409
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_regenerate_answers_a_stopped_reply_again(chat_request, thread, worker):
+    """`trigger: regenerate-message` after a stopped reply streams a new reply to the same message."""
+    posted = await database_sync_to_async(message_post)(thread=thread, content="Hello there", client_id=None)
+    await database_sync_to_async(generation_cancel)(thread=thread)  # queued, so it ends `cancelled` at once
+    body = ui_message_body("Hello there", thread.id) | {"trigger": "regenerate-message"}
+    chunks = await ui_chunks(await chat_request("/api/chat", method="POST", body=body))
+    retry = await Message.objects.exclude(pk=posted.reply.id).aget(thread=thread, role="assistant")
+    assert retry.reply_to_id == posted.message.id and chunks[0] == {"type": "start", "messageId": str(retry.id)}
+    assert "".join(chunk["delta"] for chunk in chunks if chunk["type"] == "text-delta") == retry.content
+
+
+def test_aisdk_send_while_busy_is_409_and_writes_nothing(client, thread, user):
+    """An AI SDK send while a reply is being written answers 409 busy as JSON, which the AI SDK raises."""
+    client.force_login(user)
+    message_post(thread=thread, content="first", client_id=None)
+    response = client.post("/api/chat", data=json.dumps(ui_message_body("second", thread.id)), content_type="application/json")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "busy"
+    assert Message.objects.filter(thread=thread).count() == 2
+
+
+# --- The real AI SDK client against a live server -------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_answering(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"daphne exited:\n{log.read_text()}"
+        try:
+            with urllib.request.urlopen(f"{url}/api/openapi.json", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.1)  # polling a process we cannot wait on otherwise
+    raise AssertionError(f"daphne did not answer within {timeout_s} s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def live_server_with_token(tmp_path):
+    """Start daphne on its own SQLite file with the inline worker; yield its URL and a bearer token made by manage.py."""
+    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "ANTHROPIC_API_KEY", "CHAT_PROVIDER")}
+    env |= {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "DJANGO_SECRET_KEY": "aisdk-test-secret-key",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "STREAM_INLINE_WORKER": "on",
+        "SCRIPTED_TOKENS_PER_SECOND": "60",
+        "SCRIPTED_REPLY_TOKENS": "80",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+    def manage(*args: str) -> str:
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    manage("migrate", "--verbosity", "0")
+    manage("shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('sdk')")
+    token = manage("apitoken", "create", "--user", "sdk", "--name", "node test").strip()
+    port = free_port()
+    log = tmp_path / "daphne.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(url, process, log)
+        yield url, token
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.skipif(
+    django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+    reason="runs in the embedded pass: its server has its own SQLite database whatever this pass uses",
+)
+def test_ai_sdk_client_reads_and_resumes_the_stream(live_server_with_token):
+    """The `ai` package's own reader rebuilds the reply, sent and resumed mid-reply, equal to the stored text."""
+    url, token = live_server_with_token
+    assert shutil.which("node") and shutil.which("npm"), "Node.js and npm are needed for the AI SDK client test"
+    if not (NODE_TEST_DIR / "node_modules").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_TEST_DIR, check=True, timeout=300)
+    done = subprocess.run(
+        ["node", "--test", "--test-reporter=spec", "chat.test.mjs"],
+        cwd=NODE_TEST_DIR, env={**os.environ, "CHATSITE_URL": url, "CHATSITE_TOKEN": token},
+        capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"\bpass 2\b", done.stdout), f"both Node tests ran and passed:\n{done.stdout}"

@@ -1,0 +1,328 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at /api/openapi.json.
+
+tests/test_openapi.py runs schemathesis against the app with this document: an answer
+the document does not describe (a status, a header, a field) fails the suite. Answers
+list their fields exactly (`additionalProperties: false`), so a new field is a change
+here too; request bodies may carry more than they describe, which is ignored.
+"""
+from typing import Any
+
+from django.conf import settings
+
+ERROR_CODES = ["bad_request", "busy", "too_long", "not_found", "forbidden", "rate_limited", "provider_error",
+               "interrupted", "not_running"]
+ERROR_MEANINGS = {
+    400: "bad_request: the input is malformed",
+    401: "not signed in, or the bearer token is unknown or revoked",
+    403: "a cookie request without the CSRF token",
+    404: "not_found: unknown, foreign and malformed ids alike",
+    405: "the method is not allowed here",
+    409: "busy (a reply is being written) or not_running (nothing to stop)",
+    413: "too_long: the message is over CHAT_MAX_MESSAGE_CHARS",
+    429: "rate_limited: more than CHAT_SENDS_PER_MINUTE sends; try again after Retry-After seconds",
+}
+STRING = {"type": "string"}
+UUID = {"type": "string", "format": "uuid"}
+DATE_TIME = {"type": "string", "format": "date-time"}
+SEQ = {"type": "integer", "minimum": 0}
+PAGE_LIMIT = {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}
+# PostgreSQL text cannot hold NUL, so no body string may contain one.
+NO_NUL = r"^[^\u0000]*$"
+NOT_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+THREAD_ID = {"name": "thread_id", "in": "path", "required": True, "schema": STRING}
+CHAT_ID = {"name": "chat_id", "in": "path", "required": True, "schema": STRING, "description": "the thread id"}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def answer_object(properties: dict[str, Any], *, optional: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    """Return the schema of an answer with exactly these fields, all present but the `optional` ones."""
+    required = [name for name in properties if name not in optional]
+    return {"type": "object", "required": required, "additionalProperties": False, "properties": properties, **extra}
+
+
+def body_object(properties: dict[str, Any], *, required: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": properties, **extra}
+
+
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def answer(description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"description": description, **json_content(schema), **extra}
+
+
+def errors(*statuses: int) -> dict[str, Any]:
+    """Return the error answers of an operation: those of every operation and `statuses`."""
+    answers = {str(status): answer(ERROR_MEANINGS[status], ref("Error")) for status in (401, 403, 405, *statuses)}
+    if 429 in statuses:
+        answers["429"]["headers"] = {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 0}}}
+    return answers
+
+
+def event_stream(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {
+            "Cache-Control": {"schema": {"const": "no-cache"}},
+            "X-Accel-Buffering": {"schema": {"const": "no"}},
+        },
+        "content": {"text/event-stream": {"schema": STRING}},
+    }
+
+
+def links(expression: str, operations: dict[str, tuple[str, str, str]]) -> dict[str, Any]:
+    """Return OpenAPI links passing `expression` as each operation's path parameter (stateful tests follow them)."""
+    return {
+        name: {"operationRef": f"#/paths/{path.replace('/', '~1')}/{method}", "parameters": {parameter: expression}}
+        for name, (method, path, parameter) in operations.items()
+    }
+
+
+THREAD_OPERATIONS = {
+    "GetThread": ("get", "/api/threads/{thread_id}", "thread_id"),
+    "RenameThread": ("patch", "/api/threads/{thread_id}", "thread_id"),
+    "DeleteThread": ("delete", "/api/threads/{thread_id}", "thread_id"),
+    "ListMessages": ("get", "/api/threads/{thread_id}/messages", "thread_id"),
+    "SendMessage": ("post", "/api/threads/{thread_id}/messages", "thread_id"),
+    "CancelReply": ("post", "/api/threads/{thread_id}/cancel", "thread_id"),
+}
+CHAT_OPERATIONS = {
+    "GetChatThread": ("get", "/api/threads/{thread_id}", "thread_id"),
+    "StopChat": ("post", "/api/chat/{chat_id}/stop", "chat_id"),
+}
+
+
+def schemas() -> dict[str, Any]:
+    content = {"type": "string", "minLength": 1, "maxLength": settings.CHAT_MAX_MESSAGE_CHARS, "pattern": NOT_BLANK}
+    message_error = {
+        "type": ["object", "null"],
+        "required": ["code", "detail"],
+        "properties": {"code": STRING, "detail": STRING},
+    }
+    ui_message = body_object(
+        {
+            "id": STRING,
+            "role": {"enum": ["system", "user", "assistant"]},
+            "parts": {"type": "array", "items": {"type": "object"}},
+        },
+        required=("id", "role", "parts"),
+    )
+    return {
+        "Error": answer_object({"error": answer_object({"code": {"enum": ERROR_CODES}, "detail": STRING})}),
+        "Message": answer_object(
+            {
+                "id": UUID,
+                "role": {"enum": ["user", "assistant"]},
+                "content": STRING,
+                "status": {"enum": ["complete", "streaming", "cancelled", "failed"]},
+                "created_at": DATE_TIME,
+                "client_id": {"type": ["string", "null"], "format": "uuid", "description": "user messages"},
+                "model": {**STRING, "description": "assistant messages, as the next three"},
+                "stop_reason": {"type": ["string", "null"]},
+                "usage": {"type": ["object", "null"]},
+                "error": message_error,
+            },
+            optional=("client_id", "model", "stop_reason", "usage", "error"),
+            description="As in the `message` event of WebSocket protocol v1; a reply in progress has its text so far.",
+        ),
+        "ThreadSummary": answer_object({"id": UUID, "title": STRING, "created_at": DATE_TIME, "updated_at": DATE_TIME}),
+        "ThreadList": answer_object(
+            {
+                "threads": {"type": "array", "items": ref("ThreadSummary")},
+                "next": {"type": ["string", "null"], "description": "pass as `cursor` for the next page; null: last"},
+            }
+        ),
+        "Snapshot": answer_object(
+            {
+                "id": UUID,
+                "title": STRING,
+                "seq": {**SEQ, "description": "the log position this snapshot reflects (I4)"},
+                "messages": {"type": "array", "items": ref("Message")},
+            }
+        ),
+        "MessagePage": answer_object(
+            {
+                "messages": {"type": "array", "items": ref("Message"), "description": "oldest first"},
+                "seq": SEQ,
+                "next": {"type": ["integer", "null"], "description": "pass as `before` for older ones; null: none"},
+            }
+        ),
+        "CreateThread": body_object({"title": {**STRING, "pattern": NO_NUL}}),
+        "RenameThread": body_object(
+            {"title": {**STRING, "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK}}, required=("title",)
+        ),
+        "Send": body_object(
+            {
+                "content": content,
+                "client_id": {"type": ["string", "null"], "format": "uuid", "description": "idempotency key (I7)"},
+            },
+            required=("content",),
+        ),
+        "Sent": answer_object({"message": ref("Message"), "reply": ref("Message"), "seq": SEQ}),
+        "Reply": answer_object({"reply": ref("Message")}),
+        "SeedChat": body_object(
+            {
+                "id": {**UUID, "description": "the thread; a new id starts a thread"},
+                "message": body_object({"role": {"const": "user"}, "content": content}, required=("role", "content")),
+            },
+            required=("id", "message"),
+            **{"not": {"required": ["messages"]}},
+        ),
+        "SeedChatStarted": answer_object(
+            {"success": {"const": True}, "threadId": UUID, "streamId": {**UUID, "description": "the reply's id"}}
+        ),
+        "AiSdkChat": body_object(
+            {
+                "id": UUID,
+                "messages": {"type": "array", "minItems": 1, "items": ui_message},
+                "trigger": {"enum": ["submit-message", "regenerate-message"]},
+            },
+            required=("id", "messages"),
+            description="The body of the AI SDK's DefaultChatTransport; the last message is the user's new one.",
+        ),
+    }
+
+
+def paths() -> dict[str, Any]:
+    thread_path = {"parameters": [THREAD_ID]}
+    chat_path = {"parameters": [CHAT_ID]}
+    streams = {"tags": ["streams"]}  # answers that stay open: the generated test runs leave them out
+    return {
+        "/api/threads": {
+            "get": {
+                "summary": "List your threads, newest activity first",
+                "parameters": [
+                    {"name": "limit", "in": "query", "schema": PAGE_LIMIT},
+                    {"name": "cursor", "in": "query", "schema": STRING, "description": "`next` of the previous page"},
+                ],
+                "responses": {"200": answer("a page of threads", ref("ThreadList")), **errors(400)},
+            },
+            "post": {
+                "summary": "Start a thread",
+                "requestBody": {"required": False, **json_content(ref("CreateThread"))},
+                "responses": {
+                    "201": answer(
+                        "the new thread's snapshot", ref("Snapshot"), links=links("$response.body#/id", THREAD_OPERATIONS)
+                    ),
+                    **errors(400),
+                },
+            },
+        },
+        "/api/threads/{thread_id}": thread_path | {
+            "get": {
+                "summary": "Snapshot of a thread",
+                "responses": {"200": answer("the snapshot", ref("Snapshot")), **errors(404)},
+            },
+            "patch": {
+                "summary": "Rename a thread (not activity: it keeps its place in the list)",
+                "requestBody": {"required": True, **json_content(ref("RenameThread"))},
+                "responses": {"200": answer("the renamed thread", ref("ThreadSummary")), **errors(400, 404)},
+            },
+            "delete": {
+                "summary": "Delete a thread with its messages; a reply being written stops",
+                "responses": {"204": {"description": "deleted"}, **errors(404)},
+            },
+        },
+        "/api/threads/{thread_id}/messages": thread_path | {
+            "get": {
+                "summary": "Page through a thread's messages, newest page first",
+                "parameters": [
+                    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}, "description": "seq"},
+                    {"name": "limit", "in": "query", "schema": PAGE_LIMIT},
+                ],
+                "responses": {"200": answer("the messages before `before`", ref("MessagePage")), **errors(400, 404)},
+            },
+            "post": {
+                "summary": "Send a message; the reply is queued and streams on the thread's events",
+                "requestBody": {"required": True, **json_content(ref("Send"))},
+                "responses": {
+                    "202": answer("the message and its queued reply", ref("Sent")),
+                    **errors(400, 404, 409, 413, 429),
+                },
+            },
+        },
+        "/api/threads/{thread_id}/cancel": thread_path | {
+            "post": {
+                "summary": "Stop the reply being written",
+                "responses": {"202": answer("the reply, to end `cancelled`", ref("Reply")), **errors(404, 409)},
+            },
+        },
+        "/api/threads/{thread_id}/events": thread_path | {
+            "get": streams | {
+                "summary": "The thread's log as server-sent events, then live",
+                "description": "Records `id: <seq>`, `event: <type>`, `data: <frame>` carry the frames of WebSocket "
+                "protocol v1, exactly once and in order; a `: keep-alive` comment every 15 s of quiet.",
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": SEQ, "description": "resume after this seq (default 0)"},
+                    {"name": "Last-Event-ID", "in": "header", "schema": STRING, "description": "wins over `after`"},
+                ],
+                "responses": {"200": event_stream("the event stream"), **errors(404)},
+            },
+        },
+        "/api/chat": {
+            "post": {
+                "summary": "Send a message: a seed API body answers JSON, an AI SDK body the reply's UI message stream",
+                "requestBody": {"required": True, **json_content({"oneOf": [ref("SeedChat"), ref("AiSdkChat")]})},
+                "responses": {
+                    "200": {
+                        "description": "where to stream the reply, or the reply itself (`x-vercel-ai-ui-message-stream`)",
+                        "links": links("$response.body#/threadId", CHAT_OPERATIONS),
+                        "content": {
+                            "application/json": {"schema": ref("SeedChatStarted")},
+                            "text/event-stream": {"schema": STRING},
+                        },
+                    },
+                    **errors(400, 404, 409, 413, 429),
+                },
+            },
+        },
+        "/api/chat/stream": {
+            "get": streams | {
+                "summary": "The seed API's stream: a thread's records from the beginning, then live",
+                "parameters": [{"name": "id", "in": "query", "required": True, "schema": STRING}],
+                "responses": {"200": event_stream("as /api/threads/{thread_id}/events"), **errors(400, 404)},
+            },
+        },
+        "/api/chat/{chat_id}/stream": chat_path | {
+            "get": streams | {
+                "summary": "Resume the reply being written (AI SDK), replayed from its start",
+                "responses": {
+                    "200": event_stream("the reply as a UI message stream"),
+                    "204": {"description": "no reply is being written"},
+                    **errors(404),
+                },
+            },
+        },
+        "/api/chat/{chat_id}/stop": chat_path | {
+            "post": {
+                "summary": "Stop the reply being written (AI SDK)",
+                "responses": {"202": answer("the reply, to end `cancelled`", ref("Reply")), **errors(404, 409)},
+            },
+        },
+    }
+
+
+def openapi_document(*, server_url: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "chatsite",
+            "version": "1",
+            "description": "Resumable AI chat. Authenticate with `Authorization: Bearer <token>` (make one at "
+            "/account/tokens/) or with the session cookie plus the `X-CSRFToken` header on writes.",
+        },
+        "servers": [{"url": server_url.rstrip("/")}],
+        "security": [{"bearer": []}, {"session": []}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": settings.SESSION_COOKIE_NAME},
+            },
+            "schemas": schemas(),
+        },
+        "paths": paths(),
+    }

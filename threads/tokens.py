@@ -1,0 +1,171 @@
+"""API tokens: bearer credentials for clients that are not a browser, on HTTP, SSE and WebSockets.
+
+A token's secret is shown once, when it is made; only its sha256 is stored, so the
+database cannot give a usable token away. A request that carries
+`Authorization: Bearer <secret>` is authenticated by the token alone: its cookies are
+ignored, and it needs no CSRF token, because a browser never attaches that header on
+its own to a cross-site request (CSRF protects cookies, which it does attach).
+"""
+import hashlib
+import secrets
+from datetime import timedelta
+
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from channels.db import database_sync_to_async
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.decorators import sync_and_async_middleware
+from django.views.decorators.http import require_http_methods, require_POST
+
+from .api import error_response
+from .errors import NotFound
+from .models import ApiToken
+
+TOKEN_PREFIX = "chs_"
+# last_used_at is written at most this often per token, not on every request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def api_token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+    """Make a token for `user` and return it with its secret, which is not stored and cannot be shown again."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(user=user, name=name.strip() or "API token", hashed_token=hash_secret(secret))
+    return token, secret
+
+
+def api_token_revoke(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
+    """Revoke one of the user's tokens (again is harmless); another user's answers NotFound."""
+    token = ApiToken.objects.filter(pk=token_id, user_id=user.pk).first()
+    if token is None:
+        raise NotFound("No such token.")
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+def api_token_user(*, secret: str) -> AbstractBaseUser | None:
+    """Return the active user a token secret belongs to, or None for an unknown or revoked one."""
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(hashed_token=hash_secret(secret), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user
+
+
+def bearer_secret(authorization: str | None) -> str | None:
+    """Return the secret of a `Bearer` Authorization header ("" when empty), None for no or another scheme."""
+    scheme, _, secret = (authorization or "").strip().partition(" ")
+    return secret.strip() if scheme.lower() == "bearer" else None
+
+
+def _unauthorized() -> HttpResponse:
+    response = error_response("forbidden", "The API token is unknown or revoked.", 401)
+    response["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return response
+
+
+def _sign_in(request: HttpRequest, user: AbstractBaseUser) -> None:
+    request.user = user
+
+    async def auser() -> AbstractBaseUser:
+        return user
+
+    request.auser = auser
+    request._dont_enforce_csrf_checks = True  # see the module docstring
+
+
+@sync_and_async_middleware
+def bearer_token_middleware(get_response):
+    """Authenticate requests that carry a bearer token; refuse a bad token with 401 (after AuthenticationMiddleware)."""
+    if iscoroutinefunction(get_response):
+
+        async def middleware(request: HttpRequest) -> HttpResponse:
+            secret = bearer_secret(request.headers.get("Authorization"))
+            if secret is not None:
+                user = await sync_to_async(api_token_user)(secret=secret) if secret else None
+                if user is None:
+                    return _unauthorized()
+                _sign_in(request, user)
+            return await get_response(request)
+
+    else:
+
+        def middleware(request: HttpRequest) -> HttpResponse:
+            secret = bearer_secret(request.headers.get("Authorization"))
+            if secret is not None:
+                user = api_token_user(secret=secret) if secret else None
+                if user is None:
+                    return _unauthorized()
+                _sign_in(request, user)
+            return get_response(request)
+
+    return middleware
+
+
+class BearerTokenAuthMiddleware:
+    """Send WebSocket handshakes that carry a bearer token to `token_app`, the others to `session_app`.
+
+    The token path needs no Origin check: a browser cannot set headers on a WebSocket
+    handshake, so such a handshake is not a page hijacking someone's session. An
+    unknown or revoked token connects as anonymous, which the consumer closes with 4401.
+    """
+
+    def __init__(self, session_app, token_app) -> None:
+        self.session_app = session_app
+        self.token_app = token_app
+
+    async def __call__(self, scope, receive, send):
+        headers = dict(scope.get("headers", []))
+        secret = bearer_secret(headers.get(b"authorization", b"").decode("latin-1"))
+        if secret is None:
+            return await self.session_app(scope, receive, send)
+        user = await database_sync_to_async(api_token_user)(secret=secret) if secret else None
+        return await self.token_app({**scope, "user": user or AnonymousUser()}, receive, send)
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=ApiToken._meta.get_field("name").max_length, help_text="Where you will use it.")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_list(request: HttpRequest) -> HttpResponse:
+    """List the user's tokens; a POST makes one and shows its secret on this page, once."""
+    form = TokenForm(request.POST or None)
+    secret = None
+    if request.method == "POST" and form.is_valid():
+        _, secret = api_token_create(user=request.user, name=form.cleaned_data["name"])
+        form = TokenForm()
+    tokens = ApiToken.objects.filter(user=request.user)
+    response = render(request, "tokens/token_list.html", {"form": form, "tokens": tokens, "secret": secret})
+    if secret:
+        response["Cache-Control"] = "no-store"  # the secret must not linger in a cache
+    return response
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    try:
+        token = api_token_revoke(user=request.user, token_id=token_id)
+    except NotFound:
+        messages.error(request, "No such token.")
+    else:
+        messages.success(request, f"Revoked “{token.name}”: clients using it are refused from now on.")
+    return redirect("api-tokens")
