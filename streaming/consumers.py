@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 
 CLOSE_NOT_SIGNED_IN = 4401
 CLOSE_NOT_FOUND = 4404
-CLOSE_INTERNAL_ERROR = 1011
+# Protocol v1 extension: the server failed (say, its database is restarting); reconnect with your cursor.
+# Not 1011: daphne (autobahn) sends only 1000 and 3000-4999, and raises on anything else.
+CLOSE_SERVER_ERROR = 4500
 
 
 def query_cursor(query_string: bytes) -> int | None:
@@ -58,7 +60,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
         except Exception:
             logger.exception("thread %s: subscription failed; closing so the client resumes", self.thread.id)
-            await self.close(code=CLOSE_INTERNAL_ERROR)
+            await self.close(code=CLOSE_SERVER_ERROR)
 
     async def disconnect(self, code: int) -> None:
         if self.streamer is not None:
