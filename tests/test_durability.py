@@ -6,7 +6,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from streaming.models import Generation
+from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply, scripted_reply_tokens
 from streaming.services import LeaseLost, generation_append, generation_claim
@@ -92,3 +92,16 @@ async def test_lost_live_events_are_repaired(thread, user, connect, worker, loss
         seqs = [event["seq"] for event in socket.log_events]
         assert seqs == list(range(1, seqs[-1] + 1))
         assert reply_text(socket.log_events, str(reply.id)) == reply.content
+
+
+@pytest.mark.django_db
+def test_retried_append_whose_first_try_committed_writes_nothing_twice(thread):
+    """An append retried after its COMMIT's answer was lost writes no second chunk (I1, I8)."""
+    posted = message_post(thread=thread, content="Hello", client_id=None)
+    claim = generation_claim(worker="w", model="scripted")
+    generation_append(claim=claim, text="Hel", first=True, committed_chars=0)
+    generation_append(claim=claim, text="lo", first=False, committed_chars=3)
+    generation_append(claim=claim, text="lo", first=False, committed_chars=3)  # the retry
+    assert Message.objects.get(pk=posted.reply.id).content == "Hello"
+    deltas = Chunk.objects.filter(message_id=posted.reply.id, kind="delta").values_list("text", flat=True)
+    assert list(deltas) == ["Hel", "lo"]
