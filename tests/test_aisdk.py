@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
 from threads.models import Message, Thread
-from threads.services import generation_cancel, message_post
+from threads.services import message_post
 from threads.tokens import api_token_create
 
 from .conftest import reply_text
@@ -140,14 +140,19 @@ async def test_stop_ends_the_stream_with_abort(chat_request, thread, worker, set
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_regenerate_answers_a_stopped_reply_again(chat_request, thread, worker):
-    """`trigger: regenerate-message` after a stopped reply streams a new reply to the same message."""
-    posted = await database_sync_to_async(message_post)(thread=thread, content="Hello there", client_id=None)
-    await database_sync_to_async(generation_cancel)(thread=thread)  # queued, so it ends `cancelled` at once
+async def test_regenerate_answers_a_stopped_reply_again(chat_request, thread, worker, settings):
+    """`trigger: regenerate-message` after a stopped reply streams a new reply to the same user message."""
+    settings.SCRIPTED_TOKENS_PER_SECOND = 50
+    first = await chat_request("/api/chat", method="POST", body=ui_message_body("Hello there", thread.id))
+    while "text-delta" not in first.buffer:
+        await first.read_chunk()
+    await chat_request(f"/api/chat/{thread.id}/stop", method="POST")
+    assert (await ui_chunks(first))[-1]["type"] == "abort"  # the stopped reply has ended
+    stopped = await Message.objects.aget(thread=thread, role="assistant")
     body = ui_message_body("Hello there", thread.id) | {"trigger": "regenerate-message"}
     chunks = await ui_chunks(await chat_request("/api/chat", method="POST", body=body))
-    retry = await Message.objects.exclude(pk=posted.reply.id).aget(thread=thread, role="assistant")
-    assert retry.reply_to_id == posted.message.id and chunks[0] == {"type": "start", "messageId": str(retry.id)}
+    retry = await Message.objects.exclude(pk=stopped.id).aget(thread=thread, role="assistant")
+    assert retry.reply_to_id == stopped.reply_to_id and chunks[0] == {"type": "start", "messageId": str(retry.id)}
     assert "".join(chunk["delta"] for chunk in chunks if chunk["type"] == "text-delta") == retry.content
 
 
