@@ -27,6 +27,9 @@ def pytest_report_header(config) -> str:
 
 on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 
+# Users are made by the hundred here: a deliberately slow password hash would dominate the run.
+settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 
 def pytest_collection_modifyitems(config, items) -> None:
     # Postgres-only tests run in the services pass of `make test`, which CI always runs.

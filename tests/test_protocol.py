@@ -82,6 +82,7 @@ BAD_FRAMES = [
     ('{"type": "send"}', "bad_request"),
     ('{"type": "send", "content": 42}', "bad_request"),
     ('{"type": "send", "content": "   "}', "bad_request"),
+    ('{"type": "send", "content": "a\\u0000b"}', "bad_request"),
     ('{"type": "send", "content": "hi", "client_id": "nope"}', "bad_request"),
     ('{"type": "send", "content": "hi", "client_id": 7}', "bad_request"),
     ('{"type": "cancel"}', "not_running"),

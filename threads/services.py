@@ -35,6 +35,9 @@ def validate_content(content: object) -> str:
         raise BadRequest("content must be a string.")
     if not content.strip():
         raise BadRequest("content must not be empty.")
+    if "\x00" in content:
+        # PostgreSQL text cannot hold NUL: refuse it, on every surface, rather than fail on write.
+        raise BadRequest("content must not contain NUL characters.")
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise TooLong(f"A message may be at most {settings.CHAT_MAX_MESSAGE_CHARS} characters long.")
     return content
