@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from streaming.admin import TIMELINE_PAGE_SIZE
+from streaming.selectors import TIMELINE_PAGE_SIZE
 from streaming.models import Chunk, Generation
 from streaming.services import generation_append, generation_claim, generation_finish
 from threads.models import Message, Thread

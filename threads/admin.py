@@ -10,7 +10,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from streaming.admin import ReadOnlyAdmin, UUIDSearchMixin, excerpt, reply_check, timeline_page
+from streaming.admin import ReadOnlyAdmin, UUIDSearchMixin, excerpt
+from streaming.selectors import reply_check, timeline_page
 from streaming.models import Chunk
 from streaming.retention import thread_chunks_purge
 
