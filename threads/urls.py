@@ -1,5 +1,4 @@
 from django.contrib.auth import views as auth_views
-from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
 
 from . import api, views
@@ -21,6 +20,3 @@ urlpatterns = [
     path("api/threads/<str:thread_id>/messages", api.thread_messages, name="api-thread-messages"),
     path("api/threads/<str:thread_id>/cancel", api.thread_cancel, name="api-thread-cancel"),
 ]
-
-# Debug only (empty otherwise): daphne, unlike runserver, does not serve static files itself.
-urlpatterns += staticfiles_urlpatterns()
