@@ -34,8 +34,8 @@ def excerpt(text: str) -> str:
     return Truncator(text).chars(EXCERPT_CHARS)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Show rows, never add, change or delete them; actions need the "operate" permission."""
+class ReadOnlyPermissions:
+    """Never add, change or delete a row through the admin: the log is written only by the services."""
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -45,6 +45,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(ReadOnlyPermissions, admin.ModelAdmin):
+    """Show rows, never add, change or delete them; actions need the "operate" permission."""
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """Let staff who may change this model run its service actions, though no form changes a row."""

@@ -10,7 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from streaming.admin import ReadOnlyAdmin, UUIDSearchMixin, excerpt
+from streaming.admin import ReadOnlyAdmin, ReadOnlyPermissions, UUIDSearchMixin, excerpt
 from streaming.selectors import reply_check, timeline_page
 from streaming.models import Chunk
 from streaming.retention import thread_chunks_purge
@@ -50,22 +50,13 @@ class ReplyStreamingFilter(admin.SimpleListFilter):
         return queryset
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(ReadOnlyPermissions, admin.TabularInline):
     model = Message
     fields = ["seq", "role", "status", "content_excerpt", "model", "created_at", "completed_at"]
     readonly_fields = fields
     ordering = ["seq"]
     show_change_link = True
     extra = 0
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     @admin.display(description="content")
     def content_excerpt(self, message: Message) -> str:
