@@ -10,6 +10,7 @@ from django.db import InterfaceError, OperationalError
 
 from threads.models import Message
 
+from .logs import log_generation
 from .providers import BaseProvider, ProviderError, ReplyEnd, TextDelta
 from .services import Claim, LeaseLost, generation_append, generation_finish, generation_heartbeat
 
@@ -49,26 +50,42 @@ class ReplyRun:
         # Text of the reply known to be committed: this attempt's and the earlier ones'.
         self.committed_chars = len(claim.request.partial)
         self.loop = asyncio.get_running_loop()
+        self.started_at = self.loop.time()
+        self.flushes = 0
         self.flush_s = settings.STREAM_FLUSH_MS / 1000
         # Flushes renew the lease; the heartbeat covers a provider that is slow to speak.
         self.heartbeat_s = min(settings.GENERATION_LEASE_SECONDS / 3, 1.0)
         self.renew_at = self.loop.time() + self.heartbeat_s
 
     async def run(self) -> None:
+        log_generation("generation.start", self.claim, resumed_chars=len(self.claim.request.partial))
         try:
             outcome = await self._stream()
             await self._flush()
             await self._write(afinish, **outcome)
         except LeaseLost:
-            logger.warning("generation %s: lease lost, another worker continues it", self.claim.generation_id)
+            log_generation("generation.lease_lost", self.claim, level=logging.WARNING, ms=self._elapsed_ms())
         except DatabaseUnreachable:
             # The lease runs out while the database is away; once it is back, a worker takes the
             # reply over from its committed text, or ends it `failed` when it is out of attempts.
-            logger.error(
-                "generation %s: database unreachable for %.0fs; leaving the reply to a takeover",
-                self.claim.generation_id,
-                settings.GENERATION_WRITE_RETRY_SECONDS,
+            log_generation("generation.abandoned", self.claim, level=logging.ERROR, reason="database_unreachable")
+        else:
+            error = outcome.get("error")
+            log_generation(
+                "generation.end",
+                self.claim,
+                level=logging.WARNING if error else logging.INFO,
+                status=outcome["status"],
+                stop_reason=outcome.get("stop_reason") or "-",
+                error=error["code"] if error else "-",
+                ms=self._elapsed_ms(),
+                chunks=self.flushes,
+                chars=self.committed_chars,
+                output_tokens=(outcome.get("usage") or {}).get("output_tokens", "-"),
             )
+
+    def _elapsed_ms(self) -> int:
+        return round((self.loop.time() - self.started_at) * 1000)
 
     async def _stream(self) -> dict[str, Any]:
         """Read the provider until it ends, fails or the reply is cancelled; return how it ended."""
@@ -91,7 +108,6 @@ class ReplyRun:
                     except StopAsyncIteration:
                         return {"status": Message.Status.COMPLETE}
                     except ProviderError as error:
-                        logger.warning("generation %s: provider failed: %s", self.claim.generation_id, error.detail)
                         return {"status": Message.Status.FAILED, "error": {"code": error.code, "detail": error.detail}}
                     if isinstance(event, ReplyEnd):
                         usage = {"input_tokens": event.input_tokens, "output_tokens": event.output_tokens}
@@ -130,8 +146,11 @@ class ReplyRun:
         cancel_requested = await self._write(
             aappend, text=text, first=not self.wrote_text, committed_chars=self.committed_chars
         )
+        if not self.wrote_text:
+            log_generation("generation.first_token", self.claim, ms=self._elapsed_ms())
         self.wrote_text = True
         self.committed_chars += len(text)
+        self.flushes += 1
         self._renewed(cancel_requested)
 
     async def _renew(self) -> None:

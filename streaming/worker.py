@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from .events import WORKERS_GROUP
+from .logs import log_generation
 from .providers import get_provider
 from .runner import ReplyRun
 from .services import Claim, generation_claim, generation_release
@@ -80,7 +81,7 @@ class StreamWorker:
             if claim is None:
                 return
             if claim.attempt > 1:
-                logger.info("generation %s: taken over (attempt %d)", claim.generation_id, claim.attempt)
+                log_generation("generation.takeover", claim, worker=self.name)
             cancel = asyncio.Event()
             task = asyncio.create_task(ReplyRun(claim, provider, cancel).run())
             self.runs[claim.generation_id] = (task, cancel, claim)
