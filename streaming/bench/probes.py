@@ -1,0 +1,55 @@
+"""Client-side probes that are not load: resume timing and idle sockets."""
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from websockets.exceptions import WebSocketException
+
+from .sockets import open_socket, read_line, wait_ready, write_line
+
+# Handshakes in flight at once while opening many idle sockets.
+OPENING_CONCURRENCY = 50
+
+
+async def resume(plan: dict[str, Any]) -> dict[str, Any]:
+    """Reconnect to a thread from each case's cursor, `repeats` times; time connect→ready and open→ready."""
+    results = []
+    for case in plan["cases"]:
+        connect_ms, open_ms, events = [], [], 0
+        for _ in range(case["repeats"]):
+            started = time.perf_counter()
+            async with open_socket(
+                port=plan["port"], thread_id=plan["thread"], after=case["after"], cookie=plan["cookie"]
+            ) as socket:
+                opened = time.perf_counter()
+                events = await wait_ready(socket)
+                ready = time.perf_counter()
+            connect_ms.append((ready - started) * 1000)
+            open_ms.append((ready - opened) * 1000)
+        results.append({**case, "events": events, "connect_to_ready_ms": connect_ms, "open_to_ready_ms": open_ms})
+    return {"cases": results}
+
+
+async def idle(plan: dict[str, Any]) -> dict[str, Any]:
+    """Open one socket per thread and hold them, idle, until the orchestrator says `close`."""
+    gate = asyncio.Semaphore(OPENING_CONCURRENCY)
+    stack = contextlib.AsyncExitStack()
+    failed = 0
+
+    async def open_one(thread_id: str) -> None:
+        nonlocal failed
+        async with gate:
+            try:
+                socket = await stack.enter_async_context(
+                    open_socket(port=plan["port"], thread_id=thread_id, after=plan["after"], cookie=plan["cookie"])
+                )
+                await wait_ready(socket)
+            except (OSError, TimeoutError, ConnectionError, WebSocketException):
+                failed += 1
+
+    async with stack:
+        await asyncio.gather(*(open_one(thread_id) for thread_id in plan["threads"]))
+        write_line({"type": "connected", "sockets": len(plan["threads"]) - failed})
+        await read_line()  # `close`
+    return {"opened": len(plan["threads"]) - failed, "failed": failed}

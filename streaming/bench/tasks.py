@@ -1,0 +1,103 @@
+"""The Django side of the benchmark: seed the bench database, count what a run wrote, time resumes.
+
+These run in a process started by `tool.py` with the servers' environment, so they see
+the bench database and channel layer exactly as the servers do.
+"""
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from django.db.models import Count, Q
+
+from threads.models import Message, Thread
+from threads.selectors import thread_get_for_user
+
+from ..models import Chunk, Generation
+from ..subscription import ThreadSubscription
+from .fixtures import bench_user, long_log_thread, long_page_thread, streams_create, threads_create
+
+
+def seed(*, load_streams: int, idle_threads: int, log_events: int, short_log_events: int, page_messages: int) -> dict:
+    """Create the people, sessions and threads the phases use; return their ids and cookies."""
+    user, cookie = bench_user()
+    long_log, long_log_seq = long_log_thread(owner=user, events=log_events)
+    short_log, short_log_seq = long_log_thread(owner=user, events=short_log_events, deltas_per_reply=100)
+    page, _ = long_page_thread(owner=user, messages=page_messages)
+    return {
+        "cookie": cookie,
+        "load_streams": streams_create(count=load_streams),
+        "idle_threads": threads_create(owner=user, count=idle_threads, title="bench idle"),
+        "long_log": {"id": long_log, "last_seq": long_log_seq},
+        "short_log": {"id": short_log, "last_seq": short_log_seq},
+        "page": {"id": page, "messages": Message.objects.filter(thread_id=page).count()},
+    }
+
+
+def streams(*, count: int) -> dict:
+    """Create `count` more people with an empty thread each, for a load step."""
+    return {"streams": streams_create(count=count)}
+
+
+def count(*, threads: list[str]) -> dict:
+    """Count the rows and tokens that the load phase wrote into `threads`."""
+    ids = [UUID(thread_id) for thread_id in threads]
+    chunk_rows = dict(Chunk.objects.filter(thread_id__in=ids).values_list("kind").annotate(rows=Count("id")))
+    replies = Message.objects.filter(thread_id__in=ids, role=Message.Role.ASSISTANT)
+    # A bench token is one word (stamps.py).
+    tokens = sum(len(content.split()) for content in replies.values_list("content", flat=True).iterator())
+    # A reply written by more than one worker: there should be none without failures.
+    generations = Generation.objects.filter(thread_id__in=ids).aggregate(
+        takeovers=Count("id", filter=Q(attempts__gt=1))
+    )
+    return {
+        "chunk_rows": chunk_rows,
+        "messages": Message.objects.filter(thread_id__in=ids).count(),
+        "takeovers": generations["takeovers"],
+        "tokens": tokens,
+    }
+
+
+def _thread_for_owner(thread_id: str) -> Thread:
+    return Thread.objects.select_related("owner").get(pk=thread_id)
+
+
+async def _resume_once(thread: Thread, after: int) -> tuple[float, int]:
+    """Run what the consumer runs from connect to `ready`; return the time it took (ms) and the events sent."""
+    started = time.perf_counter()
+    owned = await database_sync_to_async(thread_get_for_user)(user=thread.owner, thread_id=thread.id)
+    frames = ThreadSubscription(thread=owned, after=after).frames()
+    events = 0
+    try:
+        async for frame in frames:
+            if frame.type == "ready":
+                break
+            events += 1
+        return (time.perf_counter() - started) * 1000, events
+    finally:
+        await frames.aclose()
+
+
+async def _resume_cases(thread_id: str, cases: list[dict]) -> list[dict]:
+    thread = await database_sync_to_async(_thread_for_owner)(thread_id)
+    await _resume_once(thread, thread.last_seq)  # warm up: connections to the database and the channel layer
+    results = []
+    for case in cases:
+        runs = [await _resume_once(thread, case["after"]) for _ in range(case["repeats"])]
+        results.append({**case, "server_ms": [ms for ms, _ in runs], "events": runs[0][1]})
+    return results
+
+
+def resume_server(*, thread_id: str, cases: list[dict]) -> dict:
+    """Time the server side of resumes from each case's `after`, `repeats` times each."""
+    return {"cases": asyncio.run(_resume_cases(thread_id, cases))}
+
+
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "seed": seed,
+    "streams": streams,
+    "count": count,
+    "resume_server": resume_server,
+}

@@ -1,0 +1,53 @@
+"""streambench runs end to end at a tiny size: its report is complete and nothing was lost (speed is never asserted)."""
+import io
+import json
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from streaming.bench.report import LOSS
+
+pytestmark = [
+    pytest.mark.timeout(170),
+    # The embedded topology brings its own SQLite file and in-memory layer, whatever the suite runs on: once is enough.
+    pytest.mark.skipif(
+        settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), reason="runs in the embedded pass only"
+    ),
+]
+
+
+def test_streambench_reports_every_figure_with_nothing_lost_duplicated_or_reordered(tmp_path):
+    """A tiny embedded run delivers every event to every tab once and in order, and reports every phase."""
+    output = tmp_path / "report.json"
+    call_command(
+        "streambench",
+        "--topology=embedded", "--streams=2", "--tabs=2", "--tokens-per-second=50", "--reply-tokens=20",
+        "--duration=3", "--warmup=0.5", "--phases=idle,resume,page,load,capacity",
+        "--idle-sockets=5", "--resume-log-events=600", "--resume-repeats=2", "--page-messages=20", "--page-runs=2",
+        "--capacity-start=2", "--capacity-max=2", "--capacity-step-duration=3", "--capacity-budget=120",
+        f"--output={output}", f"--log-dir={tmp_path / 'logs'}",
+        stdout=io.StringIO(),
+    )  # fmt: skip
+    report = json.loads(output.read_text())
+
+    load = report["load"]
+    assert {name: load["correctness"][name] for name in (*LOSS, "resets")} == dict.fromkeys((*LOSS, "resets"), 0)
+    assert load["correctness"]["replies"] >= 2
+    assert load["latency_ms"]["samples"] > 0 and load["first_token_ms"]["samples"] > 0
+    assert load["delivered"]["events_per_s"] > 0 and load["delivered"]["tokens_per_s"] > 0
+    assert load["storage"]["chunk_rows_per_1k_tokens"] > 0
+    assert load["channel_layer"]["group_sends_per_1k_tokens"] > 0
+    assert load["cpu"]["app_s_per_1k_delivered_tokens"] is not None
+    assert [case["missed"] for case in report["resume"]["long_log"]["cases"]] == [0, 100]
+    assert all(case["events_sent"] == case["missed"] for case in report["resume"]["long_log"]["cases"])
+    assert report["page"]["messages"] == 20 and report["page"]["page_ms"]["runs"] == 2
+    assert report["idle"]["sockets"] == 5
+    assert report["peak_memory"]["by_process_mib"]["web-0"] > 0
+    assert [step["streams"] for step in report["capacity"]["steps"]] == [2]
+    assert not any(report["capacity"]["steps"][0]["correctness"][name] for name in LOSS)
+    assert report["crashed_processes"] == []
+    assert {target["target"].split(" (")[0] for target in report["targets"]} >= {
+        "zero loss at every load",
+        "memory per idle WebSocket",
+    }
