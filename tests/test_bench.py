@@ -42,7 +42,7 @@ def test_streambench_reports_every_figure_with_nothing_lost_duplicated_or_reorde
     assert [case["missed"] for case in report["resume"]["long_log"]["cases"]] == [0, 100]
     assert all(case["events_sent"] == case["missed"] for case in report["resume"]["long_log"]["cases"])
     assert report["page"]["messages"] == 20 and report["page"]["page_ms"]["runs"] == 2
-    assert report["idle"]["sockets"] == 5
+    assert report["idle"]["sockets"] == 5 and report["idle"]["failed"] == 0
     assert report["peak_memory"]["by_process_mib"]["web-0"] > 0
     assert [step["streams"] for step in report["capacity"]["steps"]] == [2]
     assert not any(report["capacity"]["steps"][0]["correctness"][name] for name in LOSS)

@@ -40,18 +40,11 @@ def bench_user() -> tuple[AbstractBaseUser, str]:
     return user, session_cookie(user)
 
 
-def threads_create(*, owner: AbstractBaseUser, count: int, title: str) -> list[str]:
-    """Create `count` empty threads and return their ids."""
-    threads = [Thread(owner=owner, title=f"{title} {number}") for number in range(count)]
-    Thread.objects.bulk_create(threads, batch_size=BULK_BATCH_ROWS)
-    return [str(thread.id) for thread in threads]
-
-
 def streams_create(*, count: int) -> list[dict[str, str]]:
     """Create `count` people, each with a session and one empty thread; return each thread's id and cookie.
 
-    One person per stream, as in real use: the per-person send limit and its query then
-    cost what they cost one person, instead of growing with the whole benchmark's load.
+    One person per stream, as in real use: per-person limits (sends per minute, open streams)
+    and their queries then cost what they cost one person, instead of growing with the load.
     """
     prefix = uuid.uuid4().hex[:8]
     users = [get_user_model()(username=f"bench-{prefix}-{number}") for number in range(count)]

@@ -15,15 +15,15 @@ RESULT_TIMEOUT_SECONDS = 300.0
 
 
 def idle_memory(session: BenchSession) -> dict[str, Any]:
-    """Open N idle sockets on the first web process; return its resident memory growth per socket."""
-    threads, web_pid = session.seeded["idle_threads"], session.topology.webs[0].popen.pid
-    plan = {"mode": "idle", "port": session.ports[0], "cookie": session.seeded["cookie"], "after": 0}
-    for client in session.clients([plan | {"threads": threads[:IDLE_WARMUP_SOCKETS]}], name="idle-warmup"):
+    """Open N idle sockets (one person's tab each) on the first web process; return its memory growth per socket."""
+    streams, web_pid = session.seeded["idle_streams"], session.topology.webs[0].popen.pid
+    plan = {"mode": "idle", "port": session.ports[0]}
+    for client in session.clients([plan | {"streams": streams[:IDLE_WARMUP_SOCKETS]}], name="idle-warmup"):
         client.send({"type": "close"})
         client.receive(RESULT_TIMEOUT_SECONDS)
     time.sleep(IDLE_SETTLE_SECONDS)
     before = process_sample(web_pid).rss_kib
-    (client,) = session.clients([plan | {"threads": threads}], name="idle")
+    (client,) = session.clients([plan | {"streams": streams}], name="idle")
     time.sleep(IDLE_SETTLE_SECONDS)
     after = process_sample(web_pid).rss_kib
     client.send({"type": "close"})
@@ -31,6 +31,7 @@ def idle_memory(session: BenchSession) -> dict[str, Any]:
     client.stop()
     return {
         "sockets": opened,
+        "failed": len(streams) - opened,
         "rss_before_mib": round(before / 1024, 1),
         "rss_after_mib": round(after / 1024, 1),
         "per_socket_kib": round((after - before) / max(opened, 1), 1),

@@ -1,6 +1,7 @@
 """Client-side probes that are not load: resume timing and idle sockets."""
 import asyncio
 import contextlib
+import sys
 import time
 from typing import Any
 
@@ -32,24 +33,25 @@ async def resume(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 async def idle(plan: dict[str, Any]) -> dict[str, Any]:
-    """Open one socket per thread and hold them, idle, until the orchestrator says `close`."""
+    """Open one socket per stream (a thread and its owner's cookie) and hold them, idle, until told to `close`."""
     gate = asyncio.Semaphore(OPENING_CONCURRENCY)
     stack = contextlib.AsyncExitStack()
     failed = 0
 
-    async def open_one(thread_id: str) -> None:
+    async def open_one(stream: dict[str, str]) -> None:
         nonlocal failed
         async with gate:
             try:
                 socket = await stack.enter_async_context(
-                    open_socket(port=plan["port"], thread_id=thread_id, after=plan["after"], cookie=plan["cookie"])
+                    open_socket(port=plan["port"], thread_id=stream["id"], after=0, cookie=stream["cookie"])
                 )
                 await wait_ready(socket)
-            except (OSError, TimeoutError, ConnectionError, WebSocketException):
+            except (OSError, TimeoutError, ConnectionError, WebSocketException) as error:
                 failed += 1
+                print(f"idle socket on thread {stream['id']} failed: {error!r}", file=sys.stderr)
 
     async with stack:
-        await asyncio.gather(*(open_one(thread_id) for thread_id in plan["threads"]))
-        write_line({"type": "connected", "sockets": len(plan["threads"]) - failed})
+        await asyncio.gather(*(open_one(stream) for stream in plan["streams"]))
+        write_line({"type": "connected", "sockets": len(plan["streams"]) - failed})
         await read_line()  # `close`
-    return {"opened": len(plan["threads"]) - failed, "failed": failed}
+    return {"opened": len(plan["streams"]) - failed, "failed": failed}

@@ -158,7 +158,7 @@ class BenchSession:
         self.seeded = self.task(
             "seed",
             load_streams=config.streams if "load" in config.phases else 0,
-            idle_threads=config.idle_sockets if "idle" in config.phases else 0,
+            idle_streams=config.idle_sockets if "idle" in config.phases else 0,
             log_events=config.resume_log_events,
             short_log_events=SHORT_LOG_EVENTS,
             page_messages=config.page_messages,

@@ -17,10 +17,10 @@ from threads.selectors import thread_get_for_user
 
 from ..models import Chunk, Generation
 from ..subscription import ThreadSubscription
-from .fixtures import bench_user, long_log_thread, long_page_thread, streams_create, threads_create
+from .fixtures import bench_user, long_log_thread, long_page_thread, streams_create
 
 
-def seed(*, load_streams: int, idle_threads: int, log_events: int, short_log_events: int, page_messages: int) -> dict:
+def seed(*, load_streams: int, idle_streams: int, log_events: int, short_log_events: int, page_messages: int) -> dict:
     """Create the people, sessions and threads the phases use; return their ids and cookies."""
     user, cookie = bench_user()
     long_log, long_log_seq = long_log_thread(owner=user, events=log_events)
@@ -29,7 +29,7 @@ def seed(*, load_streams: int, idle_threads: int, log_events: int, short_log_eve
     return {
         "cookie": cookie,
         "load_streams": streams_create(count=load_streams),
-        "idle_threads": threads_create(owner=user, count=idle_threads, title="bench idle"),
+        "idle_streams": streams_create(count=idle_streams),
         "long_log": {"id": long_log, "last_seq": long_log_seq},
         "short_log": {"id": short_log, "last_seq": short_log_seq},
         "page": {"id": page, "messages": Message.objects.filter(thread_id=page).count()},
