@@ -126,8 +126,9 @@ class Command(BaseCommand):
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         try:
             report = run_benchmark(config, log_dir)
-        except (RuntimeError, TimeoutError) as error:
-            raise CommandError(f"{error}\n(process logs: {log_dir})") from error
+        except Exception as error:
+            # Whatever failed (a process, a service, a timeout), its logs are what tell why: keep them.
+            raise CommandError(f"{type(error).__name__}: {error}\n(process logs kept in {log_dir})") from error
         finally:
             signal.signal(signal.SIGTERM, previous)
         if options["log_dir"] is None:
