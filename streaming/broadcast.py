@@ -24,10 +24,14 @@ async def _agroup_send(group: str, message: dict[str, Any]) -> None:
         logger.warning("channel layer send to %s failed; subscribers will repair from the database", group, exc_info=True)
 
 
+async def apublish_events(thread_id: UUID, events: list[EncodedEvent]) -> None:
+    """Publish a thread's new log events; call it only once their transaction has committed."""
+    await _agroup_send(thread_group_name(thread_id), {"type": "thread.events", "events": events})
+
+
 def publish_events_on_commit(thread_id: UUID, events: list[EncodedEvent]) -> None:
     """Publish a thread's new log events once the current transaction commits."""
-    message = {"type": "thread.events", "events": events}
-    transaction.on_commit(lambda: async_to_sync(_agroup_send)(thread_group_name(thread_id), message))
+    transaction.on_commit(lambda: async_to_sync(apublish_events)(thread_id, events))
 
 
 def notify_workers_on_commit(**message: Any) -> None:

@@ -10,6 +10,7 @@ from django.db import InterfaceError, OperationalError
 
 from threads.models import Message
 
+from .broadcast import apublish_events
 from .logs import log_generation
 from .providers import BaseProvider, ProviderError, ReplyEnd, TextDelta
 from .services import Claim, LeaseLost, generation_append, generation_finish, generation_heartbeat
@@ -143,24 +144,28 @@ class ReplyRun:
             return
         text = "".join(self.buffer)
         self.buffer, self.buffered_chars, self.flush_at = [], 0, None
-        cancel_requested = await self._write(
-            aappend, text=text, first=not self.wrote_text, committed_chars=self.committed_chars
+        appended = await self._write(
+            aappend, text=text, first=not self.wrote_text, retry_with={"committed_chars": self.committed_chars}
         )
+        await apublish_events(self.claim.thread_id, appended.events)  # committed: the write returned
         if not self.wrote_text:
             log_generation("generation.first_token", self.claim, ms=self._elapsed_ms())
         self.wrote_text = True
         self.committed_chars += len(text)
         self.flushes += 1
-        self._renewed(cancel_requested)
+        self._renewed(appended.cancel_requested)
 
     async def _renew(self) -> None:
         self._renewed(await self._write(aheartbeat))
 
-    async def _write(self, write: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
+    async def _write(
+        self, write: Callable[..., Awaitable[T]], *, retry_with: dict[str, Any] | None = None, **kwargs: Any
+    ) -> T:
         """Run one fenced write, retrying it with bounded backoff while the database is unreachable.
 
         Each write is one transaction, so a failed one left nothing behind and is safe to
-        repeat (appends are also safe when only the answer to their COMMIT was lost).
+        repeat. Retries also pass `retry_with`: an append learns from it what it must not
+        write twice when only the answer to its COMMIT was lost.
         """
         give_up_at = self.loop.time() + settings.GENERATION_WRITE_RETRY_SECONDS
         delay = WRITE_RETRY_FIRST_DELAY_SECONDS
@@ -168,6 +173,7 @@ class ReplyRun:
             try:
                 return await write(claim=self.claim, **kwargs)
             except (OperationalError, InterfaceError) as error:
+                kwargs |= retry_with or {}
                 if self.loop.time() + delay > give_up_at:
                     raise DatabaseUnreachable from error
                 logger.warning(

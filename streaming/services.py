@@ -12,14 +12,14 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import DateTimeField, F, Q, Value
-from django.db.models.functions import Coalesce, Concat, Length
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat, Length
 from django.utils import timezone
 
 from threads.models import Message, Thread
 
 from .broadcast import notify_workers_on_commit, publish_events_on_commit
-from .events import encode_chunks
+from .events import EncodedEvent, encode_chunks
 from .models import Chunk, Generation
 from .providers import ReplyRequest, Turn
 
@@ -58,10 +58,15 @@ def seq_allocate(*, thread_id: UUID, count: int = 1) -> int:
     return last_seq - count + 1
 
 
+def chunks_insert(*, chunks: list[Chunk], messages: list[Message]) -> list[EncodedEvent]:
+    """Insert chunk rows whose seqs were allocated in this transaction; return their encoded events."""
+    Chunk.objects.bulk_create(chunks)
+    return encode_chunks(chunks, {message.id: message for message in messages})
+
+
 def chunks_record(*, thread_id: UUID, chunks: list[Chunk], messages: list[Message]) -> None:
     """Insert chunk rows whose seqs were allocated in this transaction, and publish them on commit."""
-    Chunk.objects.bulk_create(chunks)
-    publish_events_on_commit(thread_id, encode_chunks(chunks, {message.id: message for message in messages}))
+    publish_events_on_commit(thread_id, chunks_insert(chunks=chunks, messages=messages))
 
 
 def message_end(
@@ -154,20 +159,34 @@ def generation_claim(*, worker: str, model: str) -> Claim | None:
 def _fence(claim: Claim, *, first_token: bool = False) -> bool:
     """Renew the lease if this worker still holds it; return whether cancel was requested.
 
-    Raises LeaseLost otherwise. The UPDATE locks the generation row, so a takeover
-    cannot slip in between this check and the writes of the same transaction.
+    Raises LeaseLost otherwise. One UPDATE … RETURNING, on the hot path of every flush;
+    it locks the generation row, so a takeover cannot slip in between this check and
+    the writes of the same transaction.
     """
     now = timezone.now()
-    fenced = Generation.objects.filter(
-        pk=claim.generation_id, lease_token=claim.lease_token, status=Generation.Status.RUNNING
-    )
-    changes: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)}
+    adapt = connection.ops.adapt_datetimefield_value
+    assignments = "lease_expires_at = %s"
+    params: list[Any] = [adapt(now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS))]
     if first_token:
         # Kept from the first attempt when a takeover writes its first text.
-        changes["first_token_at"] = Coalesce("first_token_at", Value(now, output_field=DateTimeField()))
-    if not fenced.update(**changes):
+        assignments += ", first_token_at = COALESCE(first_token_at, %s)"
+        params.append(adapt(now))
+    fields = Generation._meta
+    params += [
+        fields.pk.get_db_prep_value(claim.generation_id, connection),
+        fields.get_field("lease_token").get_db_prep_value(claim.lease_token, connection),
+        Generation.Status.RUNNING,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {fields.db_table} SET {assignments} "
+            "WHERE id = %s AND lease_token = %s AND status = %s RETURNING cancel_requested",
+            params,
+        )
+        row = cursor.fetchone()
+    if row is None:
         raise LeaseLost(str(claim.generation_id))
-    return fenced.values_list("cancel_requested", flat=True).get()
+    return bool(row[0])
 
 
 @transaction.atomic
@@ -176,24 +195,32 @@ def generation_heartbeat(*, claim: Claim) -> bool:
     return _fence(claim)
 
 
-@transaction.atomic
-def generation_append(*, claim: Claim, text: str, first: bool, committed_chars: int | None = None) -> bool:
-    """Commit one coalesced `delta` chunk (fenced on the lease); return whether cancel was requested.
+@dataclass(frozen=True)
+class Appended:
+    cancel_requested: bool
+    # The committed delta's event, for the caller to publish (nothing when a retry found it written).
+    events: list[EncodedEvent]
 
-    A writer that retries after a failed COMMIT passes `committed_chars`, the length of the
-    text it knows to be committed: if the failed try did commit and only its answer was
-    lost, the retry finds the text already there and writes nothing twice.
+
+@transaction.atomic
+def generation_append(*, claim: Claim, text: str, first: bool, committed_chars: int | None = None) -> Appended:
+    """Commit one coalesced `delta` chunk, fenced on the lease; the caller publishes its event.
+
+    The worker publishes from its event loop once this returns (after the commit, I2),
+    so the single ORM thread never waits on the channel layer. A writer that retries
+    after a failed COMMIT passes `committed_chars`, the length of the text it knows to
+    be committed: if the failed try did commit and only its answer was lost, the retry
+    finds the text already there and writes nothing twice.
     """
     cancel_requested = _fence(claim, first_token=first)
     if committed_chars is not None:
         stored_chars = Message.objects.filter(pk=claim.message_id).values_list(Length("content"), flat=True).get()
         if stored_chars == committed_chars + len(text):
-            return cancel_requested
+            return Appended(cancel_requested=cancel_requested, events=[])
     seq = seq_allocate(thread_id=claim.thread_id)
     Message.objects.filter(pk=claim.message_id).update(content=Concat(F("content"), Value(text)), content_seq=seq)
     delta = Chunk(thread_id=claim.thread_id, seq=seq, message_id=claim.message_id, kind=Chunk.Kind.DELTA, text=text)
-    chunks_record(thread_id=claim.thread_id, chunks=[delta], messages=[])
-    return cancel_requested
+    return Appended(cancel_requested=cancel_requested, events=chunks_insert(chunks=[delta], messages=[]))
 
 
 @transaction.atomic
