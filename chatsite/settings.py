@@ -160,6 +160,13 @@ CHAT_SYSTEM_PROMPT = env.str(
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32_000)
 # Sends per person per minute, across all their threads; more are refused with `rate_limited` (429).
 CHAT_SENDS_PER_MINUTE = env.int("CHAT_SENDS_PER_MINUTE", default=20)
+# API tokens a person may make per hour on the tokens page; more are refused with `rate_limited` (429).
+API_TOKENS_PER_HOUR = env.int("API_TOKENS_PER_HOUR", default=10)
+# Open streams (WebSockets and event streams) per person, per web process; more are refused
+# with HTTP 429 `rate_limited` or WebSocket close 4429.
+CHAT_MAX_STREAMS_PER_USER = env.int("CHAT_MAX_STREAMS_PER_USER", default=30)
+# The most threads or messages one page of the JSON API holds (`limit`); more is a `bad_request`.
+API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=200)
 
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="") or None
 ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-sonnet-5-5")
@@ -178,6 +185,12 @@ STREAM_WORKER_CONCURRENCY = env.int("STREAM_WORKER_CONCURRENCY", default=100)
 # Idle workers are woken through the channel layer; this poll is only the safety net.
 STREAM_WORKER_POLL_SECONDS = env.float("STREAM_WORKER_POLL_SECONDS", default=2.0)
 STREAM_BACKLOG_PAGE_SIZE = env.int("STREAM_BACKLOG_PAGE_SIZE", default=500)
+# Invariant I10, enforced by chatsite.daphne_server (the Procfile's `web`): once a WebSocket or
+# event stream holds this many bytes unsent, sending to it waits until the client reads; one
+# that takes nothing for STREAM_CLIENT_STALL_SECONDS is closed (WebSocket 4008: reconnect with
+# your cursor).
+STREAM_CLIENT_BUFFER_BYTES = env.int("STREAM_CLIENT_BUFFER_BYTES", default=1024 * 1024)
+STREAM_CLIENT_STALL_SECONDS = env.float("STREAM_CLIENT_STALL_SECONDS", default=10.0)
 # A subscriber that has heard nothing for this long while a reply streams asks the
 # database whether it missed an event (invariant I3: repaired within 2 s).
 STREAM_REPAIR_SECONDS = env.float("STREAM_REPAIR_SECONDS", default=1.0)

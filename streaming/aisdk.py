@@ -31,7 +31,7 @@ from threads.services import generation_cancel, message_post, reply_retry, valid
 
 from . import events
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
-from .subscription import KEEPALIVE, Frame, ThreadGone, ThreadSubscription
+from .subscription import KEEPALIVE, Frame, StreamSlot, ThreadGone, ThreadSubscription
 
 UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
 # A UIMessage id (a nanoid) maps to the same client_id every time, so a repeated send posts once (I7).
@@ -122,11 +122,11 @@ async def ui_message_stream_body(chunks: AsyncIterator[dict | None]) -> AsyncIte
     yield "data: [DONE]\n\n"
 
 
-def reply_stream_response(thread: Thread, reply: Message) -> StreamingHttpResponse:
+def reply_stream_response(thread: Thread, reply: Message, slot: StreamSlot) -> StreamingHttpResponse:
     """Answer with `reply` as a UI message stream, from its start event on."""
     subscription = ThreadSubscription(thread=thread, after=reply.seq - 1, keepalive_seconds=KEEPALIVE_SECONDS)
     chunks = ui_message_chunks(subscription.frames(), reply_id=str(reply.id))
-    response = event_stream_response(ui_message_stream_body(chunks))
+    response = event_stream_response(ui_message_stream_body(chunks), slot=slot)
     response[UI_MESSAGE_STREAM_HEADER] = "v1"
     return response
 
@@ -140,15 +140,17 @@ def aisdk_send(request: HttpRequest, body: dict[str, Any]) -> StreamingHttpRespo
         last_reply = Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT).order_by("seq").last()
         if last_reply is None:
             raise BadRequest("There is no reply to regenerate.")
-        return reply_stream_response(thread, reply_retry(thread=thread, reply=last_reply))
+        slot = StreamSlot(user_id=request.user.pk)  # before writing: a refused stream writes nothing
+        return reply_stream_response(thread, reply_retry(thread=thread, reply=last_reply), slot)
     last = messages[-1]
     if last.get("role") != "user":
         raise BadRequest("The last of messages must be the user's new message.")
     content = validate_content(ui_message_text(last))  # before the thread is made: a bad body writes nothing
     client_id = uuid.uuid5(UI_MESSAGE_NAMESPACE, last["id"]) if isinstance(last.get("id"), str) and last["id"] else None
+    slot = StreamSlot(user_id=request.user.pk)
     thread = thread_for_chat(user=request.user, chat_id=body.get("id"))
     posted = message_post(thread=thread, content=content, client_id=client_id)
-    return reply_stream_response(thread, posted.reply)
+    return reply_stream_response(thread, posted.reply, slot)
 
 
 def seed_send(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
@@ -172,7 +174,7 @@ def chat_resume(request: HttpRequest, chat_id: str) -> HttpResponse:
     """Resume the reply being written, from its start; 204 when none is (what the AI SDK expects)."""
     thread = thread_get_for_user(user=request.user, thread_id=chat_id)
     reply = Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING).first()
-    return no_content() if reply is None else reply_stream_response(thread, reply)
+    return no_content() if reply is None else reply_stream_response(thread, reply, StreamSlot(user_id=request.user.pk))
 
 
 @api_view("POST")

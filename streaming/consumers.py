@@ -1,20 +1,20 @@
 """The WebSocket endpoint of protocol v1: a thread's subscription out, send/cancel/ping frames in."""
 import asyncio
 import contextlib
-import json
 import logging
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from threads.errors import BadRequest, ChatError
+from threads.api import parse_json_object
+from threads.errors import BadRequest, ChatError, RateLimited
 from threads.inputs import parse_client_id
 from threads.selectors import thread_get_for_user
 from threads.services import generation_cancel, message_post
 
 from . import events
-from .subscription import ThreadGone, ThreadSubscription, parse_cursor
+from .subscription import StreamSlot, ThreadGone, ThreadSubscription, parse_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ CLOSE_NOT_FOUND = 4404
 # Protocol v1 extension: the server failed (say, its database is restarting); reconnect with your cursor.
 # Not 1011: daphne (autobahn) sends only 1000 and 3000-4999, and raises on anything else.
 CLOSE_SERVER_ERROR = 4500
+# Protocol v1 extension, as HTTP's 429: the person has CHAT_MAX_STREAMS_PER_USER streams open already.
+CLOSE_TOO_MANY_STREAMS = 4429
 
 
 def query_cursor(query_string: bytes) -> int | None:
@@ -33,6 +35,7 @@ def query_cursor(query_string: bytes) -> int | None:
 
 class ThreadConsumer(AsyncWebsocketConsumer):
     thread = None
+    slot: StreamSlot | None = None
     streamer: asyncio.Task | None = None
 
     async def connect(self) -> None:
@@ -42,12 +45,18 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_SIGNED_IN)
             return
         try:
-            self.thread = await database_sync_to_async(thread_get_for_user)(
+            thread = await database_sync_to_async(thread_get_for_user)(
                 user=user, thread_id=self.scope["url_route"]["kwargs"]["thread_id"]
             )
         except ChatError:
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        try:
+            self.slot = StreamSlot(user_id=user.pk)
+        except RateLimited:
+            await self.close(code=CLOSE_TOO_MANY_STREAMS)
+            return
+        self.thread = thread  # from here on, frames are taken
         subscription = ThreadSubscription(thread=self.thread, after=query_cursor(self.scope["query_string"]))
         self.streamer = asyncio.create_task(self._stream(subscription))
 
@@ -67,6 +76,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             self.streamer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.streamer
+        if self.slot is not None:
+            self.slot.release()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.thread is None:
@@ -79,11 +90,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     async def _handle_frame(self, text_data: str | None) -> None:
         if text_data is None:
             raise BadRequest("Binary frames are not supported; send JSON text frames.")
-        try:
-            frame = json.loads(text_data)
-        except ValueError:
-            raise BadRequest("The frame is not valid JSON.") from None
-        kind = frame.get("type") if isinstance(frame, dict) else None
+        frame = parse_json_object(text_data, what="frame")
+        kind = frame.get("type")
         if kind == "ping":
             await self.send(events.pong_frame())
         elif kind == "send":

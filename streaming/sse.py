@@ -15,7 +15,7 @@ from threads.errors import BadRequest
 from threads.selectors import thread_get_for_user
 
 from . import events
-from .subscription import KEEPALIVE, Frame, ThreadGone, ThreadSubscription, parse_cursor
+from .subscription import KEEPALIVE, Frame, StreamSlot, ThreadGone, ThreadSubscription, parse_cursor
 
 # Proxies and load balancers close idle connections (often after 30-60 s): a comment keeps this one busy.
 KEEPALIVE_SECONDS = 15.0
@@ -39,8 +39,19 @@ async def sse_body(frames: AsyncIterator[Frame | None]) -> AsyncIterator[str]:
             yield sse_record(Frame("error", events.error_frame("not_found", "The thread was deleted.")))
 
 
-def event_stream_response(body: AsyncIterator[str]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(body, content_type="text/event-stream")
+async def holding(slot: StreamSlot, body: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Yield `body`, holding the person's stream slot until it ends or the client goes."""
+    async with contextlib.aclosing(body):
+        try:
+            async for part in body:
+                yield part
+        finally:
+            slot.release()
+
+
+def event_stream_response(body: AsyncIterator[str], *, slot: StreamSlot) -> StreamingHttpResponse:
+    """Answer with `body` as an event stream, which holds `slot` while it runs."""
+    response = StreamingHttpResponse(holding(slot, body), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each record on at once instead of buffering
     return response
@@ -54,8 +65,9 @@ def request_cursor(request: HttpRequest) -> int | None:
 
 def thread_event_stream(request: HttpRequest, thread_id: str) -> StreamingHttpResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
+    slot = StreamSlot(user_id=request.user.pk)
     subscription = ThreadSubscription(thread=thread, after=request_cursor(request), keepalive_seconds=KEEPALIVE_SECONDS)
-    return event_stream_response(sse_body(subscription.frames()))
+    return event_stream_response(sse_body(subscription.frames()), slot=slot)
 
 
 @api_view("GET")

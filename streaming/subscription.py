@@ -15,9 +15,15 @@ The WebSocket consumer and the SSE views both read a thread through
 The subscription pulls from its own channel only when its reader asks for the next
 frame: a slow reader leaves messages in the channel layer, which drops the excess at
 its capacity, and the gap is filled from the database when the reader catches up.
+
+Every reader that subscribes for a person (a WebSocket or an event stream) first takes
+a `StreamSlot`: at most CHAT_MAX_STREAMS_PER_USER at once.
 """
 import asyncio
 import logging
+import threading
+import weakref
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -25,6 +31,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from threads.errors import RateLimited
 from threads.models import Thread
 from threads.selectors import thread_snapshot
 
@@ -55,6 +62,41 @@ KEEPALIVE = None
 
 class ThreadGone(Exception):
     """The thread was deleted while subscribed."""
+
+
+# Streams are long-lived and cheap to open: a refused one should not be retried at once.
+STREAM_LIMIT_RETRY_AFTER_SECONDS = 10
+_open_streams: Counter[int] = Counter()
+_open_streams_lock = threading.Lock()  # taken by views in their threads and by consumers on the loop
+
+
+def _release_stream(user_id: int) -> None:
+    with _open_streams_lock:
+        _open_streams[user_id] -= 1
+        if not _open_streams[user_id]:
+            del _open_streams[user_id]
+
+
+class StreamSlot:
+    """One of a person's open streams, counted until `release()`d (or garbage collected, if nobody did).
+
+    Counted per web process: behind a balancer a person may hold the limit on each
+    process. That bounds what they can make any one process spend, the point of the limit,
+    without shared state that a crashed process would leave stale.
+    """
+
+    def __init__(self, *, user_id: int) -> None:
+        """Take a slot for `user_id`; RateLimited when they hold CHAT_MAX_STREAMS_PER_USER already."""
+        limit = settings.CHAT_MAX_STREAMS_PER_USER
+        with _open_streams_lock:
+            if _open_streams[user_id] >= limit:
+                raise RateLimited(
+                    f"At most {limit} open streams (WebSockets and event streams) at once: close one first.",
+                    retry_after_s=STREAM_LIMIT_RETRY_AFTER_SECONDS,
+                )
+            _open_streams[user_id] += 1
+        # Calling a finalizer runs it once; later calls, and the collection of the slot, do nothing.
+        self.release = weakref.finalize(self, _release_stream, user_id)
 
 
 def parse_cursor(value: str | None) -> int | None:

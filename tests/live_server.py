@@ -2,7 +2,9 @@
 
 The browser talks to it over HTTP and WebSockets exactly as in production; the test
 process shares no database with it, so tests read what it stored through its JSON API.
+`procfile_web` runs the Procfile's own `web` command instead, for the tests of its limits.
 """
+import contextlib
 import os
 import socket
 import subprocess
@@ -111,3 +113,63 @@ def chat_server(tmp_path_factory) -> Iterator[LiveServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# --- The Procfile's own `web` command, for tests of what production runs ---------------
+
+
+def live_environment(directory: Path, **overrides: str) -> dict[str, str]:
+    """Return the environment of a live server on a fresh SQLite database in `directory`, with the inline worker."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("REDIS_URL", "ANTHROPIC_API_KEY", "CHAT_PROVIDER", "DJANGO_SETTINGS_MODULE")
+    }
+    return env | {
+        "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
+        "DJANGO_DEBUG": "on",
+        "DJANGO_SECRET_KEY": "live-test-secret-key",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "STREAM_INLINE_WORKER": "on",
+        "CHAT_SENDS_PER_MINUTE": "1000",
+        "PYTHONUNBUFFERED": "1",
+        **overrides,
+    }
+
+
+@dataclass
+class WebProcess(LiveServer):
+    """A live server run by the Procfile's `web` command, with its process at hand."""
+
+    process: subprocess.Popen | None = None
+
+    def rss_bytes(self) -> int:
+        """Return the resident memory of the server process."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc status")
+
+
+@contextlib.contextmanager
+def procfile_web(directory: Path, env: dict[str, str]) -> Iterator[WebProcess]:
+    """Migrate, then serve with the Procfile's `web` command (its flags too) on a free port until the block ends."""
+    from streaming.management.commands.runcluster import procfile_command
+
+    port = free_port()
+    server = WebProcess(url=f"http://127.0.0.1:{port}", env=env, log=directory / "web.log")
+    server.manage("migrate", "--verbosity", "0")
+    with server.log.open("w") as log:
+        # Daphne takes the last --bind given: this one replaces the Procfile's 0.0.0.0.
+        argv = procfile_command("web", PORT=port) + ["--bind", "127.0.0.1"]
+        server.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_answering(server.url, server.process, server.log)
+        yield server
+    finally:
+        server.process.terminate()
+        try:
+            server.process.wait(SHUTDOWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()

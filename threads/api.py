@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db.models import F, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.csrf import csrf_failure as default_csrf_failure
@@ -21,16 +23,18 @@ from django.views.decorators.http import require_GET
 
 from streaming.events import message_payload
 
-from .errors import BadRequest, ChatError
+from .errors import BadRequest, ChatError, TooLong
 from .inputs import parse_client_id
 from .models import Message, Thread
 from .openapi import openapi_document
 from .selectors import thread_get_for_user, thread_list_for_user, thread_snapshot
 from .services import generation_cancel, message_post, thread_create
 
+# Page sizes when `limit` is not given; API_MAX_PAGE_SIZE bounds what it may ask for.
 THREADS_PAGE_SIZE = 50
 MESSAGES_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 200
+# The largest integer a database column holds: a bigger query value could not even be compared.
+LARGEST_INTEGER = 2**63 - 1
 
 
 def error_response(code: str, detail: str, status: int) -> JsonResponse:
@@ -70,41 +74,75 @@ def api_view(*methods: str) -> Callable:
 
 
 def json_body(request: HttpRequest) -> dict:
-    if not request.body:
-        return {}
     try:
-        body = json.loads(request.body)
-    except ValueError:
-        raise BadRequest("The body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object.")
-    if contains_nul(body):
-        # PostgreSQL text cannot hold NUL: refuse it here rather than fail on write.
-        raise BadRequest("The body must not contain NUL characters.")
-    return body
+        raw = request.body
+    except RequestDataTooBig:
+        raise TooLong(f"The body may be at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.") from None
+    return parse_json_object(raw, what="body") if raw else {}
 
 
-def contains_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(contains_nul(item) for item in value)
-    return False
+def parse_json_object(text: str | bytes, *, what: str) -> dict:
+    """Return the JSON object of a request body or a WebSocket frame; BadRequest for anything else.
+
+    Its strings must be storable: PostgreSQL (and SQLite's UTF-8) cannot hold NUL or an
+    unpaired surrogate, so such input is refused here rather than failing on write.
+    """
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
+        raise BadRequest(f"The {what} is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"The {what} must be a JSON object.")
+    if not storable_text(value):
+        raise BadRequest(f"The {what} must not contain NUL characters or unpaired surrogates (\\ud800).")
+    return value
+
+
+def storable_text(value: object) -> bool:
+    """Return whether every string in a decoded JSON value can be stored: no NUL, no unpaired surrogate.
+
+    Iterative, so a body nested as deep as the decoder allows cannot exhaust the stack here.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item or not (item.isascii() or is_encodable(item)):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
+
+
+def is_encodable(text: str) -> bool:
+    """Return whether `text` is valid Unicode: JSON's `\\ud800` escapes decode to unpaired surrogates, which are not."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def query_int(
-    request: HttpRequest, name: str, *, default: int | None, minimum: int, maximum: int | None = None
+    request: HttpRequest, name: str, *, default: int | None, minimum: int, maximum: int = LARGEST_INTEGER
 ) -> int | None:
     """Return an integer query parameter within bounds, `default` when absent."""
     value = request.GET.get(name)
     if value is None:
         return default
-    if not (value.isascii() and value.isdigit()) or int(value) < minimum or (maximum and int(value) > maximum):
-        bounds = f"from {minimum} to {maximum}" if maximum else f"at least {minimum}"
-        raise BadRequest(f"{name} must be an integer {bounds}.")
-    return int(value)
+    number = int(value) if value.isascii() and value.isdigit() and len(value) <= len(str(LARGEST_INTEGER)) else None
+    if number is None or not minimum <= number <= maximum:
+        raise BadRequest(f"{name} must be an integer from {minimum} to {maximum}.")
+    return number
+
+
+def page_limit(request: HttpRequest, *, default: int) -> int:
+    """Return the page size a request asks for with `limit`, at most API_MAX_PAGE_SIZE."""
+    largest = settings.API_MAX_PAGE_SIZE
+    return query_int(request, "limit", default=min(default, largest), minimum=1, maximum=largest)
 
 
 def thread_summary(thread: Thread) -> dict:
@@ -169,7 +207,7 @@ def threads(request: HttpRequest) -> JsonResponse:
             raise BadRequest("title must be a string.")
         thread = thread_create(owner=request.user, title=title)
         return JsonResponse(thread_snapshot(thread=thread), status=201)
-    limit = query_int(request, "limit", default=THREADS_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
+    limit = page_limit(request, default=THREADS_PAGE_SIZE)
     page, next_cursor = thread_page(user=request.user, cursor=request.GET.get("cursor"), limit=limit)
     return JsonResponse({"threads": [thread_summary(thread) for thread in page], "next": next_cursor})
 
@@ -198,7 +236,7 @@ def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     if request.method == "GET":
         before = query_int(request, "before", default=None, minimum=1)
-        limit = query_int(request, "limit", default=MESSAGES_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
+        limit = page_limit(request, default=MESSAGES_PAGE_SIZE)
         return JsonResponse(message_page(thread=thread, before=before, limit=limit))
     body = json_body(request)
     posted = message_post(thread=thread, content=body.get("content"), client_id=parse_client_id(body.get("client_id")))

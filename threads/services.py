@@ -7,6 +7,7 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from streaming.broadcast import notify_workers_on_commit
@@ -54,25 +55,29 @@ def _lock_thread(thread: Thread) -> Thread:
     return Thread.objects.select_for_update().get(pk=thread.pk)
 
 
-def _refuse_if_sending_too_fast(thread: Thread) -> None:
-    """Refuse a send past CHAT_SENDS_PER_MINUTE by the thread's owner, in any of their threads.
+def refuse_if_too_frequent(*, recent: QuerySet, limit: int, window: timedelta, what: str) -> None:
+    """Refuse with RateLimited when `recent` (rows with a `created_at`) already has `limit` rows inside `window`.
 
-    Counted in the database, so the limit holds across every web process.
+    Counted in the database, so a limit holds across every web process. The caller holds
+    a row lock that makes two concurrent requests count one after the other.
     """
-    limit = settings.CHAT_SENDS_PER_MINUTE
-    window = timedelta(minutes=1)
-    recent = (
-        Message.objects.filter(
-            thread__owner_id=thread.owner_id, role=Message.Role.USER, created_at__gte=timezone.now() - window
-        )
-        .order_by("-created_at")
-        .values_list("created_at", flat=True)[:limit]
+    now = timezone.now()
+    stamps = list(
+        recent.filter(created_at__gte=now - window).order_by("-created_at").values_list("created_at", flat=True)[:limit]
     )
-    if len(recent) == limit:
-        retry_after_s = max(1, math.ceil((recent[limit - 1] + window - timezone.now()).total_seconds()))
-        raise RateLimited(
-            f"At most {limit} messages a minute: try again in {retry_after_s} s.", retry_after_s=retry_after_s
-        )
+    if len(stamps) == limit:
+        retry_after_s = max(1, math.ceil((stamps[-1] + window - now).total_seconds()))
+        raise RateLimited(f"At most {limit} {what}: try again in {retry_after_s} s.", retry_after_s=retry_after_s)
+
+
+def _refuse_if_sending_too_fast(thread: Thread) -> None:
+    """Refuse a send past CHAT_SENDS_PER_MINUTE by the thread's owner, in any of their threads."""
+    refuse_if_too_frequent(
+        recent=Message.objects.filter(thread__owner_id=thread.owner_id, role=Message.Role.USER),
+        limit=settings.CHAT_SENDS_PER_MINUTE,
+        window=timedelta(minutes=1),
+        what="messages a minute",
+    )
 
 
 def _refuse_if_busy(thread: Thread) -> None:

@@ -13,9 +13,12 @@ from datetime import timedelta
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from channels.db import database_sync_to_async
 from django import forms
+from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -23,8 +26,9 @@ from django.utils.decorators import sync_and_async_middleware
 from django.views.decorators.http import require_http_methods, require_POST
 
 from .api import error_response
-from .errors import NotFound
+from .errors import NotFound, RateLimited
 from .models import ApiToken
+from .services import refuse_if_too_frequent
 
 TOKEN_PREFIX = "chs_"
 # last_used_at is written at most this often per token, not on every request.
@@ -40,6 +44,23 @@ def api_token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, st
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(user=user, name=name.strip() or "API token", hashed_token=hash_secret(secret))
     return token, secret
+
+
+def api_token_create_for_self(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+    """Make a token a person asked for themselves: past API_TOKENS_PER_HOUR, RateLimited.
+
+    Operators (`manage.py apitoken create`) are not limited: they may provision many at once.
+    """
+    with transaction.atomic():
+        # Lock the person's row, so that two requests at once count one after the other.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+        refuse_if_too_frequent(
+            recent=ApiToken.objects.filter(user=user),
+            limit=settings.API_TOKENS_PER_HOUR,
+            window=timedelta(hours=1),
+            what="API tokens an hour",
+        )
+        return api_token_create(user=user, name=name)
 
 
 def api_token_revoke(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
@@ -148,12 +169,20 @@ class TokenForm(forms.Form):
 def token_list(request: HttpRequest) -> HttpResponse:
     """List the user's tokens; a POST makes one and shows its secret on this page, once."""
     form = TokenForm(request.POST or None)
-    secret = None
+    secret, refused = None, None
     if request.method == "POST" and form.is_valid():
-        _, secret = api_token_create(user=request.user, name=form.cleaned_data["name"])
-        form = TokenForm()
+        try:
+            _, secret = api_token_create_for_self(user=request.user, name=form.cleaned_data["name"])
+        except RateLimited as error:
+            form.add_error("name", error.detail)
+            refused = error
+        else:
+            form = TokenForm()
     tokens = ApiToken.objects.filter(user=request.user)
-    response = render(request, "tokens/token_list.html", {"form": form, "tokens": tokens, "secret": secret})
+    context = {"form": form, "tokens": tokens, "secret": secret}
+    response = render(request, "tokens/token_list.html", context, status=429 if refused else 200)
+    for header, value in (refused.http_headers() if refused else {}).items():
+        response[header] = value
     if secret:
         response["Cache-Control"] = "no-store"  # the secret must not linger in a cache
     return response

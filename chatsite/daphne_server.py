@@ -1,0 +1,131 @@
+"""Daphne with a bound on what one client can make it hold (I10): `python -m chatsite.daphne_server`.
+
+Daphne hands each frame and body chunk the application sends straight to Twisted's
+transport and returns at once. Twisted keeps whatever the client has not taken yet,
+so the application cannot tell a reader that stopped from a fast one, and a reply
+streamed to such a reader would pile up in this process without end.
+
+`BoundedServer` gives `send` the backpressure the ASGI spec allows, on WebSockets and on
+event streams (responses of type text/event-stream):
+
+- once a write leaves a client more than STREAM_CLIENT_BUFFER_BYTES unsent, `send` waits
+  until the client has taken enough to be under the bound again. The application then
+  produces at the client's pace: a long backlog replays as fast as the client reads, and
+  live events wait in the channel layer (which drops beyond its capacity; the subscriber
+  fills the gap from the database);
+- a client still over the bound after STREAM_CLIENT_STALL_SECONDS has stopped reading, and
+  is closed: a WebSocket with 4008 (reconnect with your cursor), given as long again to
+  take the rest and the close frame before its connection is dropped; an event stream by
+  dropping the connection (EventSource reconnects with Last-Event-ID). The application is
+  told at once, so it stops producing for that client.
+
+So one client makes this process hold at most the bound plus the frame that crossed it,
+and, for at most the stall time, the backlog page and channel-layer queue its paused
+subscription keeps. The kernel's socket buffers come on top (net.ipv4.tcp_wmem). Other
+responses are bounded by their own size and left alone. Everything else is daphne
+unchanged: the same command-line flags, the same protocol classes.
+"""
+import asyncio
+import logging
+import weakref
+
+from daphne.cli import CommandLineInterface
+from daphne.server import Server
+from daphne.ws_protocol import WebSocketProtocol
+from django.conf import settings
+from twisted.internet.abstract import FileDescriptor
+from twisted.protocols.policies import ProtocolWrapper
+
+logger = logging.getLogger(__name__)
+
+# Protocol v1: the client did not read; reconnect with your cursor.
+CLOSE_TOO_SLOW = 4008
+# Twisted reports only an empty buffer, and only to the one producer registered on the
+# transport (daphne's HTTP channel): a short poll is the simplest honest wait.
+DRAIN_POLL_SECONDS = 0.05
+EVENT_STREAM = b"text/event-stream"
+
+
+def socket_transport(protocol: object) -> FileDescriptor | None:
+    """Return the socket transport under a WebSocket or HTTP request, below TLS if daphne terminates it."""
+    transport = getattr(protocol, "transport", None)
+    while isinstance(transport, ProtocolWrapper):
+        transport = transport.transport
+    return transport if isinstance(transport, FileDescriptor) else None
+
+
+def unsent_bytes(transport: FileDescriptor) -> int:
+    """Return the bytes written to `transport` that the kernel has not taken yet.
+
+    The sum Twisted's own `FileDescriptor._isSendBufferFull` makes: there is no public accessor.
+    """
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def is_event_stream(start: dict) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.startswith(EVENT_STREAM) for name, value in start.get("headers", [])
+    )
+
+
+class BoundedServer(Server):
+    """A daphne server whose `send` waits for slow clients and closes the ones that stopped reading."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Weak: daphne forgets its protocols and requests when they end, and so do these.
+        self.event_streams: weakref.WeakSet = weakref.WeakSet()
+        self.closed_as_slow: weakref.WeakSet = weakref.WeakSet()
+
+    async def handle_reply(self, protocol: object, message: dict) -> None:
+        await super().handle_reply(protocol, message)
+        kind = message["type"]
+        if kind == "http.response.start" and is_event_stream(message):
+            self.event_streams.add(protocol)
+        elif kind == "websocket.send" or (kind == "http.response.body" and protocol in self.event_streams):
+            await self.wait_for_client(protocol)
+
+    async def wait_for_client(self, protocol: object) -> None:
+        """Return once the client holds at most STREAM_CLIENT_BUFFER_BYTES unsent; close it if that takes too long."""
+        transport = socket_transport(protocol)
+        bound = settings.STREAM_CLIENT_BUFFER_BYTES
+        if transport is None or unsent_bytes(transport) <= bound:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.STREAM_CLIENT_STALL_SECONDS
+        while transport.connected and protocol not in self.closed_as_slow and unsent_bytes(transport) > bound:
+            if loop.time() >= deadline:
+                self.close_slow_client(protocol, transport)
+                return
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+
+    def close_slow_client(self, protocol: object, transport: FileDescriptor) -> None:
+        self.closed_as_slow.add(protocol)
+        websocket = isinstance(protocol, WebSocketProtocol)
+        logger.warning(
+            "%s client %s took nothing for %s s with %d bytes unsent: closing it as too slow",
+            "WebSocket" if websocket else "Event stream",
+            ":".join(map(str, protocol.client_addr or ["?"])),
+            settings.STREAM_CLIENT_STALL_SECONDS,
+            unsent_bytes(transport),
+        )
+        if not websocket:
+            transport.abortConnection()  # frees the buffer; the request's application gets http.disconnect
+            return
+        # autobahn drops the connection when the client has not answered the close within this time.
+        protocol.closeHandshakeTimeout = settings.STREAM_CLIENT_STALL_SECONDS
+        protocol.sendClose(code=CLOSE_TOO_SLOW, reason="Too slow: reconnect with your cursor.")
+        # Tell the application now rather than after the handshake. Muted, daphne passes nothing
+        # more from this socket on, and sends no second disconnect when it closes.
+        protocol.application_queue.put_nowait({"type": "websocket.disconnect", "code": CLOSE_TOO_SLOW})
+        protocol.muted = True
+
+
+class BoundedCommandLineInterface(CommandLineInterface):
+    """daphne's command line, flags and all, serving with BoundedServer."""
+
+    server_class = BoundedServer
+
+
+if __name__ == "__main__":
+    BoundedCommandLineInterface.entrypoint()
