@@ -7,7 +7,6 @@ production runs. Everything listens on loopback.
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,10 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from streaming.bench.topology import free_port
 from streaming.management.commands.runcluster import cluster_environment, procfile_command, web_command, worker_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -56,12 +55,6 @@ async def async_wait_until(condition: Callable[[], Any], timeout: float, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def with_database(url: str, name: str) -> str:
@@ -298,17 +291,6 @@ def chaos_environment(*, database_url: str, redis_url: str, prefix: str, **setti
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         **settings,
     )
-
-
-def redis_forget(redis_url: str, prefix: str) -> None:
-    """Delete the run's channel-layer keys (groups live for a day otherwise)."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @dataclass

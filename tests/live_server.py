@@ -6,7 +6,6 @@ process shares no database with it, so tests read what it stored through its JSO
 """
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from streaming.bench.topology import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 30
 SHUTDOWN_TIMEOUT_S = 10
 PASSWORD = "a-long-test-password"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -56,13 +51,14 @@ class LiveServer:
         )
 
 
-def wait_until_answering(url: str, process: subprocess.Popen, log: Path) -> None:
+def wait_until_answering(url: str, process: subprocess.Popen, log: Path, path: str = "/accounts/login/") -> None:
+    """Wait until the server at `url` answers `path` with 200, failing if its process exits."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"daphne exited with {process.returncode}:\n{log.read_text()}")
         try:
-            with urllib.request.urlopen(f"{url}/accounts/login/", timeout=2) as response:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):

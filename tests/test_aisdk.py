@@ -3,11 +3,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -15,11 +12,13 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
+from streaming.bench.topology import free_port
 from threads.models import Message, Thread
 from threads.services import message_post
 from threads.tokens import api_token_create
 
 from .conftest import reply_text
+from .live_server import wait_until_answering
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 (an autouse fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,24 +167,6 @@ def test_aisdk_send_while_busy_is_409_and_writes_nothing(client, thread, user):
 # --- The real AI SDK client against a live server -------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_answering(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"daphne exited:\n{log.read_text()}"
-        try:
-            with urllib.request.urlopen(f"{url}/api/openapi.json", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)  # polling a process we cannot wait on otherwise
-    raise AssertionError(f"daphne did not answer within {timeout_s} s:\n{log.read_text()}")
-
-
 @pytest.fixture
 def live_server_with_token(tmp_path):
     """Start daphne on its own SQLite file with the inline worker; yield its URL and a bearer token made by manage.py."""
@@ -217,7 +198,7 @@ def live_server_with_token(tmp_path):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_answering(url, process, log)
+        wait_until_answering(url, process, log, path="/api/openapi.json")
         yield url, token
     finally:
         process.terminate()

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 import redis
 
+from streaming.bench.topology import forget_channel_layer_keys
 from streaming.events import WORKERS_GROUP
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply
@@ -32,7 +33,6 @@ from .chaos_cluster import (
     async_wait_until,
     chaos_environment,
     migrate,
-    redis_forget,
     sign_in,
     with_database,
 )
@@ -108,7 +108,7 @@ def chaos() -> Iterator[Chaos]:
     finally:
         cluster.stop()
         services.ensure_running()
-        redis_forget(redis_url, prefix)
+        forget_channel_layer_keys(redis_url, prefix)
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)")
 

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 
 from .procstat import cpu_seconds
 from .tool import BASE_DIR, run_task
-from .topology import PostgresDatabase, PrivateRedis, Topology
+from .topology import PostgresDatabase, PrivateRedis, Topology, forget_channel_layer_keys
 
 PROVIDER = "streaming.bench.provider.BenchProvider"
 # Resumes on the long log are compared with the same resumes on a log this short.
@@ -170,7 +169,7 @@ class BenchSession:
         if self.redis is not None:
             self.redis.stop()
         elif self.redis_url:
-            _forget_keys(self.redis_url, self.prefix)
+            forget_channel_layer_keys(self.redis_url, self.prefix)
         if self.database is not None:
             self.database.drop()
         if self.sqlite_dir is not None:
@@ -212,13 +211,3 @@ class BenchSession:
             pids |= {f"postgres:{pid}": pid for pid in self.database.backend_pids()}
         return cpu_seconds(pids)
 
-
-def _forget_keys(url: str, prefix: str) -> None:
-    """Delete the run's channel-layer keys from a shared Redis (its groups would live on for a day)."""
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
