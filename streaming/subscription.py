@@ -138,16 +138,16 @@ class ThreadSubscription:
                     async for frame in self._deliver(message["events"]):
                         yield frame
                 elif self.streaming and now - self.last_delivery >= settings.STREAM_REPAIR_SECONDS:
+                    # A primary-key read first (it also raises ThreadGone once the thread is
+                    # deleted); the backlog is read only when the log moved past us.
                     before = self.last_sent
-                    async for frame in self._catch_up():
-                        yield frame
-                    self.last_delivery = asyncio.get_running_loop().time()
-                    if self.last_sent > before:
+                    if await self._last_seq() > before:
+                        async for frame in self._catch_up():
+                            yield frame
                         logger.info("thread %s: repaired events %d..%d", self.thread.id, before + 1, self.last_sent)
                         # Events went missing: the channel layer may have lost our membership (a restart).
                         await layer.group_add(group, channel)
-                    else:
-                        await self._last_seq()  # raises ThreadGone once the thread is deleted
+                    self.last_delivery = asyncio.get_running_loop().time()
                 elif self.keepalive_seconds is not None and now - self.last_frame >= self.keepalive_seconds:
                     self.last_frame = now
                     yield KEEPALIVE
