@@ -11,6 +11,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi import checks
 
 from threads.models import Message, Thread
+from threads.openapi import openapi_document
 from threads.services import generation_cancel, message_post, thread_create
 from threads.tokens import api_token_create
 
@@ -161,3 +162,62 @@ async def asgi_get(url: str, secret: str | None = None) -> HttpStream:
     stream = HttpStream(url, headers={"authorization": f"Bearer {secret}"} if secret else {})
     stream.status, stream.headers = await stream.start()
     return stream
+
+
+# --- Refusals the generated runs cannot reach: too many streams, too large a body ----------
+
+STREAM_OPERATIONS = [
+    ("/api/threads/{thread_id}/events", "/api/threads/{thread_id}/events"),
+    ("/api/chat/stream", "/api/chat/stream?id={thread_id}"),
+    ("/api/chat/{chat_id}/stream", "/api/chat/{thread_id}/stream"),
+]
+
+
+def documented_error(document: dict, documented: dict, body: dict) -> None:
+    """Check an error answer's body against the Error schema the documented answer names."""
+    assert documented["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    error = document["components"]["schemas"]["Error"]["properties"]["error"]
+    assert set(body) == {"error"} and set(body["error"]) == set(error["required"])
+    assert body["error"]["code"] in error["properties"]["code"]["enum"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("operation, url", STREAM_OPERATIONS)
+async def test_stream_past_the_limit_is_429_as_documented(operation, url, thread, user, settings):
+    """A stream past CHAT_MAX_STREAMS_PER_USER answers the documented 429 rate_limited, with Retry-After."""
+    settings.CHAT_MAX_STREAMS_PER_USER = 0
+    # A reply being written, so that resuming it (the AI SDK's stream) would open a stream too.
+    await database_sync_to_async(message_post)(thread=thread, content="Hi", client_id=None)
+    document = json.loads(await (await asgi_get("/api/openapi.json")).read_all())
+    responses = document["paths"][operation]["get"]["responses"]
+    assert "429" in responses, f"{operation} does not document the stream limit"
+    documented = responses["429"]
+    _, secret = await database_sync_to_async(api_token_create)(user=user, name="doc")
+    refused = await asgi_get(url.format(thread_id=thread.id), secret)
+    assert refused.status == 429
+    assert documented["headers"]["Retry-After"]["required"] and int(refused.headers["retry-after"]) >= 1
+    body = json.loads(await refused.read_all())
+    assert body["error"]["code"] == "rate_limited"
+    documented_error(document, documented, body)
+
+
+def test_every_body_over_the_upload_limit_is_413_as_documented(client, thread, bearer, settings):
+    """Each operation that takes a body answers one over DATA_UPLOAD_MAX_MEMORY_SIZE with its documented 413 too_long."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    document = openapi_document(server_url="http://testserver")
+    with_bodies = [
+        (method, path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "requestBody" in operation
+    ]
+    assert len(with_bodies) == 4, "an operation with a body was added or lost: it belongs in this test"
+    oversized = json.dumps({"title": "x" * 2000, "content": "x" * 2000, "id": str(thread.id)})
+    for method, path, operation in with_bodies:
+        url = path.format(thread_id=thread.id, chat_id=thread.id)
+        response = client.generic(method.upper(), url, data=oversized, content_type="application/json", headers=bearer)
+        assert response.status_code == 413, (method, path, response.content)
+        assert response.json()["error"]["code"] == "too_long"
+        assert "413" in operation["responses"], f"{method} {path} does not document too_long"
+        documented_error(document, operation["responses"]["413"], response.json())
+    assert Message.objects.count() == 0 and Thread.objects.count() == 1

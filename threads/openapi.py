@@ -18,8 +18,14 @@ ERROR_MEANINGS = {
     404: "not_found: unknown, foreign and malformed ids alike",
     405: "the method is not allowed here",
     409: "busy (a reply is being written) or not_running (nothing to stop)",
-    413: "too_long: the message is over CHAT_MAX_MESSAGE_CHARS",
-    429: "rate_limited: more than CHAT_SENDS_PER_MINUTE sends; try again after Retry-After seconds",
+    413: "too_long: the body is over DATA_UPLOAD_MAX_MEMORY_SIZE bytes, or a message over CHAT_MAX_MESSAGE_CHARS",
+    429: "rate_limited: more than CHAT_SENDS_PER_MINUTE sends, or CHAT_MAX_STREAMS_PER_USER open streams; "
+    "try again after Retry-After seconds",
+}
+# Refusals particular to the operations that open a stream (an event stream or a UI message stream).
+STREAM_LIMITED = {
+    429: "rate_limited: CHAT_MAX_STREAMS_PER_USER streams (WebSockets and event streams) are open already; "
+    "close one, or try again after Retry-After seconds",
 }
 STRING = {"type": "string"}
 UUID = {"type": "string", "format": "uuid"}
@@ -55,9 +61,10 @@ def answer(description: str, schema: dict[str, Any], **extra: Any) -> dict[str, 
     return {"description": description, **json_content(schema), **extra}
 
 
-def errors(*statuses: int) -> dict[str, Any]:
-    """Return the error answers of an operation: those of every operation and `statuses`."""
-    answers = {str(status): answer(ERROR_MEANINGS[status], ref("Error")) for status in (401, 403, 405, *statuses)}
+def errors(*statuses: int, meanings: dict[int, str] | None = None) -> dict[str, Any]:
+    """Return the error answers of an operation: those of every operation and `statuses`, described by `meanings`."""
+    described = ERROR_MEANINGS | (meanings or {})
+    answers = {str(status): answer(described[status], ref("Error")) for status in (401, 403, 405, *statuses)}
     if 429 in statuses:
         answers["429"]["headers"] = {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 0}}}
     return answers
@@ -208,7 +215,7 @@ def paths() -> dict[str, Any]:
                     "201": answer(
                         "the new thread's snapshot", ref("Snapshot"), links=links("$response.body#/id", THREAD_OPERATIONS)
                     ),
-                    **errors(400),
+                    **errors(400, 413),
                 },
             },
         },
@@ -220,7 +227,7 @@ def paths() -> dict[str, Any]:
             "patch": {
                 "summary": "Rename a thread (not activity: it keeps its place in the list)",
                 "requestBody": {"required": True, **json_content(ref("RenameThread"))},
-                "responses": {"200": answer("the renamed thread", ref("ThreadSummary")), **errors(400, 404)},
+                "responses": {"200": answer("the renamed thread", ref("ThreadSummary")), **errors(400, 404, 413)},
             },
             "delete": {
                 "summary": "Delete a thread with its messages; a reply being written stops",
@@ -260,7 +267,7 @@ def paths() -> dict[str, Any]:
                     {"name": "after", "in": "query", "schema": SEQ, "description": "resume after this seq (default 0)"},
                     {"name": "Last-Event-ID", "in": "header", "schema": STRING, "description": "wins over `after`"},
                 ],
-                "responses": {"200": event_stream("the event stream"), **errors(404)},
+                "responses": {"200": event_stream("the event stream"), **errors(404, 429, meanings=STREAM_LIMITED)},
             },
         },
         "/api/chat": {
@@ -284,7 +291,10 @@ def paths() -> dict[str, Any]:
             "get": streams | {
                 "summary": "The seed API's stream: a thread's records from the beginning, then live",
                 "parameters": [{"name": "id", "in": "query", "required": True, "schema": STRING}],
-                "responses": {"200": event_stream("as /api/threads/{thread_id}/events"), **errors(400, 404)},
+                "responses": {
+                    "200": event_stream("as /api/threads/{thread_id}/events"),
+                    **errors(400, 404, 429, meanings=STREAM_LIMITED),
+                },
             },
         },
         "/api/chat/{chat_id}/stream": chat_path | {
@@ -293,7 +303,7 @@ def paths() -> dict[str, Any]:
                 "responses": {
                     "200": event_stream("the reply as a UI message stream"),
                     "204": {"description": "no reply is being written"},
-                    **errors(404),
+                    **errors(404, 429, meanings=STREAM_LIMITED),
                 },
             },
         },
