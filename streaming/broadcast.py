@@ -4,6 +4,7 @@ The channel layer is a wake-up hint (invariant I2): everything sent here is
 already committed, and a send that fails is logged, never raised, because
 subscribers repair what they miss from the database.
 """
+import asyncio
 import logging
 from typing import Any
 from uuid import UUID
@@ -24,9 +25,36 @@ async def _agroup_send(group: str, message: dict[str, Any]) -> None:
         logger.warning("channel layer send to %s failed; subscribers will repair from the database", group, exc_info=True)
 
 
+def _events_message(events: list[EncodedEvent]) -> dict[str, Any]:
+    return {"type": "thread.events", "events": events}
+
+
 async def apublish_events(thread_id: UUID, events: list[EncodedEvent]) -> None:
     """Publish a thread's new log events; call it only once their transaction has committed."""
-    await _agroup_send(thread_group_name(thread_id), {"type": "thread.events", "events": events})
+    await _agroup_send(thread_group_name(thread_id), _events_message(events))
+
+
+async def apublish_many(batches: list[tuple[UUID, list[EncodedEvent]]]) -> None:
+    """Publish the new events of many threads, committed together (a worker's group commit).
+
+    A layer with `group_send_many` (the Redis pub/sub layer) sends them all in one round
+    trip; others get one send per thread, concurrently.
+    """
+    messages = [(thread_group_name(thread_id), _events_message(events)) for thread_id, events in batches if events]
+    if not messages:
+        return
+    layer = get_channel_layer()
+    if hasattr(layer, "group_send_many"):
+        try:
+            await layer.group_send_many(messages)
+        except Exception:
+            logger.warning(
+                "channel layer send to %d groups failed; subscribers will repair from the database",
+                len(messages),
+                exc_info=True,
+            )
+    else:
+        await asyncio.gather(*(_agroup_send(group, message) for group, message in messages))
 
 
 def publish_events_on_commit(thread_id: UUID, events: list[EncodedEvent]) -> None:

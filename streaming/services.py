@@ -5,13 +5,13 @@ Every function here runs inside a transaction and is called through
 coroutines. Events are published only once their rows commit (invariant I2).
 """
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Concat, Length
 from django.utils import timezone
@@ -47,12 +47,10 @@ def seq_allocate(*, thread_id: UUID, count: int = 1) -> int:
     writers to one thread allocate and commit in seq order.
     """
     assert connection.in_atomic_block, "seqs must be allocated in the transaction that inserts them"
-    table = Thread._meta.db_table
-    thread_pk = Thread._meta.pk.get_db_prep_value(thread_id, connection)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",
-            [count, thread_pk],
+            f"UPDATE {Thread._meta.db_table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",
+            [count, _db_id(Thread, thread_id)],
         )
         (last_seq,) = cursor.fetchone()
     return last_seq - count + 1
@@ -69,15 +67,18 @@ def chunks_record(*, thread_id: UUID, chunks: list[Chunk], messages: list[Messag
     publish_events_on_commit(thread_id, chunks_insert(chunks=chunks, messages=messages))
 
 
-def message_end(
+def reply_end(
     *,
     message: Message,
     status: str,
     stop_reason: str = "",
     usage: dict[str, Any] | None = None,
     error: dict[str, str] | None = None,
-) -> None:
-    """End an assistant message and its generation with an `end` event (I9), keeping its text."""
+) -> list[EncodedEvent]:
+    """End an assistant message and its generation with an `end` event (I9), keeping its text.
+
+    Returns the `end` event, for the caller to publish once the transaction commits.
+    """
     now = timezone.now()
     seq = seq_allocate(thread_id=message.thread_id)
     message.status = status
@@ -96,7 +97,12 @@ def message_end(
     )
     Thread.objects.filter(pk=message.thread_id).update(updated_at=now)
     end = Chunk(thread_id=message.thread_id, seq=seq, message=message, kind=Chunk.Kind.END)
-    chunks_record(thread_id=message.thread_id, chunks=[end], messages=[message])
+    return chunks_insert(chunks=[end], messages=[message])
+
+
+def message_end(*, message: Message, status: str, **outcome: Any) -> None:
+    """End an assistant message as `reply_end` does, and publish its `end` event on commit."""
+    publish_events_on_commit(message.thread_id, reply_end(message=message, status=status, **outcome))
 
 
 def conversation_turns(*, reply: Message) -> list[Turn]:
@@ -114,8 +120,8 @@ def conversation_turns(*, reply: Message) -> list[Turn]:
 
 
 @transaction.atomic
-def generation_claim(*, worker: str, model: str) -> Claim | None:
-    """Take the oldest queued generation, or one whose lease expired (a takeover), or None."""
+def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]:
+    """Take up to `limit` generations, oldest first: queued ones, and ones whose lease expired (takeovers)."""
     now = timezone.now()
     claimable = (
         Generation.objects.filter(
@@ -124,7 +130,8 @@ def generation_claim(*, worker: str, model: str) -> Claim | None:
         .order_by("created_at")
         .select_for_update(skip_locked=True)
     )
-    for generation in claimable[:10]:
+    claims: list[Claim] = []
+    for generation in claimable[:limit]:
         reply = Message.objects.select_related("reply_to").get(pk=generation.message_id)
         if generation.attempts >= settings.GENERATION_MAX_ATTEMPTS:
             message_end(
@@ -145,97 +152,191 @@ def generation_claim(*, worker: str, model: str) -> Claim | None:
         if not reply.model:
             reply.model = model
             reply.save(update_fields=["model"])
-        return Claim(
-            generation_id=generation.id,
-            lease_token=generation.lease_token,
-            thread_id=generation.thread_id,
-            message_id=reply.id,
-            attempt=generation.attempts,
-            request=ReplyRequest(turns=conversation_turns(reply=reply), partial=reply.content),
+        claims.append(
+            Claim(
+                generation_id=generation.id,
+                lease_token=generation.lease_token,
+                thread_id=generation.thread_id,
+                message_id=reply.id,
+                attempt=generation.attempts,
+                request=ReplyRequest(turns=conversation_turns(reply=reply), partial=reply.content),
+            )
         )
-    return None
+    return claims
 
 
-def _fence(claim: Claim, *, first_token: bool = False) -> bool:
-    """Renew the lease if this worker still holds it; return whether cancel was requested.
-
-    Raises LeaseLost otherwise. One UPDATE … RETURNING, on the hot path of every flush;
-    it locks the generation row, so a takeover cannot slip in between this check and
-    the writes of the same transaction.
-    """
-    now = timezone.now()
-    adapt = connection.ops.adapt_datetimefield_value
-    assignments = "lease_expires_at = %s"
-    params: list[Any] = [adapt(now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS))]
-    if first_token:
-        # Kept from the first attempt when a takeover writes its first text.
-        assignments += ", first_token_at = COALESCE(first_token_at, %s)"
-        params.append(adapt(now))
-    fields = Generation._meta
-    params += [
-        fields.pk.get_db_prep_value(claim.generation_id, connection),
-        fields.get_field("lease_token").get_db_prep_value(claim.lease_token, connection),
-        Generation.Status.RUNNING,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {fields.db_table} SET {assignments} "
-            "WHERE id = %s AND lease_token = %s AND status = %s RETURNING cancel_requested",
-            params,
-        )
-        row = cursor.fetchone()
-    if row is None:
-        raise LeaseLost(str(claim.generation_id))
-    return bool(row[0])
-
-
-@transaction.atomic
-def generation_heartbeat(*, claim: Claim) -> bool:
-    """Renew the lease; return whether cancel was requested."""
-    return _fence(claim)
+def generation_claim(*, worker: str, model: str) -> Claim | None:
+    """Take the oldest claimable generation, or None."""
+    claims = generation_claim_many(worker=worker, model=model, limit=1)
+    return claims[0] if claims else None
 
 
 @dataclass(frozen=True)
-class Appended:
-    cancel_requested: bool
-    # The committed delta's event, for the caller to publish (nothing when a retry found it written).
-    events: list[EncodedEvent]
+class Write:
+    """What one reply asks of a group commit: its new text, and its end once the provider is done."""
+
+    claim: Claim
+    text: str = ""
+    # This attempt's first text: the generation's first_token_at is set if no earlier attempt set it.
+    first: bool = False
+    # The reply's text known to be committed before this write (see `generation_commit`).
+    committed_chars: int = 0
+    # How the reply ended (`reply_end`'s status, stop_reason, usage, error), once it has.
+    end: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Written:
+    """A write's outcome: nothing was written when the lease was lost (I8)."""
+
+    lease_lost: bool
+    cancel_requested: bool = False
+    # Its committed events, for the caller to publish (none when a retry found its text written).
+    events: list[EncodedEvent] = field(default_factory=list)
 
 
 @transaction.atomic
-def generation_append(*, claim: Claim, text: str, first: bool, committed_chars: int | None = None) -> Appended:
-    """Commit one coalesced `delta` chunk, fenced on the lease; the caller publishes its event.
+def generation_commit(*, writes: list[Write], retrying: bool = False) -> dict[UUID, Written]:
+    """Commit the writes of many replies in one transaction; the caller publishes their events.
 
-    The worker publishes from its event loop once this returns (after the commit, I2),
-    so the single ORM thread never waits on the channel layer. A writer that retries
-    after a failed COMMIT passes `committed_chars`, the length of the text it knows to
-    be committed: if the failed try did commit and only its answer was lost, the retry
-    finds the text already there and writes nothing twice.
+    Every write is fenced on its lease and renews it (a write with no text is a heartbeat);
+    writes whose lease was lost write nothing and do not stop the others. Text is written
+    with a few set-based statements whatever the number of replies: the worker's cost per
+    flush falls as its load grows. A caller that retries after a failed COMMIT passes
+    `retrying`: a write whose text turns out committed already (only the answer to the
+    COMMIT was lost) is not written twice.
     """
-    cancel_requested = _fence(claim, first_token=first)
-    if committed_chars is not None:
-        stored_chars = Message.objects.filter(pk=claim.message_id).values_list(Length("content"), flat=True).get()
-        if stored_chars == committed_chars + len(text):
-            return Appended(cancel_requested=cancel_requested, events=[])
-    seq = seq_allocate(thread_id=claim.thread_id)
-    Message.objects.filter(pk=claim.message_id).update(content=Concat(F("content"), Value(text)), content_seq=seq)
-    delta = Chunk(thread_id=claim.thread_id, seq=seq, message_id=claim.message_id, kind=Chunk.Kind.DELTA, text=text)
-    return Appended(cancel_requested=cancel_requested, events=chunks_insert(chunks=[delta], messages=[]))
+    held = _fence(writes)
+    live = [write for write in writes if write.claim.generation_id in held]
+    texts = [write for write in live if write.text]
+    if retrying:
+        texts = _not_yet_committed(texts)
+    events = _deltas_insert(texts)
+    for write in live:
+        if write.end is not None:
+            message = Message.objects.get(pk=write.claim.message_id)
+            events.setdefault(write.claim.generation_id, []).extend(reply_end(message=message, **write.end))
+    return {
+        write.claim.generation_id: Written(
+            lease_lost=write.claim.generation_id not in held,
+            cancel_requested=held.get(write.claim.generation_id, False),
+            events=events.get(write.claim.generation_id, []),
+        )
+        for write in writes
+    }
 
 
-@transaction.atomic
-def generation_finish(
-    *,
-    claim: Claim,
-    status: str,
-    stop_reason: str = "",
-    usage: dict[str, Any] | None = None,
-    error: dict[str, str] | None = None,
-) -> None:
-    """End the claimed generation's message (fenced on the lease)."""
-    _fence(claim)
-    message = Message.objects.get(pk=claim.message_id)
-    message_end(message=message, status=status, stop_reason=stop_reason, usage=usage, error=error)
+def _fence(writes: list[Write]) -> dict[UUID, bool]:
+    """Renew the leases this worker still holds; return each held generation's cancel_requested.
+
+    One UPDATE … RETURNING on the hot path of every round. It locks the generation rows, so
+    a takeover cannot slip in between this check and the writes of the same transaction.
+    """
+    now = timezone.now()
+    fields = Generation._meta
+    adapt_time = connection.ops.adapt_datetimefield_value
+    assignments = "lease_expires_at = %s"
+    params: list[Any] = [adapt_time(now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS))]
+    firsts = [_db_id(Generation, write.claim.generation_id) for write in writes if write.first and write.text]
+    if firsts:
+        # Kept from the first attempt when a takeover writes its first text.
+        assignments += (
+            f", first_token_at = CASE WHEN id IN ({_placeholders(firsts)}) "
+            "THEN COALESCE(first_token_at, %s) ELSE first_token_at END"
+        )
+        params += [*firsts, adapt_time(now)]
+    lease_token = fields.get_field("lease_token")
+    held = [
+        (_db_id(Generation, write.claim.generation_id), lease_token.get_db_prep_value(write.claim.lease_token, connection))
+        for write in writes
+    ]
+    params += [Generation.Status.RUNNING, *(value for pair in held for value in pair)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {fields.db_table} SET {assignments} "
+            f"WHERE status = %s AND (id, lease_token) IN ({', '.join(['(%s, %s)'] * len(held))}) "
+            "RETURNING id, cancel_requested",
+            params,
+        )
+        rows = cursor.fetchall()
+    return {_uuid(generation_id): bool(cancel_requested) for generation_id, cancel_requested in rows}
+
+
+def _not_yet_committed(writes: list[Write]) -> list[Write]:
+    """Leave out the writes whose text is in their message already (a retry after a lost COMMIT answer)."""
+    stored = dict(
+        Message.objects.filter(pk__in=[write.claim.message_id for write in writes]).values_list("pk", Length("content"))
+    )
+    return [write for write in writes if stored[write.claim.message_id] != write.committed_chars + len(write.text)]
+
+
+def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
+    """Append each write's text to its message as one `delta` chunk; return each generation's event."""
+    if not writes:
+        return {}
+    seqs = _seq_allocate_one_each({write.claim.thread_id for write in writes})
+    message_table = Message._meta.db_table
+    rows = [(_db_id(Message, write.claim.message_id), write.text, seqs[write.claim.thread_id]) for write in writes]
+    with connection.cursor() as cursor:
+        # VALUES columns are named column1… in both PostgreSQL and SQLite.
+        cursor.execute(
+            f"UPDATE {message_table} SET content = {message_table}.content || new.column2, content_seq = new.column3 "
+            f"FROM (VALUES {', '.join(['(%s, %s, %s)'] * len(rows))}) AS new WHERE {message_table}.id = new.column1",
+            [value for row in rows for value in row],
+        )
+    deltas = [
+        Chunk(
+            thread_id=write.claim.thread_id,
+            seq=seqs[write.claim.thread_id],
+            message_id=write.claim.message_id,
+            kind=Chunk.Kind.DELTA,
+            text=write.text,
+        )
+        for write in writes
+    ]
+    encoded = chunks_insert(chunks=deltas, messages=[])
+    return {write.claim.generation_id: [event] for write, event in zip(writes, encoded, strict=True)}
+
+
+def _seq_allocate_one_each(thread_ids: set[UUID]) -> dict[UUID, int]:
+    """Reserve the next seq of each thread, as `seq_allocate` does for one (I1)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Thread._meta.db_table} SET last_seq = last_seq + 1 "
+            f"WHERE id IN ({_placeholders(thread_ids)}) RETURNING id, last_seq",
+            [_db_id(Thread, thread_id) for thread_id in thread_ids],
+        )
+        return {_uuid(thread_id): last_seq for thread_id, last_seq in cursor.fetchall()}
+
+
+def _db_id(model: type[models.Model], pk: UUID) -> Any:
+    """A primary key as the database takes it in raw SQL."""
+    return model._meta.pk.get_db_prep_value(pk, connection)
+
+
+def _placeholders(values) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+def _uuid(value: Any) -> UUID:
+    """A UUID primary key as a RETURNING clause gives it: a UUID (PostgreSQL) or its hex (SQLite)."""
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+def generation_append(*, claim: Claim, text: str, first: bool) -> Written:
+    """Commit one `delta` chunk of one reply, fenced on its lease; the caller publishes its events."""
+    written = generation_commit(writes=[Write(claim=claim, text=text, first=first)])[claim.generation_id]
+    if written.lease_lost:
+        raise LeaseLost(str(claim.generation_id))
+    return written
+
+
+def generation_finish(*, claim: Claim, status: str, **outcome: Any) -> Written:
+    """End one claimed reply (fenced on its lease); the caller publishes its events."""
+    written = generation_commit(writes=[Write(claim=claim, end={"status": status, **outcome})])[claim.generation_id]
+    if written.lease_lost:
+        raise LeaseLost(str(claim.generation_id))
+    return written
 
 
 @transaction.atomic

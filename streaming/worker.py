@@ -12,15 +12,16 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
+from .committer import Committer
 from .events import WORKERS_GROUP
 from .logs import log_generation
 from .providers import get_provider
 from .runner import ReplyRun
-from .services import Claim, generation_claim, generation_release
+from .services import generation_claim_many, generation_release
 
 logger = logging.getLogger(__name__)
 
-aclaim = database_sync_to_async(generation_claim)
+aclaim_many = database_sync_to_async(generation_claim_many)
 arelease = database_sync_to_async(generation_release)
 
 # How long the listener waits before rejoining the channel layer after it failed.
@@ -32,13 +33,16 @@ class StreamWorker:
 
     A new generation wakes the loop through a message to the workers' group, so an
     idle worker starts it at once; the poll every STREAM_WORKER_POLL_SECONDS is
-    only the safety net for a lost message, and also finds expired leases.
+    only the safety net for a lost message, and also finds expired leases. Claims
+    are taken in batches, as many as there are free slots, and the replies' text is
+    written by one `Committer`, in group commits.
     """
 
     def __init__(self, *, name: str | None = None, concurrency: int | None = None) -> None:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.concurrency = concurrency or settings.STREAM_WORKER_CONCURRENCY
-        self.runs: dict[UUID, tuple[asyncio.Task, asyncio.Event, Claim]] = {}
+        self.runs: dict[UUID, tuple[asyncio.Task, ReplyRun]] = {}
+        self.committer = Committer()
         self.wake = asyncio.Event()
         self.stopping = False
         # When the loop last came round: a readiness probe tells a live loop from a stuck one.
@@ -46,6 +50,7 @@ class StreamWorker:
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen())
+        committing = asyncio.create_task(self.committer.run())
         logger.info("worker %s started (concurrency %d)", self.name, self.concurrency)
         try:
             while not self.stopping:
@@ -59,7 +64,7 @@ class StreamWorker:
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
-            await self._hand_over()
+            await self._hand_over(committing)
             logger.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
@@ -71,21 +76,24 @@ class StreamWorker:
         provider = get_provider()
         while not self.stopping and len(self.runs) < self.concurrency:
             try:
-                claim = await aclaim(worker=self.name, model=provider.model_name())
+                claims = await aclaim_many(
+                    worker=self.name, model=provider.model_name(), limit=self.concurrency - len(self.runs)
+                )
             except DatabaseError as error:
                 logger.warning("worker %s: claiming failed (%s); retrying at the next poll", self.name, error)
                 return
             except Exception:
                 logger.exception("worker %s: claiming failed; retrying at the next poll", self.name)
                 return
-            if claim is None:
+            if not claims:
                 return
-            if claim.attempt > 1:
-                log_generation("generation.takeover", claim, worker=self.name)
-            cancel = asyncio.Event()
-            task = asyncio.create_task(ReplyRun(claim, provider, cancel).run())
-            self.runs[claim.generation_id] = (task, cancel, claim)
-            task.add_done_callback(lambda task, key=claim.generation_id: self._run_done(key, task))
+            for claim in claims:
+                if claim.attempt > 1:
+                    log_generation("generation.takeover", claim, worker=self.name)
+                run = ReplyRun(claim, provider, self.committer)
+                task = asyncio.create_task(run.run())
+                self.runs[claim.generation_id] = (task, run)
+                task.add_done_callback(lambda task, key=claim.generation_id: self._run_done(key, task))
 
     def _run_done(self, generation_id: UUID, task: asyncio.Task) -> None:
         self.runs.pop(generation_id, None)
@@ -126,21 +134,26 @@ class StreamWorker:
         if message["type"] == "generation.queued":
             self.wake.set()
         elif message["type"] == "generation.cancel":
-            run = self.runs.get(UUID(message["generation_id"]))
-            if run is not None:
-                run[1].set()
+            entry = self.runs.get(UUID(message["generation_id"]))
+            if entry is not None:
+                entry[1].cancel()
 
-    async def _hand_over(self) -> None:
+    async def _hand_over(self, committing: asyncio.Task) -> None:
         """Cancel running replies and release their leases so another worker continues them at once."""
         runs = list(self.runs.values())
-        for task, _, _ in runs:
+        for task, _ in runs:
             task.cancel()
-        await asyncio.gather(*(task for task, _, _ in runs), return_exceptions=True)
-        for _, _, claim in runs:
+        await asyncio.gather(*(task for task, _ in runs), return_exceptions=True)
+        # Text the replies had not committed yet is written again by whoever takes them over.
+        committing.cancel()
+        await asyncio.gather(committing, return_exceptions=True)
+        for _, run in runs:
             try:
-                await arelease(claim=claim)
+                await arelease(claim=run.claim)
             except Exception as error:
                 # Its lease runs out instead, and a worker takes it over then.
-                logger.warning("worker %s: could not release generation %s (%s)", self.name, claim.generation_id, error)
+                logger.warning(
+                    "worker %s: could not release generation %s (%s)", self.name, run.generation_id, error
+                )
             else:
-                logger.info("worker %s: handed generation %s over", self.name, claim.generation_id)
+                logger.info("worker %s: handed generation %s over", self.name, run.generation_id)

@@ -9,7 +9,7 @@ from django.utils import timezone
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply, scripted_reply_tokens
-from streaming.services import LeaseLost, generation_append, generation_claim
+from streaming.services import LeaseLost, Write, generation_append, generation_claim, generation_commit
 from threads.models import Message
 from threads.services import message_post
 
@@ -96,12 +96,14 @@ async def test_lost_live_events_are_repaired(thread, user, connect, worker, loss
 
 @pytest.mark.django_db
 def test_retried_append_whose_first_try_committed_writes_nothing_twice(thread):
-    """An append retried after its COMMIT's answer was lost writes no second chunk (I1, I8)."""
+    """A group commit retried after its COMMIT's answer was lost writes no second chunk (I1, I8)."""
     posted = message_post(thread=thread, content="Hello", client_id=None)
     claim = generation_claim(worker="w", model="scripted")
-    generation_append(claim=claim, text="Hel", first=True, committed_chars=0)
-    generation_append(claim=claim, text="lo", first=False, committed_chars=3)
-    generation_append(claim=claim, text="lo", first=False, committed_chars=3)  # the retry
+    generation_commit(writes=[Write(claim=claim, text="Hel", first=True, committed_chars=0)])
+    second = Write(claim=claim, text="lo", committed_chars=3)
+    generation_commit(writes=[second])
+    retried = generation_commit(writes=[second], retrying=True)[claim.generation_id]
+    assert retried.events == [] and not retried.lease_lost
     assert Message.objects.get(pk=posted.reply.id).content == "Hello"
     deltas = Chunk.objects.filter(message_id=posted.reply.id, kind="delta").values_list("text", flat=True)
     assert list(deltas) == ["Hel", "lo"]

@@ -1,0 +1,131 @@
+"""Group commit: a worker's replies write their text together, one transaction per round.
+
+A reply asks for a round when its flush is due or when it ends. A round takes every
+reply that asked, and every reply whose lease is due for renewal, commits them all in
+one transaction of set-based statements (`generation_commit`), then publishes each
+thread's new events with one channel-layer call (I2: only after the commit). Rounds run
+back to back: while one commits, requests gather for the next, so under load the batches
+grow rather than the number of transactions, and an idle worker still commits a lone
+flush at once.
+"""
+import asyncio
+import logging
+from typing import Protocol
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from .broadcast import apublish_many
+from .services import Write, Written, generation_commit
+
+logger = logging.getLogger(__name__)
+
+acommit = database_sync_to_async(generation_commit)
+
+# Backoff between retries of a round that failed because the database was unreachable.
+RETRY_FIRST_DELAY_SECONDS = 0.1
+RETRY_MAX_DELAY_SECONDS = 1.0
+
+
+class DatabaseUnreachable(Exception):
+    """A round kept failing for GENERATION_WRITE_RETRY_SECONDS: its replies are left to a takeover."""
+
+
+class Writer(Protocol):
+    """A reply as the committer sees it (`streaming.runner.ReplyRun`)."""
+
+    generation_id: UUID
+    # Loop time by which its lease must be renewed, if nothing else is written before.
+    renew_at: float
+
+    def take_write(self) -> Write:
+        """Hand over everything not yet written: the round now owns it."""
+
+    def written(self, write: Write, result: Written) -> None:
+        """Learn the outcome of a committed write (its events are published already)."""
+
+    def abandoned(self, error: DatabaseUnreachable) -> None:
+        """Learn that its write could not be committed."""
+
+
+class Committer:
+    def __init__(self) -> None:
+        self.writers: dict[UUID, Writer] = {}
+        self.requested: set[UUID] = set()
+        self.wake = asyncio.Event()
+
+    def add(self, writer: Writer) -> None:
+        self.writers[writer.generation_id] = writer
+
+    def discard(self, writer: Writer) -> None:
+        self.writers.pop(writer.generation_id, None)
+        self.requested.discard(writer.generation_id)
+
+    def request(self, writer: Writer) -> None:
+        """Include `writer` in the next round."""
+        self.requested.add(writer.generation_id)
+        self.wake.set()
+
+    async def run(self) -> None:
+        """Commit rounds until cancelled."""
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), self._until_next_renewal())
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            now = asyncio.get_running_loop().time()
+            due = [
+                writer
+                for generation_id, writer in self.writers.items()
+                if generation_id in self.requested or writer.renew_at <= now
+            ]
+            self.requested.clear()
+            if due:
+                await self._round(due)
+
+    def _until_next_renewal(self) -> float | None:
+        if not self.writers:
+            return None
+        next_renewal = min(writer.renew_at for writer in self.writers.values())
+        return max(0.0, next_renewal - asyncio.get_running_loop().time())
+
+    async def _round(self, writers: list[Writer]) -> None:
+        writes = [writer.take_write() for writer in writers]
+        try:
+            results = await self._commit(writes)
+        except DatabaseUnreachable as error:
+            for writer in writers:
+                writer.abandoned(error)
+            return
+        await apublish_many([(write.claim.thread_id, results[write.claim.generation_id].events) for write in writes])
+        for writer, write in zip(writers, writes, strict=True):
+            writer.written(write, results[write.claim.generation_id])
+
+    async def _commit(self, writes: list[Write]) -> dict[UUID, Written]:
+        """Commit one round, retrying it with bounded backoff while the database is unreachable.
+
+        The round is one transaction, so a failed one left nothing behind and is safe to
+        repeat; a retry also checks for text whose COMMIT succeeded but whose answer was lost.
+        """
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + settings.GENERATION_WRITE_RETRY_SECONDS
+        delay = RETRY_FIRST_DELAY_SECONDS
+        retrying = False
+        while True:
+            try:
+                return await acommit(writes=writes, retrying=retrying)
+            except (OperationalError, InterfaceError) as error:
+                if loop.time() + delay > give_up_at:
+                    raise DatabaseUnreachable(str(error).strip() or type(error).__name__) from error
+                logger.warning(
+                    "committing %d replies failed (%s); retrying in %.1fs",
+                    len(writes),
+                    str(error).strip() or type(error).__name__,
+                    delay,
+                )
+            retrying = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY_SECONDS)
