@@ -20,14 +20,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from threads.api import api_view, json_body, no_content
-from threads.errors import BadRequest, NotFound
+from threads.errors import BadRequest
+from threads.inputs import parse_thread_id
 from threads.models import Message, Thread
 from threads.selectors import thread_get_for_user
-from threads.services import generation_cancel, message_post, reply_retry, validate_content
+from threads.services import generation_cancel, message_post, reply_retry, thread_get_or_create, validate_content
 
 from . import events
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
@@ -37,20 +37,6 @@ UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
 # A UIMessage id (a nanoid) maps to the same client_id every time, so a repeated send posts once (I7).
 UI_MESSAGE_NAMESPACE = uuid.UUID("5d0f1c8e-6f3a-4c1b-9a57-3f0e2b8c9d41")
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
-
-
-def thread_for_chat(*, user: AbstractBaseUser, chat_id: object) -> Thread:
-    """Return the user's thread `chat_id`, created when the id is new; another user's answers NotFound (I11)."""
-    try:
-        thread_uuid = uuid.UUID(chat_id) if isinstance(chat_id, str) else None
-    except ValueError:
-        thread_uuid = None
-    if thread_uuid is None:
-        raise BadRequest("id must be a thread id (a UUID); a new one starts a thread.")
-    thread, _ = Thread.objects.get_or_create(pk=thread_uuid, defaults={"owner": user})
-    if thread.owner_id != user.pk:
-        raise NotFound("No such thread.")
-    return thread
 
 
 def ui_message_text(message: dict[str, Any]) -> str:
@@ -148,7 +134,7 @@ def aisdk_send(request: HttpRequest, body: dict[str, Any]) -> StreamingHttpRespo
     content = validate_content(ui_message_text(last))  # before the thread is made: a bad body writes nothing
     client_id = uuid.uuid5(UI_MESSAGE_NAMESPACE, last["id"]) if isinstance(last.get("id"), str) and last["id"] else None
     slot = StreamSlot(user_id=request.user.pk)
-    thread = thread_for_chat(user=request.user, chat_id=body.get("id"))
+    thread = thread_get_or_create(owner=request.user, thread_id=parse_thread_id(body.get("id")))
     posted = message_post(thread=thread, content=content, client_id=client_id)
     return reply_stream_response(thread, posted.reply, slot)
 
@@ -158,7 +144,7 @@ def seed_send(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
     if not isinstance(message, dict) or message.get("role") != "user":
         raise BadRequest('message must be {"role": "user", "content": "…"}.')
     content = validate_content(message.get("content"))
-    thread = thread_for_chat(user=request.user, chat_id=body.get("id"))
+    thread = thread_get_or_create(owner=request.user, thread_id=parse_thread_id(body.get("id")))
     posted = message_post(thread=thread, content=content, client_id=None)
     return JsonResponse({"success": True, "threadId": str(thread.id), "streamId": str(posted.reply.id)})
 

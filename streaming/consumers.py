@@ -7,9 +7,8 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from threads.api import parse_json_object
 from threads.errors import BadRequest, ChatError, RateLimited
-from threads.inputs import parse_client_id
+from threads.inputs import parse_client_id, parse_json_object
 from threads.selectors import thread_get_for_user
 from threads.services import generation_cancel, message_post
 

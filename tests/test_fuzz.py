@@ -20,8 +20,8 @@ from channels.db import database_sync_to_async
 from hypothesis import HealthCheck, Phase, given, settings as hypothesis_settings, strategies as st
 
 from streaming.models import Chunk, Generation
-from threads.api import parse_json_object
 from threads.errors import ChatError
+from threads.inputs import parse_json_object
 from threads.models import Message, Thread
 from threads.services import ACTIVE_STATUSES, message_post, thread_create
 from threads.tokens import api_token_create
@@ -109,11 +109,10 @@ class Conversation:
 
 
 def assert_log_intact(thread: Thread) -> None:
-    """A thread's chunks run 1…last_seq, and each finished reply's content is its deltas joined."""
+    """A thread's events run 1…last_seq, and each finished reply's content is its deltas joined."""
     thread.refresh_from_db()
-    assert list(Chunk.objects.filter(thread=thread).order_by("seq").values_list("seq", flat=True)) == list(
-        range(1, thread.last_seq + 1)
-    )
+    rows = Chunk.objects.filter(thread=thread).order_by("seq").values_list("seq", "seq_last")
+    assert [seq for first, last in rows for seq in range(first, last + 1)] == list(range(1, thread.last_seq + 1))
     for reply in Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT):
         deltas = Chunk.objects.filter(message=reply, kind=Chunk.Kind.DELTA).order_by("seq").values_list("text", flat=True)
         assert "".join(deltas) == reply.content

@@ -7,16 +7,13 @@ ASGI handler runs on the event loop after the view has returned.
 """
 import binascii
 import functools
-import json
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import F, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.csrf import csrf_failure as default_csrf_failure
 from django.views.decorators.http import require_GET
@@ -24,11 +21,11 @@ from django.views.decorators.http import require_GET
 from streaming.events import message_payload
 
 from .errors import BadRequest, ChatError, TooLong
-from .inputs import parse_client_id
-from .models import Message, Thread
+from .inputs import parse_client_id, parse_json_object
+from .models import Thread
 from .openapi import openapi_document
-from .selectors import thread_get_for_user, thread_list_for_user, thread_snapshot
-from .services import generation_cancel, message_post, thread_create
+from .selectors import message_page, thread_get_for_user, thread_page, thread_snapshot
+from .services import generation_cancel, message_post, thread_create, thread_delete, thread_rename
 
 # Page sizes when `limit` is not given; API_MAX_PAGE_SIZE bounds what it may ask for.
 THREADS_PAGE_SIZE = 50
@@ -81,51 +78,6 @@ def json_body(request: HttpRequest) -> dict:
     return parse_json_object(raw, what="body") if raw else {}
 
 
-def parse_json_object(text: str | bytes, *, what: str) -> dict:
-    """Return the JSON object of a request body or a WebSocket frame; BadRequest for anything else.
-
-    Its strings must be storable: PostgreSQL (and SQLite's UTF-8) cannot hold NUL or an
-    unpaired surrogate, so such input is refused here rather than failing on write.
-    """
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
-        raise BadRequest(f"The {what} is not valid JSON.") from None
-    if not isinstance(value, dict):
-        raise BadRequest(f"The {what} must be a JSON object.")
-    if not storable_text(value):
-        raise BadRequest(f"The {what} must not contain NUL characters or unpaired surrogates (\\ud800).")
-    return value
-
-
-def storable_text(value: object) -> bool:
-    """Return whether every string in a decoded JSON value can be stored: no NUL, no unpaired surrogate.
-
-    Iterative, so a body nested as deep as the decoder allows cannot exhaust the stack here.
-    """
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item or not (item.isascii() or is_encodable(item)):
-                return False
-        elif isinstance(item, dict):
-            pending.extend(item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return True
-
-
-def is_encodable(text: str) -> bool:
-    """Return whether `text` is valid Unicode: JSON's `\\ud800` escapes decode to unpaired surrogates, which are not."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def query_int(
     request: HttpRequest, name: str, *, default: int | None, minimum: int, maximum: int = LARGEST_INTEGER
 ) -> int | None:
@@ -170,35 +122,6 @@ def decode_thread_cursor(cursor: str) -> tuple[datetime, UUID]:
     return position
 
 
-def thread_page(*, user, cursor: str | None, limit: int) -> tuple[list[Thread], str | None]:
-    """Return a page of the user's threads, newest activity first, and the cursor of the next page.
-
-    Keyset pagination on (updated_at, id): a page never repeats or skips a thread
-    that did not change meanwhile, however many were created since.
-    """
-    threads = thread_list_for_user(user=user).order_by("-updated_at", "-id")
-    if cursor:
-        updated_at, thread_id = decode_thread_cursor(cursor)
-        threads = threads.filter(Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, id__lt=thread_id))
-    page = list(threads[: limit + 1])
-    return page[:limit], encode_thread_cursor(page[limit - 1]) if len(page) > limit else None
-
-
-def message_page(*, thread: Thread, before: int | None, limit: int) -> dict[str, Any]:
-    """Return the newest `limit` messages placed before seq `before`, oldest first, with the seq they reflect (I4)."""
-    messages = Message.objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
-    if before is not None:
-        messages = messages.filter(seq__lt=before)
-    newest_first = list(messages[: limit + 1])
-    page = newest_first[:limit][::-1]
-    seq = page[0].snapshot_seq if page else Thread.objects.values_list("last_seq", flat=True).get(pk=thread.pk)
-    return {
-        "messages": [message_payload(message) for message in page],
-        "seq": seq,
-        "next": page[0].seq if len(newest_first) > limit else None,
-    }
-
-
 @api_view("GET", "POST")
 def threads(request: HttpRequest) -> JsonResponse:
     if request.method == "POST":
@@ -208,7 +131,9 @@ def threads(request: HttpRequest) -> JsonResponse:
         thread = thread_create(owner=request.user, title=title)
         return JsonResponse(thread_snapshot(thread=thread), status=201)
     limit = page_limit(request, default=THREADS_PAGE_SIZE)
-    page, next_cursor = thread_page(user=request.user, cursor=request.GET.get("cursor"), limit=limit)
+    cursor = request.GET.get("cursor")
+    page, more = thread_page(user=request.user, after=decode_thread_cursor(cursor) if cursor else None, limit=limit)
+    next_cursor = encode_thread_cursor(page[-1]) if more else None
     return JsonResponse({"threads": [thread_summary(thread) for thread in page], "next": next_cursor})
 
 
@@ -216,17 +141,9 @@ def threads(request: HttpRequest) -> JsonResponse:
 def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     if request.method == "PATCH":
-        title = json_body(request).get("title")
-        max_length = Thread._meta.get_field("title").max_length
-        if not isinstance(title, str) or not title.strip() or len(title) > max_length:
-            raise BadRequest(f"title must be a non-empty string of at most {max_length} characters.")
-        thread.title = title.strip()
-        # Renaming is not activity: the thread keeps its place in the list.
-        thread.save(update_fields=["title"])
-        return JsonResponse(thread_summary(thread))
+        return JsonResponse(thread_summary(thread_rename(thread=thread, title=json_body(request).get("title"))))
     if request.method == "DELETE":
-        # A reply being written stops at its next write: its generation row is gone, so its lease is.
-        thread.delete()
+        thread_delete(thread=thread)
         return no_content()
     return JsonResponse(thread_snapshot(thread=thread))
 

@@ -1,9 +1,10 @@
 """Reads of threads and messages, always scoped to the person asking (I11)."""
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
 from streaming.events import message_payload
 
@@ -25,6 +26,23 @@ def thread_get_for_user(*, user: AbstractBaseUser, thread_id: UUID | str) -> Thr
 
 def thread_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Thread]:
     return Thread.objects.filter(owner_id=user.pk).order_by("-updated_at")
+
+
+def thread_page(
+    *, user: AbstractBaseUser, after: tuple[datetime, UUID] | None, limit: int
+) -> tuple[list[Thread], bool]:
+    """Return a page of the user's threads, newest activity first, and whether more follow.
+
+    Keyset pagination on (updated_at, id), from the position `after` (the last thread of
+    the previous page): a page never repeats or skips a thread that did not change
+    meanwhile, however many were created since.
+    """
+    threads = thread_list_for_user(user=user).order_by("-updated_at", "-id")
+    if after is not None:
+        updated_at, thread_id = after
+        threads = threads.filter(Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, id__lt=thread_id))
+    page = list(threads[: limit + 1])
+    return page[:limit], len(page) > limit
 
 
 def thread_snapshot(*, thread: Thread, limit: int | None = None) -> dict[str, Any]:
@@ -69,3 +87,18 @@ def message_list_before(*, thread: Thread, before_seq: int, limit: int) -> list[
     """Return the newest `limit` messages placed before `before_seq`, oldest first, as clients see them."""
     newest_first = Message.objects.filter(thread=thread, seq__lt=before_seq).order_by("-seq")[:limit]
     return [message_payload(message) for message in list(newest_first)[::-1]]
+
+
+def message_page(*, thread: Thread, before: int | None, limit: int) -> dict[str, Any]:
+    """Return the newest `limit` messages placed before seq `before`, oldest first, with the seq they reflect (I4)."""
+    messages = Message.objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
+    if before is not None:
+        messages = messages.filter(seq__lt=before)
+    newest_first = list(messages[: limit + 1])
+    page = newest_first[:limit][::-1]
+    seq = page[0].snapshot_seq if page else Thread.objects.values_list("last_seq", flat=True).get(pk=thread.pk)
+    return {
+        "messages": [message_payload(message) for message in page],
+        "seq": seq,
+        "next": page[0].seq if len(newest_first) > limit else None,
+    }

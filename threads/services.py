@@ -14,7 +14,7 @@ from streaming.broadcast import notify_workers_on_commit
 from streaming.models import Chunk, Generation
 from streaming.services import chunks_record, message_end, seq_allocate
 
-from .errors import BadRequest, Busy, NotRunning, RateLimited, TooLong
+from .errors import BadRequest, Busy, NotFound, NotRunning, RateLimited, TooLong
 from .models import Message, Thread
 
 ACTIVE_STATUSES = [Generation.Status.QUEUED, Generation.Status.RUNNING]
@@ -23,6 +23,31 @@ TITLE_CHARS = 60
 
 def thread_create(*, owner: AbstractBaseUser, title: str = "") -> Thread:
     return Thread.objects.create(owner=owner, title=title.strip()[: Thread._meta.get_field("title").max_length])
+
+
+def thread_get_or_create(*, owner: AbstractBaseUser, thread_id: UUID) -> Thread:
+    """Return the owner's thread `thread_id`, created when the id is new; another person's answers NotFound (I11)."""
+    thread, _ = Thread.objects.get_or_create(pk=thread_id, defaults={"owner": owner})
+    if thread.owner_id != owner.pk:
+        raise NotFound("No such thread.")
+    return thread
+
+
+def thread_rename(*, thread: Thread, title: object) -> Thread:
+    """Give `thread` the title, stripped; BadRequest for anything but a non-blank string within the column."""
+    max_length = Thread._meta.get_field("title").max_length
+    if not isinstance(title, str) or not title.strip() or len(title) > max_length:
+        raise BadRequest(f"title must be a non-empty string of at most {max_length} characters.")
+    thread.title = title.strip()
+    # Renaming is not activity: the thread keeps its place in the list.
+    thread.save(update_fields=["title"])
+    return thread
+
+
+def thread_delete(*, thread: Thread) -> None:
+    """Delete `thread` with its messages and log."""
+    # A reply being written stops at its next write: its generation row is gone, so its lease is.
+    thread.delete()
 
 
 def title_from_content(content: str) -> str:

@@ -8,7 +8,7 @@ urlpatterns = [
     path("threads/activity", views.thread_activity, name="thread-activity"),
     path("threads/<str:thread_id>/", views.thread_detail, name="thread-detail"),
     path("threads/<str:thread_id>/earlier", views.thread_earlier, name="thread-earlier"),
-    path("threads/<str:thread_id>/title", views.thread_rename, name="thread-rename"),
+    path("threads/<str:thread_id>/title", views.thread_rename_view, name="thread-rename"),
     path(
         "threads/<str:thread_id>/replies/<str:message_id>/retry", views.reply_retry_view, name="reply-retry"
     ),

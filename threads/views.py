@@ -31,7 +31,7 @@ from .selectors import (
     thread_get_for_user,
     thread_snapshot,
 )
-from .services import reply_retry, thread_create
+from .services import reply_retry, thread_create, thread_rename
 
 # The thread page renders the newest messages; "earlier messages" pages in this many more at a time.
 THREAD_PAGE_MESSAGES = 50
@@ -140,12 +140,11 @@ def thread_earlier(request: HttpRequest, thread_id: str) -> JsonResponse:
 
 @login_required
 @require_POST
-def thread_rename(request: HttpRequest, thread_id: str) -> HttpResponse:
+def thread_rename_view(request: HttpRequest, thread_id: str) -> HttpResponse:
     thread = owned_thread(request, thread_id)
     form = ThreadTitleForm(request.POST, instance=thread)
     if form.is_valid():
-        # Renaming is not activity: the thread keeps its place in the list.
-        form.instance.save(update_fields=["title"])
+        thread_rename(thread=thread, title=form.cleaned_data["title"])
         if wants_json(request):
             return JsonResponse({"title": thread.title})
     elif wants_json(request):
