@@ -99,7 +99,10 @@ class StreamWorker:
         self.runs.pop(generation_id, None)
         if not task.cancelled() and task.exception() is not None:
             logger.error("generation %s: run crashed", generation_id, exc_info=task.exception())
-        self.wake.set()  # a slot is free
+        if len(self.runs) == self.concurrency - 1:
+            # The worker was full: generations may be waiting for this slot. Otherwise every
+            # queued one woke the worker already, and a claim now would find nothing.
+            self.wake.set()
 
     async def _listen(self) -> None:
         """Receive wake-ups and cancels from the workers' group, through channel-layer outages."""
