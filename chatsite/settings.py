@@ -185,6 +185,9 @@ STREAM_WORKER_CONCURRENCY = env.int("STREAM_WORKER_CONCURRENCY", default=100)
 # Idle workers are woken through the channel layer; this poll is only the safety net.
 STREAM_WORKER_POLL_SECONDS = env.float("STREAM_WORKER_POLL_SECONDS", default=2.0)
 STREAM_BACKLOG_PAGE_SIZE = env.int("STREAM_BACKLOG_PAGE_SIZE", default=500)
+# When a reply ends, its delta rows (one per flush) are compacted into a few segment rows, in
+# the transaction of its `end` event; clients see the same events either way (streaming/compaction.py).
+STREAM_COMPACT_REPLIES = env.bool("STREAM_COMPACT_REPLIES", default=True)
 # Invariant I10, enforced by chatsite.daphne_server (the Procfile's `web`): once a WebSocket or
 # event stream holds this many bytes unsent, sending to it waits until the client reads; one
 # that takes nothing for STREAM_CLIENT_STALL_SECONDS is closed (WebSocket 4008: reconnect with

@@ -4,6 +4,7 @@ Nobody edits the log by hand: every admin here shows rows and never changes them
 The few writes an operator needs (cancel, retry, purge) are actions that call the
 same services the app uses, allowed to staff holding the model's "change" permission.
 """
+from datetime import timedelta
 from uuid import UUID
 
 from django.contrib import admin
@@ -12,13 +13,14 @@ from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Now
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from threads.errors import NotRunning
 from threads.models import Message
 from threads.services import ACTIVE_STATUSES, generation_cancel
 
+from .compaction import chunk_events
 from .models import Chunk, Generation
 
 EXCERPT_CHARS = 80
@@ -75,12 +77,16 @@ class UUIDSearchMixin:
 
 @admin.register(Chunk)
 class ChunkAdmin(ReadOnlyAdmin):
-    list_display = ["seq", "kind", "thread", "message_link", "text_excerpt", "created_at"]
+    """The log's rows: one event each, or a finished reply's segment of deltas (shown split on its page)."""
+
+    list_display = ["seq", "seq_last", "kind", "thread", "message_link", "text_excerpt", "created_at"]
     list_filter = ["kind"]
     list_select_related = ["thread"]
     list_per_page = 200
     # Counting every chunk twice per page (filtered and in all) is the slow part of a big log.
     show_full_result_count = False
+    fields = ["thread", "message", "kind", "seq", "seq_last", "span", "created_at", "text", "events"]
+    readonly_fields = ["seq_last", "events"]
 
     @admin.display(description="message")
     def message_link(self, chunk: Chunk) -> str:
@@ -89,6 +95,19 @@ class ChunkAdmin(ReadOnlyAdmin):
     @admin.display(description="text")
     def text_excerpt(self, chunk: Chunk) -> str:
         return excerpt(chunk.text)
+
+    @admin.display(description="events")
+    def events(self, chunk: Chunk) -> str:
+        """List the events the row holds, each with its seq, time after the row's and text."""
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>+{} ms</td><td>{}</td></tr>",
+            (
+                (event.seq, round((event.created_at - chunk.created_at) / timedelta(milliseconds=1)), event.text)
+                for event in chunk_events(chunk)
+            ),
+        )
+        return format_html("<table><tr><th>seq</th><th>time</th><th>text</th></tr>{}</table>", rows)
 
 
 class LeaseFilter(admin.SimpleListFilter):

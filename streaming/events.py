@@ -11,6 +11,7 @@ from uuid import UUID
 
 from threads.models import Message
 
+from .compaction import chunk_events
 from .models import Chunk
 
 WORKERS_GROUP = "streaming.workers"
@@ -50,7 +51,8 @@ def message_payload(message: Message) -> dict[str, Any]:
 
 
 def chunk_event(chunk: Chunk, message: Message | None) -> dict[str, Any]:
-    """Return the log event a chunk row stands for; `message` is the chunk's message (unused for deltas)."""
+    """Return the log event a one-event row stands for; `message` is the chunk's message (unused for deltas)."""
+    assert not chunk.is_segment, "split a segment into its events first (compaction.chunk_events)"
     if chunk.kind == Chunk.Kind.DELTA:
         return {"type": "delta", "seq": chunk.seq, "message_id": str(chunk.message_id), "text": chunk.text}
     assert message is not None, f"a {chunk.kind} event needs its message"
@@ -80,7 +82,12 @@ def chunk_event(chunk: Chunk, message: Message | None) -> dict[str, Any]:
 
 
 def encode_chunks(chunks: Iterable[Chunk], messages: dict[UUID, Message]) -> list[EncodedEvent]:
-    return [(chunk.seq, chunk.kind, encode(chunk_event(chunk, messages.get(chunk.message_id)))) for chunk in chunks]
+    """Return the encoded events of chunk rows, a segment's each in turn, as they were sent live."""
+    return [
+        (event.seq, event.kind, encode(chunk_event(event, messages.get(event.message_id))))
+        for chunk in chunks
+        for event in chunk_events(chunk, timed=False)
+    ]
 
 
 def ready_frame(seq: int) -> str:

@@ -1,12 +1,21 @@
 import uuid
 
 from django.db import models
+from django.db.models import F
+from django.utils import timezone
 
 from threads.models import Message, Thread
 
 
 class Chunk(models.Model):
-    """One event of a thread's log, numbered by `seq` without gaps (invariant I1)."""
+    """Events of a thread's log, numbered by `seq` without gaps (invariant I1).
+
+    A row holds one event, or, once its reply has ended, a *segment*: the consecutive
+    `delta` events `seq` … `seq_last` of one message, compacted into one row (see
+    `streaming.compaction`). A segment's `text` is its events' texts joined;
+    `event_lengths` and `event_offsets_ms` give each event back its own text and time,
+    so readers split it into exactly the events that were streamed.
+    """
 
     class Kind(models.TextChoices):
         MESSAGE = "message"
@@ -16,19 +25,42 @@ class Chunk(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="chunks")
+    # The row's first event.
     seq = models.PositiveBigIntegerField()
+    # How many consecutive events the row holds: 1, or a segment's count. The database
+    # default serves writers that insert single events with SQL of their own.
+    span = models.PositiveIntegerField(default=1, db_default=1)
+    # The row's last event. Computed by the database, so writers of single events never set it.
+    seq_last = models.GeneratedField(
+        expression=F("seq") + F("span") - 1, output_field=models.BigIntegerField(), db_persist=True
+    )
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="chunks")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     text = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # A segment's boundaries, one entry per event; null for a single event.
+    event_lengths = models.JSONField(null=True, blank=True)
+    # Each event's time, in ms after the row's created_at (the first event's time).
+    event_offsets_ms = models.JSONField(null=True, blank=True)
+    # A default rather than auto_now_add, so that a segment keeps its first event's time.
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["thread", "seq"]
-        # The unique index also serves every backlog read: WHERE thread = ? AND seq > ? ORDER BY seq.
         constraints = [models.UniqueConstraint(fields=["thread", "seq"], name="chunk_unique_thread_seq")]
+        indexes = [
+            # Every backlog read: WHERE thread = ? AND seq_last > ? ORDER BY seq_last, which also
+            # finds the segment holding the cursor's next event.
+            models.Index(fields=["thread", "seq_last"], name="chunk_thread_seq_last"),
+        ]
 
     def __str__(self) -> str:
+        if self.span > 1:
+            return f"{self.kind} #{self.seq}–{self.seq + self.span - 1}"
         return f"{self.kind} #{self.seq}"
+
+    @property
+    def is_segment(self) -> bool:
+        return self.span > 1
 
 
 class Generation(models.Model):

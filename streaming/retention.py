@@ -6,12 +6,16 @@ can go. Each thread keeps its newest chunk, though: a resuming client whose next
 event was pruned is told so because the log's first remaining event is past its
 cursor (the consumer then answers with a `reset` snapshot), and an empty log
 would look like "nothing new" instead.
+
+Pruning goes by message, and a segment row (streaming.compaction) holds deltas of one
+message only, so a segment always goes or stays whole. Counts are of events, not
+rows: a segment counts as the events it holds.
 """
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -29,6 +33,7 @@ class PruneSummary:
     cutoff: datetime
     threads: int
     messages: int
+    # Events deleted (a segment row counts as its events).
     chunks: int
     dry_run: bool
 
@@ -43,14 +48,17 @@ def _prunable_chunks(*, cutoff: datetime) -> QuerySet[Chunk]:
         .alias(last_activity=Coalesce("completed_at", "created_at"))
         .filter(last_activity__lt=cutoff)
     )
-    return Chunk.objects.filter(message__in=messages.values("pk")).exclude(seq=F("thread__last_seq"))
+    # The row holding the thread's newest event stays.
+    return Chunk.objects.filter(message__in=messages.values("pk")).exclude(seq_last=F("thread__last_seq"))
 
 
 def _delete_in_batches(chunks: QuerySet[Chunk]) -> int:
+    """Delete `chunks` batch by batch; return how many events they held."""
     deleted = 0
-    while ids := list(chunks.values_list("pk", flat=True)[:PRUNE_BATCH_SIZE]):
+    while rows := list(chunks.values_list("pk", "span")[:PRUNE_BATCH_SIZE]):
         # Chunks have no dependants and no signals, so this is one plain DELETE.
-        deleted += Chunk.objects.filter(pk__in=ids).delete()[0]
+        Chunk.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
+        deleted += sum(span for _, span in rows)
     return deleted
 
 
@@ -59,7 +67,9 @@ def chunks_prune(*, older_than: timedelta, dry_run: bool = False) -> PruneSummar
     cutoff = timezone.now() - older_than
     chunks = _prunable_chunks(cutoff=cutoff)
     counts = chunks.aggregate(
-        chunks=Count("pk"), messages=Count("message_id", distinct=True), threads=Count("thread_id", distinct=True)
+        chunks=Coalesce(Sum("span"), 0),
+        messages=Count("message_id", distinct=True),
+        threads=Count("thread_id", distinct=True),
     )
     if not dry_run:
         counts["chunks"] = _delete_in_batches(chunks)
@@ -68,7 +78,7 @@ def chunks_prune(*, older_than: timedelta, dry_run: bool = False) -> PruneSummar
 
 @transaction.atomic
 def thread_chunks_purge(*, thread: Thread) -> int:
-    """Delete a settled thread's chunk log but its newest chunk, and return how many rows went.
+    """Delete a settled thread's chunk log but the row of its newest event; return how many events went.
 
     Raises Busy while a reply streams: its clients still read those events. The
     thread row is locked, as message_post does, so no reply can start meanwhile.
@@ -76,4 +86,7 @@ def thread_chunks_purge(*, thread: Thread) -> int:
     locked = Thread.objects.select_for_update().get(pk=thread.pk)
     if Message.objects.filter(thread=locked, status=Message.Status.STREAMING).exists():
         raise Busy("A reply is still being written: its chunk log is in use.")
-    return Chunk.objects.filter(thread=locked).exclude(seq=locked.last_seq).delete()[0]
+    chunks = Chunk.objects.filter(thread=locked).exclude(seq_last=locked.last_seq)
+    events = chunks.aggregate(events=Coalesce(Sum("span"), 0))["events"]
+    chunks.delete()
+    return events

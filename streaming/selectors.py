@@ -4,25 +4,62 @@ from datetime import timedelta
 from uuid import UUID
 
 from django.core.paginator import Page, Paginator
-from django.db.models import F, QuerySet, Window
-from django.db.models.functions import Lag
+from django.db.models import QuerySet
 
 from threads.models import Message, Thread
 
+from .compaction import chunk_events
 from .events import EncodedEvent, encode_chunks
 from .models import Chunk
 
 
 def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None, limit: int = 500) -> list[EncodedEvent]:
-    """Return the encoded events with seq in (after, until], oldest first, at most `limit`."""
-    chunks = Chunk.objects.filter(thread_id=thread_id, seq__gt=after).order_by("seq")
-    if until is not None:
-        chunks = chunks.filter(seq__lte=until)
-    chunks = list(chunks.only("seq", "kind", "text", "message_id")[:limit])
+    """Return the encoded events with seq in (after, until], oldest first, at most `limit`.
+
+    A segment row is split into its events, and one that holds `after` or `until` gives
+    only its events inside the range.
+    """
+    window = _backlog_window(thread_id=thread_id, after=after, until=until, limit=limit)
+    if window is None:
+        return []
+    stop, rows = window
+    chunks = (
+        Chunk.objects.filter(thread_id=thread_id, seq_last__gt=after, seq__lte=stop)
+        .order_by("seq_last")
+        .only("thread_id", "seq", "span", "kind", "text", "event_lengths", "message_id")[:rows]
+    )
+    events = [event for chunk in chunks for event in chunk_events(chunk, timed=False) if after < event.seq <= stop]
     # Only message, start and end events carry message fields: fetch those messages once.
-    message_ids = {chunk.message_id for chunk in chunks if chunk.kind != Chunk.Kind.DELTA}
+    message_ids = {event.message_id for event in events if event.kind != Chunk.Kind.DELTA}
     messages = Message.objects.in_bulk(message_ids) if message_ids else {}
-    return encode_chunks(chunks, messages)
+    return encode_chunks(events, messages)
+
+
+def _backlog_window(*, thread_id: UUID, after: int, until: int | None, limit: int) -> tuple[int, int] | None:
+    """Return the seq of the last event a backlog read returns and how many rows hold its events; None for no event.
+
+    Reads are index-backed and bounded whatever the log's length: rows are found by
+    (thread, seq_last), a segment holding the cursor's next event included, and at most
+    `limit` of them. A range no longer than `limit` needs no counting. Otherwise the
+    events of the first rows are counted, reading only their seqs, to find where the
+    `limit`-th event lies: a log with gaps (retention) is counted right too.
+    """
+    if until is not None and until <= after:
+        return None
+    if until is not None and until - after <= limit:
+        return until, until - after
+    shapes = Chunk.objects.filter(thread_id=thread_id, seq_last__gt=after).order_by("seq_last")
+    if until is not None:
+        shapes = shapes.filter(seq__lte=until)
+    counted, rows, stop = 0, 0, None
+    for seq, seq_last in shapes.values_list("seq", "seq_last")[:limit]:
+        first, last = max(seq, after + 1), seq_last if until is None else min(seq_last, until)
+        rows += 1
+        if counted + (last - first + 1) >= limit:
+            return first + (limit - counted) - 1, rows
+        counted += last - first + 1
+        stop = last
+    return (stop, rows) if stop is not None else None
 
 
 def thread_last_seq(*, thread_id: UUID) -> int:
@@ -70,35 +107,55 @@ def _message_chunks(message: Message) -> QuerySet[Chunk]:
 
 
 def timeline_page(*, message: Message, page_number: str | None) -> tuple[Page, list[TimelineRow]]:
-    """Return one page of the message's chunks, each with its time since the start and gap since the last one."""
-    chunks = _message_chunks(message).annotate(previous_at=Window(Lag("created_at"), order_by=F("seq").asc()))
-    page = Paginator(chunks, TIMELINE_PAGE_SIZE).get_page(page_number)
-    gaps = [ms(chunk.created_at - chunk.previous_at) if chunk.previous_at else None for chunk in page]
+    """Return one page of the message's events, each with its time since the start and gap since the one before.
+
+    A segment row shows as the events it holds, each at its own time.
+    """
+    # Every row's seqs (a small read, however the log is compacted) number the events to page through.
+    shapes = _message_chunks(message).values_list("seq", "span")
+    seqs = [seq + offset for seq, span in shapes for offset in range(span)]
+    page = Paginator(seqs, TIMELINE_PAGE_SIZE).get_page(page_number)
+    if not page.object_list:
+        return page, []
+    # From the event before the page's first, for its gap.
+    before = seqs[page.start_index() - 2] if page.start_index() > 1 else None
+    first = page.object_list[0] if before is None else before
+    last = page.object_list[-1]
+    chunks = _message_chunks(message).filter(seq_last__gte=first, seq__lte=last)
+    events = [event for chunk in chunks for event in chunk_events(chunk) if first <= event.seq <= last]
+    previous_at = [None] + [event.created_at for event in events[:-1]]
+    if before is not None:
+        events, previous_at = events[1:], previous_at[1:]
+    gaps = [ms(event.created_at - at) if at else None for event, at in zip(events, previous_at)]
     longest = max((gap for gap in gaps if gap), default=0.0)
     rows = [
         TimelineRow(
-            chunk=chunk,
-            since_start_ms=ms(chunk.created_at - message.created_at),
+            chunk=event,
+            since_start_ms=ms(event.created_at - message.created_at),
             gap_ms=gap,
             bar_percent=round(100 * gap / longest) if gap and longest else 0,
         )
-        for chunk, gap in zip(page, gaps)
+        for event, gap in zip(events, gaps)
     ]
     return page, rows
 
 
 def reply_check(*, message: Message) -> ReplyCheck | None:
-    """Re-assemble an assistant reply from its delta chunks; None when the log cannot tell (a user message, pruned)."""
+    """Re-assemble an assistant reply from its delta events; None when the log cannot tell (a user message, pruned)."""
     if message.role != Message.Role.ASSISTANT:
         return None
-    kinds_and_texts = list(
-        _message_chunks(message).filter(kind__in=[Chunk.Kind.START, Chunk.Kind.DELTA]).values_list("kind", "text")
+    rows = list(
+        _message_chunks(message)
+        .filter(kind__in=[Chunk.Kind.START, Chunk.Kind.DELTA])
+        .values_list("kind", "text", "span")
     )
-    if not kinds_and_texts or kinds_and_texts[0][0] != Chunk.Kind.START:
+    if not rows or rows[0][0] != Chunk.Kind.START:
         return None  # retention took the start of the reply: what is left is not all of it
-    reassembled = "".join(text for kind, text in kinds_and_texts if kind == Chunk.Kind.DELTA)
+    # A segment's text is its deltas' texts joined.
+    reassembled = "".join(text for kind, text, _ in rows if kind == Chunk.Kind.DELTA)
     mismatch_at = None
     if reassembled != message.content:
         pairs = zip(reassembled, message.content)
         mismatch_at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(reassembled), len(message.content)))
-    return ReplyCheck(reassembled=reassembled, delta_count=len(kinds_and_texts) - 1, mismatch_at=mismatch_at)
+    delta_count = sum(span for kind, _, span in rows if kind == Chunk.Kind.DELTA)
+    return ReplyCheck(reassembled=reassembled, delta_count=delta_count, mismatch_at=mismatch_at)

@@ -1,0 +1,126 @@
+"""Compaction of a finished reply's delta rows into segment rows, and their splitting on read.
+
+While a reply streams, every flush commits one `delta` row, so a token reaches screens
+within STREAM_FLUSH_MS of being generated (I2: an event is published only after its row
+commits; a longer flush would trade rows for latency). Once the reply has ended, its
+deltas never change again: in the transaction that writes its `end` event, each run of
+its consecutive delta rows is replaced by one segment row (`Chunk.span` > 1). No event
+changes: each keeps its seq, its text and its time, and readers split a segment back
+with `chunk_events`, so every frame replayed from the log is byte for byte the frame
+that was sent live.
+"""
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+
+from threads.models import Message
+
+from .models import Chunk
+
+# One segment is one bounded read: a backlog page fetches at most one segment beyond what it returns.
+SEGMENT_MAX_EVENTS = 1000
+SEGMENT_MAX_TEXT_BYTES = 64 * 1024
+
+
+def segment_texts(chunk: Chunk) -> list[str]:
+    """Return the texts of the events a row holds, oldest first."""
+    if not chunk.is_segment:
+        return [chunk.text]
+    texts, start = [], 0
+    for length in chunk.event_lengths:
+        texts.append(chunk.text[start : start + length])
+        start += length
+    return texts
+
+
+def chunk_events(chunk: Chunk, *, timed: bool = True) -> list[Chunk]:
+    """Return the events a row holds, oldest first: the row itself, or its segment split into one unsaved row per delta.
+
+    Untimed events leave `created_at` unset, for readers that neither load nor need it.
+    """
+    if not chunk.is_segment:
+        return [chunk]
+    offsets_ms = chunk.event_offsets_ms if timed else [None] * chunk.span
+    return [
+        Chunk(
+            thread_id=chunk.thread_id,
+            seq=chunk.seq + index,
+            message_id=chunk.message_id,
+            kind=chunk.kind,
+            text=text,
+            created_at=chunk.created_at + timedelta(milliseconds=offset_ms) if timed else None,
+        )
+        for index, (text, offset_ms) in enumerate(zip(segment_texts(chunk), offsets_ms, strict=True))
+    ]
+
+
+def _runs(deltas: list[Chunk]) -> Iterator[list[Chunk]]:
+    """Group delta rows (in seq order) into runs of consecutive seqs, each within the segment bounds."""
+    run: list[Chunk] = []
+    run_bytes = 0
+    for delta in deltas:
+        size = len(delta.text.encode())
+        if run and (
+            delta.seq != run[-1].seq + 1
+            or len(run) == SEGMENT_MAX_EVENTS
+            or run_bytes + size > SEGMENT_MAX_TEXT_BYTES
+        ):
+            yield run
+            run, run_bytes = [], 0
+        run.append(delta)
+        run_bytes += size
+    if run:
+        yield run
+
+
+def _segment(run: list[Chunk]) -> Chunk:
+    first = run[0]
+    return Chunk(
+        thread_id=first.thread_id,
+        seq=first.seq,
+        span=len(run),
+        message_id=first.message_id,
+        kind=Chunk.Kind.DELTA,
+        text="".join(delta.text for delta in run),
+        event_lengths=[len(delta.text) for delta in run],
+        event_offsets_ms=[round((delta.created_at - first.created_at) / timedelta(milliseconds=1)) for delta in run],
+        created_at=first.created_at,
+    )
+
+
+def deltas_compacted(deltas: list[Chunk]) -> list[Chunk]:
+    """Return the rows that hold `deltas` (one message's single delta rows, in seq order) once compacted.
+
+    Each run becomes one segment; a delta with no consecutive neighbour stays as it is.
+    """
+    return [_segment(run) if len(run) > 1 else run[0] for run in _runs(deltas)]
+
+
+def reply_compact(*, message: Message) -> int:
+    """Replace the ended reply's runs of delta rows by segment rows; return how many rows fewer the log holds.
+
+    Called in the transaction that writes the reply's `end` event: seq allocation holds the
+    thread's row lock and the generation is fenced, so nothing else writes this reply's rows
+    meanwhile, and readers see either every single row or every segment, never a mix.
+    Three statements: one SELECT, one DELETE, one INSERT. Running it again changes nothing.
+    """
+    if not settings.STREAM_COMPACT_REPLIES:
+        return 0
+    deltas = list(
+        Chunk.objects.filter(
+            thread_id=message.thread_id, seq__gte=message.seq, message=message, kind=Chunk.Kind.DELTA, span=1
+        )
+        .order_by("seq")
+        .only("thread_id", "seq", "message_id", "text", "created_at")
+    )
+    segments = [row for row in deltas_compacted(deltas) if row.is_segment]
+    if not segments:
+        return 0
+    covered = Q.create(
+        [Q(seq__gte=segment.seq, seq__lt=segment.seq + segment.span) for segment in segments], connector=Q.OR
+    )
+    Chunk.objects.filter(covered, thread_id=message.thread_id, message=message, kind=Chunk.Kind.DELTA, span=1).delete()
+    Chunk.objects.bulk_create(segments)
+    return sum(segment.span - 1 for segment in segments)
