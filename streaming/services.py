@@ -19,6 +19,7 @@ from django.utils import timezone
 from threads.models import Message, Thread
 
 from .broadcast import notify_workers_on_commit, publish_events_on_commit
+from .compaction import reply_compact
 from .events import EncodedEvent, encode_chunks
 from .models import Chunk, Generation
 from .providers import ReplyRequest, Turn
@@ -97,6 +98,7 @@ def reply_end(
     )
     Thread.objects.filter(pk=message.thread_id).update(updated_at=now)
     end = Chunk(thread_id=message.thread_id, seq=seq, message=message, kind=Chunk.Kind.END)
+    reply_compact(message=message)
     return chunks_insert(chunks=[end], messages=[message])
 
 

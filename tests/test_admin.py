@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from streaming.compaction import reply_compact
 from streaming.selectors import TIMELINE_PAGE_SIZE
 from streaming.models import Chunk, Generation
 from streaming.services import generation_append, generation_claim, generation_finish
@@ -133,13 +134,18 @@ def test_timeline_lists_the_message_chunks_in_seq_order(admin_client, thread):
     assert rendered == [seq for seq, _, _ in rows]
 
 
-def test_timeline_shows_time_since_start_and_gap_since_previous_chunk(admin_client, thread):
-    """Each row carries its time since the message began and the gap since the chunk before, as a bar too."""
+@pytest.mark.parametrize("compacted", [False, True], ids=["one row per event", "deltas compacted"])
+def test_timeline_shows_time_since_start_and_gap_since_previous_chunk(admin_client, thread, settings, compacted):
+    """Each row carries its time since the message began and the gap since the event before, as a bar too."""
+    settings.STREAM_COMPACT_REPLIES = False
     reply = reply_written(thread, deltas=("a", "b"))
     began = reply.created_at
     offsets_ms = [0, 100, 2100, 2600]  # start, a, b, end
     for chunk, offset in zip(reply.chunks.order_by("seq"), offsets_ms):
         Chunk.objects.filter(pk=chunk.pk).update(created_at=began + timedelta(milliseconds=offset))
+    if compacted:
+        settings.STREAM_COMPACT_REPLIES = True
+        assert reply_compact(message=reply) == 1  # "a" and "b" share one row, each keeping its time
     response = admin_client.get(timeline_url(reply))
     rows = response.context["rows"]
     assert [row.since_start_ms for row in rows] == pytest.approx(offsets_ms)
@@ -245,7 +251,7 @@ def test_message_list_shows_each_reply_figures(admin_client, thread):
     assert model_admin.time_to_first_token(row) == "0.50 s"
     assert model_admin.duration(row) == "2.50 s"
     assert model_admin.tokens_per_second(row) == "2.0"
-    assert model_admin.chunk_count(row) == 6  # start, four deltas, end
+    assert model_admin.chunk_count(row) == 3  # rows: start, one segment of the four deltas, end
 
 
 def test_thread_list_counts_messages(admin_client, thread):
@@ -264,8 +270,10 @@ def test_thread_page_links_to_its_chunk_log(admin_client, thread, make_user):
     page = admin_client.get(reverse("admin:threads_thread_change", args=[thread.pk])).content.decode()
     (link,) = re.findall(r'href="([^"]*streaming/chunk/\?[^"]*)"', page)
     response = admin_client.get(link.replace("&amp;", "&"))
-    assert [chunk.seq for chunk in response.context["cl"].result_list] == list(range(1, reply.content_seq + 1))
-    assert {chunk.thread_id for chunk in response.context["cl"].result_list} == {thread.pk}
+    rows = response.context["cl"].result_list
+    covered = [seq for chunk in rows for seq in range(chunk.seq, chunk.seq_last + 1)]
+    assert covered == list(range(1, reply.content_seq + 1))
+    assert {chunk.thread_id for chunk in rows} == {thread.pk}
 
 
 def test_message_search_finds_a_message_by_id(admin_client, thread):

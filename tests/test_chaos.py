@@ -213,17 +213,19 @@ async def close_conversations(conversations: list[Conversation]) -> None:
 async def check_logs(chaos_db: ChaosDatabase, conversations: list[Conversation]) -> tuple[int, int]:
     """Check the stored logs and return how many events clients missed and received twice.
 
-    Stored: seqs 1..last without a gap, and each reply's text is the concatenation of its
-    deltas (nothing half-written). Clients: each reply's text as stored.
+    Stored: seqs 1..last without a gap (a segment row holds seq…seq_last), and each reply's
+    text is the concatenation of its deltas (nothing half-written). Clients: each reply's text as stored.
     """
     lost = duplicated = 0
     for conversation in conversations:
         last_seq = await chaos_db.value("SELECT last_seq FROM threads_thread WHERE id = %s", conversation.thread_id)
         chunks = await chaos_db.rows(
-            "SELECT seq, kind, message_id::text, text FROM streaming_chunk WHERE thread_id = %s ORDER BY seq",
+            "SELECT seq, seq_last, kind, message_id::text, text FROM streaming_chunk "
+            "WHERE thread_id = %s ORDER BY seq",
             conversation.thread_id,
         )
-        assert [seq for seq, *_ in chunks] == list(range(1, last_seq + 1)), "the stored log has gaps"
+        stored = [seq for first, last, *_ in chunks for seq in range(first, last + 1)]
+        assert stored == list(range(1, last_seq + 1)), "the stored log has gaps"
         for client in conversation.clients:
             with contextlib.suppress(AssertionError):  # what is still missing is counted as lost
                 await client.wait_for(lambda: client.last_seq >= last_seq, 5, "the whole log")
@@ -233,7 +235,7 @@ async def check_logs(chaos_db: ChaosDatabase, conversations: list[Conversation])
             assert received == sorted(received), "events arrived out of order"
         for reply in conversation.replies:
             content = await chaos_db.value("SELECT content FROM threads_message WHERE id = %s", reply.id)
-            deltas = "".join(text for _, kind, message_id, text in chunks if kind == "delta" and message_id == reply.id)
+            deltas = "".join(text for *_, kind, message_id, text in chunks if kind == "delta" and message_id == reply.id)
             assert content == deltas, f"reply {reply.id}: stored text is not its deltas"
             for client in conversation.clients:
                 assert client.text_of(reply.id) == content, f"reply {reply.id}: a client's text differs"

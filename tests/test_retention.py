@@ -33,7 +33,9 @@ def age(messages, *, days: float) -> None:
 
 
 def chunk_seqs(thread: Thread) -> list[int]:
-    return list(Chunk.objects.filter(thread=thread).order_by("seq").values_list("seq", flat=True))
+    """Return the seqs of the events the thread's log holds, a segment row's each."""
+    rows = Chunk.objects.filter(thread=thread).order_by("seq").values_list("seq", "seq_last")
+    return [seq for first, last in rows for seq in range(first, last + 1)]
 
 
 def contents(thread: Thread) -> dict:
