@@ -2,7 +2,8 @@
 
 The rows are what the services would have written (I1: seqs 1..N without gaps, each
 assistant message's content the concatenation of its deltas, a finished generation
-per reply), only without streaming them in real time.
+per reply, each reply's deltas compacted as its end compacts them), only without
+streaming them in real time.
 """
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from django.utils import timezone
 
 from threads.models import Message, Thread
 
+from ..compaction import deltas_compacted
 from ..models import Chunk, Generation
 from ..providers import Turn
 from ..providers.scripted import scripted_reply_tokens
@@ -98,10 +100,13 @@ def thread_with_log(
             completed_at=now,
         )
         chunks.append(Chunk(thread=thread, seq=seq, message=reply, kind=Chunk.Kind.START))
-        for text in deltas:
-            seq += 1
-            chunks.append(Chunk(thread=thread, seq=seq, message=reply, kind=Chunk.Kind.DELTA, text=text))
-        seq += 1
+        delta_rows = [
+            Chunk(thread=thread, seq=seq + number, message=reply, kind=Chunk.Kind.DELTA, text=text)
+            for number, text in enumerate(deltas, start=1)
+        ]
+        # As the reply's end would have left them: compacted into segments, unless that is off.
+        chunks += deltas_compacted(delta_rows) if settings.STREAM_COMPACT_REPLIES else delta_rows
+        seq += len(deltas) + 1
         reply.content_seq = seq
         chunks.append(Chunk(thread=thread, seq=seq, message=reply, kind=Chunk.Kind.END))
         generations.append(

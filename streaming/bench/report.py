@@ -30,9 +30,11 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         met = p99 is not None and p99 <= bound_ms if shape == REFERENCE_LOAD else None
         ran = "×".join(f"{figure:g}" for figure in shape)
         checked.append(_target(f"p99 token-to-screen at 200×2×50 (ran {ran})", f"<= {bound_ms} ms", p99, met))
+        # Judged on the rows the log keeps once replies are compacted; while streaming, each flush writes one.
         rows = load["storage"]["chunk_rows_per_1k_tokens"]
         met = rows <= 30 if rows is not None and load["tokens_per_second"] == 50 else None
-        checked.append(_target("chunk rows per 1,000 tokens at 50 tokens/s", "<= 30", rows, met))
+        name = "chunk rows kept per 1,000 tokens at 50 tokens/s, after compaction"
+        checked.append(_target(name, "<= 30", rows, met))
     if capacity:
         streams = capacity["max_streams"]
         checked.append(
@@ -77,8 +79,9 @@ def _load_lines(load: dict[str, Any]) -> list[str]:
         f"{load['delivered']['tokens_per_s']} tokens/s",
         f"  correctness           {checks}",
         *(f"    ! {flaw}" for flaw in correctness["flaws"]),
-        f"  chunk rows / 1k tok   {storage['chunk_rows_per_1k_tokens']} "
-        f"({storage['tokens_per_delta_row']} tokens per delta row)",
+        f"  chunk rows / 1k tok   {storage['chunk_rows_per_1k_tokens']} kept after compaction, "
+        f"{storage['chunk_rows_written_per_1k_tokens']} written while streaming "
+        f"({storage['tokens_per_delta_row']} tokens per flush)",
         f"  channel layer / 1k    {layer['group_sends_per_1k_tokens']} group sends, "
         f"{layer['subscriber_messages_per_1k_tokens']} subscriber messages, "
         f"{layer['redis_commands_per_1k_tokens']} Redis commands",

@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from channels.db import database_sync_to_async
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 
 from threads.models import Message, Thread
 from threads.selectors import thread_get_for_user
@@ -42,9 +42,15 @@ def streams(*, count: int) -> dict:
 
 
 def count(*, threads: list[str]) -> dict:
-    """Count the rows and tokens that the load phase wrote into `threads`."""
+    """Count the rows and tokens that the load phase wrote into `threads`.
+
+    Rows are counted twice: as written while streaming (one per event: what each flush
+    cost) and as kept once finished replies were compacted (what the log holds).
+    """
     ids = [UUID(thread_id) for thread_id in threads]
-    chunk_rows = dict(Chunk.objects.filter(thread_id__in=ids).values_list("kind").annotate(rows=Count("id")))
+    by_kind = list(
+        Chunk.objects.filter(thread_id__in=ids).values("kind").annotate(kept=Count("id"), written=Sum("span"))
+    )
     replies = Message.objects.filter(thread_id__in=ids, role=Message.Role.ASSISTANT)
     # A bench token is one word (stamps.py).
     tokens = sum(len(content.split()) for content in replies.values_list("content", flat=True).iterator())
@@ -53,7 +59,8 @@ def count(*, threads: list[str]) -> dict:
         takeovers=Count("id", filter=Q(attempts__gt=1))
     )
     return {
-        "chunk_rows": chunk_rows,
+        "chunk_rows": {row["kind"]: row["kept"] for row in by_kind},
+        "chunk_rows_written": {row["kind"]: row["written"] for row in by_kind},
         "messages": Message.objects.filter(thread_id__in=ids).count(),
         "takeovers": generations["takeovers"],
         "tokens": tokens,
