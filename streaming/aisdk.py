@@ -28,10 +28,11 @@ from threads.inputs import parse_thread_id
 from threads.models import Message, Thread
 from threads.selectors import thread_get_for_user
 from threads.services import generation_cancel, message_post, reply_retry, thread_get_or_create, validate_content
+from threads.tokens import request_api_token_id
 
 from . import events
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
-from .subscription import KEEPALIVE, Frame, StreamSlot, ThreadGone, ThreadSubscription
+from .subscription import KEEPALIVE, Frame, StreamSlot, ThreadGone, ThreadSubscription, TokenRevoked
 
 UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
 # A UIMessage id (a nanoid) maps to the same client_id every time, so a repeated send posts once (I7).
@@ -105,12 +106,18 @@ async def ui_message_stream_body(chunks: AsyncIterator[dict | None]) -> AsyncIte
                 yield KEEPALIVE_COMMENT if chunk is None else f"data: {events.encode(chunk)}\n\n"
         except ThreadGone:
             yield f"data: {events.encode({'type': 'error', 'errorText': 'The thread was deleted.'})}\n\n"
+        except TokenRevoked:
+            yield f"data: {events.encode({'type': 'error', 'errorText': 'The API token was revoked.'})}\n\n"
     yield "data: [DONE]\n\n"
 
 
-def reply_stream_response(thread: Thread, reply: Message, slot: StreamSlot) -> StreamingHttpResponse:
-    """Answer with `reply` as a UI message stream, from its start event on."""
-    subscription = ThreadSubscription(thread=thread, after=reply.seq - 1, keepalive_seconds=KEEPALIVE_SECONDS)
+def reply_stream_response(
+    request: HttpRequest, thread: Thread, reply: Message, slot: StreamSlot
+) -> StreamingHttpResponse:
+    """Answer with `reply` as a UI message stream from its start event; it ends if the request's token is revoked."""
+    subscription = ThreadSubscription(
+        thread=thread, after=reply.seq - 1, keepalive_seconds=KEEPALIVE_SECONDS, token_id=request_api_token_id(request)
+    )
     chunks = ui_message_chunks(subscription.frames(), reply_id=str(reply.id))
     response = event_stream_response(ui_message_stream_body(chunks), slot=slot)
     response[UI_MESSAGE_STREAM_HEADER] = "v1"
@@ -127,7 +134,7 @@ def aisdk_send(request: HttpRequest, body: dict[str, Any]) -> StreamingHttpRespo
         if last_reply is None:
             raise BadRequest("There is no reply to regenerate.")
         slot = StreamSlot(user_id=request.user.pk)  # before writing: a refused stream writes nothing
-        return reply_stream_response(thread, reply_retry(thread=thread, reply=last_reply), slot)
+        return reply_stream_response(request, thread, reply_retry(thread=thread, reply=last_reply), slot)
     last = messages[-1]
     if last.get("role") != "user":
         raise BadRequest("The last of messages must be the user's new message.")
@@ -136,7 +143,7 @@ def aisdk_send(request: HttpRequest, body: dict[str, Any]) -> StreamingHttpRespo
     slot = StreamSlot(user_id=request.user.pk)
     thread = thread_get_or_create(owner=request.user, thread_id=parse_thread_id(body.get("id")))
     posted = message_post(thread=thread, content=content, client_id=client_id)
-    return reply_stream_response(thread, posted.reply, slot)
+    return reply_stream_response(request, thread, posted.reply, slot)
 
 
 def seed_send(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
@@ -160,7 +167,9 @@ def chat_resume(request: HttpRequest, chat_id: str) -> HttpResponse:
     """Resume the reply being written, from its start; 204 when none is (what the AI SDK expects)."""
     thread = thread_get_for_user(user=request.user, thread_id=chat_id)
     reply = Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING).first()
-    return no_content() if reply is None else reply_stream_response(thread, reply, StreamSlot(user_id=request.user.pk))
+    if reply is None:
+        return no_content()
+    return reply_stream_response(request, thread, reply, StreamSlot(user_id=request.user.pk))
 
 
 @api_view("POST")

@@ -11,12 +11,14 @@ from threads.errors import BadRequest, ChatError, RateLimited
 from threads.inputs import parse_client_id, parse_json_object
 from threads.selectors import thread_get_for_user
 from threads.services import generation_cancel, message_post
+from threads.tokens import api_token_is_valid
 
 from . import events
-from .subscription import StreamSlot, ThreadGone, ThreadSubscription, parse_cursor
+from .subscription import StreamSlot, ThreadGone, ThreadSubscription, TokenRevoked, parse_cursor
 
 logger = logging.getLogger(__name__)
 
+# Also when the API token the socket was opened with is revoked.
 CLOSE_NOT_SIGNED_IN = 4401
 CLOSE_NOT_FOUND = 4404
 # Protocol v1 extension: the server failed (say, its database is restarting); reconnect with your cursor.
@@ -56,8 +58,15 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY_STREAMS)
             return
         self.thread = thread  # from here on, frames are taken
-        subscription = ThreadSubscription(thread=self.thread, after=query_cursor(self.scope["query_string"]))
+        subscription = ThreadSubscription(
+            thread=self.thread, after=query_cursor(self.scope["query_string"]), token_id=self.token_id
+        )
         self.streamer = asyncio.create_task(self._stream(subscription))
+
+    @property
+    def token_id(self) -> int | None:
+        """Return the API token the socket was opened with (threads/tokens.py), None for a session."""
+        return self.scope.get("api_token_id")
 
     async def _stream(self, subscription: ThreadSubscription) -> None:
         """Send the subscription's frames as they come, until the socket closes."""
@@ -66,6 +75,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 await self.send(frame.data)
         except ThreadGone:
             await self.close(code=CLOSE_NOT_FOUND)
+        except TokenRevoked:
+            await self.close(code=CLOSE_NOT_SIGNED_IN)
         except Exception:
             logger.exception("thread %s: subscription failed; closing so the client resumes", self.thread.id)
             await self.close(code=CLOSE_SERVER_ERROR)
@@ -85,6 +96,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self._handle_frame(text_data)
         except ChatError as error:
             await self.send(events.error_frame(error.code, error.detail))
+        except TokenRevoked:
+            await self.close(code=CLOSE_NOT_SIGNED_IN)
 
     async def _handle_frame(self, text_data: str | None) -> None:
         if text_data is None:
@@ -94,10 +107,17 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         if kind == "ping":
             await self.send(events.pong_frame())
         elif kind == "send":
+            await self._refuse_if_token_revoked()
             await database_sync_to_async(message_post)(
                 thread=self.thread, content=frame.get("content"), client_id=parse_client_id(frame.get("client_id"))
             )
         elif kind == "cancel":
+            await self._refuse_if_token_revoked()
             await database_sync_to_async(generation_cancel)(thread=self.thread)
         else:
             raise BadRequest("Unknown frame type; expected send, cancel or ping.")
+
+    async def _refuse_if_token_revoked(self) -> None:
+        """Raise TokenRevoked before a write if the socket's token was revoked (the notice closing it may be lost)."""
+        if self.token_id is not None and not await database_sync_to_async(api_token_is_valid)(token_id=self.token_id):
+            raise TokenRevoked(str(self.token_id))

@@ -4,6 +4,9 @@ The records carry the very frames of WebSocket protocol v1, read through the sam
 ThreadSubscription, so SSE keeps the same guarantees (I3): `id: <seq>`,
 `event: <type>`, `data: <frame JSON>`. A client resumes with the `Last-Event-ID`
 header (which EventSource sends by itself on reconnecting) or `?after=<seq>`.
+
+A stream opened with an API token ends, after an `error` record with code `forbidden`,
+when the token is revoked; an EventSource that reconnects then gets 401 and stops.
 """
 import contextlib
 from collections.abc import AsyncIterator
@@ -13,9 +16,10 @@ from django.http import HttpRequest, StreamingHttpResponse
 from threads.api import api_view
 from threads.errors import BadRequest
 from threads.selectors import thread_get_for_user
+from threads.tokens import request_api_token_id
 
 from . import events
-from .subscription import KEEPALIVE, Frame, StreamSlot, ThreadGone, ThreadSubscription, parse_cursor
+from .subscription import KEEPALIVE, Frame, StreamSlot, ThreadGone, ThreadSubscription, TokenRevoked, parse_cursor
 
 # Proxies and load balancers close idle connections (often after 30-60 s): a comment keeps this one busy.
 KEEPALIVE_SECONDS = 15.0
@@ -37,6 +41,8 @@ async def sse_body(frames: AsyncIterator[Frame | None]) -> AsyncIterator[str]:
                 yield KEEPALIVE_COMMENT if frame is KEEPALIVE else sse_record(frame)
         except ThreadGone:
             yield sse_record(Frame("error", events.error_frame("not_found", "The thread was deleted.")))
+        except TokenRevoked:
+            yield sse_record(Frame("error", events.error_frame("forbidden", "The API token was revoked.")))
 
 
 async def holding(slot: StreamSlot, body: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -66,7 +72,12 @@ def request_cursor(request: HttpRequest) -> int | None:
 def thread_event_stream(request: HttpRequest, thread_id: str) -> StreamingHttpResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     slot = StreamSlot(user_id=request.user.pk)
-    subscription = ThreadSubscription(thread=thread, after=request_cursor(request), keepalive_seconds=KEEPALIVE_SECONDS)
+    subscription = ThreadSubscription(
+        thread=thread,
+        after=request_cursor(request),
+        keepalive_seconds=KEEPALIVE_SECONDS,
+        token_id=request_api_token_id(request),
+    )
     return event_stream_response(sse_body(subscription.frames()), slot=slot)
 
 

@@ -12,6 +12,10 @@ The WebSocket consumer and the SSE views both read a thread through
 - answer a cursor the log cannot serve (ahead of it, malformed, or pruned) with a
   `reset` snapshot.
 
+A subscription opened with an API token ends with TokenRevoked once the token is
+revoked: on the revocation notice sent to its token's group (streaming/notices.py), or,
+should that notice be lost, at its own check of the token every TOKEN_RECHECK_SECONDS.
+
 The subscription pulls from its own channel only when its reader asks for the next
 frame: a slow reader leaves messages in the channel layer, which drops the excess at
 its capacity, and the gap is filled from the database when the reader catches up.
@@ -34,8 +38,9 @@ from django.conf import settings
 from threads.errors import RateLimited
 from threads.models import Thread
 from threads.selectors import thread_snapshot
+from threads.tokens import api_token_is_valid
 
-from . import events
+from . import events, notices
 from .models import Chunk
 from .selectors import chunk_events_after, thread_last_seq, thread_streaming
 
@@ -45,6 +50,12 @@ achunk_events_after = database_sync_to_async(chunk_events_after)
 athread_last_seq = database_sync_to_async(thread_last_seq)
 athread_streaming = database_sync_to_async(thread_streaming)
 athread_snapshot = database_sync_to_async(thread_snapshot)
+aapi_token_is_valid = database_sync_to_async(api_token_is_valid)
+
+# How often a subscription opened with an API token asks the database whether the token is
+# still valid: the revocation notice is a hint that may be lost (I2), and this bounds how
+# long a revoked token can keep streaming. One primary-key read per stream per interval.
+TOKEN_RECHECK_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,10 @@ KEEPALIVE = None
 
 class ThreadGone(Exception):
     """The thread was deleted while subscribed."""
+
+
+class TokenRevoked(Exception):
+    """The API token the subscription was opened with no longer authenticates (revoked, or its user deactivated)."""
 
 
 # Streams are long-lived and cheap to open: a refused one should not be retried at once.
@@ -110,24 +125,42 @@ def parse_cursor(value: str | None) -> int | None:
 
 
 class ThreadSubscription:
-    def __init__(self, *, thread: Thread, after: int | None, keepalive_seconds: float | None = None) -> None:
-        """Subscribe to `thread` from cursor `after` (None: a malformed cursor, answered with error and reset)."""
+    def __init__(
+        self,
+        *,
+        thread: Thread,
+        after: int | None,
+        keepalive_seconds: float | None = None,
+        token_id: int | None = None,
+    ) -> None:
+        """Subscribe to `thread` from cursor `after` (None: a malformed cursor, answered with error and reset).
+
+        `token_id` is the API token the reader authenticated with, if any: the subscription
+        ends with TokenRevoked when that token is revoked.
+        """
         self.thread = thread
         self.after = after
         self.keepalive_seconds = keepalive_seconds
+        self.token_id = token_id
         self.last_sent = 0
         self.streaming = False
-        # Loop times of the last log event yielded (or repair attempt), and of the last frame of any kind.
-        self.last_delivery = self.last_frame = 0.0
+        # Loop times of the last log event yielded (or repair attempt), of the last frame of
+        # any kind, and of the last check of the token.
+        self.last_delivery = self.last_frame = self.token_checked = 0.0
 
     async def frames(self) -> AsyncIterator[Frame | None]:
         """Yield the frames of this subscription until the reader stops; KEEPALIVE in quiet times if asked."""
         layer = get_channel_layer()
-        group = events.thread_group_name(self.thread.id)
+        groups = [events.thread_group_name(self.thread.id)]
+        if self.token_id is not None:
+            groups.append(notices.token_group_name(self.token_id))
         channel = await layer.new_channel()
-        await layer.group_add(group, channel)  # before the backlog is read: see the module docstring
+        for group in groups:  # before the backlog is read and the token checked: see the module docstring
+            await layer.group_add(group, channel)
         receiving = asyncio.ensure_future(layer.receive(channel))
         try:
+            # Revoked between the handshake and joining its group, the token would otherwise stream until the recheck.
+            await self._check_token()
             async for frame in self._open():
                 yield frame
             while True:
@@ -135,7 +168,7 @@ class ThreadSubscription:
                 now = asyncio.get_running_loop().time()
                 if done:
                     message, receiving = receiving.result(), asyncio.ensure_future(layer.receive(channel))
-                    async for frame in self._deliver(message["events"]):
+                    async for frame in self._receive(message):
                         yield frame
                 elif self.streaming and now - self.last_delivery >= settings.STREAM_REPAIR_SECONDS:
                     # A primary-key read first (it also raises ThreadGone once the thread is
@@ -145,21 +178,44 @@ class ThreadSubscription:
                         async for frame in self._catch_up():
                             yield frame
                         logger.info("thread %s: repaired events %d..%d", self.thread.id, before + 1, self.last_sent)
-                        # Events went missing: the channel layer may have lost our membership (a restart).
-                        await layer.group_add(group, channel)
+                        # Events went missing: the channel layer may have lost our memberships (a restart).
+                        for group in groups:
+                            await layer.group_add(group, channel)
                     self.last_delivery = asyncio.get_running_loop().time()
+                elif self.token_id is not None and now - self.token_checked >= TOKEN_RECHECK_SECONDS:
+                    await self._check_token()
                 elif self.keepalive_seconds is not None and now - self.last_frame >= self.keepalive_seconds:
                     self.last_frame = now
                     yield KEEPALIVE
         finally:
             receiving.cancel()
-            await layer.group_discard(group, channel)
+            for group in groups:
+                await layer.group_discard(group, channel)
+
+    async def _receive(self, message: dict) -> AsyncIterator[Frame]:
+        """Yield the log events a channel-layer message brings; raise TokenRevoked at a revocation notice."""
+        kind = message.get("type")
+        if kind == notices.TOKEN_REVOKED:
+            raise TokenRevoked(str(self.token_id))
+        if "events" in message:
+            async for frame in self._deliver(message["events"]):
+                yield frame
+
+    async def _check_token(self) -> None:
+        """Raise TokenRevoked if the subscription's token no longer authenticates (nothing to check without one)."""
+        if self.token_id is None:
+            return
+        self.token_checked = asyncio.get_running_loop().time()
+        if not await aapi_token_is_valid(token_id=self.token_id):
+            raise TokenRevoked(str(self.token_id))
 
     def _quiet_timeout(self) -> float | None:
-        """Return how long to wait for a live event before repairing or keeping alive; None: as long as it takes."""
+        """Return how long to wait for a live message before the next timed duty; None: as long as it takes."""
         deadlines = []
         if self.streaming:
             deadlines.append(self.last_delivery + settings.STREAM_REPAIR_SECONDS)
+        if self.token_id is not None:
+            deadlines.append(self.token_checked + TOKEN_RECHECK_SECONDS)
         if self.keepalive_seconds is not None:
             deadlines.append(self.last_frame + self.keepalive_seconds)
         if not deadlines:

@@ -5,6 +5,11 @@ database cannot give a usable token away. A request that carries
 `Authorization: Bearer <secret>` is authenticated by the token alone: its cookies are
 ignored, and it needs no CSRF token, because a browser never attaches that header on
 its own to a cross-site request (CSRF protects cookies, which it does attach).
+
+Revoking a token also ends what it opened: its WebSockets close with 4401 and its event
+streams end. Each such stream joins the token's channel-layer group, where the revocation
+is published after commit, and asks `api_token_is_valid` now and then in case that notice
+is lost (streaming/subscription.py).
 """
 import hashlib
 import secrets
@@ -19,11 +24,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.decorators import sync_and_async_middleware
 from django.views.decorators.http import require_http_methods, require_POST
+
+from streaming.notices import publish_token_revoked_on_commit
 
 from .api import error_response
 from .errors import NotFound, RateLimited
@@ -71,22 +79,34 @@ def api_token_revoke(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        publish_token_revoked_on_commit(token.id)  # streams opened with it end (see the module docstring)
     return token
 
 
-def api_token_user(*, secret: str) -> AbstractBaseUser | None:
-    """Return the active user a token secret belongs to, or None for an unknown or revoked one."""
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(hashed_token=hash_secret(secret), revoked_at__isnull=True, user__is_active=True)
-        .first()
-    )
+def _valid_tokens() -> QuerySet[ApiToken]:
+    """Return the tokens that authenticate: not revoked, and their user still active."""
+    return ApiToken.objects.filter(revoked_at__isnull=True, user__is_active=True)
+
+
+def api_token_authenticate(*, secret: str) -> ApiToken | None:
+    """Return the valid token a secret names, with its user, or None for an unknown or revoked one."""
+    token = _valid_tokens().select_related("user").filter(hashed_token=hash_secret(secret)).first()
     if token is None:
         return None
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    return token
+
+
+def api_token_is_valid(*, token_id: int) -> bool:
+    """Return whether a token still authenticates: a stream opened with it asks this now and then."""
+    return _valid_tokens().filter(pk=token_id).exists()
+
+
+def request_api_token_id(request: HttpRequest) -> int | None:
+    """Return the id of the API token that authenticated `request`, or None (a session, or nobody)."""
+    return getattr(request, "api_token_id", None)
 
 
 def bearer_secret(authorization: str | None) -> str | None:
@@ -101,8 +121,10 @@ def _unauthorized() -> HttpResponse:
     return response
 
 
-def _sign_in(request: HttpRequest, user: AbstractBaseUser) -> None:
+def _sign_in(request: HttpRequest, token: ApiToken) -> None:
+    user = token.user
     request.user = user
+    request.api_token_id = token.id  # streams opened by this request end when the token is revoked
 
     async def auser() -> AbstractBaseUser:
         return user
@@ -119,10 +141,10 @@ def bearer_token_middleware(get_response):
         async def middleware(request: HttpRequest) -> HttpResponse:
             secret = bearer_secret(request.headers.get("Authorization"))
             if secret is not None:
-                user = await sync_to_async(api_token_user)(secret=secret) if secret else None
-                if user is None:
+                token = await sync_to_async(api_token_authenticate)(secret=secret) if secret else None
+                if token is None:
                     return _unauthorized()
-                _sign_in(request, user)
+                _sign_in(request, token)
             return await get_response(request)
 
     else:
@@ -130,10 +152,10 @@ def bearer_token_middleware(get_response):
         def middleware(request: HttpRequest) -> HttpResponse:
             secret = bearer_secret(request.headers.get("Authorization"))
             if secret is not None:
-                user = api_token_user(secret=secret) if secret else None
-                if user is None:
+                token = api_token_authenticate(secret=secret) if secret else None
+                if token is None:
                     return _unauthorized()
-                _sign_in(request, user)
+                _sign_in(request, token)
             return get_response(request)
 
     return middleware
@@ -144,7 +166,9 @@ class BearerTokenAuthMiddleware:
 
     The token path needs no Origin check: a browser cannot set headers on a WebSocket
     handshake, so such a handshake is not a page hijacking someone's session. An
-    unknown or revoked token connects as anonymous, which the consumer closes with 4401.
+    unknown or revoked token connects as anonymous, which the consumer closes with 4401;
+    a valid one puts its id in the scope as `api_token_id`, so the socket closes when
+    the token is revoked.
     """
 
     def __init__(self, session_app, token_app) -> None:
@@ -156,8 +180,9 @@ class BearerTokenAuthMiddleware:
         secret = bearer_secret(headers.get(b"authorization", b"").decode("latin-1"))
         if secret is None:
             return await self.session_app(scope, receive, send)
-        user = await database_sync_to_async(api_token_user)(secret=secret) if secret else None
-        return await self.token_app({**scope, "user": user or AnonymousUser()}, receive, send)
+        token = await database_sync_to_async(api_token_authenticate)(secret=secret) if secret else None
+        authenticated = {"user": token.user, "api_token_id": token.id} if token else {"user": AnonymousUser()}
+        return await self.token_app({**scope, **authenticated}, receive, send)
 
 
 class TokenForm(forms.Form):
@@ -196,5 +221,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     except NotFound:
         messages.error(request, "No such token.")
     else:
-        messages.success(request, f"Revoked “{token.name}”: clients using it are refused from now on.")
+        messages.success(
+            request, f"Revoked “{token.name}”: clients using it are refused from now on, and its open streams end."
+        )
     return redirect("api-tokens")
