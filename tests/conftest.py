@@ -26,19 +26,23 @@ def pytest_report_header(config) -> str:
 
 
 on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+on_redis = bool(settings.REDIS_URL)
 
 # Users are made by the hundred here: a deliberately slow password hash would dominate the run.
 settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    # Postgres-only tests run in the services pass of `make test`, which CI always runs.
-    if on_postgres:
-        return
-    skip = pytest.mark.skip(reason="runs in the services pass (DATABASE_URL to PostgreSQL)")
+    # Tests that need PostgreSQL or Redis run in the services pass of `make test`, which CI always runs.
+    skips = {}
+    if not on_postgres:
+        skips["postgres"] = pytest.mark.skip(reason="runs in the services pass (DATABASE_URL to PostgreSQL)")
+    if not on_redis:
+        skips["redis"] = pytest.mark.skip(reason="runs in the services pass (REDIS_URL to Redis)")
     for item in items:
-        if "postgres" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)

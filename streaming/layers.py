@@ -1,0 +1,125 @@
+"""The scale-out channel layer: Redis pub/sub fan-out, bounded per subscriber, publishing in batches.
+
+Subscribers only need fan-out: every subscriber of a thread's group gets the thread's
+events, and repairs from the database whatever it misses (I2, I3). So this is
+channels_redis' pub/sub layer, where a group send is one PUBLISH, rather than its core
+layer, which keeps a sorted set per channel in Redis and runs Lua scripts for about 25
+commands per group send. It adds:
+
+- a bound: each local channel queues at most `capacity` messages, and a subscriber that
+  does not read loses the rest, repaired from the database later, instead of growing
+  the process without bound (I10);
+- `group_send_many`, which publishes many groups' messages in one round trip, for a
+  worker publishing every thread it wrote in a group commit;
+- timeouts, so a publish or subscribe against an unreachable Redis fails instead of hanging.
+
+When Redis restarts, redis-py re-subscribes a process's channels and groups as soon as
+its subscriber connection reconnects; what was published meanwhile is lost and repaired.
+"""
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+from channels_redis import pubsub
+from channels_redis.utils import _wrap_close, decode_hosts
+
+logger = logging.getLogger(__name__)
+
+# Redis answers in well under a millisecond: a command without an answer after this long
+# means an unreachable server, and failing lets the caller log it and go on.
+REDIS_TIMEOUT_SECONDS = 2.0
+DEFAULT_CAPACITY = 100
+
+
+class BoundedQueue(asyncio.Queue):
+    """A channel's local queue that drops what does not fit, logging once per overflow rather than per message."""
+
+    def __init__(self, channel: str, capacity: int) -> None:
+        super().__init__(maxsize=capacity)
+        self.channel = channel
+        self.overflowing = False
+        self.overflowed_before = False
+
+    def put_nowait(self, item: Any) -> None:
+        try:
+            super().put_nowait(item)
+        except asyncio.QueueFull:
+            if not self.overflowing:
+                # A slow reader drops many messages in a row: one line when it starts.
+                level = logging.DEBUG if self.overflowed_before else logging.WARNING
+                logger.log(level, "channel %s is full (%d unread): dropping new messages", self.channel, self.maxsize)
+                self.overflowing = self.overflowed_before = True
+        else:
+            self.overflowing = False
+
+
+class _Shard(pubsub.RedisSingleShardConnection):
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """PUBLISH each (channel, payload) in order, in one round trip."""
+        # Unlike `publish`, no lock: the pipeline takes a pooled connection of its own,
+        # so publishes do not queue behind each other or behind subscribes.
+        self._ensure_redis()
+        pipeline = self._redis.pipeline(transaction=False)
+        for channel, payload in messages:
+            pipeline.publish(channel, payload)
+        await pipeline.execute()
+
+
+def _with_timeouts(hosts: list[dict]) -> list[dict]:
+    timeouts = {"socket_connect_timeout": REDIS_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS}
+    return [timeouts | host for host in hosts]
+
+
+class _LoopLayer(pubsub.RedisPubSubLoopLayer):
+    """The layer's state and connections for one event loop."""
+
+    def __init__(self, hosts: list | None = None, *, capacity: int = DEFAULT_CAPACITY, **kwargs: Any) -> None:
+        super().__init__(hosts, **kwargs)
+        self.capacity = capacity
+        self._shards = [_Shard(host, self) for host in _with_timeouts(decode_hosts(hosts))]
+
+    async def _subscribe_to_channel(self, channel: str) -> None:
+        self.channels[channel] = BoundedQueue(channel, self.capacity)
+        try:
+            await self._get_shard(channel).subscribe(channel)
+        except BaseException:
+            # Never subscribed, never received from: a queue left here would stay forever.
+            del self.channels[channel]
+            raise
+
+    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
+        batches: dict[_Shard, list[tuple[str, bytes]]] = defaultdict(list)
+        for group, message in messages:
+            group_channel = self._get_group_channel_name(group)
+            batches[self._get_shard(group_channel)].append((group_channel, self.channel_layer.serialize(message)))
+        await asyncio.gather(*(shard.publish_many(batch) for shard, batch in batches.items()))
+
+
+class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
+    """channels_redis' pub/sub layer with bounded channel queues, `group_send_many` and timeouts.
+
+    CONFIG: `hosts` and `prefix` as channels_redis takes them, `capacity` (messages per
+    local channel). A host given as a dict may set its own `socket_timeout` and
+    `socket_connect_timeout` (REDIS_TIMEOUT_SECONDS otherwise).
+    """
+
+    def _get_layer(self) -> _LoopLayer:
+        loop = asyncio.get_running_loop()
+        if loop not in self._layers:
+            self._layers[loop] = _LoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            _wrap_close(self, loop)
+        return self._layers[loop]
+
+    async def group_send(self, group: str, message: dict) -> None:
+        # A method here rather than the parent's __getattr__ proxy, which super() in a subclass does not reach.
+        await self._get_layer().group_send(group, message)
+
+    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
+        """Send each (group, message) to its group, each group's in the order given, in one round trip per Redis host.
+
+        Raises what redis-py raises when Redis cannot be reached or does not answer in
+        REDIS_TIMEOUT_SECONDS (`redis.exceptions.ConnectionError`, `TimeoutError`): some
+        messages may then have gone out and others not.
+        """
+        await self._get_layer().group_send_many(messages)
