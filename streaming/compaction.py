@@ -6,8 +6,8 @@ commits; a longer flush would trade rows for latency). Once the reply has ended,
 deltas never change again: in the transaction that writes its `end` event, each run of
 its consecutive delta rows is replaced by one segment row (`Chunk.span` > 1). No event
 changes: each keeps its seq, its text and its time, and readers split a segment back
-with `chunk_events`, so every frame replayed from the log is byte for byte the frame
-that was sent live.
+(`segment_texts`, `chunk_events`), so every frame replayed from the log is byte for
+byte the frame that was sent live.
 """
 from collections.abc import Iterator
 from datetime import timedelta
@@ -35,14 +35,14 @@ def segment_texts(chunk: Chunk) -> list[str]:
     return texts
 
 
-def chunk_events(chunk: Chunk, *, timed: bool = True) -> list[Chunk]:
+def chunk_events(chunk: Chunk) -> list[Chunk]:
     """Return the events a row holds, oldest first: the row itself, or its segment split into one unsaved row per delta.
 
-    Untimed events leave `created_at` unset, for readers that neither load nor need it.
+    Each split delta has its own seq, text and time. (Backlog reads encode a segment's
+    events without making rows of them: `events.encode_chunks`.)
     """
     if not chunk.is_segment:
         return [chunk]
-    offsets_ms = chunk.event_offsets_ms if timed else [None] * chunk.span
     return [
         Chunk(
             thread_id=chunk.thread_id,
@@ -50,9 +50,9 @@ def chunk_events(chunk: Chunk, *, timed: bool = True) -> list[Chunk]:
             message_id=chunk.message_id,
             kind=chunk.kind,
             text=text,
-            created_at=chunk.created_at + timedelta(milliseconds=offset_ms) if timed else None,
+            created_at=chunk.created_at + timedelta(milliseconds=offset_ms),
         )
-        for index, (text, offset_ms) in enumerate(zip(segment_texts(chunk), offsets_ms, strict=True))
+        for index, (text, offset_ms) in enumerate(zip(segment_texts(chunk), chunk.event_offsets_ms, strict=True))
     ]
 
 

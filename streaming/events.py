@@ -11,7 +11,7 @@ from uuid import UUID
 
 from threads.models import Message
 
-from .compaction import chunk_events
+from .compaction import segment_texts
 from .models import Chunk
 
 WORKERS_GROUP = "streaming.workers"
@@ -50,11 +50,15 @@ def message_payload(message: Message) -> dict[str, Any]:
     return payload
 
 
+def delta_event(seq: int, message_id: UUID | str, text: str) -> dict[str, Any]:
+    return {"type": "delta", "seq": seq, "message_id": str(message_id), "text": text}
+
+
 def chunk_event(chunk: Chunk, message: Message | None) -> dict[str, Any]:
     """Return the log event a one-event row stands for; `message` is the chunk's message (unused for deltas)."""
-    assert not chunk.is_segment, "split a segment into its events first (compaction.chunk_events)"
+    assert not chunk.is_segment, "a segment row holds several events: see encode_chunks"
     if chunk.kind == Chunk.Kind.DELTA:
-        return {"type": "delta", "seq": chunk.seq, "message_id": str(chunk.message_id), "text": chunk.text}
+        return delta_event(chunk.seq, chunk.message_id, chunk.text)
     assert message is not None, f"a {chunk.kind} event needs its message"
     if chunk.kind == Chunk.Kind.MESSAGE:
         return {"type": "message", "seq": chunk.seq, "message": message_payload(message)}
@@ -81,13 +85,23 @@ def chunk_event(chunk: Chunk, message: Message | None) -> dict[str, Any]:
     }
 
 
-def encode_chunks(chunks: Iterable[Chunk], messages: dict[UUID, Message]) -> list[EncodedEvent]:
-    """Return the encoded events of chunk rows, a segment's each in turn, as they were sent live."""
-    return [
-        (event.seq, event.kind, encode(chunk_event(event, messages.get(event.message_id))))
-        for chunk in chunks
-        for event in chunk_events(chunk, timed=False)
-    ]
+def encode_chunks(
+    chunks: Iterable[Chunk], messages: dict[UUID, Message], *, after: int = 0, until: int | None = None
+) -> list[EncodedEvent]:
+    """Return the encoded events of chunk rows with seq in (after, until], as they were sent live.
+
+    A segment row gives each of its deltas in turn, encoded from its own seq and text.
+    """
+    encoded = []
+    for chunk in chunks:
+        if chunk.is_segment:
+            message_id = str(chunk.message_id)
+            for seq, text in enumerate(segment_texts(chunk), start=chunk.seq):
+                if after < seq and (until is None or seq <= until):
+                    encoded.append((seq, chunk.kind, encode(delta_event(seq, message_id, text))))
+        elif after < chunk.seq and (until is None or chunk.seq <= until):
+            encoded.append((chunk.seq, chunk.kind, encode(chunk_event(chunk, messages.get(chunk.message_id)))))
+    return encoded
 
 
 def ready_frame(seq: int) -> str:

@@ -26,13 +26,13 @@ def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None,
     chunks = (
         Chunk.objects.filter(thread_id=thread_id, seq_last__gt=after, seq__lte=stop)
         .order_by("seq_last")
-        .only("thread_id", "seq", "span", "kind", "text", "event_lengths", "message_id")[:rows]
+        .only("seq", "span", "kind", "text", "event_lengths", "message_id")[:rows]
     )
-    events = [event for chunk in chunks for event in chunk_events(chunk, timed=False) if after < event.seq <= stop]
+    chunks = list(chunks)
     # Only message, start and end events carry message fields: fetch those messages once.
-    message_ids = {event.message_id for event in events if event.kind != Chunk.Kind.DELTA}
+    message_ids = {chunk.message_id for chunk in chunks if chunk.kind != Chunk.Kind.DELTA}
     messages = Message.objects.in_bulk(message_ids) if message_ids else {}
-    return encode_chunks(events, messages)
+    return encode_chunks(chunks, messages, after=after, until=stop)
 
 
 def _backlog_window(*, thread_id: UUID, after: int, until: int | None, limit: int) -> tuple[int, int] | None:
