@@ -98,14 +98,14 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Redis pub/sub fan-out, bounded per subscriber: see streaming/layers.py.
+            "BACKEND": "streaming.layers.RedisPubSubChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="chatsite"),
                 # A subscriber that falls this far behind loses live events; the
                 # consumer repairs the gap from the database (invariant I3).
                 "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=500),
-                "expiry": 60,
             },
         }
     }

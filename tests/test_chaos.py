@@ -19,7 +19,6 @@ import psycopg
 import pytest
 import redis
 
-from streaming.bench.topology import forget_channel_layer_keys
 from streaming.events import WORKERS_GROUP
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply
@@ -69,7 +68,7 @@ class Chaos:
 
 @pytest.fixture(scope="module")
 def chaos() -> Iterator[Chaos]:
-    """Start the cluster on a fresh database; stop it, drop the database and forget the Redis keys after."""
+    """Start the cluster on a fresh database; stop it and drop the database after."""
     server_url, redis_url = os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", "")
     if not redis_url:
         pytest.skip("needs REDIS_URL")
@@ -108,7 +107,6 @@ def chaos() -> Iterator[Chaos]:
     finally:
         cluster.stop()
         services.ensure_running()
-        forget_channel_layer_keys(redis_url, prefix)
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)")
 
@@ -455,8 +453,11 @@ async def test_redis_restart_mid_reply(chaos: Chaos, chaos_db: ChaosDatabase) ->
     # Publishing resumes: once the workers are back in their group, a new reply wakes one at once
     # and reaches every client live, well before a repair (STREAM_REPAIR_SECONDS of quiet) would.
     layer_redis = redis.Redis.from_url(chaos.redis_url)
-    group_key = f"{chaos.prefix}:group:{WORKERS_GROUP}"
-    await async_wait_until(lambda: layer_redis.zcard(group_key) >= 2, 10, "the workers to rejoin their group")
+    # The pub/sub layer's name for the group (channels_redis.pubsub), subscribed once per worker process.
+    group_channel = f"{chaos.prefix}__group__{WORKERS_GROUP}"
+    await async_wait_until(
+        lambda: layer_redis.pubsub_numsub(group_channel)[0][1] >= 2, 10, "the workers to rejoin their group"
+    )
     layer_redis.close()
     after = [await conversation.ask("after the restart") for conversation in conversations]
     live_lags, claim_lags = [], []

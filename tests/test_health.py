@@ -95,7 +95,7 @@ def test_readyz_names_the_channel_layer_when_it_is_unreachable(client, settings)
     """readyz answers 503 naming the channel layer when its Redis server does not answer."""
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "streaming.layers.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [f"redis://127.0.0.1:{CLOSED_PORT}"]},
         }
     }

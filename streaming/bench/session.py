@@ -14,7 +14,7 @@ from typing import Any
 
 from .procstat import cpu_seconds
 from .tool import BASE_DIR, run_task
-from .topology import PostgresDatabase, PrivateRedis, Topology, forget_channel_layer_keys
+from .topology import PostgresDatabase, PrivateRedis, Topology
 
 PROVIDER = "streaming.bench.provider.BenchProvider"
 # Resumes on the long log are compared with the same resumes on a log this short.
@@ -168,8 +168,6 @@ class BenchSession:
             self.topology.stop()
         if self.redis is not None:
             self.redis.stop()
-        elif self.redis_url:
-            forget_channel_layer_keys(self.redis_url, self.prefix)
         if self.database is not None:
             self.database.drop()
         if self.sqlite_dir is not None:

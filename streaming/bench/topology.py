@@ -37,17 +37,6 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def forget_channel_layer_keys(redis_url: str, prefix: str) -> None:
-    """Delete a run's channel-layer keys from a shared Redis (its groups would live on for a day)."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

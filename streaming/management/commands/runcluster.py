@@ -64,7 +64,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, ports: list[int], workers: int, bind: str, **options) -> None:
         on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
-        on_redis = "redis" in settings.CHANNEL_LAYERS["default"]["BACKEND"]
+        on_redis = bool(settings.REDIS_URL)
         if not (on_postgres and on_redis):
             raise CommandError(
                 "runcluster needs DATABASE_URL to PostgreSQL and REDIS_URL: "
