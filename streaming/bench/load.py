@@ -10,7 +10,7 @@ from typing import Any
 from .procstat import machine_busy_s
 from .session import BenchSession
 from .stats import Histogram
-from .topology import redis_command_calls
+from .topology import redis_command_calls, redis_reads
 
 CHECKS = ("lost", "duplicated", "out_of_order", "text_mismatches", "incomplete_replies", "reconnects", "resets")
 RESULT_TIMEOUT_SECONDS = 300.0
@@ -56,6 +56,7 @@ def _server_counters(session: BenchSession) -> dict[str, Any]:
         "cpu": session.cpu_snapshot(),
         "machine": machine_busy_s(),
         "redis": redis_command_calls(session.redis_url) if session.redis_url else {},
+        "redis_reads": redis_reads(session.redis_url) if session.redis_url else None,
     }
 
 
@@ -82,10 +83,16 @@ def _load_report(
     def per_1k(count: float, of: float = tokens) -> float | None:
         return round(count * 1000 / of, 1) if of else None
 
-    # Each committed transaction publishes once: a post (message + start), a delta, an end.
-    group_sends = written.get("message", 0) + written.get("delta", 0) + written.get("end", 0)
     window_tokens = delivered_tokens / config.tabs  # tokens generated in the window, each delivered to every tab
     redis_calls = {name: calls - before["redis"].get(name, 0) for name, calls in after["redis"].items()}
+    if session.redis_url:
+        # Each group send is one PUBLISH, alone or in a batch (a worker wake-up per reply is among them).
+        group_sends_per_1k = per_1k(redis_calls.get("publish", 0), window_tokens)
+        redis_reads_per_1k = per_1k(after["redis_reads"] - before["redis_reads"], window_tokens)
+    else:
+        # In memory, from the log: each commit publishes once per thread (a post's message and start together).
+        group_sends_per_1k = per_1k(written.get("message", 0) + written.get("delta", 0) + written.get("end", 0))
+        redis_reads_per_1k = None
     return {
         "streams": streams,
         "tabs": config.tabs,
@@ -117,9 +124,12 @@ def _load_report(
             "tokens_per_delta_row": round(tokens / written["delta"], 2) if written.get("delta") else None,
         },
         "channel_layer": {
-            "group_sends_per_1k_tokens": per_1k(group_sends),
-            "subscriber_messages_per_1k_tokens": per_1k(group_sends * config.tabs),
+            "group_sends_per_1k_tokens": group_sends_per_1k,
+            "subscriber_messages_per_1k_tokens": (
+                round(group_sends_per_1k * config.tabs, 1) if group_sends_per_1k is not None else None
+            ),
             "redis_commands_per_1k_tokens": per_1k(sum(redis_calls.values()), window_tokens) if redis_calls else None,
+            "redis_reads_per_1k_tokens": redis_reads_per_1k,
             "redis_commands_top": dict(Counter(redis_calls).most_common(6)),
         },
         "cpu": _cpu_report(before, after, results, delivered_tokens, window_s),

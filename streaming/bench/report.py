@@ -84,7 +84,7 @@ def _load_lines(load: dict[str, Any]) -> list[str]:
         f"({storage['tokens_per_delta_row']} tokens per flush)",
         f"  channel layer / 1k    {layer['group_sends_per_1k_tokens']} group sends, "
         f"{layer['subscriber_messages_per_1k_tokens']} subscriber messages, "
-        f"{layer['redis_commands_per_1k_tokens']} Redis commands",
+        f"{layer['redis_commands_per_1k_tokens']} Redis commands in {layer['redis_reads_per_1k_tokens']} reads",
         f"  CPU s / 1k delivered  app {cpu['app_s_per_1k_delivered_tokens']}, "
         f"with Postgres and Redis {cpu['servers_s_per_1k_delivered_tokens']}",
         f"  machine               {cpu['machine_busy_pct']}% busy, {cpu['others_busy_pct']}% by other processes; "

@@ -110,6 +110,11 @@ def redis_command_calls(url: str) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): stats["calls"] for name, stats in redis_info(url, "commandstats").items()}
 
 
+def redis_reads(url: str) -> int:
+    """Return how many reads off client sockets Redis served so far: about one per round trip, batched or not."""
+    return redis_info(url, "stats")["total_reads_processed"]
+
+
 class PostgresDatabase:
     """The bench's own database on a PostgreSQL server, created empty and dropped at the end."""
 
