@@ -12,9 +12,10 @@ The WebSocket consumer and the SSE views both read a thread through
 - answer a cursor the log cannot serve (ahead of it, malformed, or pruned) with a
   `reset` snapshot.
 
-A subscription opened with an API token ends with TokenRevoked once the token is
-revoked: on the revocation notice sent to its token's group (streaming/notices.py), or,
-should that notice be lost, at its own check of the token every TOKEN_RECHECK_SECONDS.
+Besides log events it passes on the `thread` control frame of a rename. A subscription
+opened with an API token ends with TokenRevoked once the token is revoked: on the
+revocation notice sent to its token's group (streaming/notices.py), or, should that
+notice be lost, at its own check of the token every TOKEN_RECHECK_SECONDS.
 
 The subscription pulls from its own channel only when its reader asks for the next
 frame: a slow reader leaves messages in the channel layer, which drops the excess at
@@ -193,11 +194,14 @@ class ThreadSubscription:
                 await layer.group_discard(group, channel)
 
     async def _receive(self, message: dict) -> AsyncIterator[Frame]:
-        """Yield the log events a channel-layer message brings; raise TokenRevoked at a revocation notice."""
+        """Yield the frames a channel-layer message brings: log events, a rename; raise TokenRevoked at a revocation."""
         kind = message.get("type")
         if kind == notices.TOKEN_REVOKED:
             raise TokenRevoked(str(self.token_id))
-        if "events" in message:
+        if kind == notices.THREAD_RENAMED:
+            self.last_frame = asyncio.get_running_loop().time()
+            yield Frame("thread", message["frame"])
+        elif "events" in message:
             async for frame in self._deliver(message["events"]):
                 yield frame
 

@@ -194,6 +194,19 @@ def test_two_tabs_see_the_message_and_the_reply_stream(open_context):
     expect(first.get_by_role("heading", level=1)).to_have_text("Hello from the first tab, tell me about streaming")
 
 
+def test_rename_in_one_tab_shows_in_the_other(open_context):
+    """Renaming the thread in one tab changes the heading and the window title of another tab on it, live."""
+    context = open_context()
+    first = new_thread(context)
+    second = open_thread(context, first.url)
+    first.get_by_role("button", name="Rename thread").click()
+    first.get_by_label("Thread title").fill("Trip to Lisbon")
+    first.get_by_role("button", name="Save").click()
+    expect(second.get_by_role("heading", level=1)).to_have_text("Trip to Lisbon")
+    expect(second).to_have_title("Trip to Lisbon · chatsite")
+    assert stored(second)["title"] == "Trip to Lisbon"
+
+
 def test_reload_mid_reply_resumes_without_gaps_or_doubles(open_context):
     """A reload mid-reply renders the text so far on the server and streams the rest, nothing doubled or missing."""
     page = new_thread(open_context(viewport=PHONE, color_scheme="dark"))

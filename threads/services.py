@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from streaming.broadcast import notify_workers_on_commit
 from streaming.models import Chunk, Generation
+from streaming.notices import publish_thread_renamed_on_commit
 from streaming.services import chunks_record, message_end, seq_allocate
 
 from .errors import BadRequest, Busy, NotFound, NotRunning, RateLimited, TooLong
@@ -41,6 +42,7 @@ def thread_rename(*, thread: Thread, title: object) -> Thread:
     thread.title = title.strip()
     # Renaming is not activity: the thread keeps its place in the list.
     thread.save(update_fields=["title"])
+    publish_thread_renamed_on_commit(thread)  # other tabs on the thread show the new title
     return thread
 
 

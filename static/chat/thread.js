@@ -62,6 +62,8 @@ function onFrame(frame) {
     else if (pending) view.keepPending(pending.element); // still unconfirmed: `ready` sends it again
   } else if (frame.type === "error") {
     onError(frame);
+  } else if (frame.type === "thread") {
+    title.renamed(frame.title); // renamed in another tab or by another client
   } else if (Number.isInteger(frame.seq)) {
     onLogEvent(frame);
   }

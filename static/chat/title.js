@@ -1,5 +1,6 @@
 // The thread's title: renamed in place (the heading turns into a small form posted with
-// fetch), and picked up from the server once the first message has named the thread.
+// fetch), picked up from the server once the first message has named the thread, and
+// kept current when another tab or client renames it (the `thread` frame).
 
 import { getJSON, postForm } from "./http.js";
 
@@ -48,6 +49,10 @@ export function setUpTitle(root, showNotice) {
   });
 
   return {
+    /** The thread was renamed elsewhere: show the new title (a rename being typed here keeps its text). */
+    renamed(saved) {
+      if (saved && saved !== input.defaultValue) show(saved);
+    },
     /** The first message names an untitled thread (on the server): fetch that name. */
     async refreshIfUntitled() {
       if (input.defaultValue) return;
