@@ -9,7 +9,9 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -50,14 +52,36 @@ async def check_database() -> str:
     return "ok"
 
 
+@dataclass(frozen=True)
+class _ProbeChannel:
+    layer: object  # the channel layer the channel was made on
+    name: str
+    lock: asyncio.Lock
+
+
+# One probe channel per event loop, reused: the Redis pub/sub layer keeps a subscription
+# for every channel made until a receive on it is cancelled, so a fresh one per probe would
+# pile them up.
+_probe_channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ProbeChannel] = weakref.WeakKeyDictionary()
+
+
 async def check_channel_layer() -> str:
-    """Send a message to a fresh channel and read it back."""
+    """Send a message to this process's probe channel and read it back."""
     layer = get_channel_layer()
-    channel = await layer.new_channel()
-    nonce = uuid.uuid4().hex
-    await layer.send(channel, {"type": "health.ping", "nonce": nonce})
-    if (await layer.receive(channel)).get("nonce") != nonce:
-        raise CheckFailed("read back a different message")
+    loop = asyncio.get_running_loop()
+    probe = _probe_channels.get(loop)
+    if probe is None or probe.layer is not layer:
+        probe = _probe_channels[loop] = _ProbeChannel(layer, await layer.new_channel(), asyncio.Lock())
+    async with probe.lock:
+        nonce = uuid.uuid4().hex
+        await layer.send(probe.name, {"type": "health.ping", "nonce": nonce})
+        try:
+            while (await layer.receive(probe.name)).get("nonce") != nonce:
+                pass  # a ping left behind by an earlier probe
+        except asyncio.CancelledError:
+            # A cancelled receive unsubscribes the channel: the next probe makes a new one.
+            _probe_channels.pop(loop, None)
+            raise
     return "ok"
 
 

@@ -3,10 +3,10 @@
 A reply asks for a round when its flush is due or when it ends. A round takes every
 reply that asked, and every reply whose lease is due for renewal, commits them all in
 one transaction of set-based statements (`generation_commit`), then publishes each
-thread's new events with one channel-layer call (I2: only after the commit). Rounds run
-back to back: while one commits, requests gather for the next, so under load the batches
-grow rather than the number of transactions, and an idle worker still commits a lone
-flush at once.
+thread's new events with one channel-layer call (I2: only after the commit) while the
+next round commits. Rounds run back to back: while one commits, requests gather for the
+next, so under load the batches grow rather than the number of transactions, and an idle
+worker still commits a lone flush at once.
 """
 import asyncio
 import logging
@@ -55,6 +55,8 @@ class Committer:
         self.writers: dict[UUID, Writer] = {}
         self.requested: set[UUID] = set()
         self.wake = asyncio.Event()
+        # The last round's publish: it overlaps the next round's commit, never another publish.
+        self.publishing: asyncio.Future | None = None
 
     def add(self, writer: Writer) -> None:
         self.writers[writer.generation_id] = writer
@@ -100,7 +102,11 @@ class Committer:
             for writer in writers:
                 writer.abandoned(error)
             return
-        await apublish_many([(write.claim.thread_id, results[write.claim.generation_id].events) for write in writes])
+        if self.publishing is not None:
+            await self.publishing
+        self.publishing = asyncio.ensure_future(
+            apublish_many([(write.claim.thread_id, results[write.claim.generation_id].events) for write in writes])
+        )
         for writer, write in zip(writers, writes, strict=True):
             writer.written(write, results[write.claim.generation_id])
 
@@ -121,7 +127,7 @@ class Committer:
                 if loop.time() + delay > give_up_at:
                     raise DatabaseUnreachable(str(error).strip() or type(error).__name__) from error
                 logger.warning(
-                    "committing %d replies failed (%s); retrying in %.1fs",
+                    "database write failed for %d replies (%s); retrying in %.1fs",
                     len(writes),
                     str(error).strip() or type(error).__name__,
                     delay,
