@@ -4,11 +4,13 @@ import json
 import time
 
 import pytest
+import redis
 from channels.testing import HttpCommunicator
 from django.db import connections
 from django.db.utils import load_backend
 
 from chatsite.asgi import application
+from chatsite.health import check_channel_layer
 from streaming import inline
 
 from .conftest import RECEIVE_TIMEOUT_S
@@ -132,3 +134,18 @@ async def test_readyz_names_the_worker_when_its_loop_is_stuck(inline_worker_on, 
     assert status == 503
     assert body["failing"] == ["worker"]
     assert body["checks"]["worker"].startswith("failed: the loop last came round")
+
+
+@pytest.mark.redis
+async def test_channel_layer_probes_reuse_one_subscription(settings):
+    """Repeated readiness probes leave no Redis subscription behind (the pub/sub layer keeps one per channel)."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    pattern = f"{settings.CHANNEL_LAYERS['default']['CONFIG']['prefix']}*"
+    try:
+        await check_channel_layer()
+        subscribed = len(client.pubsub_channels(pattern))
+        for _ in range(5):
+            assert await check_channel_layer() == "ok"
+        assert len(client.pubsub_channels(pattern)) == subscribed
+    finally:
+        client.close()
