@@ -23,12 +23,11 @@ def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None,
     if window is None:
         return []
     stop, rows = window
-    chunks = (
+    chunks = list(
         Chunk.objects.filter(thread_id=thread_id, seq_last__gt=after, seq__lte=stop)
         .order_by("seq_last")
         .only("seq", "span", "kind", "text", "event_lengths", "message_id")[:rows]
     )
-    chunks = list(chunks)
     # Only message, start and end events carry message fields: fetch those messages once.
     message_ids = {chunk.message_id for chunk in chunks if chunk.kind != Chunk.Kind.DELTA}
     messages = Message.objects.in_bulk(message_ids) if message_ids else {}
