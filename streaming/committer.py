@@ -1,12 +1,14 @@
-"""Group commit: a worker's replies write their text together, one transaction per round.
+"""Group commit: a worker's replies write their text together, one transaction per tick.
 
-A reply asks for a round when its flush is due or when it ends. A round takes every
-reply that asked, and every reply whose lease is due for renewal, commits them all in
-one transaction of set-based statements (`generation_commit`), then publishes each
-thread's new events with one channel-layer call (I2: only after the commit) while the
-next round commits. Rounds run back to back: while one commits, requests gather for the
-next, so under load the batches grow rather than the number of transactions, and an idle
-worker still commits a lone flush at once.
+Replies only buffer their provider's text. The first text buffered after a round arms the
+worker's flush tick, STREAM_FLUSH_MS later: the round it starts takes every reply with text
+buffered, every reply that ended or buffered STREAM_FLUSH_MAX_CHARS (those ask for a round
+at once), and every reply whose lease is due for renewal. It commits them all in one
+transaction of set-based statements (`generation_commit`), then publishes each thread's
+new events with one channel-layer call (I2: only after the commit) while the next round
+commits. A token waits at most one flush interval plus one round, as with a timer per
+reply, but a worker commits about 1000 / STREAM_FLUSH_MS transactions a second however
+many replies it writes, and a round late under load simply takes more of them.
 """
 import asyncio
 import logging
@@ -40,6 +42,9 @@ class Writer(Protocol):
     # Loop time by which its lease must be renewed, if nothing else is written before.
     renew_at: float
 
+    def has_text(self) -> bool:
+        """Whether it holds text not handed to a round yet."""
+
     def take_write(self) -> Write:
         """Hand over everything not yet written: the round now owns it."""
 
@@ -53,7 +58,10 @@ class Writer(Protocol):
 class Committer:
     def __init__(self) -> None:
         self.writers: dict[UUID, Writer] = {}
+        # Writers that asked for a round at once: they ended, or buffered a lot.
         self.requested: set[UUID] = set()
+        # Loop time of the next flush tick; None while no writer has text waiting.
+        self.tick_at: float | None = None
         self.wake = asyncio.Event()
         # The last round's publish: it overlaps the next round's commit, never another publish.
         self.publishing: asyncio.Future | None = None
@@ -65,8 +73,14 @@ class Committer:
         self.writers.pop(writer.generation_id, None)
         self.requested.discard(writer.generation_id)
 
+    def text_buffered(self) -> None:
+        """A writer buffered text: make sure a tick will take it."""
+        if self.tick_at is None:
+            self.tick_at = asyncio.get_running_loop().time() + settings.STREAM_FLUSH_MS / 1000
+            self.wake.set()  # the loop may be waiting for a renewal, later than the tick
+
     def request(self, writer: Writer) -> None:
-        """Include `writer` in the next round."""
+        """Include `writer` in a round now."""
         self.requested.add(writer.generation_id)
         self.wake.set()
 
@@ -74,25 +88,31 @@ class Committer:
         """Commit rounds until cancelled."""
         while True:
             try:
-                await asyncio.wait_for(self.wake.wait(), self._until_next_renewal())
+                await asyncio.wait_for(self.wake.wait(), self._until_next_deadline())
             except TimeoutError:
                 pass
             self.wake.clear()
             now = asyncio.get_running_loop().time()
+            tick = self.tick_at is not None and now >= self.tick_at
+            if tick:
+                self.tick_at = None
             due = [
                 writer
                 for generation_id, writer in self.writers.items()
-                if generation_id in self.requested or writer.renew_at <= now
+                if generation_id in self.requested or (tick and writer.has_text()) or writer.renew_at <= now
             ]
             self.requested.clear()
             if due:
                 await self._round(due)
 
-    def _until_next_renewal(self) -> float | None:
-        if not self.writers:
+    def _until_next_deadline(self) -> float | None:
+        """Seconds until the next tick or lease renewal; None when neither is due."""
+        deadlines = [writer.renew_at for writer in self.writers.values()]
+        if self.tick_at is not None:
+            deadlines.append(self.tick_at)
+        if not deadlines:
             return None
-        next_renewal = min(writer.renew_at for writer in self.writers.values())
-        return max(0.0, next_renewal - asyncio.get_running_loop().time())
+        return max(0.0, min(deadlines) - asyncio.get_running_loop().time())
 
     async def _round(self, writers: list[Writer]) -> None:
         writes = [writer.take_write() for writer in writers]

@@ -18,12 +18,11 @@ from .services import Claim, LeaseLost, Write, Written
 class ReplyRun:
     """One attempt at writing a reply, held by one worker under one lease.
 
-    Reading the provider only buffers text, and the first text after a flush arms a
-    timer: STREAM_FLUSH_MS later (or at once when STREAM_FLUSH_MAX_CHARS are buffered)
-    the reply asks the worker's `Committer` for a round, which takes whatever the buffer
-    holds by then. Rounds run one at a time, so a reply's chunks commit in the order its
-    text arrived. When the provider ends, the rest of the text and the `end` event go in
-    one last round.
+    Reading the provider only buffers text: the worker's `Committer` takes whatever the
+    buffer holds at its next flush tick (or at once when STREAM_FLUSH_MAX_CHARS are
+    buffered). Rounds run one at a time, so a reply's chunks commit in the order its text
+    arrived. When the provider ends, the rest of the text and the `end` event go in one
+    last round.
     """
 
     def __init__(self, claim: Claim, provider: BaseProvider, committer: Committer) -> None:
@@ -34,7 +33,6 @@ class ReplyRun:
         self.loop = asyncio.get_running_loop()
         self.buffer: list[str] = []
         self.buffered_chars = 0
-        self.flush_timer: asyncio.TimerHandle | None = None
         self.wrote_text = bool(claim.request.partial)
         # Text of the reply known to be committed: this attempt's and the earlier ones'.
         self.committed_chars = len(claim.request.partial)
@@ -80,8 +78,6 @@ class ReplyRun:
             )
         finally:
             self.committer.discard(self)
-            if self.flush_timer is not None:
-                self.flush_timer.cancel()
 
     def cancel(self) -> None:
         """Stop reading the provider and end the reply `cancelled`, keeping its text (asked by a person)."""
@@ -131,22 +127,18 @@ class ReplyRun:
         self.buffer.append(text)
         self.buffered_chars += len(text)
         if self.buffered_chars >= settings.STREAM_FLUSH_MAX_CHARS:
-            self._flush_due()
-        elif self.flush_timer is None:
-            self.flush_timer = self.loop.call_later(settings.STREAM_FLUSH_MS / 1000, self._flush_due)
-
-    def _flush_due(self) -> None:
-        self.flush_timer = None
-        self.committer.request(self)
+            self.committer.request(self)
+        else:
+            self.committer.text_buffered()
 
     # The committer's side (`committer.Writer`).
+
+    def has_text(self) -> bool:
+        return bool(self.buffer)
 
     def take_write(self) -> Write:
         text = "".join(self.buffer)
         self.buffer, self.buffered_chars = [], 0
-        if self.flush_timer is not None:
-            self.flush_timer.cancel()
-            self.flush_timer = None
         return Write(
             claim=self.claim,
             text=text,
