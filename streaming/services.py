@@ -12,15 +12,15 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import F, Q, Value
-from django.db.models.functions import Concat, Length
+from django.db.models import Q
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from threads.models import Message, Thread
 
 from .broadcast import notify_workers_on_commit, publish_events_on_commit
 from .compaction import reply_compact
-from .events import EncodedEvent, encode_chunks
+from .events import EncodedEvent, delta_event, encode, encode_chunks
 from .models import Chunk, Generation
 from .providers import ReplyRequest, Turn
 
@@ -272,6 +272,9 @@ def _not_yet_committed(writes: list[Write]) -> list[Write]:
     return [write for write in writes if stored[write.claim.message_id] != write.committed_chars + len(write.text)]
 
 
+DELTA_COLUMNS = ("thread", "seq", "message", "kind", "text", "created_at")
+
+
 def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
     """Append each write's text to its message as one `delta` chunk; return each generation's event."""
     if not writes:
@@ -286,18 +289,26 @@ def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
             f"FROM (VALUES {', '.join(['(%s, %s, %s)'] * len(rows))}) AS new WHERE {message_table}.id = new.column1",
             [value for row in rows for value in row],
         )
+    # One multi-row INSERT, without a model instance per row: this runs for every flush.
+    columns = ", ".join(Chunk._meta.get_field(name).column for name in DELTA_COLUMNS)
+    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
     deltas = [
-        Chunk(
-            thread_id=write.claim.thread_id,
-            seq=seqs[write.claim.thread_id],
-            message_id=write.claim.message_id,
-            kind=Chunk.Kind.DELTA,
-            text=write.text,
-        )
-        for write in writes
+        (write.claim.thread_id, seqs[write.claim.thread_id], write.claim.message_id, write.text) for write in writes
     ]
-    encoded = chunks_insert(chunks=deltas, messages=[])
-    return {write.claim.generation_id: [event] for write, event in zip(writes, encoded, strict=True)}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Chunk._meta.db_table} ({columns}) "
+            f"VALUES {', '.join(['(%s, %s, %s, %s, %s, %s)'] * len(deltas))}",
+            [
+                value
+                for thread_id, seq, message_id, text in deltas
+                for value in (_db_id(Thread, thread_id), seq, _db_id(Message, message_id), Chunk.Kind.DELTA, text, created_at)
+            ],
+        )
+    return {
+        write.claim.generation_id: [(seq, Chunk.Kind.DELTA, encode(delta_event(seq, message_id, text)))]
+        for write, (_, seq, message_id, text) in zip(writes, deltas, strict=True)
+    }
 
 
 def _seq_allocate_one_each(thread_ids: set[UUID]) -> dict[UUID, int]:
