@@ -1,0 +1,103 @@
+"""A worker commits all its replies' text together: one transaction per flush tick, each reply fenced alone."""
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+from django.db.models import Sum
+
+from streaming import committer
+from streaming.models import Chunk, Generation
+from streaming.providers import Turn
+from streaming.providers.scripted import scripted_reply
+from streaming.services import Write, generation_claim, generation_commit
+from threads.models import Message
+from threads.services import message_post, thread_create
+
+from .conftest import RECEIVE_TIMEOUT_S
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REPLIES = 8
+
+
+@pytest.fixture
+def counted_commits(monkeypatch):
+    """Count the worker's group commits (each runs the real `generation_commit`) and the writes in each."""
+    rounds: list[int] = []
+
+    def generation_commit_counted(*, writes, retrying=False):
+        rounds.append(len(writes))
+        return generation_commit(writes=writes, retrying=retrying)
+
+    monkeypatch.setattr(committer, "acommit", database_sync_to_async(generation_commit_counted))
+    return rounds
+
+
+async def test_concurrent_replies_share_transactions(user, worker, settings, counted_commits):
+    """Replies streaming at once commit together: far fewer transactions than delta events, every text exact."""
+    settings.SCRIPTED_TOKENS_PER_SECOND = 200
+    settings.SCRIPTED_REPLY_TOKENS = 60
+    settings.STREAM_FLUSH_MS = 40
+    threads = [await database_sync_to_async(thread_create)(owner=user, title=f"t{n}") for n in range(REPLIES)]
+    posts = [
+        await database_sync_to_async(message_post)(thread=thread, content=f"Question {n}", client_id=None)
+        for n, thread in enumerate(threads)
+    ]
+    replies = [post.reply.id for post in posts]
+    await _until_ended(replies)
+    deltas = (await Chunk.objects.filter(message_id__in=replies, kind="delta").aaggregate(n=Sum("span")))["n"]
+    assert deltas >= REPLIES * 5, "each reply was flushed several times"
+    assert len(counted_commits) < deltas / 3, f"{len(counted_commits)} transactions for {deltas} delta events"
+    assert max(counted_commits) >= REPLIES // 2, "rounds carried several replies at once"
+    for n, reply_id in enumerate(replies):
+        reply = await Message.objects.aget(pk=reply_id)
+        assert reply.status == Message.Status.COMPLETE
+        assert reply.content == scripted_reply([Turn("user", f"Question {n}")], 60)
+
+
+async def _until_ended(reply_ids, timeout_s: float = RECEIVE_TIMEOUT_S) -> None:
+    """Return once every reply has ended, as the database records it."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while await Message.objects.filter(pk__in=reply_ids, status=Message.Status.STREAMING).aexists():
+        assert asyncio.get_running_loop().time() < deadline, "the replies did not all end"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.django_db
+def test_a_lost_lease_costs_only_its_own_write(user):
+    """In one group commit, a reply whose lease was taken over writes nothing; the others are written (I8)."""
+    first, second = (thread_create(owner=user, title=title) for title in ("one", "two"))
+    message_post(thread=first, content="Hi", client_id=None)
+    message_post(thread=second, content="Hello", client_id=None)
+    stale, held = generation_claim(worker="w", model="scripted"), generation_claim(worker="w", model="scripted")
+    # Another worker took the first generation over: a new lease token.
+    Generation.objects.filter(pk=stale.generation_id).update(lease_token=held.lease_token)
+
+    written = generation_commit(
+        writes=[Write(claim=stale, text="late", first=True), Write(claim=held, text="on time", first=True)]
+    )
+
+    assert written[stale.generation_id].lease_lost and written[stale.generation_id].events == []
+    assert not written[held.generation_id].lease_lost
+    assert [kind for _, kind, _ in written[held.generation_id].events] == ["delta"]
+    assert Message.objects.get(pk=stale.message_id).content == ""
+    assert Message.objects.get(pk=held.message_id).content == "on time"
+    assert not Chunk.objects.filter(message_id=stale.message_id, kind="delta").exists()
+
+
+@pytest.mark.django_db
+def test_a_write_with_its_end_commits_text_then_end_in_seq_order(user):
+    """A reply's last text and its `end` go in one write: the delta's seq precedes the end's."""
+    thread = thread_create(owner=user, title="t")
+    message_post(thread=thread, content="Hi", client_id=None)
+    claim = generation_claim(worker="w", model="scripted")
+
+    written = generation_commit(
+        writes=[Write(claim=claim, text="All done.", first=True, end={"status": Message.Status.COMPLETE})]
+    )
+
+    events = written[claim.generation_id].events
+    assert [(seq, kind) for seq, kind, _ in events] == [(3, "delta"), (4, "end")]
+    reply = Message.objects.get(pk=claim.message_id)
+    assert (reply.content, reply.status, reply.content_seq) == ("All done.", Message.Status.COMPLETE, 4)
+    assert Generation.objects.get(pk=claim.generation_id).status == Generation.Status.DONE
