@@ -57,7 +57,10 @@ def chunk_events(chunk: Chunk) -> list[Chunk]:
 
 
 def _runs(deltas: list[Chunk]) -> Iterator[list[Chunk]]:
-    """Group delta rows (in seq order) into runs of consecutive seqs, each within the segment bounds."""
+    """Group delta rows in seq order (or named tuples of their fields) into runs of consecutive seqs.
+
+    Each run stays within the segment bounds.
+    """
     run: list[Chunk] = []
     run_bytes = 0
     for delta in deltas:
@@ -108,14 +111,15 @@ def reply_compact(*, message: Message) -> int:
     """
     if not settings.STREAM_COMPACT_REPLIES:
         return 0
+    # Named tuples rather than model instances: a long reply has hundreds of rows, read once here.
     deltas = list(
         Chunk.objects.filter(
             thread_id=message.thread_id, seq__gte=message.seq, message=message, kind=Chunk.Kind.DELTA, span=1
         )
         .order_by("seq")
-        .only("thread_id", "seq", "message_id", "text", "created_at")
+        .values_list("thread_id", "seq", "message_id", "text", "created_at", named=True)
     )
-    segments = [row for row in deltas_compacted(deltas) if row.is_segment]
+    segments = [_segment(run) for run in _runs(deltas) if len(run) > 1]
     if not segments:
         return 0
     covered = Q.create(
