@@ -143,6 +143,7 @@ class ThreadSubscription:
         self.after = after
         self.keepalive_seconds = keepalive_seconds
         self.token_id = token_id
+        self.repair_seconds = settings.STREAM_REPAIR_SECONDS  # read once: the loop below runs per message
         self.last_sent = 0
         self.streaming = False
         # Loop times of the last log event yielded (or repair attempt), of the last frame of
@@ -165,13 +166,14 @@ class ThreadSubscription:
             async for frame in self._open():
                 yield frame
             while True:
-                done, _ = await asyncio.wait({receiving}, timeout=self._quiet_timeout())
+                if not receiving.done():  # under load the next message is often there already
+                    await asyncio.wait({receiving}, timeout=self._quiet_timeout())
                 now = asyncio.get_running_loop().time()
-                if done:
+                if receiving.done():
                     message, receiving = receiving.result(), asyncio.ensure_future(layer.receive(channel))
                     async for frame in self._receive(message):
                         yield frame
-                elif self.streaming and now - self.last_delivery >= settings.STREAM_REPAIR_SECONDS:
+                elif self.streaming and now - self.last_delivery >= self.repair_seconds:
                     # A primary-key read first (it also raises ThreadGone once the thread is
                     # deleted); the backlog is read only when the log moved past us.
                     before = self.last_sent
@@ -217,7 +219,7 @@ class ThreadSubscription:
         """Return how long to wait for a live message before the next timed duty; None: as long as it takes."""
         deadlines = []
         if self.streaming:
-            deadlines.append(self.last_delivery + settings.STREAM_REPAIR_SECONDS)
+            deadlines.append(self.last_delivery + self.repair_seconds)
         if self.token_id is not None:
             deadlines.append(self.token_checked + TOKEN_RECHECK_SECONDS)
         if self.keepalive_seconds is not None:
