@@ -262,7 +262,9 @@ def paths() -> dict[str, Any]:
             "get": streams | {
                 "summary": "The thread's log as server-sent events, then live",
                 "description": "Records `id: <seq>`, `event: <type>`, `data: <frame>` carry the frames of WebSocket "
-                "protocol v1, exactly once and in order; a `: keep-alive` comment every 15 s of quiet.",
+                "protocol v1, exactly once and in order; a `: keep-alive` comment every 15 s of quiet. Control "
+                "frames come without `id`: `thread` when the thread is renamed, and `error` (code `forbidden`) "
+                "just before the stream ends when the API token it was opened with is revoked.",
                 "parameters": [
                     {"name": "after", "in": "query", "schema": SEQ, "description": "resume after this seq (default 0)"},
                     {"name": "Last-Event-ID", "in": "header", "schema": STRING, "description": "wins over `after`"},
