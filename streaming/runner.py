@@ -38,8 +38,9 @@ class ReplyRun:
         self.committed_chars = len(claim.request.partial)
         self.started_at = self.loop.time()
         self.flushes = 0
-        # Every write renews the lease; a round renews it anyway when the provider is slow to speak.
-        self.renew_at = self.started_at + min(settings.GENERATION_LEASE_SECONDS / 3, 1.0)
+        # The lease is renewed about once a second, by a round with or without text from this reply.
+        self.renew_interval = min(settings.GENERATION_LEASE_SECONDS / 3, 1.0)
+        self.renew_at = self.started_at + self.renew_interval
         self.reader: asyncio.Task | None = None
         self.cancelled = False
         # Why this attempt must write nothing more: its lease was lost, or the database stayed away.
@@ -145,13 +146,15 @@ class ReplyRun:
             first=not self.wrote_text,
             committed_chars=self.committed_chars,
             end=self.outcome,
+            renew=self.loop.time() >= self.renew_at,
         )
 
     def written(self, write: Write, result: Written) -> None:
         if result.lease_lost:
             self._fail(LeaseLost(str(self.generation_id)))
             return
-        self.renew_at = self.loop.time() + min(settings.GENERATION_LEASE_SECONDS / 3, 1.0)
+        if write.renew:
+            self.renew_at = self.loop.time() + self.renew_interval
         if write.text:
             if not self.wrote_text:
                 log_generation("generation.first_token", self.claim, ms=self._elapsed_ms())

@@ -10,6 +10,7 @@ from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply
 from streaming.services import Write, generation_claim, generation_commit
+from streaming.worker import StreamWorker
 from threads.models import Message
 from threads.services import message_post, thread_create
 
@@ -101,3 +102,41 @@ def test_a_write_with_its_end_commits_text_then_end_in_seq_order(user):
     reply = Message.objects.get(pk=claim.message_id)
     assert (reply.content, reply.status, reply.content_seq) == ("All done.", Message.Status.COMPLETE, 4)
     assert Generation.objects.get(pk=claim.generation_id).status == Generation.Status.DONE
+
+
+async def test_a_long_reply_keeps_its_lease(user, settings):
+    """Rounds renew each reply's lease about once a second, so a reply outliving many leases is never taken over."""
+    settings.GENERATION_LEASE_SECONDS = 0.6  # renewed every 0.2 s
+    settings.STREAM_WORKER_POLL_SECONDS = 0.1  # the worker looks for expired leases, its own included
+    settings.SCRIPTED_TOKENS_PER_SECOND = 20
+    settings.SCRIPTED_REPLY_TOKENS = 40  # two seconds: more than three leases
+    worker = StreamWorker(name="test-worker")
+    task = asyncio.create_task(worker.run())
+    try:
+        thread = await database_sync_to_async(thread_create)(owner=user, title="long")
+        posted = await database_sync_to_async(message_post)(thread=thread, content="Go on", client_id=None)
+        await _until_ended([posted.reply.id])
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, RECEIVE_TIMEOUT_S)
+    generation = await Generation.objects.aget(message_id=posted.reply.id)
+    assert generation.attempts == 1, "the reply was taken over: its lease lapsed"
+    reply = await Message.objects.aget(pk=posted.reply.id)
+    assert reply.content == scripted_reply([Turn("user", "Go on")], 40)
+
+
+@pytest.mark.django_db
+def test_only_writes_that_ask_renew_their_lease(user):
+    """A flush that does not ask leaves the lease as it was: renewing rewrites an indexed row, once a second is enough."""
+    thread = thread_create(owner=user, title="t")
+    message_post(thread=thread, content="Hi", client_id=None)
+    claim = generation_claim(worker="w", model="scripted")
+    generation_commit(writes=[Write(claim=claim, text="a", first=True)])
+    renewed_until = Generation.objects.get(pk=claim.generation_id).lease_expires_at
+
+    generation_commit(writes=[Write(claim=claim, text="b", committed_chars=1, renew=False)])
+    assert Generation.objects.get(pk=claim.generation_id).lease_expires_at == renewed_until
+
+    generation_commit(writes=[Write(claim=claim, text="c", committed_chars=2, renew=True)])
+    assert Generation.objects.get(pk=claim.generation_id).lease_expires_at > renewed_until
+    assert Message.objects.get(pk=claim.message_id).content == "abc"
