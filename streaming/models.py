@@ -24,7 +24,8 @@ class Chunk(models.Model):
         END = "end"
 
     id = models.BigAutoField(primary_key=True)
-    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="chunks")
+    # Not indexed alone: the (thread, seq) and (thread, seq_last) indexes serve every lookup by thread.
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="chunks", db_index=False)
     # The row's first event.
     seq = models.PositiveBigIntegerField()
     # How many consecutive events the row holds: 1, or a segment's count. The database
