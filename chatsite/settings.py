@@ -181,7 +181,9 @@ STREAM_FLUSH_MS = env.int("STREAM_FLUSH_MS", default=40)
 # A flush happens early once this much text is buffered, so one chunk stays small.
 STREAM_FLUSH_MAX_CHARS = env.int("STREAM_FLUSH_MAX_CHARS", default=2048)
 STREAM_INLINE_WORKER = env.bool("STREAM_INLINE_WORKER", default=True)
-STREAM_WORKER_CONCURRENCY = env.int("STREAM_WORKER_CONCURRENCY", default=100)
+# A reply costs its worker little beyond its provider stream: each flush tick commits every
+# reply's text in one transaction (streaming/committer.py).
+STREAM_WORKER_CONCURRENCY = env.int("STREAM_WORKER_CONCURRENCY", default=500)
 # Idle workers are woken through the channel layer; this poll is only the safety net.
 STREAM_WORKER_POLL_SECONDS = env.float("STREAM_WORKER_POLL_SECONDS", default=2.0)
 STREAM_BACKLOG_PAGE_SIZE = env.int("STREAM_BACKLOG_PAGE_SIZE", default=500)

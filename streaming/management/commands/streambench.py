@@ -60,7 +60,8 @@ class Command(BaseCommand):
             "cluster: daphne processes and stream workers on PostgreSQL and Redis.",
         )
         topology.add_argument("--webs", type=int, default=2, help="Daphne processes (cluster).")
-        topology.add_argument("--workers", type=int, default=2, help="Stream workers (cluster).")
+        # One worker: on two cores a second one splits the group commits without adding a core.
+        topology.add_argument("--workers", type=int, default=1, help="Stream workers (cluster).")
         topology.add_argument(
             "--database-url",
             default=None,
