@@ -169,6 +169,9 @@ class ThreadSubscription:
                 if not receiving.done():  # under load the next message is often there already
                     await asyncio.wait({receiving}, timeout=self._quiet_timeout())
                 now = asyncio.get_running_loop().time()
+                if self.token_id is not None and now - self.token_checked >= TOKEN_RECHECK_SECONDS:
+                    # Ahead of the messages: a reader that always has one waiting must not postpone it.
+                    await self._check_token()
                 if receiving.done():
                     message, receiving = receiving.result(), asyncio.ensure_future(layer.receive(channel))
                     async for frame in self._receive(message):
@@ -185,8 +188,6 @@ class ThreadSubscription:
                         for group in groups:
                             await layer.group_add(group, channel)
                     self.last_delivery = asyncio.get_running_loop().time()
-                elif self.token_id is not None and now - self.token_checked >= TOKEN_RECHECK_SECONDS:
-                    await self._check_token()
                 elif self.keepalive_seconds is not None and now - self.last_frame >= self.keepalive_seconds:
                     self.last_frame = now
                     yield KEEPALIVE

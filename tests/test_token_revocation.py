@@ -1,4 +1,5 @@
 """Revoking an API token ends what it opened: WebSockets close with 4401, event streams end."""
+import asyncio
 import json
 
 import pytest
@@ -123,6 +124,22 @@ async def test_lost_revocation_notice_is_caught_by_the_recheck(thread, user, ope
     communicator = await open_bearer_socket(thread, secret)
     await revoke_without_notice(token)
     assert await ws_close_code(communicator) == 4401
+
+
+async def test_lost_revocation_notice_is_caught_while_a_reply_streams(
+    thread, user, open_bearer_socket, worker, settings, monkeypatch
+):
+    """The re-check also runs while live events keep arriving: a long reply does not postpone the 4401."""
+    monkeypatch.setattr("streaming.subscription.TOKEN_RECHECK_SECONDS", SHORT_RECHECK_SECONDS)
+    settings.SCRIPTED_REPLY_TOKENS = 5000  # minutes of reply at the scripted pace: longer than any wait below
+    token, secret = await make_token(user)
+    communicator = await open_bearer_socket(thread, secret)
+    await database_sync_to_async(message_post)(thread=thread, content="Talk for a long time", client_id=None)
+    while json.loads(await communicator.receive_from(timeout=RECEIVE_TIMEOUT_S))["type"] != "delta":
+        pass
+    await revoke_without_notice(token)
+    # Deltas keep coming meanwhile: the close must come within the deadline all the same.
+    assert await asyncio.wait_for(ws_close_code(communicator), RECEIVE_TIMEOUT_S) == 4401
 
 
 async def test_deactivated_users_token_stream_ends_at_the_recheck(thread, user, open_bearer_stream, monkeypatch):
