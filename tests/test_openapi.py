@@ -188,7 +188,9 @@ async def test_stream_past_the_limit_is_429_as_documented(operation, url, thread
     settings.CHAT_MAX_STREAMS_PER_USER = 0
     # A reply being written, so that resuming it (the AI SDK's stream) would open a stream too.
     await database_sync_to_async(message_post)(thread=thread, content="Hi", client_id=None)
-    document = json.loads(await (await asgi_get("/api/openapi.json")).read_all())
+    served = await asgi_get("/api/openapi.json")
+    document = json.loads(await served.read_all())
+    await served.close()
     responses = document["paths"][operation]["get"]["responses"]
     assert "429" in responses, f"{operation} does not document the stream limit"
     documented = responses["429"]
@@ -197,6 +199,7 @@ async def test_stream_past_the_limit_is_429_as_documented(operation, url, thread
     assert refused.status == 429
     assert documented["headers"]["Retry-After"]["required"] and int(refused.headers["retry-after"]) >= 1
     body = json.loads(await refused.read_all())
+    await refused.close()
     assert body["error"]["code"] == "rate_limited"
     documented_error(document, documented, body)
 

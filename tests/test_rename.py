@@ -21,6 +21,7 @@ async def rename(user, thread_id, title: object) -> int:
     request = HttpStream(f"/api/threads/{thread_id}", method="PATCH", headers=headers, body=body)
     status, _ = await request.start()
     await request.read_all()
+    await request.close()  # waits for the app to finish, which closes its database connection
     return status
 
 
