@@ -71,6 +71,19 @@ def _with_timeouts(hosts: list[dict]) -> list[dict]:
     return [timeouts | host for host in hosts]
 
 
+def _raise_swallowed_cancel() -> None:
+    """Raise the cancellation of the current task if a subscribe swallowed it.
+
+    redis-py connects under `asyncio.wait_for`, which on Python 3.11 returns normally when
+    the connection is made in the same loop turn as the task is cancelled, leaving the
+    cancel pending but never raised. A stream whose reader left while it joined a group
+    would then run on, holding the reader's stream slot.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class _LoopLayer(pubsub.RedisPubSubLoopLayer):
     """The layer's state and connections for one event loop."""
 
@@ -83,10 +96,15 @@ class _LoopLayer(pubsub.RedisPubSubLoopLayer):
         self.channels[channel] = BoundedQueue(channel, self.capacity)
         try:
             await self._get_shard(channel).subscribe(channel)
+            _raise_swallowed_cancel()
         except BaseException:
             # Never subscribed, never received from: a queue left here would stay forever.
             del self.channels[channel]
             raise
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await super().group_add(group, channel)
+        _raise_swallowed_cancel()
 
     async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
         batches: dict[_Shard, list[tuple[str, bytes]]] = defaultdict(list)

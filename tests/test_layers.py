@@ -180,3 +180,19 @@ async def test_publishing_to_an_unreachable_redis_raises_at_once():
             await asyncio.wait_for(layer.group_send_many([("thread.a", {"type": "thread.events"})]), RECEIVE_TIMEOUT_S)
     finally:
         await layer.flush()
+
+
+@pytest.mark.redis
+async def test_a_reader_cancelled_while_joining_a_group_is_cancelled(make_layer):
+    """A cancel that lands while a group is being joined is raised, not lost in redis-py's connect.
+
+    On Python 3.11 `asyncio.wait_for` can return normally from a cancelled task; a stream
+    whose client left at that moment would otherwise run on and keep its stream slot.
+    """
+    layer = make_layer()
+    channel = await layer.new_channel()
+    joining = asyncio.ensure_future(layer.group_add("thread.a", channel))
+    await asyncio.sleep(0)  # let it start: the cancel lands mid-join
+    joining.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await joining
