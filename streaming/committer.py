@@ -31,8 +31,16 @@ RETRY_FIRST_DELAY_SECONDS = 0.1
 RETRY_MAX_DELAY_SECONDS = 1.0
 
 
-class DatabaseUnreachable(Exception):
-    """A round kept failing for GENERATION_WRITE_RETRY_SECONDS: its replies are left to a takeover."""
+class RoundFailed(Exception):
+    """A round could not be committed: its replies write nothing more and are left to a takeover.
+
+    `reason` names why, for the logs: `database_unreachable` when the round kept failing
+    for GENERATION_WRITE_RETRY_SECONDS, `write_failed` when the database refused it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Writer(Protocol):
@@ -51,7 +59,7 @@ class Writer(Protocol):
     def written(self, write: Write, result: Written) -> None:
         """Learn the outcome of a committed write (its events are published already)."""
 
-    def abandoned(self, error: DatabaseUnreachable) -> None:
+    def abandoned(self, error: RoundFailed) -> None:
         """Learn that its write could not be committed."""
 
 
@@ -118,9 +126,16 @@ class Committer:
         writes = [writer.take_write() for writer in writers]
         try:
             results = await self._commit(writes)
-        except DatabaseUnreachable as error:
+        except RoundFailed as error:
             for writer in writers:
                 writer.abandoned(error)
+            return
+        except Exception:
+            # Not an outage but a refusal (a constraint, a bug): the round is given up, and the
+            # committer lives on for the worker's other replies.
+            logger.exception("committing %d replies failed; leaving them to a takeover", len(writes))
+            for writer in writers:
+                writer.abandoned(RoundFailed("write_failed"))
             return
         if self.publishing is not None:
             await self.publishing
@@ -145,7 +160,7 @@ class Committer:
                 return await acommit(writes=writes, retrying=retrying)
             except (OperationalError, InterfaceError) as error:
                 if loop.time() + delay > give_up_at:
-                    raise DatabaseUnreachable(str(error).strip() or type(error).__name__) from error
+                    raise RoundFailed("database_unreachable") from error
                 logger.warning(
                     "database write failed for %d replies (%s); retrying in %.1fs",
                     len(writes),

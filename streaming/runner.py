@@ -9,7 +9,7 @@ from django.conf import settings
 
 from threads.models import Message
 
-from .committer import Committer, DatabaseUnreachable
+from .committer import Committer, RoundFailed
 from .logs import log_generation
 from .providers import BaseProvider, ProviderError, ReplyEnd
 from .services import Claim, LeaseLost, Write, Written
@@ -44,7 +44,7 @@ class ReplyRun:
         self.reader: asyncio.Task | None = None
         self.cancelled = False
         # Why this attempt must write nothing more: its lease was lost, or the database stayed away.
-        self.failure: LeaseLost | DatabaseUnreachable | None = None
+        self.failure: LeaseLost | RoundFailed | None = None
         # How the reply ended, once the provider is done; its `end` event is then written.
         self.outcome: dict[str, Any] | None = None
         self.ended = self.loop.create_future()
@@ -59,10 +59,10 @@ class ReplyRun:
             await self.ended
         except LeaseLost:
             log_generation("generation.lease_lost", self.claim, level=logging.WARNING, ms=self._elapsed_ms())
-        except DatabaseUnreachable:
-            # The lease runs out while the database is away; once it is back, a worker takes the
-            # reply over from its committed text, or ends it `failed` when it is out of attempts.
-            log_generation("generation.abandoned", self.claim, level=logging.ERROR, reason="database_unreachable")
+        except RoundFailed as error:
+            # The lease runs out (while the database is away, say); then a worker takes the reply
+            # over from its committed text, or ends it `failed` when it is out of attempts.
+            log_generation("generation.abandoned", self.claim, level=logging.ERROR, reason=error.reason)
         else:
             error = outcome.get("error")
             log_generation(
@@ -85,7 +85,7 @@ class ReplyRun:
         self.cancelled = True
         self._stop_reading()
 
-    def _fail(self, error: LeaseLost | DatabaseUnreachable) -> None:
+    def _fail(self, error: LeaseLost | RoundFailed) -> None:
         self.failure = self.failure or error
         self._stop_reading()
         if self.outcome is not None and not self.ended.done():
@@ -167,7 +167,7 @@ class ReplyRun:
         elif result.cancel_requested:
             self.cancel()
 
-    def abandoned(self, error: DatabaseUnreachable) -> None:
+    def abandoned(self, error: RoundFailed) -> None:
         self._fail(error)
 
     def _elapsed_ms(self) -> int:

@@ -3,6 +3,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import IntegrityError
 from django.db.models import Sum
 
 from streaming import committer
@@ -140,3 +141,33 @@ def test_only_writes_that_ask_renew_their_lease(user):
     generation_commit(writes=[Write(claim=claim, text="c", committed_chars=2, renew=True)])
     assert Generation.objects.get(pk=claim.generation_id).lease_expires_at > renewed_until
     assert Message.objects.get(pk=claim.message_id).content == "abc"
+
+
+async def test_a_refused_round_is_taken_over_and_the_committer_goes_on(user, settings, monkeypatch, caplog):
+    """A round the database refuses (not an outage) abandons its replies, which are taken over and finished."""
+    settings.GENERATION_LEASE_SECONDS = 0.6
+    settings.STREAM_WORKER_POLL_SECONDS = 0.1
+    refused = []
+
+    def generation_commit_refused_once(*, writes, retrying=False):
+        if not refused:
+            refused.append(len(writes))
+            raise IntegrityError("refused for the test")
+        return generation_commit(writes=writes, retrying=retrying)
+
+    monkeypatch.setattr(committer, "acommit", database_sync_to_async(generation_commit_refused_once))
+    worker = StreamWorker(name="test-worker")
+    task = asyncio.create_task(worker.run())
+    try:
+        thread = await database_sync_to_async(thread_create)(owner=user, title="refused")
+        posted = await database_sync_to_async(message_post)(thread=thread, content="Try me", client_id=None)
+        await _until_ended([posted.reply.id])
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, RECEIVE_TIMEOUT_S)
+    assert refused, "a round was refused"
+    assert "generation.abandoned" in caplog.text and "reason=write_failed" in caplog.text
+    reply = await Message.objects.aget(pk=posted.reply.id)
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content == scripted_reply([Turn("user", "Try me")], settings.SCRIPTED_REPLY_TOKENS)
+    assert (await Generation.objects.aget(message_id=posted.reply.id)).attempts == 2
