@@ -9,26 +9,15 @@ from django.urls import reverse
 from streaming.compaction import reply_compact
 from streaming.selectors import TIMELINE_PAGE_SIZE
 from streaming.models import Chunk, Generation
-from streaming.services import generation_append, generation_claim, generation_finish
+from streaming.services import generation_claim
 from threads.models import Message, Thread
 from threads.services import message_post, thread_create
+
+from .writes import reply_written
 
 pytestmark = pytest.mark.django_db
 
 PROVIDER_ERROR = {"code": "provider_error", "detail": "The provider went away."}
-
-
-def reply_written(
-    thread: Thread, *, deltas: tuple[str, ...] = ("Hel", "lo", " there"), status: str = "complete", error=None
-) -> Message:
-    """Post a message and write its reply from `deltas` with the worker's own services; return the reply."""
-    posted = message_post(thread=thread, content="Hello", client_id=None)
-    claim = generation_claim(worker="test-worker", model="scripted")
-    for index, text in enumerate(deltas):
-        generation_append(claim=claim, text=text, first=index == 0)
-    usage = {"input_tokens": 12, "output_tokens": len(deltas)}
-    generation_finish(claim=claim, status=status, usage=usage, error=error)
-    return Message.objects.get(pk=posted.reply.pk)
 
 
 def reply_running(thread: Thread) -> Generation:

@@ -15,19 +15,15 @@ from streaming.services import generation_append, generation_claim, generation_f
 from threads.models import Message, Thread
 from threads.services import message_post
 
+from . import writes
+
 # Texts a byte-for-byte comparison must survive: multi-byte characters, an emoji, JSON escapes, a line separator.
 DELTAS = ("Hel", "lo, ", "wörld", " 😀", ' "quoted" ', "back\\slash", "\n", "tab\t", "\u2028", "é" * 5, ".")
 
 
-def reply_written(thread: Thread, *, deltas=DELTAS, status: str = "complete", error=None) -> Message:
-    """Post a message and write its reply from `deltas` with the worker's own services; return the reply."""
-    posted = message_post(thread=thread, content="Hello", client_id=None)
-    claim = generation_claim(worker="test-worker", model="scripted")
-    for index, text in enumerate(deltas):
-        generation_append(claim=claim, text=text, first=index == 0)
-    usage = {"input_tokens": 3, "output_tokens": len(deltas)}
-    generation_finish(claim=claim, status=status, usage=usage, error=error)
-    return Message.objects.get(pk=posted.reply.pk)
+def reply_written(thread: Thread, **written) -> Message:
+    """A reply written from DELTAS unless told otherwise."""
+    return writes.reply_written(thread, **{"deltas": DELTAS, **written})
 
 
 def delta_rows(message: Message) -> list[Chunk]:

@@ -8,25 +8,23 @@ most of those updates stay on their page as heap-only tuples, touching no index.
 from django.db import migrations
 
 FILLFACTOR = 75
+TABLES_UPDATED_PER_FLUSH = ("Message", "Thread")
 
 
-def leave_room(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    for name in ("Message", "Thread"):
-        table = schema_editor.quote_name(apps.get_model("threads", name)._meta.db_table)
-        schema_editor.execute(f"ALTER TABLE {table} SET (fillfactor = {FILLFACTOR})")
+def storage_set(clause: str):
+    def apply(apps, schema_editor):
+        if schema_editor.connection.vendor != "postgresql":
+            return
+        for name in TABLES_UPDATED_PER_FLUSH:
+            table = schema_editor.quote_name(apps.get_model("threads", name)._meta.db_table)
+            schema_editor.execute(f"ALTER TABLE {table} {clause}")
 
-
-def fill_pages(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    for name in ("Message", "Thread"):
-        table = schema_editor.quote_name(apps.get_model("threads", name)._meta.db_table)
-        schema_editor.execute(f"ALTER TABLE {table} RESET (fillfactor)")
+    return apply
 
 
 class Migration(migrations.Migration):
     dependencies = [("threads", "0002_apitoken")]
 
-    operations = [migrations.RunPython(leave_room, fill_pages)]
+    operations = [
+        migrations.RunPython(storage_set(f"SET (fillfactor = {FILLFACTOR})"), storage_set("RESET (fillfactor)")),
+    ]
