@@ -6,9 +6,10 @@ buffered, every reply that ended or buffered STREAM_FLUSH_MAX_CHARS (those ask f
 at once), and every reply whose lease is due for renewal. It commits them all in one
 transaction of set-based statements (`generation_commit`), then publishes each thread's
 new events with one channel-layer call (I2: only after the commit) while the next round
-commits. A token waits at most one flush interval plus one round, as with a timer per
-reply, but a worker commits about 1000 / STREAM_FLUSH_MS transactions a second however
-many replies it writes, and a round late under load simply takes more of them.
+commits. A token waits for the tick, then for any round in progress and its own, as it
+would with a timer per reply; but a worker commits at most about 1000 / STREAM_FLUSH_MS
+transactions a second however many replies it writes, and under load a round that starts
+late simply takes more text.
 """
 import asyncio
 import logging
@@ -47,7 +48,7 @@ class Writer(Protocol):
     """A reply as the committer sees it (`streaming.runner.ReplyRun`)."""
 
     generation_id: UUID
-    # Loop time by which its lease must be renewed, if nothing else is written before.
+    # Loop time from which its next write renews its lease: a round takes it then, text or not.
     renew_at: float
 
     def has_text(self) -> bool:
@@ -57,7 +58,7 @@ class Writer(Protocol):
         """Hand over everything not yet written: the round now owns it."""
 
     def written(self, write: Write, result: Written) -> None:
-        """Learn the outcome of a committed write (its events are published already)."""
+        """Learn the outcome of a committed write (its events are on their way to subscribers)."""
 
     def abandoned(self, error: RoundFailed) -> None:
         """Learn that its write could not be committed."""
