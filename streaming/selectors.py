@@ -61,6 +61,32 @@ def _backlog_window(*, thread_id: UUID, after: int, until: int | None, limit: in
     return (stop, rows) if stop is not None else None
 
 
+def logged_reply_text(*, message: Message, upto_seq: int | None = None) -> str:
+    """Return the text of the reply's delta events, those up to `upto_seq` if given.
+
+    A reply's `content` is written once, when it ends; while it streams, its text is its
+    delta rows (all of its attempts'). Read with `upto_seq` = a snapshot's seq, they give
+    the text at that seq even if the reply ended and was compacted since.
+    """
+    rows = Chunk.objects.filter(
+        thread_id=message.thread_id, seq__gt=message.seq, message=message, kind=Chunk.Kind.DELTA
+    )
+    if upto_seq is not None:
+        rows = rows.filter(seq__lte=upto_seq)
+    rows = rows.order_by("seq").only("seq", "span", "text", "event_lengths", "event_offsets_ms", "created_at")
+    return "".join(
+        event.text for row in rows for event in chunk_events(row) if upto_seq is None or event.seq <= upto_seq
+    )
+
+
+def replies_in_progress_filled(messages: list[Message], *, seq: int) -> list[Message]:
+    """Give each streaming reply among `messages` its text at `seq`, for a snapshot that reflects `seq` (I4)."""
+    for message in messages:
+        if message.status == Message.Status.STREAMING:
+            message.content = logged_reply_text(message=message, upto_seq=seq)
+    return messages
+
+
 def thread_last_seq(*, thread_id: UUID) -> int:
     return Thread.objects.values_list("last_seq", flat=True).get(pk=thread_id)
 
@@ -99,10 +125,12 @@ def ms(duration: timedelta) -> float:
 
 
 def _message_chunks(message: Message) -> QuerySet[Chunk]:
-    # A message's chunks lie between its first seq and content_seq: the bounds let the (thread, seq) index serve.
-    return Chunk.objects.filter(
-        thread_id=message.thread_id, seq__gte=message.seq, seq__lte=message.content_seq, message=message
-    ).order_by("seq")
+    # A message's chunks lie between its first seq and, once it has ended, content_seq: the
+    # bounds let the (thread, seq) index serve.
+    chunks = Chunk.objects.filter(thread_id=message.thread_id, seq__gte=message.seq, message=message)
+    if message.status != Message.Status.STREAMING:
+        chunks = chunks.filter(seq__lte=message.content_seq)
+    return chunks.order_by("seq")
 
 
 def timeline_page(*, message: Message, page_number: str | None) -> tuple[Page, list[TimelineRow]]:
@@ -153,7 +181,8 @@ def reply_check(*, message: Message) -> ReplyCheck | None:
     # A segment's text is its deltas' texts joined.
     reassembled = "".join(text for kind, text, _ in rows if kind == Chunk.Kind.DELTA)
     mismatch_at = None
-    if reassembled != message.content:
+    # A reply's content is written when it ends: one still streaming has none to compare yet.
+    if message.status != Message.Status.STREAMING and reassembled != message.content:
         pairs = zip(reassembled, message.content)
         mismatch_at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(reassembled), len(message.content)))
     delta_count = sum(span for kind, _, span in rows if kind == Chunk.Kind.DELTA)

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
@@ -22,6 +22,7 @@ from .broadcast import notify_workers_on_commit, publish_events_on_commit
 from .compaction import reply_compact
 from .events import EncodedEvent, delta_event, encode, encode_chunks
 from .models import Chunk, Generation
+from .selectors import logged_reply_text
 from .providers import ReplyRequest, Turn
 
 
@@ -81,6 +82,8 @@ def reply_end(
     Returns the `end` event, for the caller to publish once the transaction commits.
     """
     now = timezone.now()
+    # The reply's text, all its attempts' deltas, is written here once rather than on every flush.
+    message.content = logged_reply_text(message=message)
     seq = seq_allocate(thread_id=message.thread_id)
     message.status = status
     message.stop_reason = stop_reason
@@ -88,7 +91,9 @@ def reply_end(
     message.error = error
     message.completed_at = now
     message.content_seq = seq
-    message.save(update_fields=["status", "stop_reason", "usage", "error", "completed_at", "content_seq"])
+    message.save(
+        update_fields=["content", "status", "stop_reason", "usage", "error", "completed_at", "content_seq"]
+    )
     Generation.objects.filter(message=message).update(
         status=Generation.Status.DONE,
         finished_at=now,
@@ -161,7 +166,7 @@ def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]
                 thread_id=generation.thread_id,
                 message_id=reply.id,
                 attempt=generation.attempts,
-                request=ReplyRequest(turns=conversation_turns(reply=reply), partial=reply.content),
+                request=ReplyRequest(turns=conversation_turns(reply=reply), partial=logged_reply_text(message=reply)),
             )
         )
     return claims
@@ -281,30 +286,30 @@ def _leases_renew(writes: list[Write]) -> None:
 
 
 def _not_yet_committed(writes: list[Write]) -> list[Write]:
-    """Leave out the writes whose text is in their message already (a retry after a lost COMMIT answer)."""
-    stored = dict(
-        Message.objects.filter(pk__in=[write.claim.message_id for write in writes]).values_list("pk", Length("content"))
+    """Leave out the writes whose text is logged already (a retry after a lost COMMIT answer)."""
+    logged = dict(
+        Chunk.objects.filter(message_id__in=[write.claim.message_id for write in writes], kind=Chunk.Kind.DELTA)
+        .values("message_id")
+        .annotate(chars=Sum(Length("text")))
+        .values_list("message_id", "chars")
     )
-    return [write for write in writes if stored[write.claim.message_id] != write.committed_chars + len(write.text)]
+    return [
+        write for write in writes if logged.get(write.claim.message_id, 0) != write.committed_chars + len(write.text)
+    ]
 
 
 DELTA_COLUMNS = ("thread", "seq", "message", "kind", "text", "created_at")
 
 
 def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
-    """Append each write's text to its message as one `delta` chunk; return each generation's event."""
+    """Log each write's text as one `delta` chunk; return each generation's event.
+
+    The message row is not touched: its content is written once, when the reply ends
+    (`reply_end`), rather than rewritten whole on every flush.
+    """
     if not writes:
         return {}
     seqs = _seq_allocate_one_each({write.claim.thread_id for write in writes})
-    message_table = Message._meta.db_table
-    rows = [(_db_id(Message, write.claim.message_id), write.text, seqs[write.claim.thread_id]) for write in writes]
-    with connection.cursor() as cursor:
-        # VALUES columns are named column1… in both PostgreSQL and SQLite.
-        cursor.execute(
-            f"UPDATE {message_table} SET content = {message_table}.content || new.column2, content_seq = new.column3 "
-            f"FROM (VALUES {', '.join(['(%s, %s, %s)'] * len(rows))}) AS new WHERE {message_table}.id = new.column1",
-            [value for row in rows for value in row],
-        )
     # One multi-row INSERT, without a model instance per row: this runs for every flush.
     columns = ", ".join(Chunk._meta.get_field(name).column for name in DELTA_COLUMNS)
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
+from streaming.selectors import logged_reply_text
 from streaming.providers.scripted import scripted_reply, scripted_reply_tokens
 from streaming.services import LeaseLost, Write, generation_append, generation_claim, generation_commit
 from threads.models import Message
@@ -103,6 +104,6 @@ def test_retried_append_whose_first_try_committed_writes_nothing_twice(thread):
     generation_commit(writes=[second])
     retried = generation_commit(writes=[second], retrying=True)[claim.generation_id]
     assert retried.events == [] and not retried.lease_lost
-    assert Message.objects.get(pk=posted.reply.id).content == "Hello"
+    assert logged_reply_text(message=Message.objects.get(pk=posted.reply.id)) == "Hello"
     deltas = Chunk.objects.filter(message_id=posted.reply.id, kind="delta").values_list("text", flat=True)
     assert list(deltas) == ["Hel", "lo"]

@@ -10,6 +10,7 @@ from streaming import committer
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply
+from streaming.selectors import logged_reply_text
 from streaming.services import Write, generation_claim, generation_commit
 from streaming.worker import StreamWorker
 from threads.models import Message
@@ -82,8 +83,8 @@ def test_a_lost_lease_costs_only_its_own_write(user):
     assert written[stale.generation_id].lease_lost and written[stale.generation_id].events == []
     assert not written[held.generation_id].lease_lost
     assert [kind for _, kind, _ in written[held.generation_id].events] == ["delta"]
-    assert Message.objects.get(pk=stale.message_id).content == ""
-    assert Message.objects.get(pk=held.message_id).content == "on time"
+    assert logged_reply_text(message=Message.objects.get(pk=stale.message_id)) == ""
+    assert logged_reply_text(message=Message.objects.get(pk=held.message_id)) == "on time"
     assert not Chunk.objects.filter(message_id=stale.message_id, kind="delta").exists()
 
 
@@ -140,7 +141,7 @@ def test_only_writes_that_ask_renew_their_lease(user):
 
     generation_commit(writes=[Write(claim=claim, text="c", committed_chars=2, renew=True)])
     assert Generation.objects.get(pk=claim.generation_id).lease_expires_at > renewed_until
-    assert Message.objects.get(pk=claim.message_id).content == "abc"
+    assert logged_reply_text(message=Message.objects.get(pk=claim.message_id)) == "abc"
 
 
 async def test_a_refused_round_is_taken_over_and_the_committer_goes_on(user, settings, monkeypatch, caplog):
@@ -171,3 +172,38 @@ async def test_a_refused_round_is_taken_over_and_the_committer_goes_on(user, set
     assert reply.status == Message.Status.COMPLETE
     assert reply.content == scripted_reply([Turn("user", "Try me")], settings.SCRIPTED_REPLY_TOKENS)
     assert (await Generation.objects.aget(message_id=posted.reply.id)).attempts == 2
+
+
+@pytest.mark.django_db
+def test_a_reply_is_written_to_its_message_once_when_it_ends(user):
+    """Flushes only log deltas; the message's content is written once, at the end, from them all."""
+    thread = thread_create(owner=user, title="t")
+    message_post(thread=thread, content="Hi", client_id=None)
+    claim = generation_claim(worker="w", model="scripted")
+    started = Message.objects.get(pk=claim.message_id)
+    generation_commit(writes=[Write(claim=claim, text="Once ", first=True)])
+    generation_commit(writes=[Write(claim=claim, text="upon ", committed_chars=5)])
+
+    during = Message.objects.get(pk=claim.message_id)
+    assert (during.content, during.content_seq) == ("", started.content_seq), "the row was not rewritten per flush"
+    assert logged_reply_text(message=during) == "Once upon "
+
+    generation_commit(writes=[Write(claim=claim, text="a time.", committed_chars=10, end={"status": "complete"})])
+    assert Message.objects.get(pk=claim.message_id).content == "Once upon a time."
+
+
+@pytest.mark.django_db
+def test_a_snapshot_seq_gives_the_reply_text_at_that_seq_after_compaction(user):
+    """A streaming reply read at a snapshot's seq gives its text then, even once it ended and was compacted (I4)."""
+    thread = thread_create(owner=user, title="t")
+    message_post(thread=thread, content="Hi", client_id=None)
+    claim = generation_claim(worker="w", model="scripted")
+    generation_commit(writes=[Write(claim=claim, text="One ", first=True)])
+    second = generation_commit(writes=[Write(claim=claim, text="two ", committed_chars=4)])[claim.generation_id]
+    snapshot_seq = second.events[0][0]  # a snapshot taken right after the second flush
+    generation_commit(writes=[Write(claim=claim, text="three.", committed_chars=8, end={"status": "complete"})])
+    assert Chunk.objects.filter(message_id=claim.message_id, kind="delta").count() == 1, "compacted into one segment"
+
+    reply = Message.objects.get(pk=claim.message_id)
+    assert logged_reply_text(message=reply, upto_seq=snapshot_seq) == "One two "
+    assert logged_reply_text(message=reply) == reply.content == "One two three."

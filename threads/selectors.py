@@ -7,6 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
 from streaming.events import message_payload
+from streaming.selectors import replies_in_progress_filled
 
 from .errors import NotFound
 from .models import Message, Thread
@@ -48,9 +49,9 @@ def thread_page(
 def thread_snapshot(*, thread: Thread, limit: int | None = None) -> dict[str, Any]:
     """Return the thread's messages and the seq they reflect (I4), newest `limit` ones if given.
 
-    One statement reads the messages and the thread's last_seq together. Each
-    message's content is written in the transaction that allocates its chunk's seq,
-    so that statement sees a prefix of the log: content and seq agree.
+    One statement reads the messages and the thread's last_seq together, so it sees a
+    prefix of the log; a reply still streaming then gets its text from its delta events
+    up to that seq, all committed before it: content and seq agree.
     """
     messages = Message.objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
     if limit is not None:
@@ -61,7 +62,7 @@ def thread_snapshot(*, thread: Thread, limit: int | None = None) -> dict[str, An
         "id": str(thread.id),
         "title": thread.title,
         "seq": seq,
-        "messages": [message_payload(message) for message in messages],
+        "messages": [message_payload(message) for message in replies_in_progress_filled(messages, seq=seq)],
     }
 
 
@@ -98,7 +99,7 @@ def message_page(*, thread: Thread, before: int | None, limit: int) -> dict[str,
     page = newest_first[:limit][::-1]
     seq = page[0].snapshot_seq if page else Thread.objects.values_list("last_seq", flat=True).get(pk=thread.pk)
     return {
-        "messages": [message_payload(message) for message in page],
+        "messages": [message_payload(message) for message in replies_in_progress_filled(page, seq=seq)],
         "seq": seq,
         "next": page[0].seq if len(newest_first) > limit else None,
     }
