@@ -70,13 +70,12 @@ def logged_reply_text(*, message: Message, upto_seq: int | None = None) -> str:
     """
     rows = Chunk.objects.filter(
         thread_id=message.thread_id, seq__gt=message.seq, message=message, kind=Chunk.Kind.DELTA
-    )
-    if upto_seq is not None:
-        rows = rows.filter(seq__lte=upto_seq)
-    rows = rows.order_by("seq").only("seq", "span", "text", "event_lengths", "event_offsets_ms", "created_at")
-    return "".join(
-        event.text for row in rows for event in chunk_events(row) if upto_seq is None or event.seq <= upto_seq
-    )
+    ).order_by("seq")
+    if upto_seq is None:
+        # A segment's text is its events' texts joined: no row needs splitting.
+        return "".join(rows.values_list("text", flat=True))
+    rows = rows.filter(seq__lte=upto_seq).only("seq", "span", "text", "event_lengths", "event_offsets_ms", "created_at")
+    return "".join(event.text for row in rows for event in chunk_events(row) if event.seq <= upto_seq)
 
 
 def replies_in_progress_filled(messages: list[Message], *, seq: int) -> list[Message]:
