@@ -2,7 +2,10 @@
 
 The channel layer is a wake-up hint (invariant I2): everything sent here is
 already committed, and a send that fails is logged, never raised, because
-subscribers repair what they miss from the database.
+subscribers repair what they miss from the database. The notices that are not log
+events are hints too: a tab that misses a rename shows the new title when it next
+loads the thread, and a stream that misses its token's revocation ends at its own
+periodic check of the token (streaming/subscription.py).
 """
 import asyncio
 import logging
@@ -13,7 +16,17 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from .events import WORKERS_GROUP, EncodedEvent, thread_group_name
+from threads.models import Thread
+
+from .events import (
+    THREAD_RENAMED,
+    TOKEN_REVOKED,
+    WORKERS_GROUP,
+    EncodedEvent,
+    thread_frame,
+    thread_group_name,
+    token_group_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +35,7 @@ async def _agroup_send(group: str, message: dict[str, Any]) -> None:
     try:
         await get_channel_layer().group_send(group, message)
     except Exception:
-        logger.warning("channel layer send to %s failed; subscribers will repair from the database", group, exc_info=True)
+        logger.warning("channel layer send to %s failed; subscribers catch up on their own", group, exc_info=True)
 
 
 def _events_message(events: list[EncodedEvent]) -> dict[str, Any]:
@@ -64,4 +77,18 @@ def publish_events_on_commit(thread_id: UUID, events: list[EncodedEvent]) -> Non
 
 def notify_workers_on_commit(**message: Any) -> None:
     """Tell every worker loop about a queued or cancelled generation once the transaction commits."""
-    transaction.on_commit(lambda: async_to_sync(_agroup_send)(WORKERS_GROUP, message))
+    _send_on_commit(WORKERS_GROUP, message)
+
+
+def _send_on_commit(group: str, message: dict[str, Any]) -> None:
+    transaction.on_commit(lambda: async_to_sync(_agroup_send)(group, message))
+
+
+def publish_thread_renamed_on_commit(thread: Thread) -> None:
+    """Send the `thread` frame with the new title to the thread's subscribers once the transaction commits."""
+    _send_on_commit(thread_group_name(thread.id), {"type": THREAD_RENAMED, "frame": thread_frame(thread)})
+
+
+def publish_token_revoked_on_commit(token_id: int) -> None:
+    """Tell every stream opened with the token to end, once the transaction commits."""
+    _send_on_commit(token_group_name(token_id), {"type": TOKEN_REVOKED})

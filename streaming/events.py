@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-from threads.models import Message
+from threads.models import Message, Thread
 
 from .compaction import segment_texts
 from .models import Chunk
@@ -23,6 +23,16 @@ EncodedEvent = tuple[int, str, str]
 def thread_group_name(thread_id: UUID | str) -> str:
     """Return the channel-layer group of a thread's subscribers."""
     return f"thread.{thread_id}"
+
+
+def token_group_name(token_id: int) -> str:
+    """Return the channel-layer group of the streams opened with an API token."""
+    return f"token.{token_id}"
+
+
+# Channel-layer messages besides log events ("thread.events"), as subscriptions dispatch on their type.
+THREAD_RENAMED = "thread.renamed"
+TOKEN_REVOKED = "token.revoked"
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -102,6 +112,11 @@ def encode_chunks(
         elif after < chunk.seq and (until is None or chunk.seq <= until):
             encoded.append((chunk.seq, chunk.kind, encode(chunk_event(chunk, messages.get(chunk.message_id)))))
     return encoded
+
+
+def thread_frame(thread: Thread) -> str:
+    """Return the `thread` control frame (a protocol v1 extension, without seq): the thread's id and title."""
+    return encode({"type": "thread", "id": str(thread.id), "title": thread.title})
 
 
 def ready_frame(seq: int) -> str:

@@ -14,7 +14,7 @@ The WebSocket consumer and the SSE views both read a thread through
 
 Besides log events it passes on the `thread` control frame of a rename. A subscription
 opened with an API token ends with TokenRevoked once the token is revoked: on the
-revocation notice sent to its token's group (streaming/notices.py), or, should that
+revocation notice sent to its token's group (streaming/broadcast.py), or, should that
 notice be lost, at its own check of the token every TOKEN_RECHECK_SECONDS.
 
 The subscription pulls from its own channel only when its reader asks for the next
@@ -41,7 +41,7 @@ from threads.models import Thread
 from threads.selectors import thread_snapshot
 from threads.tokens import api_token_is_valid
 
-from . import events, notices
+from . import events
 from .models import Chunk
 from .selectors import chunk_events_after, thread_last_seq, thread_streaming
 
@@ -155,7 +155,7 @@ class ThreadSubscription:
         layer = get_channel_layer()
         groups = [events.thread_group_name(self.thread.id)]
         if self.token_id is not None:
-            groups.append(notices.token_group_name(self.token_id))
+            groups.append(events.token_group_name(self.token_id))
         channel = await layer.new_channel()
         for group in groups:  # before the backlog is read and the token checked: see the module docstring
             await layer.group_add(group, channel)
@@ -199,9 +199,9 @@ class ThreadSubscription:
     async def _receive(self, message: dict) -> AsyncIterator[Frame]:
         """Yield the frames a channel-layer message brings: log events, a rename; raise TokenRevoked at a revocation."""
         kind = message.get("type")
-        if kind == notices.TOKEN_REVOKED:
+        if kind == events.TOKEN_REVOKED:
             raise TokenRevoked(str(self.token_id))
-        if kind == notices.THREAD_RENAMED:
+        if kind == events.THREAD_RENAMED:
             self.last_frame = asyncio.get_running_loop().time()
             yield Frame("thread", message["frame"])
         elif "events" in message:

@@ -10,9 +10,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from streaming.broadcast import notify_workers_on_commit
+from streaming.broadcast import notify_workers_on_commit, publish_thread_renamed_on_commit
 from streaming.models import Chunk, Generation
-from streaming.notices import publish_thread_renamed_on_commit
 from streaming.services import chunks_record, message_end, seq_allocate
 
 from .errors import BadRequest, Busy, NotFound, NotRunning, RateLimited, TooLong

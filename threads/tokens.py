@@ -31,7 +31,7 @@ from django.utils import timezone
 from django.utils.decorators import sync_and_async_middleware
 from django.views.decorators.http import require_http_methods, require_POST
 
-from streaming.notices import publish_token_revoked_on_commit
+from streaming.broadcast import publish_token_revoked_on_commit
 
 from .api import error_response
 from .errors import NotFound, RateLimited
