@@ -262,9 +262,10 @@ async def assert_complete_and_exact(chaos_db: ChaosDatabase, conversations: list
 
 async def holdings(chaos_db: ChaosDatabase, workers: list[str]) -> dict[str, list[str]]:
     """Return the generations that each of `workers` holds with some text written (mid-reply)."""
+    # A reply's text is in its delta rows until it ends (its message's content is written then).
     rows = await chaos_db.rows(
-        "SELECT g.worker, g.id::text FROM streaming_generation g JOIN threads_message m ON m.id = g.message_id "
-        "WHERE g.status = 'running' AND m.content <> '' AND g.worker = ANY(%s)",
+        "SELECT g.worker, g.id::text FROM streaming_generation g WHERE g.status = 'running' AND g.worker = ANY(%s) "
+        "AND EXISTS (SELECT 1 FROM streaming_chunk c WHERE c.message_id = g.message_id AND c.kind = 'delta')",
         workers,
     )
     held: dict[str, list[str]] = {}
