@@ -11,7 +11,7 @@ from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply
 from streaming.selectors import logged_reply_text
-from streaming.services import Write, generation_claim, generation_commit
+from streaming.services import Claim, Write, generation_claim, generation_commit
 from streaming.worker import StreamWorker
 from threads.models import Message
 from threads.services import message_post, thread_create
@@ -58,6 +58,26 @@ async def test_concurrent_replies_share_transactions(user, worker, settings, cou
         assert reply.content == scripted_reply([Turn("user", f"Question {n}")], 60)
 
 
+def _claimed_reply(user) -> Claim:
+    """Post a message in a new thread and claim its reply, as a worker would."""
+    message_post(thread=thread_create(owner=user, title="t"), content="Hi", client_id=None)
+    return generation_claim(worker="w", model="scripted")
+
+
+async def _reply_from_a_worker(user, content: str) -> Message:
+    """Post `content` in a new thread; return its reply once a worker started with the current settings ended it."""
+    worker = StreamWorker(name="test-worker")
+    task = asyncio.create_task(worker.run())
+    try:
+        thread = await database_sync_to_async(thread_create)(owner=user, title=content)
+        posted = await database_sync_to_async(message_post)(thread=thread, content=content, client_id=None)
+        await _until_ended([posted.reply.id])
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, RECEIVE_TIMEOUT_S)
+    return await Message.objects.aget(pk=posted.reply.id)
+
+
 async def _until_ended(reply_ids, timeout_s: float = RECEIVE_TIMEOUT_S) -> None:
     """Return once every reply has ended, as the database records it."""
     deadline = asyncio.get_running_loop().time() + timeout_s
@@ -91,9 +111,7 @@ def test_a_lost_lease_costs_only_its_own_write(user):
 @pytest.mark.django_db
 def test_a_write_with_its_end_commits_text_then_end_in_seq_order(user):
     """A reply's last text and its `end` go in one write: the delta's seq precedes the end's."""
-    thread = thread_create(owner=user, title="t")
-    message_post(thread=thread, content="Hi", client_id=None)
-    claim = generation_claim(worker="w", model="scripted")
+    claim = _claimed_reply(user)
 
     written = generation_commit(
         writes=[Write(claim=claim, text="All done.", first=True, end={"status": Message.Status.COMPLETE})]
@@ -112,27 +130,16 @@ async def test_a_long_reply_keeps_its_lease(user, settings):
     settings.STREAM_WORKER_POLL_SECONDS = 0.1  # the worker looks for expired leases, its own included
     settings.SCRIPTED_TOKENS_PER_SECOND = 20
     settings.SCRIPTED_REPLY_TOKENS = 40  # two seconds: more than three leases
-    worker = StreamWorker(name="test-worker")
-    task = asyncio.create_task(worker.run())
-    try:
-        thread = await database_sync_to_async(thread_create)(owner=user, title="long")
-        posted = await database_sync_to_async(message_post)(thread=thread, content="Go on", client_id=None)
-        await _until_ended([posted.reply.id])
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, RECEIVE_TIMEOUT_S)
-    generation = await Generation.objects.aget(message_id=posted.reply.id)
+    reply = await _reply_from_a_worker(user, "Go on")
+    generation = await Generation.objects.aget(message_id=reply.id)
     assert generation.attempts == 1, "the reply was taken over: its lease lapsed"
-    reply = await Message.objects.aget(pk=posted.reply.id)
     assert reply.content == scripted_reply([Turn("user", "Go on")], 40)
 
 
 @pytest.mark.django_db
 def test_only_writes_that_ask_renew_their_lease(user):
     """A flush that does not ask leaves the lease as it was: renewing rewrites an indexed row, once a second is enough."""
-    thread = thread_create(owner=user, title="t")
-    message_post(thread=thread, content="Hi", client_id=None)
-    claim = generation_claim(worker="w", model="scripted")
+    claim = _claimed_reply(user)
     generation_commit(writes=[Write(claim=claim, text="a", first=True)])
     renewed_until = Generation.objects.get(pk=claim.generation_id).lease_expires_at
 
@@ -157,29 +164,18 @@ async def test_a_refused_round_is_taken_over_and_the_committer_goes_on(user, set
         return generation_commit(writes=writes, retrying=retrying)
 
     monkeypatch.setattr(committer, "acommit", database_sync_to_async(generation_commit_refused_once))
-    worker = StreamWorker(name="test-worker")
-    task = asyncio.create_task(worker.run())
-    try:
-        thread = await database_sync_to_async(thread_create)(owner=user, title="refused")
-        posted = await database_sync_to_async(message_post)(thread=thread, content="Try me", client_id=None)
-        await _until_ended([posted.reply.id])
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, RECEIVE_TIMEOUT_S)
+    reply = await _reply_from_a_worker(user, "Try me")
     assert refused, "a round was refused"
     assert "generation.abandoned" in caplog.text and "reason=write_failed" in caplog.text
-    reply = await Message.objects.aget(pk=posted.reply.id)
     assert reply.status == Message.Status.COMPLETE
     assert reply.content == scripted_reply([Turn("user", "Try me")], settings.SCRIPTED_REPLY_TOKENS)
-    assert (await Generation.objects.aget(message_id=posted.reply.id)).attempts == 2
+    assert (await Generation.objects.aget(message_id=reply.id)).attempts == 2
 
 
 @pytest.mark.django_db
 def test_a_reply_is_written_to_its_message_once_when_it_ends(user):
     """Flushes only log deltas; the message's content is written once, at the end, from them all."""
-    thread = thread_create(owner=user, title="t")
-    message_post(thread=thread, content="Hi", client_id=None)
-    claim = generation_claim(worker="w", model="scripted")
+    claim = _claimed_reply(user)
     started = Message.objects.get(pk=claim.message_id)
     generation_commit(writes=[Write(claim=claim, text="Once ", first=True)])
     generation_commit(writes=[Write(claim=claim, text="upon ", committed_chars=5)])
@@ -195,9 +191,7 @@ def test_a_reply_is_written_to_its_message_once_when_it_ends(user):
 @pytest.mark.django_db
 def test_a_snapshot_seq_gives_the_reply_text_at_that_seq_after_compaction(user):
     """A streaming reply read at a snapshot's seq gives its text then, even once it ended and was compacted (I4)."""
-    thread = thread_create(owner=user, title="t")
-    message_post(thread=thread, content="Hi", client_id=None)
-    claim = generation_claim(worker="w", model="scripted")
+    claim = _claimed_reply(user)
     generation_commit(writes=[Write(claim=claim, text="One ", first=True)])
     second = generation_commit(writes=[Write(claim=claim, text="two ", committed_chars=4)])[claim.generation_id]
     snapshot_seq = second.events[0][0]  # a snapshot taken right after the second flush
