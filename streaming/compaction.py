@@ -9,6 +9,7 @@ changes: each keeps its seq, its text and its time, and readers split a segment 
 (`segment_texts`, `chunk_events`), so every frame replayed from the log is byte for
 byte the frame that was sent live.
 """
+import itertools
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -104,27 +105,49 @@ def deltas_compacted(deltas: list[Chunk]) -> list[Chunk]:
 def reply_compact(*, message: Message) -> int:
     """Replace the ended reply's runs of delta rows by segment rows; return how many rows fewer the log holds.
 
-    Called in the transaction that writes the reply's `end` event: seq allocation holds the
-    thread's row lock and the generation is fenced, so nothing else writes this reply's rows
-    meanwhile, and readers see either every single row or every segment, never a mix.
-    Three statements: one SELECT, one DELETE, one INSERT. Running it again changes nothing.
+    Replies ending in a worker's round are compacted together by `replies_compaction`;
+    this does the same for one reply on its own. Three statements: one SELECT, one
+    DELETE, one INSERT. Running it again changes nothing.
     """
     if not settings.STREAM_COMPACT_REPLIES:
         return 0
-    # Named tuples rather than model instances: a long reply has hundreds of rows, read once here.
-    deltas = list(
-        Chunk.objects.filter(
-            thread_id=message.thread_id, seq__gte=message.seq, message=message, kind=Chunk.Kind.DELTA, span=1
-        )
-        .order_by("seq")
-        .values_list("thread_id", "seq", "message_id", "text", "created_at", named=True)
-    )
-    segments = [_segment(run) for run in _runs(deltas) if len(run) > 1]
+    covered, segments = replies_compaction(ended_deltas([message]))
     if not segments:
         return 0
-    covered = Q.create(
-        [Q(seq__gte=segment.seq, seq__lt=segment.seq + segment.span) for segment in segments], connector=Q.OR
-    )
-    Chunk.objects.filter(covered, thread_id=message.thread_id, message=message, kind=Chunk.Kind.DELTA, span=1).delete()
+    Chunk.objects.filter(covered).delete()
     Chunk.objects.bulk_create(segments)
     return sum(segment.span - 1 for segment in segments)
+
+
+def ended_deltas(messages: list[Message]) -> list[Chunk]:
+    """Return the delta rows of ended replies, by message and in seq order, as named tuples of their fields.
+
+    Named tuples rather than model instances: long replies have hundreds of rows, read once.
+    """
+    return list(
+        Chunk.objects.filter(message__in=messages, kind=Chunk.Kind.DELTA)
+        .order_by("message_id", "seq")
+        .values_list("thread_id", "seq", "span", "message_id", "text", "created_at", named=True)
+    )
+
+
+def replies_compaction(deltas: list[Chunk]) -> tuple[Q, list[Chunk]]:
+    """Return which rows of `ended_deltas` to delete (a filter) and the segment rows that replace them.
+
+    Run in the transaction that writes the replies' `end` events: seq allocation holds each
+    thread's row lock and the generations are fenced, so nothing else writes these
+    replies' rows meanwhile, and readers see either every single row or every segment,
+    never a mix. Rows that are segments already, and lone deltas, stay as they are.
+    """
+    singles = [delta for delta in deltas if delta.span == 1]
+    segments = []
+    for _, rows in itertools.groupby(singles, key=lambda delta: delta.message_id):
+        segments += [_segment(run) for run in _runs(list(rows)) if len(run) > 1]
+    covered = Q.create(
+        [
+            Q(thread_id=segment.thread_id, seq__gte=segment.seq, seq__lt=segment.seq + segment.span)
+            for segment in segments
+        ],
+        connector=Q.OR,
+    )
+    return covered, segments

@@ -4,9 +4,10 @@ Every function here runs inside a transaction and is called through
 `database_sync_to_async` from async code: transactions and locks never live in
 coroutines. Events are published only once their rows commit (invariant I2).
 """
+import itertools
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -19,7 +20,7 @@ from django.utils import timezone
 from threads.models import Message, Thread
 
 from .broadcast import notify_workers_on_commit, publish_events_on_commit
-from .compaction import reply_compact
+from .compaction import ended_deltas, replies_compaction
 from .events import EncodedEvent, delta_event, encode, encode_chunks
 from .models import Chunk, Generation
 from .selectors import logged_reply_text
@@ -69,42 +70,74 @@ def chunks_record(*, thread_id: UUID, chunks: list[Chunk], messages: list[Messag
     publish_events_on_commit(thread_id, chunks_insert(chunks=chunks, messages=messages))
 
 
-def reply_end(
-    *,
-    message: Message,
-    status: str,
-    stop_reason: str = "",
-    usage: dict[str, Any] | None = None,
-    error: dict[str, str] | None = None,
-) -> list[EncodedEvent]:
-    """End an assistant message and its generation with an `end` event (I9), keeping its text.
+def replies_end(ends: list[tuple[Message, dict[str, Any]]]) -> dict[UUID, list[EncodedEvent]]:
+    """End assistant messages and their generations with `end` events (I9), keeping their text.
 
-    Returns the `end` event, for the caller to publish once the transaction commits.
+    `ends` pairs each message with how it ended: `status`, and optionally `stop_reason`,
+    `usage` and `error`. A reply's text, all its attempts' deltas, is written to its
+    message here, once, and its delta rows are compacted. Replies ending together (in one
+    worker round) cost one statement of each kind, however many they are. Returns each
+    message's `end` event, for the caller to publish once the transaction commits.
     """
+    if not ends:
+        return {}
     now = timezone.now()
-    # The reply's text, all its attempts' deltas, is written here once rather than on every flush.
-    message.content = logged_reply_text(message=message)
-    seq = seq_allocate(thread_id=message.thread_id)
-    message.status = status
-    message.stop_reason = stop_reason
-    message.usage = usage
-    message.error = error
-    message.completed_at = now
-    message.content_seq = seq
-    message.save(
-        update_fields=["content", "status", "stop_reason", "usage", "error", "completed_at", "content_seq"]
+    messages = [message for message, _ in ends]
+    deltas = ended_deltas(messages)
+    texts = {
+        message_id: "".join(delta.text for delta in rows)
+        for message_id, rows in itertools.groupby(deltas, key=lambda delta: delta.message_id)
+    }
+    seqs = _seq_allocate_one_each({message.thread_id for message in messages}, touched_at=now)
+    for message, outcome in ends:
+        message.content = texts.get(message.id, "")
+        message.status = outcome["status"]
+        message.stop_reason = outcome.get("stop_reason", "")
+        message.usage = outcome.get("usage")
+        message.error = outcome.get("error")
+        message.completed_at = now
+        message.content_seq = seqs[message.thread_id]
+    Message.objects.bulk_update(
+        messages, ["content", "status", "stop_reason", "usage", "error", "completed_at", "content_seq"]
     )
-    Generation.objects.filter(message=message).update(
-        status=Generation.Status.DONE,
-        finished_at=now,
-        lease_token=None,
-        input_tokens=(usage or {}).get("input_tokens"),
-        output_tokens=(usage or {}).get("output_tokens"),
-    )
-    Thread.objects.filter(pk=message.thread_id).update(updated_at=now)
-    end = Chunk(thread_id=message.thread_id, seq=seq, message=message, kind=Chunk.Kind.END)
-    reply_compact(message=message)
-    return chunks_insert(chunks=[end], messages=[message])
+    _generations_done([(message, outcome.get("usage") or {}) for message, outcome in ends], finished_at=now)
+    segments = []
+    if settings.STREAM_COMPACT_REPLIES:
+        covered, segments = replies_compaction(deltas)
+        if segments:
+            Chunk.objects.filter(covered).delete()
+    ends_logged = [
+        Chunk(thread_id=message.thread_id, seq=seqs[message.thread_id], message=message, kind=Chunk.Kind.END)
+        for message in messages
+    ]
+    Chunk.objects.bulk_create(segments + ends_logged)
+    events = encode_chunks(ends_logged, {message.id: message for message in messages})
+    return {message.id: [event] for message, event in zip(messages, events, strict=True)}
+
+
+def _generations_done(ended: list[tuple[Message, dict[str, Any]]], *, finished_at) -> None:
+    """Mark the ended messages' generations done, with their token counts; their leases end."""
+    with connection.cursor() as cursor:
+        # VALUES columns are named column1… in both PostgreSQL and SQLite; a column of NULLs needs its type.
+        cursor.execute(
+            f"UPDATE {Generation._meta.db_table} SET status = %s, finished_at = %s, lease_token = NULL, "
+            "input_tokens = CAST(ended.column2 AS INTEGER), output_tokens = CAST(ended.column3 AS INTEGER) "
+            f"FROM (VALUES {', '.join(['(%s, %s, %s)'] * len(ended))}) AS ended WHERE message_id = ended.column1",
+            [
+                Generation.Status.DONE,
+                connection.ops.adapt_datetimefield_value(finished_at),
+                *(
+                    value
+                    for message, usage in ended
+                    for value in (_db_id(Message, message.id), usage.get("input_tokens"), usage.get("output_tokens"))
+                ),
+            ],
+        )
+
+
+def reply_end(*, message: Message, status: str, **outcome: Any) -> list[EncodedEvent]:
+    """End one assistant message as `replies_end` does; return its `end` event."""
+    return replies_end([(message, {"status": status, **outcome})])[message.id]
 
 
 def message_end(*, message: Message, status: str, **outcome: Any) -> None:
@@ -221,10 +254,12 @@ def generation_commit(*, writes: list[Write], retrying: bool = False) -> dict[UU
     if retrying:
         texts = _not_yet_committed(texts)
     events = _deltas_insert(texts)
-    for write in live:
-        if write.end is not None:
-            message = Message.objects.get(pk=write.claim.message_id)
-            events.setdefault(write.claim.generation_id, []).extend(reply_end(message=message, **write.end))
+    ending = [write for write in live if write.end is not None]
+    if ending:
+        messages = Message.objects.in_bulk([write.claim.message_id for write in ending])
+        ended = replies_end([(messages[write.claim.message_id], write.end) for write in ending])
+        for write in ending:
+            events.setdefault(write.claim.generation_id, []).extend(ended[write.claim.message_id])
     return {
         write.claim.generation_id: Written(
             lease_lost=write.claim.generation_id not in held,
@@ -331,13 +366,15 @@ def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
     }
 
 
-def _seq_allocate_one_each(thread_ids: set[UUID]) -> dict[UUID, int]:
-    """Reserve the next seq of each thread, as `seq_allocate` does for one (I1)."""
+def _seq_allocate_one_each(thread_ids: set[UUID], *, touched_at: datetime | None = None) -> dict[UUID, int]:
+    """Reserve the next seq of each thread, as `seq_allocate` does for one (I1); set updated_at if given."""
+    touch = ", updated_at = %s" if touched_at is not None else ""
+    touched = [connection.ops.adapt_datetimefield_value(touched_at)] if touched_at is not None else []
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {Thread._meta.db_table} SET last_seq = last_seq + 1 "
+            f"UPDATE {Thread._meta.db_table} SET last_seq = last_seq + 1{touch} "
             f"WHERE id IN ({_placeholders(thread_ids)}) RETURNING id, last_seq",
-            [_db_id(Thread, thread_id) for thread_id in thread_ids],
+            [*touched, *(_db_id(Thread, thread_id) for thread_id in thread_ids)],
         )
         return {_uuid(thread_id): last_seq for thread_id, last_seq in cursor.fetchall()}
 
