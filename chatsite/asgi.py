@@ -7,6 +7,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # Django must be set up before anything imports models (consumers, routing).
 django_asgi_app = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+# A web process signs sessions and CSRF tokens: without a key it refuses to start, not at its first request.
+try:
+    settings.SECRET_KEY
+except ImproperlyConfigured as error:
+    raise ImproperlyConfigured("Set the DJANGO_SECRET_KEY environment variable to serve requests.") from error
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
