@@ -205,12 +205,6 @@ def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]
     return claims
 
 
-def generation_claim(*, worker: str, model: str) -> Claim | None:
-    """Take the oldest claimable generation, or None."""
-    claims = generation_claim_many(worker=worker, model=model, limit=1)
-    return claims[0] if claims else None
-
-
 @dataclass(frozen=True)
 class Write:
     """What one reply asks of a group commit: its new text, and its end once the provider is done."""
@@ -391,22 +385,6 @@ def _placeholders(values) -> str:
 def _uuid(value: Any) -> UUID:
     """A UUID primary key as a RETURNING clause gives it: a UUID (PostgreSQL) or its hex (SQLite)."""
     return value if isinstance(value, UUID) else UUID(value)
-
-
-def generation_append(*, claim: Claim, text: str, first: bool) -> Written:
-    """Commit one `delta` chunk of one reply, fenced on its lease; the caller publishes its events."""
-    written = generation_commit(writes=[Write(claim=claim, text=text, first=first)])[claim.generation_id]
-    if written.lease_lost:
-        raise LeaseLost(str(claim.generation_id))
-    return written
-
-
-def generation_finish(*, claim: Claim, status: str, **outcome: Any) -> Written:
-    """End one claimed reply (fenced on its lease); the caller publishes its events."""
-    written = generation_commit(writes=[Write(claim=claim, end={"status": status, **outcome})])[claim.generation_id]
-    if written.lease_lost:
-        raise LeaseLost(str(claim.generation_id))
-    return written
 
 
 @transaction.atomic

@@ -9,11 +9,10 @@ from django.urls import reverse
 from streaming.compaction import reply_compact
 from streaming.selectors import TIMELINE_PAGE_SIZE
 from streaming.models import Chunk, Generation
-from streaming.services import generation_claim
 from threads.models import Message, Thread
 from threads.services import message_post, thread_create
 
-from .writes import reply_written
+from .writes import generation_claim, reply_written
 
 pytestmark = pytest.mark.django_db
 

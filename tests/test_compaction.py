@@ -11,11 +11,11 @@ from streaming.compaction import SEGMENT_MAX_EVENTS, SEGMENT_MAX_TEXT_BYTES, del
 from streaming.models import Chunk, Generation
 from streaming.retention import chunks_prune
 from streaming.selectors import chunk_events_after
-from streaming.services import generation_append, generation_claim, generation_finish
 from threads.models import Message, Thread
 from threads.services import message_post
 
 from . import writes
+from .writes import generation_append, generation_claim, generation_finish
 
 # Texts a byte-for-byte comparison must survive: multi-byte characters, an emoji, JSON escapes, a line separator.
 DELTAS = ("Hel", "lo, ", "wörld", " 😀", ' "quoted" ', "back\\slash", "\n", "tab\t", "\u2028", "é" * 5, ".")

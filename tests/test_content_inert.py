@@ -13,11 +13,11 @@ import pytest
 from channels.db import database_sync_to_async
 from django.urls import reverse
 
-from streaming.services import generation_append, generation_claim, generation_finish
 from threads.models import Message, Thread
 from threads.services import message_post, thread_create
 
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 - one_sync_thread is an autouse fixture
+from .writes import generation_append, generation_claim, generation_finish
 
 pytestmark = pytest.mark.django_db
 

@@ -11,12 +11,13 @@ from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply
 from streaming.selectors import logged_reply_text
-from streaming.services import Claim, Write, generation_claim, generation_commit
+from streaming.services import Claim, Write, generation_commit
 from streaming.worker import StreamWorker
 from threads.models import Message
 from threads.services import message_post, thread_create
 
 from .conftest import RECEIVE_TIMEOUT_S
+from .writes import generation_claim
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

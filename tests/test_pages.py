@@ -7,12 +7,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from streaming.services import generation_append, generation_claim, generation_finish
 from threads import views
 from threads.models import Message
 from threads.selectors import message_list_before
 from threads.services import generation_cancel, message_post, thread_create
 from threads.templatetags.chat import render_markdown
+
+from .writes import generation_append, generation_claim, generation_finish
 
 pytestmark = pytest.mark.django_db
 

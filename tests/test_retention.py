@@ -11,9 +11,10 @@ from streaming.management.commands.prunechunks import parse_age
 from streaming.models import Chunk
 from streaming.retention import chunks_prune
 from streaming.selectors import logged_reply_text
-from streaming.services import generation_append, generation_claim, generation_finish
 from threads.models import Message, Thread
 from threads.services import message_post, thread_create
+
+from .writes import generation_append, generation_claim, generation_finish
 
 
 def reply_written(thread: Thread, *, deltas: tuple[str, ...] = ("Hel", "lo")) -> Message:

@@ -1,7 +1,32 @@
-"""Replies written in tests the way the worker writes them, through its own services."""
-from streaming.services import generation_append, generation_claim, generation_finish
+"""Replies written in tests the way the worker writes them, through its own services, one reply at a time."""
+from typing import Any
+
+from streaming.services import Claim, LeaseLost, Write, Written, generation_claim_many, generation_commit
 from threads.models import Message, Thread
 from threads.services import message_post
+
+
+def generation_claim(*, worker: str, model: str) -> Claim | None:
+    """Take the oldest claimable generation, or None."""
+    claims = generation_claim_many(worker=worker, model=model, limit=1)
+    return claims[0] if claims else None
+
+
+def generation_append(*, claim: Claim, text: str, first: bool) -> Written:
+    """Commit one `delta` chunk of one reply, fenced on its lease (LeaseLost when it was lost)."""
+    return _committed(Write(claim=claim, text=text, first=first))
+
+
+def generation_finish(*, claim: Claim, status: str, **outcome: Any) -> Written:
+    """End one claimed reply, fenced on its lease (LeaseLost when it was lost)."""
+    return _committed(Write(claim=claim, end={"status": status, **outcome}))
+
+
+def _committed(write: Write) -> Written:
+    written = generation_commit(writes=[write])[write.claim.generation_id]
+    if written.lease_lost:
+        raise LeaseLost(str(write.claim.generation_id))
+    return written
 
 
 def reply_written(
