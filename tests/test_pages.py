@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from threads import views
 from threads.models import Message
-from threads.selectors import message_list_before
+from threads.selectors import message_page
 from threads.services import generation_cancel, message_post, thread_create
 from threads.templatetags.chat import render_markdown
 
@@ -265,13 +265,14 @@ def test_failed_reply_shows_its_error_and_retry(client, user, thread):
 # --- Earlier messages -----------------------------------------------------------------
 
 
-def test_message_list_before_returns_the_newest_older_ones_oldest_first(thread):
+def test_message_page_returns_the_newest_older_ones_oldest_first(thread):
     """The selector pages backwards: the `limit` messages just before a seq, in thread order."""
     for index in range(3):
         exchange(thread, f"Question {index}")
     messages = list(thread.messages.all())
-    page = message_list_before(thread=thread, before_seq=messages[4].seq, limit=3)
-    assert [message["id"] for message in page] == [str(message.id) for message in messages[1:4]]
+    page = message_page(thread=thread, before=messages[4].seq, limit=3)
+    assert [message["id"] for message in page["messages"]] == [str(message.id) for message in messages[1:4]]
+    assert page["next"] == messages[1].seq, "one older message is left"
 
 
 def test_earlier_messages_page_in_until_the_first(client, user, thread, monkeypatch):

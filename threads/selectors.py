@@ -84,12 +84,6 @@ def message_get_in_thread(*, thread: Thread, message_id: UUID | str) -> Message:
     return message
 
 
-def message_list_before(*, thread: Thread, before_seq: int, limit: int) -> list[dict[str, Any]]:
-    """Return the newest `limit` messages placed before `before_seq`, oldest first, as clients see them."""
-    newest_first = Message.objects.filter(thread=thread, seq__lt=before_seq).order_by("-seq")[:limit]
-    return [message_payload(message) for message in list(newest_first)[::-1]]
-
-
 def message_page(*, thread: Thread, before: int | None, limit: int) -> dict[str, Any]:
     """Return the newest `limit` messages placed before seq `before`, oldest first, with the seq they reflect (I4)."""
     messages = Message.objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")

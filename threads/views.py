@@ -26,7 +26,7 @@ from .management.commands.demouser import DEMO_PASSWORD, DEMO_USERNAME
 from .models import Message, Thread
 from .selectors import (
     message_get_in_thread,
-    message_list_before,
+    message_page,
     thread_activity_for_user,
     thread_get_for_user,
     thread_snapshot,
@@ -131,11 +131,10 @@ def thread_earlier(request: HttpRequest, thread_id: str) -> JsonResponse:
     """Return the messages before `?before=<message id>` as HTML, rendered like the page's own."""
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     before = message_get_in_thread(thread=thread, message_id=request.GET.get("before", ""))
-    page = message_list_before(thread=thread, before_seq=before.seq, limit=THREAD_PAGE_MESSAGES + 1)
-    has_more = len(page) > THREAD_PAGE_MESSAGES
-    page = page[-THREAD_PAGE_MESSAGES:]
-    html = render_to_string("threads/_message_list.html", {"thread": thread, "page_messages": page}, request)
-    return JsonResponse({"html": html, "has_more": has_more})
+    page = message_page(thread=thread, before=before.seq, limit=THREAD_PAGE_MESSAGES)
+    context = {"thread": thread, "page_messages": page["messages"]}
+    html = render_to_string("threads/_message_list.html", context, request)
+    return JsonResponse({"html": html, "has_more": page["next"] is not None})
 
 
 @login_required
