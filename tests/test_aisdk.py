@@ -121,14 +121,19 @@ def test_resume_with_nothing_streaming_is_204(client, thread, user):
     assert client.get(f"/api/chat/{thread.id}/stream").status_code == 204
 
 
+async def reply_started_then_stopped(chat_request, thread):
+    """Start a reply through POST /api/chat, wait for its first text, stop it; return its stream and the stop answer."""
+    stream = await chat_request("/api/chat", method="POST", body=ui_message_body("Hello there", thread.id))
+    while "text-delta" not in stream.buffer:
+        assert await stream.read_chunk(), "the stream ended before any text"
+    return stream, await chat_request(f"/api/chat/{thread.id}/stop", method="POST")
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_stop_ends_the_stream_with_abort(chat_request, thread, worker, settings):
     """POST /api/chat/<id>/stop answers 202; the reply's stream ends with text-end and abort; a second stop is 409."""
     settings.SCRIPTED_TOKENS_PER_SECOND = 50
-    stream = await chat_request("/api/chat", method="POST", body=ui_message_body("Hello there", thread.id))
-    while "text-delta" not in stream.buffer:
-        await stream.read_chunk()
-    stopped = await chat_request(f"/api/chat/{thread.id}/stop", method="POST")
+    stream, stopped = await reply_started_then_stopped(chat_request, thread)
     assert stopped.status == 202 and json.loads(await stopped.read_all())["reply"]["role"] == "assistant"
     chunks = await ui_chunks(stream)
     assert chunks[-1] == {"type": "abort", "reason": "cancelled"} and chunks[-2]["type"] == "text-end"
@@ -142,10 +147,7 @@ async def test_stop_ends_the_stream_with_abort(chat_request, thread, worker, set
 async def test_regenerate_answers_a_stopped_reply_again(chat_request, thread, worker, settings):
     """`trigger: regenerate-message` after a stopped reply streams a new reply to the same user message."""
     settings.SCRIPTED_TOKENS_PER_SECOND = 50
-    first = await chat_request("/api/chat", method="POST", body=ui_message_body("Hello there", thread.id))
-    while "text-delta" not in first.buffer:
-        await first.read_chunk()
-    await chat_request(f"/api/chat/{thread.id}/stop", method="POST")
+    first, _ = await reply_started_then_stopped(chat_request, thread)
     assert (await ui_chunks(first))[-1]["type"] == "abort"  # the stopped reply has ended
     stopped = await Message.objects.aget(thread=thread, role="assistant")
     body = ui_message_body("Hello there", thread.id) | {"trigger": "regenerate-message"}

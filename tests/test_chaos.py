@@ -36,7 +36,7 @@ from .chaos_cluster import (
     with_database,
 )
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(150)]
 
 DATABASE_NAME = "chatsite_chaos"
 REPLY_TOKENS = 150
@@ -69,9 +69,7 @@ class Chaos:
 @pytest.fixture(scope="module")
 def chaos() -> Iterator[Chaos]:
     """Start the cluster on a fresh database; stop it and drop the database after."""
-    server_url, redis_url = os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", "")
-    if not redis_url:
-        pytest.skip("needs REDIS_URL")
+    server_url, redis_url = os.environ["DATABASE_URL"], os.environ["REDIS_URL"]
     services = Services(database_url=server_url, redis_url=redis_url)
     services.ensure_running()
     admin_url = with_database(server_url, "postgres")
