@@ -11,10 +11,16 @@ from threads.errors import BadRequest, ChatError, RateLimited
 from threads.inputs import parse_client_id, parse_json_object
 from threads.selectors import thread_get_for_user
 from threads.services import generation_cancel, message_post
-from threads.tokens import api_token_is_valid
 
 from . import events
-from .subscription import StreamSlot, ThreadGone, ThreadSubscription, TokenRevoked, parse_cursor
+from .subscription import (
+    StreamSlot,
+    ThreadGone,
+    ThreadSubscription,
+    TokenRevoked,
+    aapi_token_is_valid,
+    parse_cursor,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,5 +125,5 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     async def _refuse_if_token_revoked(self) -> None:
         """Raise TokenRevoked before a write if the socket's token was revoked (the notice closing it may be lost)."""
-        if self.token_id is not None and not await database_sync_to_async(api_token_is_valid)(token_id=self.token_id):
+        if self.token_id is not None and not await aapi_token_is_valid(token_id=self.token_id):
             raise TokenRevoked(str(self.token_id))
