@@ -8,7 +8,9 @@ loads the thread, and a stream that misses its token's revocation ends at its ow
 periodic check of the token (streaming/subscription.py).
 """
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
@@ -31,11 +33,18 @@ from .events import (
 logger = logging.getLogger(__name__)
 
 
-async def _agroup_send(group: str, message: dict[str, Any]) -> None:
+@contextlib.asynccontextmanager
+async def _logged_on_failure(groups: str) -> AsyncIterator[None]:
+    """Log a failed send instead of raising it: subscribers catch up on their own."""
     try:
-        await get_channel_layer().group_send(group, message)
+        yield
     except Exception:
-        logger.warning("channel layer send to %s failed; subscribers catch up on their own", group, exc_info=True)
+        logger.warning("channel layer send to %s failed; subscribers catch up on their own", groups, exc_info=True)
+
+
+async def _agroup_send(group: str, message: dict[str, Any]) -> None:
+    async with _logged_on_failure(group):
+        await get_channel_layer().group_send(group, message)
 
 
 def _events_message(events: list[EncodedEvent]) -> dict[str, Any]:
@@ -58,14 +67,8 @@ async def apublish_many(batches: list[tuple[UUID, list[EncodedEvent]]]) -> None:
         return
     layer = get_channel_layer()
     if hasattr(layer, "group_send_many"):
-        try:
+        async with _logged_on_failure(f"{len(messages)} groups"):
             await layer.group_send_many(messages)
-        except Exception:
-            logger.warning(
-                "channel layer send to %d groups failed; subscribers will repair from the database",
-                len(messages),
-                exc_info=True,
-            )
     else:
         await asyncio.gather(*(_agroup_send(group, message) for group, message in messages))
 
