@@ -47,23 +47,9 @@ def thread_page(
 
 
 def thread_snapshot(*, thread: Thread, limit: int | None = None) -> dict[str, Any]:
-    """Return the thread's messages and the seq they reflect (I4), newest `limit` ones if given.
-
-    One statement reads the messages and the thread's last_seq together, so it sees a
-    prefix of the log; a reply still streaming then gets its text from its delta events
-    up to that seq, all committed before it: content and seq agree.
-    """
-    messages = Message.objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
-    if limit is not None:
-        messages = messages[:limit]
-    messages = list(messages)[::-1]
-    seq = messages[0].snapshot_seq if messages else Thread.objects.values_list("last_seq", flat=True).get(pk=thread.pk)
-    return {
-        "id": str(thread.id),
-        "title": thread.title,
-        "seq": seq,
-        "messages": [message_payload(message) for message in replies_in_progress_filled(messages, seq=seq)],
-    }
+    """Return the thread's messages and the seq they reflect (I4), newest `limit` ones if given."""
+    page = message_page(thread=thread, before=None, limit=limit)
+    return {"id": str(thread.id), "title": thread.title, "seq": page["seq"], "messages": page["messages"]}
 
 
 def thread_activity_for_user(*, user: AbstractBaseUser, limit: int) -> list[Thread]:
@@ -84,16 +70,22 @@ def message_get_in_thread(*, thread: Thread, message_id: UUID | str) -> Message:
     return message
 
 
-def message_page(*, thread: Thread, before: int | None, limit: int) -> dict[str, Any]:
-    """Return the newest `limit` messages placed before seq `before`, oldest first, with the seq they reflect (I4)."""
+def message_page(*, thread: Thread, before: int | None, limit: int | None) -> dict[str, Any]:
+    """Return the newest `limit` messages (all when None) placed before seq `before`, oldest first.
+
+    With the seq they reflect (I4), and `next`, the `before` of the page preceding this one.
+    One statement reads the messages and the thread's last_seq together, so it sees a
+    prefix of the log; a reply still streaming then gets its text from its delta events
+    up to that seq, all committed before it: content and seq agree.
+    """
     messages = Message.objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
     if before is not None:
         messages = messages.filter(seq__lt=before)
-    newest_first = list(messages[: limit + 1])
+    newest_first = list(messages if limit is None else messages[: limit + 1])
     page = newest_first[:limit][::-1]
     seq = page[0].snapshot_seq if page else Thread.objects.values_list("last_seq", flat=True).get(pk=thread.pk)
     return {
         "messages": [message_payload(message) for message in replies_in_progress_filled(page, seq=seq)],
         "seq": seq,
-        "next": page[0].seq if len(newest_first) > limit else None,
+        "next": page[0].seq if limit is not None and len(newest_first) > limit else None,
     }
