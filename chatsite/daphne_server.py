@@ -24,17 +24,26 @@ and, for at most the stall time, the backlog page and channel-layer queue its pa
 subscription keeps. The kernel's socket buffers come on top (net.ipv4.tcp_wmem). Other
 responses are bounded by their own size and left alone. Everything else is daphne
 unchanged: the same command-line flags, the same protocol classes.
+
+Run as the web process, it serves on uvloop's event loop: per WebSocket frame sent, the
+process spends about a tenth less than on asyncio's own loop (README, "Benchmark").
 """
 import asyncio
 import logging
 import weakref
 
-from daphne.cli import CommandLineInterface
-from daphne.server import Server
-from daphne.ws_protocol import WebSocketProtocol
-from django.conf import settings
-from twisted.internet.abstract import FileDescriptor
-from twisted.protocols.policies import ProtocolWrapper
+import uvloop
+
+if __name__ == "__main__":
+    # daphne creates its event loop when daphne.server is first imported, just below.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+from daphne.cli import CommandLineInterface  # noqa: E402 (after the loop policy)
+from daphne.server import Server  # noqa: E402
+from daphne.ws_protocol import WebSocketProtocol  # noqa: E402
+from django.conf import settings  # noqa: E402
+from twisted.internet.abstract import FileDescriptor  # noqa: E402
+from twisted.protocols.policies import ProtocolWrapper  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
