@@ -43,17 +43,18 @@ class Claim:
     request: ReplyRequest
 
 
-def seq_allocate(*, thread_id: UUID, count: int = 1) -> int:
-    """Reserve `count` consecutive seqs in the thread's log and return the first (I1).
+def seq_allocate(*, thread_id: UUID, count: int = 1, touched_at: datetime | None = None) -> int:
+    """Reserve `count` consecutive seqs in the thread's log and return the first (I1); set updated_at if given.
 
     The UPDATE locks the thread row until the transaction ends, so concurrent
     writers to one thread allocate and commit in seq order.
     """
     assert connection.in_atomic_block, "seqs must be allocated in the transaction that inserts them"
+    touch, touched = _touch(touched_at)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {Thread._meta.db_table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",
-            [count, _db_id(Thread, thread_id)],
+            f"UPDATE {Thread._meta.db_table} SET last_seq = last_seq + %s{touch} WHERE id = %s RETURNING last_seq",
+            [count, *touched, _db_id(Thread, thread_id)],
         )
         (last_seq,) = cursor.fetchone()
     return last_seq - count + 1
@@ -145,64 +146,94 @@ def message_end(*, message: Message, status: str, **outcome: Any) -> None:
     publish_events_on_commit(message.thread_id, reply_end(message=message, status=status, **outcome))
 
 
-def conversation_turns(*, reply: Message) -> list[Turn]:
-    """Return the turns up to the message `reply` answers, oldest first, leaving out turns with no text.
+def conversations_turns(replies: list[Message]) -> dict[UUID, list[Turn]]:
+    """Return each reply's turns, oldest first: its thread's messages with text, up to the one it answers.
 
-    A retried reply answers an earlier message again: the replies in between are not part of its conversation.
+    A retried reply answers an earlier message again: the replies in between are not part of
+    its conversation. One query for them all (each reply comes with its `reply_to`).
     """
-    earlier = (
-        Message.objects.filter(thread_id=reply.thread_id, seq__lte=reply.reply_to.seq)
+    answered = {reply.id: reply.reply_to.seq for reply in replies}
+    earlier = Q()
+    for reply in replies:
+        earlier |= Q(thread_id=reply.thread_id, seq__lte=answered[reply.id])
+    rows = (
+        Message.objects.filter(earlier)
         .exclude(content="")
-        .order_by("seq")
-        .values_list("role", "content")
+        .order_by("thread_id", "seq")
+        .values_list("thread_id", "seq", "role", "content")
     )
-    return [Turn(role=role, content=content) for role, content in earlier]
+    by_thread = {thread_id: list(group) for thread_id, group in itertools.groupby(rows, key=lambda row: row[0])}
+    return {
+        reply.id: [
+            Turn(role=role, content=content)
+            for _, seq, role, content in by_thread.get(reply.thread_id, [])
+            if seq <= answered[reply.id]
+        ]
+        for reply in replies
+    }
 
 
 @transaction.atomic
 def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]:
-    """Take up to `limit` generations, oldest first: queued ones, and ones whose lease expired (takeovers)."""
+    """Take up to `limit` generations, oldest first: queued ones, and ones whose lease expired (takeovers).
+
+    A few statements however many are taken: a loaded worker claims tens of replies a second.
+    A generation out of attempts is not taken: its reply ends, failed.
+    """
     now = timezone.now()
-    claimable = (
+    generations = list(
         Generation.objects.filter(
             Q(status=Generation.Status.QUEUED) | Q(status=Generation.Status.RUNNING, lease_expires_at__lt=now)
         )
+        .select_related("message__reply_to")
         .order_by("created_at")
-        .select_for_update(skip_locked=True)
+        .select_for_update(skip_locked=True, of=("self",))[:limit]
     )
-    claims: list[Claim] = []
-    for generation in claimable[:limit]:
-        reply = Message.objects.select_related("reply_to").get(pk=generation.message_id)
-        if generation.attempts >= settings.GENERATION_MAX_ATTEMPTS:
-            message_end(
-                message=reply,
-                status=Message.Status.FAILED,
-                error={"code": "interrupted", "detail": "The reply was interrupted too many times and was stopped."},
-            )
-            continue
+    _replies_fail_interrupted(
+        [generation.message for generation in generations if generation.attempts >= settings.GENERATION_MAX_ATTEMPTS]
+    )
+    claimed = [generation for generation in generations if generation.attempts < settings.GENERATION_MAX_ATTEMPTS]
+    if not claimed:
+        return []
+    # Only a generation that ran before can have text logged: a first attempt starts from none.
+    partials = {
+        generation.message_id: logged_reply_text(message=generation.message)
+        for generation in claimed
+        if generation.attempts
+    }
+    for generation in claimed:
         generation.status = Generation.Status.RUNNING
         generation.worker = worker
         generation.lease_token = uuid.uuid4()
         generation.lease_expires_at = now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
         generation.attempts += 1
         generation.started_at = generation.started_at or now
-        generation.save(
-            update_fields=["status", "worker", "lease_token", "lease_expires_at", "attempts", "started_at"]
+    Generation.objects.bulk_update(
+        claimed, ["status", "worker", "lease_token", "lease_expires_at", "attempts", "started_at"]
+    )
+    replies = [generation.message for generation in claimed]
+    # A takeover keeps the model its reply started with.
+    Message.objects.filter(pk__in=[reply.pk for reply in replies], model="").update(model=model)
+    turns = conversations_turns(replies)
+    return [
+        Claim(
+            generation_id=generation.id,
+            lease_token=generation.lease_token,
+            thread_id=generation.thread_id,
+            message_id=generation.message_id,
+            attempt=generation.attempts,
+            request=ReplyRequest(turns=turns[generation.message_id], partial=partials.get(generation.message_id, "")),
         )
-        if not reply.model:
-            reply.model = model
-            reply.save(update_fields=["model"])
-        claims.append(
-            Claim(
-                generation_id=generation.id,
-                lease_token=generation.lease_token,
-                thread_id=generation.thread_id,
-                message_id=reply.id,
-                attempt=generation.attempts,
-                request=ReplyRequest(turns=conversation_turns(reply=reply), partial=logged_reply_text(message=reply)),
-            )
-        )
-    return claims
+        for generation in claimed
+    ]
+
+
+def _replies_fail_interrupted(replies: list[Message]) -> None:
+    """End, as failed, replies whose generation ran out of attempts; their `end` events go out on commit."""
+    error = {"code": "interrupted", "detail": "The reply was interrupted too many times and was stopped."}
+    ended = replies_end([(reply, {"status": Message.Status.FAILED, "error": error}) for reply in replies])
+    for reply in replies:
+        publish_events_on_commit(reply.thread_id, ended[reply.id])
 
 
 @dataclass(frozen=True)
@@ -362,8 +393,7 @@ def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
 
 def _seq_allocate_one_each(thread_ids: set[UUID], *, touched_at: datetime | None = None) -> dict[UUID, int]:
     """Reserve the next seq of each thread, as `seq_allocate` does for one (I1); set updated_at if given."""
-    touch = ", updated_at = %s" if touched_at is not None else ""
-    touched = [connection.ops.adapt_datetimefield_value(touched_at)] if touched_at is not None else []
+    touch, touched = _touch(touched_at)
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {Thread._meta.db_table} SET last_seq = last_seq + 1{touch} "
@@ -371,6 +401,17 @@ def _seq_allocate_one_each(thread_ids: set[UUID], *, touched_at: datetime | None
             [*touched, *(_db_id(Thread, thread_id) for thread_id in thread_ids)],
         )
         return {_uuid(thread_id): last_seq for thread_id, last_seq in cursor.fetchall()}
+
+
+def _touch(touched_at: datetime | None) -> tuple[str, list[Any]]:
+    """The SET clause and parameter that make a seq allocation also set the thread's updated_at, if given.
+
+    Not on every delta: updated_at is indexed, and setting it would make each flush's
+    row update a non-HOT one. A thread's activity is its messages and their ends.
+    """
+    if touched_at is None:
+        return "", []
+    return ", updated_at = %s", [connection.ops.adapt_datetimefield_value(touched_at)]
 
 
 def _db_id(model: type[models.Model], pk: UUID) -> Any:

@@ -112,9 +112,9 @@ def _refuse_if_busy(thread: Thread) -> None:
         raise Busy("A reply is still being written: wait for it to end or stop it.")
 
 
-def _reply_start(*, thread: Thread, message: Message, seq: int) -> tuple[Message, Chunk]:
-    """Create an assistant reply to `message` at `seq`, with its generation queued."""
-    reply = Message.objects.create(
+def _reply(*, thread: Thread, message: Message, seq: int) -> Message:
+    """Return an unsaved assistant reply to `message` at `seq`."""
+    return Message(
         thread=thread,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
@@ -122,9 +122,13 @@ def _reply_start(*, thread: Thread, message: Message, seq: int) -> tuple[Message
         content_seq=seq,
         reply_to=message,
     )
-    Generation.objects.create(message=reply, thread=thread)
+
+
+def _reply_queue(reply: Message) -> Chunk:
+    """Queue the generation that writes the saved `reply`; return the reply's `start` chunk."""
+    Generation.objects.create(message=reply, thread=reply.thread)
     notify_workers_on_commit(type="generation.queued")
-    return reply, Chunk(thread=thread, seq=seq, message=reply, kind=Chunk.Kind.START)
+    return Chunk(thread=reply.thread, seq=reply.seq, message=reply, kind=Chunk.Kind.START)
 
 
 def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> Posted:
@@ -144,8 +148,8 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
                 return Posted(message=earlier, reply=earlier.replies.order_by("seq").first())
         _refuse_if_busy(locked)
         _refuse_if_sending_too_fast(locked)
-        seq = seq_allocate(thread_id=locked.pk, count=2)
-        message = Message.objects.create(
+        seq = seq_allocate(thread_id=locked.pk, count=2, touched_at=timezone.now())
+        message = Message(
             thread=locked,
             role=Message.Role.USER,
             content=content,
@@ -154,10 +158,13 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
             content_seq=seq,
             client_id=client_id,
         )
-        reply, start = _reply_start(thread=locked, message=message, seq=seq + 1)
+        reply = _reply(thread=locked, message=message, seq=seq + 1)
+        # One INSERT for both: the reply refers to its message by an id set on creation.
+        Message.objects.bulk_create([message, reply])
+        start = _reply_queue(reply)
         if not locked.title:
             locked.title = title_from_content(content)
-        locked.save(update_fields=["title", "updated_at"])
+            locked.save(update_fields=["title"])
         posted = Chunk(thread=locked, seq=seq, message=message, kind=Chunk.Kind.MESSAGE)
         chunks_record(thread_id=locked.pk, chunks=[posted, start], messages=[message, reply])
     return Posted(message=message, reply=reply)
@@ -172,9 +179,10 @@ def reply_retry(*, thread: Thread, reply: Message) -> Message:
     with transaction.atomic():
         locked = _lock_thread(thread)
         _refuse_if_busy(locked)
-        seq = seq_allocate(thread_id=locked.pk)
-        retry, start = _reply_start(thread=locked, message=reply.reply_to, seq=seq)
-        locked.save(update_fields=["updated_at"])
+        seq = seq_allocate(thread_id=locked.pk, touched_at=timezone.now())
+        retry = _reply(thread=locked, message=reply.reply_to, seq=seq)
+        retry.save()
+        start = _reply_queue(retry)
         chunks_record(thread_id=locked.pk, chunks=[start], messages=[retry])
     return retry
 

@@ -1,0 +1,79 @@
+"""The writes every reply makes cost a fixed handful of statements: a send, and a worker's batch of claims."""
+import uuid
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from streaming.models import Chunk, Generation
+from streaming.providers import Turn
+from streaming.services import Claim, generation_claim_many
+from threads.models import Message
+from threads.services import message_post, reply_retry, thread_create
+
+from .writes import reply_written
+
+pytestmark = pytest.mark.django_db
+
+
+def statements(captured: CaptureQueriesContext) -> list[str]:
+    """The statements run, without the savepoints that wrap a transaction inside a test's own."""
+    return [query["sql"] for query in captured if "SAVEPOINT" not in query["sql"]]
+
+
+def claimed(limit: int) -> tuple[list[Claim], int]:
+    """Claim up to `limit` generations; return the claims and the statements it took."""
+    with CaptureQueriesContext(connection) as captured:
+        claims = generation_claim_many(worker="claims-test", model="scripted", limit=limit)
+    return claims, len(statements(captured))
+
+
+def test_a_batch_costs_the_statements_of_one_claim(user):
+    for n in range(9):
+        message_post(thread=thread_create(owner=user), content=f"Question {n}", client_id=None)
+
+    one, statements_for_one = claimed(1)
+    eight, statements_for_eight = claimed(8)
+
+    assert (len(one), len(eight)) == (1, 8)
+    assert statements_for_eight == statements_for_one
+    assert Generation.objects.filter(status=Generation.Status.RUNNING, worker="claims-test").count() == 9
+    assert set(Message.objects.filter(role="assistant").values_list("model", flat=True)) == {"scripted"}
+
+
+def test_a_send_takes_eight_statements(thread):
+    reply_written(thread)  # a send into a thread with history, the reply before it ended
+    sent_at = timezone.now()
+    with CaptureQueriesContext(connection) as captured:
+        posted = message_post(thread=thread, content="Second", client_id=uuid.uuid4())
+
+    # Lock, repeat check, busy check, rate check, seqs, both messages, generation, log rows.
+    assert len(statements(captured)) == 8, "\n".join(statements(captured))
+
+    seq = posted.message.seq
+    assert Message.objects.filter(thread=thread, seq__gte=seq).count() == 2
+    assert (posted.reply.seq, posted.reply.reply_to_id) == (seq + 1, posted.message.id)
+    assert Generation.objects.get(message=posted.reply).status == Generation.Status.QUEUED
+    logged = Chunk.objects.filter(thread=thread, seq__gte=seq).values_list("seq", "kind")
+    assert list(logged) == [(seq, "message"), (seq + 1, "start")]
+    thread.refresh_from_db()
+    assert thread.last_seq == seq + 1
+    assert thread.updated_at >= sent_at, "a send is activity: the thread moves up the list"
+
+
+def test_each_reply_in_a_batch_gets_its_own_conversation(user):
+    continued, retried_thread = thread_create(owner=user), thread_create(owner=user)
+    reply_written(continued, deltas=("Hi", " there"))
+    failed = reply_written(retried_thread, deltas=("Par", "tial"), status="failed")
+    follow_up = message_post(thread=continued, content="And then?", client_id=None).reply
+    retry = reply_retry(thread=retried_thread, reply=failed)
+    fresh = message_post(thread=thread_create(owner=user), content="Alone", client_id=None).reply
+
+    requests = {claim.message_id: claim.request for claim in claimed(10)[0]}
+
+    assert requests[follow_up.id].turns == [Turn("user", "Hello"), Turn("assistant", "Hi there"), Turn("user", "And then?")]
+    # A retry answers its message again: the failed reply after that message is not part of it.
+    assert requests[retry.id].turns == [Turn("user", "Hello")]
+    assert requests[fresh.id].turns == [Turn("user", "Alone")]
+    assert {request.partial for request in requests.values()} == {""}, "first attempts start from no text"
