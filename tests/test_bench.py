@@ -23,7 +23,7 @@ def test_streambench_reports_every_figure_with_nothing_lost_duplicated_or_reorde
     call_command(
         "streambench",
         "--topology=embedded", "--streams=2", "--tabs=2", "--tokens-per-second=50", "--reply-tokens=20",
-        "--duration=3", "--warmup=0.5", "--phases=idle,resume,page,load,capacity",
+        "--duration=3", "--warmup=0.5", "--phases=idle,resume,page,load,floor,capacity",
         "--idle-sockets=5", "--resume-log-events=600", "--resume-repeats=2", "--page-messages=20", "--page-runs=2",
         "--capacity-start=2", "--capacity-max=2", "--capacity-step-duration=3", "--capacity-budget=120",
         f"--output={output}", f"--log-dir={tmp_path / 'logs'}",
@@ -41,6 +41,9 @@ def test_streambench_reports_every_figure_with_nothing_lost_duplicated_or_reorde
     assert load["storage"]["chunk_rows_written_per_1k_tokens"] > load["storage"]["chunk_rows_per_1k_tokens"]
     assert load["channel_layer"]["group_sends_per_1k_tokens"] > 0
     assert load["cpu"]["app_s_per_1k_delivered_tokens"] is not None
+    assert load["cpu"]["web_us_per_frame"] > 0
+    floor = report["floor"]
+    assert floor["sockets"] == 4 and floor["frames_per_s"] > 0 and floor["server_us_per_frame"] > 0
     assert [case["missed"] for case in report["resume"]["long_log"]["cases"]] == [0, 100]
     assert all(case["events_sent"] == case["missed"] for case in report["resume"]["long_log"]["cases"])
     assert report["page"]["messages"] == 20 and report["page"]["page_ms"]["runs"] == 2

@@ -4,17 +4,15 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-
 from .capacity import capacity
 from .load import run_load
-from .phases import idle_memory, page, peak_memory, resume
+from .phases import floor, idle_memory, page, peak_memory, resume
 from .procstat import machine_description
 from .report import targets
 from .session import BenchConfig, BenchSession
 from .topology import redis_info
 
-PHASES = ("idle", "resume", "page", "load", "capacity")
+PHASES = ("idle", "resume", "page", "load", "floor", "capacity")
 
 
 def run_benchmark(config: BenchConfig, log_dir: Path) -> dict[str, Any]:
@@ -22,7 +20,7 @@ def run_benchmark(config: BenchConfig, log_dir: Path) -> dict[str, Any]:
     described = dataclasses.asdict(config)
     for url in ("database_url", "redis_url"):  # they may carry credentials
         described.pop(url)
-    described["stream_flush_ms"] = int(config.server_settings.get("STREAM_FLUSH_MS", settings.STREAM_FLUSH_MS))
+    described["stream_flush_ms"] = config.flush_ms
     report: dict[str, Any] = {
         "config": described,
         "machine": machine_description() | {"python": platform.python_version()},
@@ -43,6 +41,8 @@ def run_benchmark(config: BenchConfig, log_dir: Path) -> dict[str, Any]:
             report["load"] = run_load(
                 session, streams=session.seeded["load_streams"], duration_s=config.duration_s, warmup_s=config.warmup_s
             )
+        if "floor" in config.phases:
+            report["floor"] = floor(session)
         if "capacity" in config.phases:
             report["capacity"] = capacity(session)
         report["peak_memory"] = peak_memory(session)

@@ -202,7 +202,7 @@ async def load(plan: dict[str, Any]) -> dict[str, Any]:
 
 async def serve() -> None:
     plan = await read_line()
-    modes = {"load": load, "idle": probes.idle, "resume": probes.resume}
+    modes = {"load": load, "idle": probes.idle, "resume": probes.resume, "floor": probes.floor}
     write_line({"type": "result", **await modes[plan.pop("mode")](plan)})
 
 

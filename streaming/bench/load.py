@@ -144,6 +144,8 @@ def _cpu_report(
         group = "postgres" if name.startswith("postgres:") else name
         used[group] += seconds - before["cpu"].get(name, 0.0)
     app_s = sum(seconds for name, seconds in used.items() if name.startswith(("web-", "bench-worker-")))
+    web_s = sum(seconds for name, seconds in used.items() if name.startswith("web-"))
+    frames = sum(result["events"] for result in results)
     servers_s = sum(used.values())
     busy = after["machine"][0] - before["machine"][0]
     total = after["machine"][1] - before["machine"][1]
@@ -156,6 +158,9 @@ def _cpu_report(
         "app_s_per_1k_delivered_tokens": per_1k(app_s),
         "servers_s_per_1k_delivered_tokens": per_1k(servers_s),
         "clients_s": round(clients_s, 2),
+        # Compare with the floor phase: what daphne alone spends per frame (with the inline worker when embedded).
+        "web_us_per_frame": round(web_s * 1e6 / frames, 1) if frames else None,
+        "clients_us_per_frame": round(clients_s * 1e6 / frames, 1) if frames else None,
         "machine_busy_pct": round(100 * busy / total, 1) if total else None,
         # CPU used by processes that are not part of this run: another workload skews every figure.
         "others_busy_pct": round(100 * max(0.0, busy - servers_s - clients_s) / total, 1) if total else None,

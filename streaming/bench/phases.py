@@ -1,17 +1,20 @@
-"""The phases that measure one thing at a time: idle memory, resume, the thread page, peak memory."""
+"""The phases that measure one thing at a time: idle memory, resume, the thread page, the floor, peak memory."""
 import time
 import urllib.request
 from typing import Any
 
-from .procstat import process_sample
+from ..management.commands.runcluster import web_command
+from .procstat import cpu_seconds, process_sample
 from .session import BenchSession
 from .stats import timing_summary
+from .topology import START_TIMEOUT_SECONDS, Process, answers, free_port, wait_until
 
 # Opened and closed before the web process's memory is read: first connections allocate caches for good.
 IDLE_WARMUP_SOCKETS = 20
 IDLE_SETTLE_SECONDS = 2.0
 RESUME_MISSED = (0, 100, 10_000)
 RESULT_TIMEOUT_SECONDS = 300.0
+FLOOR_APPLICATION = "streaming.bench.floor_app:application"
 
 
 def idle_memory(session: BenchSession) -> dict[str, Any]:
@@ -103,6 +106,52 @@ def page(session: BenchSession) -> dict[str, Any]:
         report[f"{name}_ms"] = timing_summary([ms for ms, _ in runs])
         report[f"{name}_bytes"] = runs[0][1]
     return report
+
+
+def floor(session: BenchSession) -> dict[str, Any]:
+    """Serve the load's sockets a frame every flush from daphne with no application behind it; return its cost.
+
+    The same command as a web process, serving `floor_app` instead of chatsite: a frame
+    costs this much however lean the application is. With the load's clients beside it,
+    it shows how much of the machine a given frame rate takes before chatsite does anything.
+    """
+    config = session.config
+    sockets = config.streams * config.tabs
+    port = free_port()
+    argv = [FLOOR_APPLICATION if arg.endswith(":application") else arg for arg in web_command(port=port, host="127.0.0.1")]
+    environment = session.topology.environment | {"FLOOR_FRAME_INTERVAL_MS": str(config.flush_ms)}
+    server = Process.spawn("floor", argv, environment, session.log_dir)
+    try:
+        wait_until(lambda: answers(server, port), START_TIMEOUT_SECONDS, f"the floor's daphne on port {port}")
+        processes = max(1, min(config.client_processes, sockets))
+        shares = [sockets // processes + (number < sockets % processes) for number in range(processes)]
+        plan = {"mode": "floor", "port": port, "warmup_s": config.warmup_s, "duration_s": config.duration_s}
+        clients = session.clients([plan | {"sockets": share} for share in shares], name="floor")
+        try:
+            start = time.time() + 0.5
+            for client in clients:
+                client.send({"type": "go", "start": start})
+            time.sleep(max(0.0, start + config.warmup_s - time.time()))
+            before = cpu_seconds({"floor": server.popen.pid})["floor"]
+            time.sleep(max(0.0, start + config.duration_s - time.time()))
+            server_s = cpu_seconds({"floor": server.popen.pid})["floor"] - before
+            results = [client.receive(RESULT_TIMEOUT_SECONDS) for client in clients]
+        finally:
+            for client in clients:
+                client.stop()
+    finally:
+        server.stop()
+    window_s = config.duration_s - config.warmup_s
+    frames = sum(result["frames"] for result in results)
+    clients_s = sum(result["client_cpu_s"] for result in results)
+    return {
+        "sockets": sockets,
+        "frame_interval_ms": config.flush_ms,
+        "frames_per_s": round(frames / window_s, 1),
+        "server_cpu_pct": round(100 * server_s / window_s, 1),
+        "server_us_per_frame": round(server_s * 1e6 / frames, 1) if frames else None,
+        "clients_us_per_frame": round(clients_s * 1e6 / frames, 1) if frames else None,
+    }
 
 
 def peak_memory(session: BenchSession) -> dict[str, Any]:

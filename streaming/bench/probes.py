@@ -1,4 +1,4 @@
-"""Client-side probes that are not load: resume timing and idle sockets."""
+"""Client-side probes that are not load: resume timing, idle sockets, and the floor's frame counting."""
 import asyncio
 import contextlib
 import sys
@@ -55,3 +55,32 @@ async def idle(plan: dict[str, Any]) -> dict[str, Any]:
         write_line({"type": "connected", "sockets": len(plan["streams"]) - failed})
         await read_line()  # `close`
     return {"opened": len(plan["streams"]) - failed, "failed": failed}
+
+
+async def floor(plan: dict[str, Any]) -> dict[str, Any]:
+    """Open `sockets` sockets on the floor's server; count the frames they get in the window after `go`."""
+    gate = asyncio.Semaphore(OPENING_CONCURRENCY)
+    received = 0
+
+    async def read(socket) -> None:
+        nonlocal received
+        with contextlib.suppress(WebSocketException):
+            async for _ in socket:
+                received += 1
+
+    async def open_one(stack: contextlib.AsyncExitStack):
+        async with gate:
+            return await stack.enter_async_context(open_socket(port=plan["port"], thread_id="floor", after=0, cookie=""))
+
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = await asyncio.gather(*(open_one(stack) for _ in range(plan["sockets"])))
+        readers = [asyncio.ensure_future(read(socket)) for socket in sockets]
+        write_line({"type": "connected", "sockets": len(sockets)})
+        start = (await read_line())["start"]  # `go`
+        await asyncio.sleep(max(0.0, start + plan["warmup_s"] - time.time()))
+        frames, cpu = received, time.process_time()
+        await asyncio.sleep(max(0.0, start + plan["duration_s"] - time.time()))
+        frames, cpu = received - frames, time.process_time() - cpu
+        for reader in readers:
+            reader.cancel()
+    return {"frames": frames, "client_cpu_s": cpu}

@@ -90,6 +90,15 @@ def _load_lines(load: dict[str, Any]) -> list[str]:
         f"  machine               {cpu['machine_busy_pct']}% busy, {cpu['others_busy_pct']}% by other processes; "
         f"clients {cpu['clients_s']} CPU s",
         "  CPU s by process      " + ", ".join(f"{name} {seconds}" for name, seconds in cpu["by_process_s"].items()),
+        f"  µs per frame          web processes {cpu['web_us_per_frame']}, clients {cpu['clients_us_per_frame']}",
+    ]
+
+
+def _floor_lines(floor: dict[str, Any]) -> list[str]:
+    return [
+        f"Floor: daphne alone, {floor['sockets']} sockets × a frame every {floor['frame_interval_ms']} ms",
+        f"  {floor['frames_per_s']} frames/s; µs per frame: daphne {floor['server_us_per_frame']}, "
+        f"clients {floor['clients_us_per_frame']}; daphne {floor['server_cpu_pct']}% of a core",
     ]
 
 
@@ -155,6 +164,8 @@ def render(report: dict[str, Any]) -> str:
     ]
     if "load" in report:
         sections.append(_load_lines(report["load"]))
+    if "floor" in report:
+        sections.append(_floor_lines(report["floor"]))
     if "resume" in report:
         sections.append(_resume_lines(report["resume"]))
     if "page" in report:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 
 from .procstat import cpu_seconds
 from .tool import BASE_DIR, run_task
@@ -52,6 +53,11 @@ class BenchConfig:
     @property
     def reply_s(self) -> float:
         return self.reply_tokens / self.tokens_per_second
+
+    @property
+    def flush_ms(self) -> int:
+        """STREAM_FLUSH_MS as the servers run with it."""
+        return int(self.server_settings.get("STREAM_FLUSH_MS", settings.STREAM_FLUSH_MS))
 
 
 class ClientProcess:

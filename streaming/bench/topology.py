@@ -45,6 +45,17 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.1)
 
 
+def answers(web: "Process", port: int) -> bool:
+    """Whether the web process on `port` answers its health check; raise if it exited."""
+    if web.popen.poll() is not None:
+        raise RuntimeError(f"{web.name} exited:\n{web.log()[-4000:]}")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 @dataclass
 class Process:
     name: str
@@ -179,19 +190,9 @@ class Topology:
             name = f"bench-worker-{number}"
             self.workers.append(Process.spawn(name, worker_command(name=name), self.environment, self.log_dir))
         for web, port in zip(self.webs, self.ports):
-            wait_until(lambda: self._answers(web, port), START_TIMEOUT_SECONDS, f"{web.name} on port {port}")
+            wait_until(lambda: answers(web, port), START_TIMEOUT_SECONDS, f"{web.name} on port {port}")
         for worker in self.workers:
             wait_until(lambda: self._started(worker), START_TIMEOUT_SECONDS, worker.name)
-
-    @staticmethod
-    def _answers(web: Process, port: int) -> bool:
-        if web.popen.poll() is not None:
-            raise RuntimeError(f"{web.name} exited:\n{web.log()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
 
     @staticmethod
     def _started(worker: Process) -> bool:

@@ -14,7 +14,7 @@ from streaming.bench.benchmark import PHASES, run_benchmark
 from streaming.bench.report import render
 from streaming.bench.session import BenchConfig
 
-DEFAULT_PHASES = "idle,resume,page,load"
+DEFAULT_PHASES = "idle,resume,page,load,floor"
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
 
@@ -140,7 +140,7 @@ class Command(BaseCommand):
 
     def _config(self, options: dict) -> BenchConfig:
         database_url = postgres_server_url(options["database_url"]) if options["topology"] == "cluster" else ""
-        if "load" in options["phases"] and options["duration"] <= options["warmup"]:
+        if {"load", "floor"} & set(options["phases"]) and options["duration"] <= options["warmup"]:
             raise CommandError("--duration must be longer than --warmup.")
         return BenchConfig(
             topology=options["topology"],
