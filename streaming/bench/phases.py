@@ -118,7 +118,8 @@ def floor(session: BenchSession) -> dict[str, Any]:
     config = session.config
     sockets = config.streams * config.tabs
     port = free_port()
-    argv = [FLOOR_APPLICATION if arg.endswith(":application") else arg for arg in web_command(port=port, host="127.0.0.1")]
+    web = web_command(port=port, host="127.0.0.1")
+    argv = [FLOOR_APPLICATION if arg.endswith(":application") else arg for arg in web]
     environment = session.topology.environment | {"FLOOR_FRAME_INTERVAL_MS": str(config.flush_ms)}
     server = Process.spawn("floor", argv, environment, session.log_dir)
     try:

@@ -70,7 +70,8 @@ async def floor(plan: dict[str, Any]) -> dict[str, Any]:
 
     async def open_one(stack: contextlib.AsyncExitStack):
         async with gate:
-            return await stack.enter_async_context(open_socket(port=plan["port"], thread_id="floor", after=0, cookie=""))
+            socket = open_socket(port=plan["port"], thread_id="floor", after=0, cookie="")
+            return await stack.enter_async_context(socket)
 
     async with contextlib.AsyncExitStack() as stack:
         sockets = await asyncio.gather(*(open_one(stack) for _ in range(plan["sockets"])))
