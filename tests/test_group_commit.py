@@ -152,6 +152,17 @@ def test_only_writes_that_ask_renew_their_lease(user):
     assert logged_reply_text(message=Message.objects.get(pk=claim.message_id)) == "abc"
 
 
+@pytest.mark.django_db
+def test_text_is_logged_byte_for_byte_whatever_its_characters(user):
+    """Tabs, newlines, backslashes and emoji survive the log's bulk write (COPY on PostgreSQL) as they were."""
+    claim = _claimed_reply(user)
+    texts = ["tab\there\n", "back\\slash \\N \\. ", "é 😀\r\n", "\\x00 is text, not NUL"]
+    for number, text in enumerate(texts):
+        generation_commit(writes=[Write(claim=claim, text=text, first=number == 0)])
+    logged = Chunk.objects.filter(message_id=claim.message_id, kind="delta").order_by("seq")
+    assert list(logged.values_list("text", flat=True)) == texts
+
+
 async def test_a_refused_round_is_taken_over_and_the_committer_goes_on(user, settings, monkeypatch, caplog):
     """A round the database refuses (not an outage) abandons its replies, which are taken over and finished."""
     settings.GENERATION_LEASE_SECONDS = 0.6
