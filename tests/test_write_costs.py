@@ -62,6 +62,18 @@ def test_a_send_takes_eight_statements(thread):
     assert thread.updated_at >= sent_at, "a send is activity: the thread moves up the list"
 
 
+def test_the_rate_check_reads_one_row_however_many_sends_it_counts(user, thread, settings):
+    settings.CHAT_SENDS_PER_MINUTE = 1000
+    earlier = thread_create(owner=user)  # the limit counts the person's sends in all their threads
+    Message.objects.bulk_create(
+        Message(thread=earlier, role="user", content=f"m{seq}", seq=seq, content_seq=seq) for seq in range(1, 31)
+    )
+    with CaptureQueriesContext(connection) as captured:
+        message_post(thread=thread, content="One more", client_id=None)
+    (rate_check,) = [sql for sql in statements(captured) if '"created_at" >=' in sql]
+    assert "LIMIT 1 OFFSET 999" in rate_check
+
+
 def test_each_reply_in_a_batch_gets_its_own_conversation(user):
     continued, retried_thread = thread_create(owner=user), thread_create(owner=user)
     reply_written(continued, deltas=("Hi", " there"))

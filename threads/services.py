@@ -88,11 +88,12 @@ def refuse_if_too_frequent(*, recent: QuerySet, limit: int, window: timedelta, w
     a row lock that makes two concurrent requests count one after the other.
     """
     now = timezone.now()
-    stamps = list(
-        recent.filter(created_at__gte=now - window).order_by("-created_at").values_list("created_at", flat=True)[:limit]
-    )
-    if len(stamps) == limit:
-        retry_after_s = max(1, math.ceil((stamps[-1] + window - now).total_seconds()))
+    newest_first = recent.filter(created_at__gte=now - window).order_by("-created_at")
+    # Only the limit-th newest row counts: the limit is reached exactly when it lies inside the
+    # window. One row read, however high the limit or however many rows the window holds.
+    at_limit = list(newest_first.values_list("created_at", flat=True)[limit - 1 : limit])
+    if at_limit:
+        retry_after_s = max(1, math.ceil((at_limit[0] + window - now).total_seconds()))
         raise RateLimited(f"At most {limit} {what}: try again in {retry_after_s} s.", retry_after_s=retry_after_s)
 
 
