@@ -37,6 +37,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from threads.errors import RateLimited
+from threads.inputs import parse_digits
 from threads.models import Thread
 from threads.selectors import thread_snapshot
 from threads.tokens import api_token_is_valid
@@ -117,12 +118,7 @@ class StreamSlot:
 
 def parse_cursor(value: str | None) -> int | None:
     """Return a cursor (0 when absent), or None when it is malformed: not a non-negative decimal integer."""
-    if value is None:
-        return 0
-    try:
-        return int(value) if value.isascii() and value.isdigit() else None
-    except ValueError:  # more digits than Python converts
-        return None
+    return 0 if value is None else parse_digits(value)
 
 
 class ThreadSubscription:

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET
 from streaming.events import message_payload
 
 from .errors import BadRequest, ChatError, TooLong
-from .inputs import parse_client_id, parse_json_object
+from .inputs import parse_client_id, parse_digits, parse_json_object
 from .models import Thread
 from .openapi import openapi_document
 from .selectors import message_page, thread_get_for_user, thread_page, thread_snapshot
@@ -85,7 +85,7 @@ def query_int(
     value = request.GET.get(name)
     if value is None:
         return default
-    number = int(value) if value.isascii() and value.isdigit() and len(value) <= len(str(LARGEST_INTEGER)) else None
+    number = parse_digits(value)
     if number is None or not minimum <= number <= maximum:
         raise BadRequest(f"{name} must be an integer from {minimum} to {maximum}.")
     return number
