@@ -32,7 +32,7 @@ from threads.tokens import request_api_token_id
 
 from . import events
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
-from .subscription import KEEPALIVE, Frame, StreamSlot, ThreadGone, ThreadSubscription, TokenRevoked
+from .subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
 UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
 # A UIMessage id (a nanoid) maps to the same client_id every time, so a repeated send posts once (I7).
@@ -104,10 +104,8 @@ async def ui_message_stream_body(chunks: AsyncIterator[dict | None]) -> AsyncIte
         try:
             async for chunk in chunks:
                 yield KEEPALIVE_COMMENT if chunk is None else f"data: {events.encode(chunk)}\n\n"
-        except ThreadGone:
-            yield f"data: {events.encode({'type': 'error', 'errorText': 'The thread was deleted.'})}\n\n"
-        except TokenRevoked:
-            yield f"data: {events.encode({'type': 'error', 'errorText': 'The API token was revoked.'})}\n\n"
+        except SubscriptionEnded as ended:
+            yield f"data: {events.encode({'type': 'error', 'errorText': ended.detail})}\n\n"
     yield "data: [DONE]\n\n"
 
 

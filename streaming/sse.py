@@ -19,7 +19,7 @@ from threads.selectors import thread_get_for_user
 from threads.tokens import request_api_token_id
 
 from . import events
-from .subscription import KEEPALIVE, Frame, StreamSlot, ThreadGone, ThreadSubscription, TokenRevoked, parse_cursor
+from .subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription, parse_cursor
 
 # Proxies and load balancers close idle connections (often after 30-60 s): a comment keeps this one busy.
 KEEPALIVE_SECONDS = 15.0
@@ -39,10 +39,8 @@ async def sse_body(frames: AsyncIterator[Frame | None]) -> AsyncIterator[str]:
         try:
             async for frame in frames:
                 yield KEEPALIVE_COMMENT if frame is KEEPALIVE else sse_record(frame)
-        except ThreadGone:
-            yield sse_record(Frame("error", events.error_frame("not_found", "The thread was deleted.")))
-        except TokenRevoked:
-            yield sse_record(Frame("error", events.error_frame("forbidden", "The API token was revoked.")))
+        except SubscriptionEnded as ended:
+            yield sse_record(Frame("error", events.error_frame(ended.code, ended.detail)))
 
 
 async def holding(slot: StreamSlot, body: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -73,12 +73,23 @@ class Frame:
 KEEPALIVE = None
 
 
-class ThreadGone(Exception):
+class SubscriptionEnded(Exception):
+    """The subscription cannot go on; each transport tells its reader `code` and `detail` in its own way."""
+
+    code: str
+    detail: str
+
+
+class ThreadGone(SubscriptionEnded):
     """The thread was deleted while subscribed."""
 
+    code, detail = "not_found", "The thread was deleted."
 
-class TokenRevoked(Exception):
+
+class TokenRevoked(SubscriptionEnded):
     """The API token the subscription was opened with no longer authenticates (revoked, or its user deactivated)."""
+
+    code, detail = "forbidden", "The API token was revoked."
 
 
 # Streams are long-lived and cheap to open: a refused one should not be retried at once.
