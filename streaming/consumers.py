@@ -41,6 +41,9 @@ def query_cursor(query_string: bytes) -> int | None:
 
 
 class ThreadConsumer(AsyncWebsocketConsumer):
+    # No channel of the consumer's own: nothing is sent to it, its subscription has one. An
+    # unconfigured alias spares every socket a layer subscription and a receive held open.
+    channel_layer_alias = None
     thread = None
     slot: StreamSlot | None = None
     streamer: asyncio.Task | None = None

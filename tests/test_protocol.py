@@ -3,6 +3,7 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 
 from streaming.models import Chunk, Generation
 from threads.models import Message
@@ -144,3 +145,17 @@ async def test_repeated_client_id_posts_once(thread, user, connect, worker):
     assert (await socket.receive()) == {"type": "pong"}, "the repeat is answered with nothing new"
     assert await counts() == (2, await Chunk.objects.acount(), 1)
     assert await Message.objects.filter(client_id=client_id).acount() == 1
+
+
+def open_channels(layer) -> int:
+    """Channels the layer holds in this process: the in-memory layer's, or the Redis pub/sub layer's per event loop."""
+    if hasattr(layer, "_layers"):
+        return sum(len(loop_layer.channels) for loop_layer in layer._layers.values())
+    return len(layer.channels)
+
+
+async def test_a_socket_holds_one_channel_its_subscriptions(thread, user, connect):
+    """The consumer opens no channel-layer channel of its own: nothing is sent to it, its subscription has one."""
+    socket = await connect(thread.id, user)
+    await socket.receive_until(lambda frame: frame["type"] == "ready")
+    assert open_channels(get_channel_layer()) == 1
