@@ -12,7 +12,7 @@ import signal
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import psycopg
@@ -187,21 +187,29 @@ class Conversation:
         return all(client.text_of(reply.id) and not client.end_of(reply.id) for client in self.clients)
 
 
-async def open_conversations(chaos: Chaos, count: int) -> list[Conversation]:
-    ports = chaos.cluster.ports
-    conversations = []
-    for _ in range(count):
-        thread_id = next(chaos.threads)
-        # One client per web process, each resuming on the other one when its own goes away.
-        clients = [ChaosClient(thread_id, chaos.cookie, ports[i:] + ports[:i]) for i in range(len(ports))]
-        for client in clients:
-            await client.start()
-        conversations.append(Conversation(thread_id, clients))
-    return conversations
+OpenConversations = Callable[[int], Awaitable[list[Conversation]]]
 
 
-async def close_conversations(conversations: list[Conversation]) -> None:
-    for conversation in conversations:
+@pytest.fixture
+async def open_conversations(chaos: Chaos) -> AsyncIterator[OpenConversations]:
+    """Open conversations for a scenario: `await open_conversations(count)`; all closed after it, passed or failed."""
+    opened: list[Conversation] = []
+
+    async def open_some(count: int) -> list[Conversation]:
+        ports = chaos.cluster.ports
+        conversations = []
+        for _ in range(count):
+            thread_id = next(chaos.threads)
+            # One client per web process, each resuming on the other one when its own goes away.
+            clients = [ChaosClient(thread_id, chaos.cookie, ports[i:] + ports[:i]) for i in range(len(ports))]
+            opened.append(Conversation(thread_id, clients))
+            for client in clients:
+                await client.start()
+            conversations.append(opened[-1])
+        return conversations
+
+    yield open_some
+    for conversation in opened:
         for client in conversation.clients:
             await client.stop()
 
@@ -292,9 +300,11 @@ async def claim_lag_ms(chaos_db: ChaosDatabase, reply: Reply) -> float:
     return float(lag) * 1000
 
 
-async def test_idle_workers_wake_within_50ms(chaos: Chaos, chaos_db: ChaosDatabase) -> None:
+async def test_idle_workers_wake_within_50ms(
+    chaos: Chaos, chaos_db: ChaosDatabase, open_conversations: OpenConversations
+) -> None:
     """An idle worker in another process starts a posted reply within 50 ms, on pooled connections."""
-    (conversation,) = await open_conversations(chaos, 1)
+    (conversation,) = await open_conversations(1)
     sessions = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
     sessions_before = await chaos_db.value(sessions)
     lags = []
@@ -304,7 +314,6 @@ async def test_idle_workers_wake_within_50ms(chaos: Chaos, chaos_db: ChaosDataba
         lags.append(await claim_lag_ms(chaos_db, reply))
     new_sessions = await chaos_db.value(sessions) - sessions_before
     lost, duplicated = await check_logs(chaos_db, [conversation])
-    await close_conversations([conversation])
     chaos.report(
         "wake-up",
         replies=5,
@@ -321,9 +330,11 @@ async def test_idle_workers_wake_within_50ms(chaos: Chaos, chaos_db: ChaosDataba
     await assert_complete_and_exact(chaos_db, [conversation])
 
 
-async def test_sigkill_holding_worker_20_times(chaos: Chaos, chaos_db: ChaosDatabase) -> None:
+async def test_sigkill_holding_worker_20_times(
+    chaos: Chaos, chaos_db: ChaosDatabase, open_conversations: OpenConversations
+) -> None:
     """Workers SIGKILLed mid-reply 20 times: every reply completes exactly; no client misses or repeats events (I8)."""
-    conversations = await open_conversations(chaos, 6)
+    conversations = await open_conversations(6)
     asking = True
 
     async def converse(conversation: Conversation, number: int) -> None:
@@ -362,7 +373,6 @@ async def test_sigkill_holding_worker_20_times(chaos: Chaos, chaos_db: ChaosData
     elapsed = time.monotonic() - started
     statuses = await reply_statuses(chaos_db, conversations)
     lost, duplicated = await check_logs(chaos_db, conversations)
-    await close_conversations(conversations)
     chaos.report(
         "1 worker-sigkill",
         replies=len(statuses),
@@ -376,9 +386,11 @@ async def test_sigkill_holding_worker_20_times(chaos: Chaos, chaos_db: ChaosData
     await assert_complete_and_exact(chaos_db, conversations)
 
 
-async def test_sigkill_web_process_clients_resume_on_the_other(chaos: Chaos, chaos_db: ChaosDatabase) -> None:
+async def test_sigkill_web_process_clients_resume_on_the_other(
+    chaos: Chaos, chaos_db: ChaosDatabase, open_conversations: OpenConversations
+) -> None:
     """Clients of a SIGKILLed web process resume on the other one from their cursor, exactly (I3)."""
-    conversations = await open_conversations(chaos, 4)
+    conversations = await open_conversations(4)
     replies = [await conversation.ask("web kill: go on") for conversation in conversations]
     for conversation, reply in zip(conversations, replies):
         await async_wait_until(lambda: conversation.mid_reply(reply), 10, "text on every client")
@@ -388,7 +400,6 @@ async def test_sigkill_web_process_clients_resume_on_the_other(chaos: Chaos, cha
         await conversation.finish(reply)
     lost, duplicated = await check_logs(chaos_db, conversations)
     moved = [c.connections for conv in conversations for c in conv.clients if c.connections[0] == killed_port]
-    await close_conversations(conversations)
     chaos.report(
         "2 web-sigkill", replies=len(replies), kills=1, resumed_clients=len(moved), lost=lost, duplicated=duplicated
     )
@@ -397,9 +408,11 @@ async def test_sigkill_web_process_clients_resume_on_the_other(chaos: Chaos, cha
     await assert_complete_and_exact(chaos_db, conversations)
 
 
-async def test_cancel_through_one_web_process_stops_the_worker_within_1s(chaos: Chaos, chaos_db: ChaosDatabase) -> None:
+async def test_cancel_through_one_web_process_stops_the_worker_within_1s(
+    chaos: Chaos, chaos_db: ChaosDatabase, open_conversations: OpenConversations
+) -> None:
     """A cancel sent to web process A ends the reply running on a worker `cancelled` within 1 s, seen on B (I5)."""
-    conversations = await open_conversations(chaos, 2)
+    conversations = await open_conversations(2)
     latencies = {}
     for conversation, how in zip(conversations, ["frame", "flag"]):
         reply = await conversation.ask(f"cancel by {how}")
@@ -418,7 +431,6 @@ async def test_cancel_through_one_web_process_stops_the_worker_within_1s(chaos: 
         latencies[how] = observer.received_at[observer.events.index(end)] - cancelled_at
         assert end["status"] == "cancelled"
     lost, duplicated = await check_logs(chaos_db, conversations)
-    await close_conversations(conversations)
     chaos.report(
         "6 cancel-across-processes",
         replies=2,
@@ -430,9 +442,11 @@ async def test_cancel_through_one_web_process_stops_the_worker_within_1s(chaos: 
     assert (lost, duplicated) == (0, 0)
 
 
-async def test_redis_restart_mid_reply(chaos: Chaos, chaos_db: ChaosDatabase) -> None:
+async def test_redis_restart_mid_reply(
+    chaos: Chaos, chaos_db: ChaosDatabase, open_conversations: OpenConversations
+) -> None:
     """Redis restarted mid-reply: clients end complete, repaired from the database, and live publishing resumes (I3)."""
-    conversations = await open_conversations(chaos, 4)
+    conversations = await open_conversations(4)
     replies = [await conversation.ask("redis restart: go on") for conversation in conversations]
     for conversation, reply in zip(conversations, replies):
         await async_wait_until(lambda: conversation.mid_reply(reply), 10, "text on every client")
@@ -471,7 +485,6 @@ async def test_redis_restart_mid_reply(chaos: Chaos, chaos_db: ChaosDatabase) ->
             live_lags.append(received_at - float(finished_at))
     lost, duplicated = await check_logs(chaos_db, conversations)
     reconnects = sum(len(client.connections) - 1 for conversation in conversations for client in conversation.clients)
-    await close_conversations(conversations)
     chaos.report(
         "4 redis-restart",
         replies=len(replies) + len(after),
@@ -489,11 +502,11 @@ async def test_redis_restart_mid_reply(chaos: Chaos, chaos_db: ChaosDatabase) ->
 
 
 async def test_sigterm_worker_hands_replies_over_before_the_lease_expires(
-    chaos: Chaos, chaos_db: ChaosDatabase
+    chaos: Chaos, chaos_db: ChaosDatabase, open_conversations: OpenConversations
 ) -> None:
     """A SIGTERMed worker releases its replies: another worker continues them long before the lease would run out."""
     await asyncio.to_thread(chaos.cluster.restart_workers, GENERATION_LEASE_SECONDS=str(LONG_LEASE_SECONDS))
-    conversations = await open_conversations(chaos, 4)
+    conversations = await open_conversations(4)
     replies = [await conversation.ask("sigterm: go on") for conversation in conversations]
     held = await async_wait_until(
         lambda: holdings(chaos_db, chaos.cluster.live_worker_names()), 10, "a worker holding a reply mid-way"
@@ -515,7 +528,6 @@ async def test_sigterm_worker_hands_replies_over_before_the_lease_expires(
     for conversation, reply in zip(conversations, replies):
         await conversation.finish(reply)
     lost, duplicated = await check_logs(chaos_db, conversations)
-    await close_conversations(conversations)
     chaos.report(
         "3 worker-sigterm",
         replies=len(replies),
@@ -532,12 +544,14 @@ async def test_sigterm_worker_hands_replies_over_before_the_lease_expires(
     await assert_complete_and_exact(chaos_db, conversations)
 
 
-async def test_postgres_restart_mid_reply(chaos: Chaos, chaos_db: ChaosDatabase) -> None:
+async def test_postgres_restart_mid_reply(
+    chaos: Chaos, chaos_db: ChaosDatabase, open_conversations: OpenConversations
+) -> None:
     """PostgreSQL restarted mid-reply: the workers retry their writes and complete; nothing is half-written (I8, I9)."""
     if chaos.cluster.worker_environment.get("GENERATION_LEASE_SECONDS") != str(LONG_LEASE_SECONDS):
         # A lease longer than the outage: completing then proves the retries, not a takeover.
         await asyncio.to_thread(chaos.cluster.restart_workers, GENERATION_LEASE_SECONDS=str(LONG_LEASE_SECONDS))
-    conversations = await open_conversations(chaos, 4)
+    conversations = await open_conversations(4)
     replies = [await conversation.ask("postgres restart: go on") for conversation in conversations]
     for conversation, reply in zip(conversations, replies):
         await async_wait_until(lambda: conversation.mid_reply(reply), 10, "text on every client")
@@ -557,7 +571,6 @@ async def test_postgres_restart_mid_reply(chaos: Chaos, chaos_db: ChaosDatabase)
         await conversation.finish(reply)
     statuses = await reply_statuses(chaos_db, conversations)
     lost, duplicated = await check_logs(chaos_db, conversations)
-    await close_conversations(conversations)
     chaos.report(
         "5 postgres-restart",
         replies=len(replies),
