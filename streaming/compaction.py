@@ -13,7 +13,6 @@ import itertools
 from collections.abc import Iterator
 from datetime import timedelta
 
-from django.conf import settings
 from django.db.models import Q
 
 from threads.models import Message
@@ -100,23 +99,6 @@ def deltas_compacted(deltas: list[Chunk]) -> list[Chunk]:
     Each run becomes one segment; a delta with no consecutive neighbour stays as it is.
     """
     return [_segment(run) if len(run) > 1 else run[0] for run in _runs(deltas)]
-
-
-def reply_compact(*, message: Message) -> int:
-    """Replace the ended reply's runs of delta rows by segment rows; return how many rows fewer the log holds.
-
-    Replies ending in a worker's round are compacted together by `replies_compaction`;
-    this does the same for one reply on its own. Three statements: one SELECT, one
-    DELETE, one INSERT. Running it again changes nothing.
-    """
-    if not settings.STREAM_COMPACT_REPLIES:
-        return 0
-    covered, segments = replies_compaction(ended_deltas([message]))
-    if not segments:
-        return 0
-    Chunk.objects.filter(covered).delete()
-    Chunk.objects.bulk_create(segments)
-    return sum(segment.span - 1 for segment in segments)
 
 
 def ended_deltas(messages: list[Message]) -> list[Chunk]:

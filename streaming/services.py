@@ -166,14 +166,10 @@ def _generations_done(ended: list[tuple[Message, dict[str, Any]]], *, finished_a
         )
 
 
-def reply_end(*, message: Message, status: str, **outcome: Any) -> list[EncodedEvent]:
-    """End one assistant message as `replies_end` does; return its `end` event."""
-    return replies_end([(message, {"status": status, **outcome})])[message.id]
-
-
 def message_end(*, message: Message, status: str, **outcome: Any) -> None:
-    """End an assistant message as `reply_end` does, and publish its `end` event on commit."""
-    publish_events_on_commit(message.thread_id, reply_end(message=message, status=status, **outcome))
+    """End one assistant message as `replies_end` does, and publish its `end` event on commit."""
+    ended = replies_end([(message, {"status": status, **outcome})])
+    publish_events_on_commit(message.thread_id, ended[message.id])
 
 
 def conversations_turns(replies: list[Message]) -> dict[UUID, list[Turn]]:
@@ -293,7 +289,7 @@ class Write:
     first: bool = False
     # The reply's text known to be committed before this write (see `generation_commit`).
     committed_chars: int = 0
-    # How the reply ended (`reply_end`'s status, stop_reason, usage, error), once it has.
+    # How the reply ended (`replies_end`'s status, stop_reason, usage, error), once it has.
     end: dict[str, Any] | None = None
     # Extend the lease by GENERATION_LEASE_SECONDS (writers ask about once a second).
     renew: bool = True
@@ -412,7 +408,7 @@ def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
     """Log each write's text as one `delta` chunk; return each generation's event.
 
     The message row is not touched: its content is written once, when the reply ends
-    (`reply_end`), rather than rewritten whole on every flush.
+    (`replies_end`), rather than rewritten whole on every flush.
     """
     if not writes:
         return {}

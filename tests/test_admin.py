@@ -6,13 +6,12 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from streaming.compaction import reply_compact
 from streaming.selectors import TIMELINE_PAGE_SIZE
 from streaming.models import Chunk, Generation
 from threads.models import Message, Thread
 from threads.services import message_post, thread_create
 
-from .writes import generation_claim, reply_written
+from .writes import generation_claim, reply_compact, reply_written
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from streaming.compaction import SEGMENT_MAX_EVENTS, SEGMENT_MAX_TEXT_BYTES, deltas_compacted, reply_compact
+from streaming.compaction import SEGMENT_MAX_EVENTS, SEGMENT_MAX_TEXT_BYTES, deltas_compacted
 from streaming.models import Chunk, Generation
 from streaming.retention import chunks_prune
 from streaming.selectors import chunk_events_after
@@ -15,7 +15,7 @@ from threads.models import Message, Thread
 from threads.services import message_post
 
 from . import writes
-from .writes import generation_append, generation_claim, generation_finish
+from .writes import generation_append, generation_claim, generation_finish, reply_compact
 
 # Texts a byte-for-byte comparison must survive: multi-byte characters, an emoji, JSON escapes, a line separator.
 DELTAS = ("Hel", "lo, ", "wörld", " 😀", ' "quoted" ', "back\\slash", "\n", "tab\t", "\u2028", "é" * 5, ".")

@@ -1,6 +1,10 @@
 """Replies written in tests the way the worker writes them, through its own services, one reply at a time."""
 from typing import Any
 
+from django.conf import settings
+
+from streaming.compaction import ended_deltas, replies_compaction
+from streaming.models import Chunk
 from streaming.services import Claim, LeaseLost, Write, Written, generation_claim_many, generation_commit
 from threads.models import Message, Thread
 from threads.services import message_post
@@ -44,3 +48,15 @@ def reply_written(
     usage = {"input_tokens": 12, "output_tokens": len(deltas)}
     generation_finish(claim=claim, status=status, usage=usage, error=error)
     return Message.objects.get(pk=posted.reply.pk)
+
+
+def reply_compact(*, message: Message) -> int:
+    """Compact one ended reply's delta rows as a worker's round does; return how many rows fewer the log holds."""
+    if not settings.STREAM_COMPACT_REPLIES:
+        return 0
+    covered, segments = replies_compaction(ended_deltas([message]))
+    if not segments:
+        return 0
+    Chunk.objects.filter(covered).delete()
+    Chunk.objects.bulk_create(segments)
+    return sum(segment.span - 1 for segment in segments)
