@@ -21,7 +21,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from streaming.inline import InlineWorkerMiddleware  # noqa: E402
-from streaming.routing import websocket_urlpatterns  # noqa: E402
+from threads.routing import websocket_urlpatterns  # noqa: E402
 from threads.tokens import BearerTokenAuthMiddleware  # noqa: E402
 
 websocket_app = URLRouter(websocket_urlpatterns)

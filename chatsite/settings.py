@@ -26,6 +26,8 @@ INSTALLED_APPS = [
     "channels",
     "threads",
     "streaming",
+    # The project's own commands: runcluster and streambench drive the whole site.
+    "chatsite",
 ]
 
 MIDDLEWARE = [
@@ -173,11 +175,18 @@ API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=200)
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="") or None
 ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-sonnet-5-5")
 ANTHROPIC_MAX_TOKENS = env.int("ANTHROPIC_MAX_TOKENS", default=4096)
+# Base of the exponential backoff between the provider's mid-stream retries.
+ANTHROPIC_RETRY_BACKOFF_SECONDS = env.float("ANTHROPIC_RETRY_BACKOFF_SECONDS", default=1.0)
 
 SCRIPTED_TOKENS_PER_SECOND = env.float("SCRIPTED_TOKENS_PER_SECOND", default=40.0)
 SCRIPTED_REPLY_TOKENS = env.int("SCRIPTED_REPLY_TOKENS", default=120)
 
 # --- Streaming ------------------------------------------------------------------
+
+# The concrete models the engine (the `streaming` app) writes conversations into, as
+# AUTH_USER_MODEL names the user model: the engine defines their fields, never imports them.
+STREAM_THREAD_MODEL = "threads.Thread"
+STREAM_MESSAGE_MODEL = "threads.Message"
 
 STREAM_FLUSH_MS = env.int("STREAM_FLUSH_MS", default=40)
 # A flush happens early once this much text is buffered, so one chunk stays small.
@@ -201,6 +210,9 @@ STREAM_CLIENT_STALL_SECONDS = env.float("STREAM_CLIENT_STALL_SECONDS", default=1
 # A subscriber that has heard nothing for this long while a reply streams asks the
 # database whether it missed an event (invariant I3: repaired within 2 s).
 STREAM_REPAIR_SECONDS = env.float("STREAM_REPAIR_SECONDS", default=1.0)
+# A stream opened under a revocable grant (an API token) ends at once on the revocation
+# notice; should that notice be lost, its own check of the grant this often ends it.
+STREAM_ACCESS_RECHECK_SECONDS = env.float("STREAM_ACCESS_RECHECK_SECONDS", default=30.0)
 GENERATION_LEASE_SECONDS = env.float("GENERATION_LEASE_SECONDS", default=15.0)
 GENERATION_MAX_ATTEMPTS = env.int("GENERATION_MAX_ATTEMPTS", default=3)
 # How long a worker retries a reply's write while the database is unreachable (a restart, a

@@ -16,12 +16,11 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from threads.errors import NotRunning
-from threads.models import Message
-from threads.services import ACTIVE_STATUSES, generation_cancel
+from .errors import NotRunning
 
 from .compaction import chunk_events
-from .models import Chunk, Generation
+from .services import ACTIVE_STATUSES, generation_cancel
+from .models import Chunk, Generation, get_message_model
 
 EXCERPT_CHARS = 80
 
@@ -90,7 +89,7 @@ class ChunkAdmin(ReadOnlyAdmin):
 
     @admin.display(description="message")
     def message_link(self, chunk: Chunk) -> str:
-        return admin_link(Message, chunk.message_id, chunk.message_id)
+        return admin_link(get_message_model(), chunk.message_id, chunk.message_id)
 
     @admin.display(description="text")
     def text_excerpt(self, chunk: Chunk) -> str:
@@ -160,7 +159,7 @@ class GenerationAdmin(UUIDSearchMixin, ReadOnlyAdmin):
 
     @admin.display(description="message")
     def message_link(self, generation: Generation) -> str:
-        return admin_link(Message, generation.message_id, generation.message_id)
+        return admin_link(get_message_model(), generation.message_id, generation.message_id)
 
     @admin.action(description="Cancel the selected generations", permissions=["operate"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Generation]) -> None:

@@ -18,16 +18,15 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from threads.models import Thread
 
+from .models import AbstractThread
 from .events import (
     THREAD_RENAMED,
-    TOKEN_REVOKED,
+    ACCESS_REVOKED,
     WORKERS_GROUP,
     EncodedEvent,
     thread_frame,
     thread_group_name,
-    token_group_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,11 +86,11 @@ def _send_on_commit(group: str, message: dict[str, Any]) -> None:
     transaction.on_commit(lambda: async_to_sync(_agroup_send)(group, message))
 
 
-def publish_thread_renamed_on_commit(thread: Thread) -> None:
+def publish_thread_renamed_on_commit(thread: AbstractThread) -> None:
     """Send the `thread` frame with the new title to the thread's subscribers once the transaction commits."""
     _send_on_commit(thread_group_name(thread.id), {"type": THREAD_RENAMED, "frame": thread_frame(thread)})
 
 
-def publish_token_revoked_on_commit(token_id: int) -> None:
-    """Tell every stream opened with the token to end, once the transaction commits."""
-    _send_on_commit(token_group_name(token_id), {"type": TOKEN_REVOKED})
+def publish_access_revoked_on_commit(group: str) -> None:
+    """Tell every stream opened under the AccessGrant of `group` to end, once the transaction commits."""
+    _send_on_commit(group, {"type": ACCESS_REVOKED})

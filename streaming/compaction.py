@@ -15,9 +15,8 @@ from datetime import timedelta
 
 from django.db.models import Q
 
-from threads.models import Message
 
-from .models import Chunk
+from .models import AbstractMessage, Chunk
 
 # One segment is one bounded read: a backlog page fetches at most one segment beyond what it returns.
 SEGMENT_MAX_EVENTS = 1000
@@ -101,7 +100,7 @@ def deltas_compacted(deltas: list[Chunk]) -> list[Chunk]:
     return [_segment(run) if len(run) > 1 else run[0] for run in _runs(deltas)]
 
 
-def ended_deltas(messages: list[Message]) -> list[Chunk]:
+def ended_deltas(messages: list[AbstractMessage]) -> list[Chunk]:
     """Return the delta rows of ended replies, by message and in seq order, as named tuples of their fields.
 
     Named tuples rather than model instances: long replies have hundreds of rows, read once.

@@ -9,10 +9,9 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-from threads.models import Message, Thread
 
 from .compaction import segment_texts
-from .models import Chunk
+from .models import AbstractMessage, AbstractThread, Chunk, MessageRole, MessageStatus
 
 WORKERS_GROUP = "streaming.workers"
 
@@ -25,21 +24,17 @@ def thread_group_name(thread_id: UUID | str) -> str:
     return f"thread.{thread_id}"
 
 
-def token_group_name(token_id: int) -> str:
-    """Return the channel-layer group of the streams opened with an API token."""
-    return f"token.{token_id}"
-
-
 # Channel-layer messages besides log events ("thread.events"), as subscriptions dispatch on their type.
 THREAD_RENAMED = "thread.renamed"
-TOKEN_REVOKED = "token.revoked"
+# Sent to an AccessGrant's group: the streams opened under it end (streaming/subscription.py).
+ACCESS_REVOKED = "access.revoked"
 
 
 def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
-def message_payload(message: Message) -> dict[str, Any]:
+def message_payload(message: AbstractMessage) -> dict[str, Any]:
     """Return a message as clients see it in events and snapshots."""
     payload = {
         "id": str(message.id),
@@ -48,7 +43,7 @@ def message_payload(message: Message) -> dict[str, Any]:
         "status": message.status,
         "created_at": message.created_at.isoformat(),
     }
-    if message.role == Message.Role.USER:
+    if message.role == MessageRole.USER:
         payload["client_id"] = str(message.client_id) if message.client_id else None
     else:
         payload |= {
@@ -64,7 +59,7 @@ def delta_event(seq: int, message_id: UUID | str, text: str) -> dict[str, Any]:
     return {"type": "delta", "seq": seq, "message_id": str(message_id), "text": text}
 
 
-def chunk_event(chunk: Chunk, message: Message | None) -> dict[str, Any]:
+def chunk_event(chunk: Chunk, message: AbstractMessage | None) -> dict[str, Any]:
     """Return the log event a one-event row stands for; `message` is the chunk's message (unused for deltas)."""
     assert not chunk.is_segment, "a segment row holds several events: see encode_chunks"
     if chunk.kind == Chunk.Kind.DELTA:
@@ -79,7 +74,7 @@ def chunk_event(chunk: Chunk, message: Message | None) -> dict[str, Any]:
             "id": str(message.id),
             "role": message.role,
             "content": "",
-            "status": Message.Status.STREAMING,
+            "status": MessageStatus.STREAMING,
             "created_at": message.created_at.isoformat(),
         }
         return {"type": "start", "seq": chunk.seq, "message": started}
@@ -96,7 +91,7 @@ def chunk_event(chunk: Chunk, message: Message | None) -> dict[str, Any]:
 
 
 def encode_chunks(
-    chunks: Iterable[Chunk], messages: dict[UUID, Message], *, after: int = 0, until: int | None = None
+    chunks: Iterable[Chunk], messages: dict[UUID, AbstractMessage], *, after: int = 0, until: int | None = None
 ) -> list[EncodedEvent]:
     """Return the encoded events of chunk rows with seq in (after, until], as they were sent live.
 
@@ -114,7 +109,7 @@ def encode_chunks(
     return encoded
 
 
-def thread_frame(thread: Thread) -> str:
+def thread_frame(thread: AbstractThread) -> str:
     """Return the `thread` control frame (a protocol v1 extension, without seq): the thread's id and title."""
     return encode({"type": "thread", "id": str(thread.id), "title": thread.title})
 

@@ -1,10 +1,82 @@
+"""The engine's tables (the chunk log and the generations) and what it needs of a conversation.
+
+The engine never imports the product. Like `django.contrib.auth` with `AUTH_USER_MODEL`,
+it defines the fields it reads and writes on abstract models, `AbstractThread` and
+`AbstractMessage`; the product's concrete models extend them and are named by the
+settings `STREAM_THREAD_MODEL` and `STREAM_MESSAGE_MODEL`, which the engine resolves with
+`get_thread_model()` and `get_message_model()`.
+"""
 import uuid
 
+from django.apps import apps
+from django.conf import settings
 from django.db import models
 from django.db.models import F
 from django.utils import timezone
 
-from threads.models import Message, Thread
+
+class MessageRole(models.TextChoices):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class MessageStatus(models.TextChoices):
+    COMPLETE = "complete"
+    STREAMING = "streaming"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class AbstractThread(models.Model):
+    """A conversation as the engine sees it: a log with an allocation counter."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    title = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Allocation counter for the chunk log: the seq of the newest committed chunk.
+    last_seq = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class AbstractMessage(models.Model):
+    """A message of a conversation, as the engine writes it; the concrete model adds its `thread`."""
+
+    Role = MessageRole
+    Status = MessageStatus
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    # seq of the chunk that introduced this message (`message` or `start`): its place in the thread.
+    seq = models.PositiveBigIntegerField()
+    # seq of the newest chunk reflected in `content`; snapshots name the seq they reflect (I4).
+    content_seq = models.PositiveBigIntegerField()
+    client_id = models.UUIDField(null=True, blank=True)
+    # For an assistant message: the user message it answers (a retry answers it again).
+    reply_to = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="replies")
+    model = models.CharField(max_length=100, blank=True)
+    stop_reason = models.CharField(max_length=50, blank=True)
+    usage = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+def get_thread_model() -> type[AbstractThread]:
+    """Return the concrete thread model named by STREAM_THREAD_MODEL."""
+    return apps.get_model(settings.STREAM_THREAD_MODEL, require_ready=False)
+
+
+def get_message_model() -> type[AbstractMessage]:
+    """Return the concrete message model named by STREAM_MESSAGE_MODEL."""
+    return apps.get_model(settings.STREAM_MESSAGE_MODEL, require_ready=False)
 
 
 class Chunk(models.Model):
@@ -25,7 +97,7 @@ class Chunk(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     # Not indexed alone: the (thread, seq) and (thread, seq_last) indexes serve every lookup by thread.
-    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="chunks", db_index=False)
+    thread = models.ForeignKey(settings.STREAM_THREAD_MODEL, on_delete=models.CASCADE, related_name="chunks", db_index=False)
     # The row's first event.
     seq = models.PositiveBigIntegerField()
     # How many consecutive events the row holds: 1, or a segment's count. The database
@@ -35,7 +107,7 @@ class Chunk(models.Model):
     seq_last = models.GeneratedField(
         expression=F("seq") + F("span") - 1, output_field=models.BigIntegerField(), db_persist=True
     )
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="chunks")
+    message = models.ForeignKey(settings.STREAM_MESSAGE_MODEL, on_delete=models.CASCADE, related_name="chunks")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     text = models.TextField(blank=True)
     # A segment's boundaries, one entry per event; null for a single event.
@@ -73,8 +145,8 @@ class Generation(models.Model):
         DONE = "done"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="generation")
-    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="generations")
+    message = models.OneToOneField(settings.STREAM_MESSAGE_MODEL, on_delete=models.CASCADE, related_name="generation")
+    thread = models.ForeignKey(settings.STREAM_THREAD_MODEL, on_delete=models.CASCADE, related_name="generations")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     worker = models.CharField(max_length=100, blank=True)
     # Fencing token: a new one on every claim, so a worker that lost its lease writes nothing more.

@@ -19,10 +19,9 @@ from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from threads.errors import Busy
-from threads.models import Message, Thread
+from .errors import Busy
 
-from .models import Chunk
+from .models import AbstractThread, Chunk, MessageStatus, get_message_model, get_thread_model
 
 # Rows deleted per statement: short statements keep locks and the WAL small.
 PRUNE_BATCH_SIZE = 5000
@@ -40,9 +39,9 @@ class PruneSummary:
 
 def _prunable_chunks(*, cutoff: datetime) -> QuerySet[Chunk]:
     """Return the chunks of ended messages whose last activity was before `cutoff`, in settled threads."""
-    streaming = Message.objects.filter(status=Message.Status.STREAMING)
+    streaming = get_message_model().objects.filter(status=MessageStatus.STREAMING)
     messages = (
-        Message.objects.exclude(status=Message.Status.STREAMING)
+        get_message_model().objects.exclude(status=MessageStatus.STREAMING)
         .exclude(thread_id__in=streaming.values("thread_id"))
         # A user message never "completes": its last activity is its creation.
         .alias(last_activity=Coalesce("completed_at", "created_at"))
@@ -77,14 +76,14 @@ def chunks_prune(*, older_than: timedelta, dry_run: bool = False) -> PruneSummar
 
 
 @transaction.atomic
-def thread_chunks_purge(*, thread: Thread) -> int:
+def thread_chunks_purge(*, thread: AbstractThread) -> int:
     """Delete a settled thread's chunk log but the row of its newest event; return how many events went.
 
     Raises Busy while a reply streams: its clients still read those events. The
     thread row is locked, as message_post does, so no reply can start meanwhile.
     """
-    locked = Thread.objects.select_for_update().get(pk=thread.pk)
-    if Message.objects.filter(thread=locked, status=Message.Status.STREAMING).exists():
+    locked = get_thread_model().objects.select_for_update().get(pk=thread.pk)
+    if get_message_model().objects.filter(thread=locked, status=MessageStatus.STREAMING).exists():
         raise Busy("A reply is still being written: its chunk log is in use.")
     chunks = Chunk.objects.filter(thread=locked).exclude(seq_last=locked.last_seq)
     events = chunks.aggregate(events=Coalesce(Sum("span"), 0))["events"]

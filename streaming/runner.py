@@ -7,8 +7,8 @@ from uuid import UUID
 
 from django.conf import settings
 
-from threads.models import Message
 
+from .models import MessageStatus
 from .committer import Committer, RoundFailed
 from .logs import log_generation
 from .providers import BaseProvider, ProviderError, ReplyEnd
@@ -103,7 +103,7 @@ class ReplyRun:
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():
                 raise  # the worker is handing the reply over
-            outcome = {"status": Message.Status.CANCELLED}
+            outcome = {"status": MessageStatus.CANCELLED}
         if self.failure is not None:
             raise self.failure
         return outcome
@@ -116,11 +116,11 @@ class ReplyRun:
                 async for event in events:
                     if isinstance(event, ReplyEnd):
                         usage = {"input_tokens": event.input_tokens, "output_tokens": event.output_tokens}
-                        return {"status": Message.Status.COMPLETE, "stop_reason": event.stop_reason, "usage": usage}
+                        return {"status": MessageStatus.COMPLETE, "stop_reason": event.stop_reason, "usage": usage}
                     self._buffer(event.text)
             except ProviderError as error:
-                return {"status": Message.Status.FAILED, "error": {"code": error.code, "detail": error.detail}}
-        return {"status": Message.Status.COMPLETE}
+                return {"status": MessageStatus.FAILED, "error": {"code": error.code, "detail": error.detail}}
+        return {"status": MessageStatus.COMPLETE}
 
     def _buffer(self, text: str) -> None:
         if not text:

@@ -1,16 +1,16 @@
 """Reads of the chunk log."""
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 from django.core.paginator import Page, Paginator
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
-from threads.models import Message, Thread
 
 from .compaction import chunk_events
-from .events import EncodedEvent, encode_chunks
-from .models import Chunk
+from .events import EncodedEvent, encode_chunks, message_payload
+from .models import AbstractMessage, AbstractThread, Chunk, MessageRole, MessageStatus, get_message_model, get_thread_model
 
 
 def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None, limit: int = 500) -> list[EncodedEvent]:
@@ -30,7 +30,7 @@ def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None,
     )
     # Only message, start and end events carry message fields: fetch those messages once.
     message_ids = {chunk.message_id for chunk in chunks if chunk.kind != Chunk.Kind.DELTA}
-    messages = Message.objects.in_bulk(message_ids) if message_ids else {}
+    messages = get_message_model().objects.in_bulk(message_ids) if message_ids else {}
     return encode_chunks(chunks, messages, after=after, until=stop)
 
 
@@ -61,7 +61,7 @@ def _backlog_window(*, thread_id: UUID, after: int, until: int | None, limit: in
     return (stop, rows) if stop is not None else None
 
 
-def logged_reply_text(*, message: Message, upto_seq: int | None = None) -> str:
+def logged_reply_text(*, message: AbstractMessage, upto_seq: int | None = None) -> str:
     """Return the text of the reply's delta events, those up to `upto_seq` if given.
 
     A reply's `content` is written once, when it ends; while it streams, its text is its
@@ -78,21 +78,21 @@ def logged_reply_text(*, message: Message, upto_seq: int | None = None) -> str:
     return "".join(event.text for row in rows for event in chunk_events(row) if event.seq <= upto_seq)
 
 
-def replies_in_progress_filled(messages: list[Message], *, seq: int) -> list[Message]:
+def replies_in_progress_filled(messages: list[AbstractMessage], *, seq: int) -> list[AbstractMessage]:
     """Give each streaming reply among `messages` its text at `seq`, for a snapshot that reflects `seq` (I4)."""
     for message in messages:
-        if message.status == Message.Status.STREAMING:
+        if message.status == MessageStatus.STREAMING:
             message.content = logged_reply_text(message=message, upto_seq=seq)
     return messages
 
 
 def thread_last_seq(*, thread_id: UUID) -> int:
-    return Thread.objects.values_list("last_seq", flat=True).get(pk=thread_id)
+    return get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread_id)
 
 
 def thread_streaming(*, thread_id: UUID) -> bool:
     """Return whether a reply is being written in the thread."""
-    return Message.objects.filter(thread_id=thread_id, status=Message.Status.STREAMING).exists()
+    return get_message_model().objects.filter(thread_id=thread_id, status=MessageStatus.STREAMING).exists()
 
 
 # Chunks per timeline page: a reply of any length renders in bounded time.
@@ -123,16 +123,16 @@ def ms(duration: timedelta) -> float:
     return duration.total_seconds() * 1000
 
 
-def _message_chunks(message: Message) -> QuerySet[Chunk]:
+def _message_chunks(message: AbstractMessage) -> QuerySet[Chunk]:
     # A message's chunks lie between its first seq and, once it has ended, content_seq: the
     # bounds let the (thread, seq) index serve.
     chunks = Chunk.objects.filter(thread_id=message.thread_id, seq__gte=message.seq, message=message)
-    if message.status != Message.Status.STREAMING:
+    if message.status != MessageStatus.STREAMING:
         chunks = chunks.filter(seq__lte=message.content_seq)
     return chunks.order_by("seq")
 
 
-def timeline_page(*, message: Message, page_number: str | None) -> tuple[Page, list[TimelineRow]]:
+def timeline_page(*, message: AbstractMessage, page_number: str | None) -> tuple[Page, list[TimelineRow]]:
     """Return one page of the message's events, each with its time since the start and gap since the one before.
 
     A segment row shows as the events it holds, each at its own time.
@@ -166,9 +166,9 @@ def timeline_page(*, message: Message, page_number: str | None) -> tuple[Page, l
     return page, rows
 
 
-def reply_check(*, message: Message) -> ReplyCheck | None:
+def reply_check(*, message: AbstractMessage) -> ReplyCheck | None:
     """Re-assemble an assistant reply from its delta events; None when the log cannot tell (a user message, pruned)."""
-    if message.role != Message.Role.ASSISTANT:
+    if message.role != MessageRole.ASSISTANT:
         return None
     rows = list(
         _message_chunks(message)
@@ -181,8 +181,35 @@ def reply_check(*, message: Message) -> ReplyCheck | None:
     reassembled = "".join(text for kind, text, _ in rows if kind == Chunk.Kind.DELTA)
     mismatch_at = None
     # A reply's content is written when it ends: one still streaming has none to compare yet.
-    if message.status != Message.Status.STREAMING and reassembled != message.content:
+    if message.status != MessageStatus.STREAMING and reassembled != message.content:
         pairs = zip(reassembled, message.content)
         mismatch_at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(reassembled), len(message.content)))
     delta_count = sum(span for kind, _, span in rows if kind == Chunk.Kind.DELTA)
     return ReplyCheck(reassembled=reassembled, delta_count=delta_count, mismatch_at=mismatch_at)
+
+
+def thread_snapshot(*, thread: AbstractThread, limit: int | None = None) -> dict[str, Any]:
+    """Return the thread's messages and the seq they reflect (I4), newest `limit` ones if given."""
+    page = message_page(thread=thread, before=None, limit=limit)
+    return {"id": str(thread.id), "title": thread.title, "seq": page["seq"], "messages": page["messages"]}
+
+
+def message_page(*, thread: AbstractThread, before: int | None, limit: int | None) -> dict[str, Any]:
+    """Return the newest `limit` messages (all when None) placed before seq `before`, oldest first.
+
+    With the seq they reflect (I4), and `next`, the `before` of the page preceding this one.
+    One statement reads the messages and the thread's last_seq together, so it sees a
+    prefix of the log; a reply still streaming then gets its text from its delta events
+    up to that seq, all committed before it: content and seq agree.
+    """
+    messages = get_message_model().objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
+    if before is not None:
+        messages = messages.filter(seq__lt=before)
+    newest_first = list(messages if limit is None else messages[: limit + 1])
+    page = newest_first[:limit][::-1]
+    seq = page[0].snapshot_seq if page else get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread.pk)
+    return {
+        "messages": [message_payload(message) for message in replies_in_progress_filled(page, seq=seq)],
+        "seq": seq,
+        "next": page[0].seq if limit is not None and len(newest_first) > limit else None,
+    }

@@ -17,14 +17,16 @@ from django.db.models import Q, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
-from threads.models import Message, Thread
 
 from .broadcast import notify_workers_on_commit, publish_events_on_commit
 from .compaction import ended_deltas, replies_compaction
 from .events import EncodedEvent, delta_event, encode, encode_chunks
-from .models import Chunk, Generation
+from .errors import NotRunning
+from .models import AbstractMessage, AbstractThread, Chunk, Generation, MessageStatus, get_message_model, get_thread_model
 from .selectors import logged_reply_text
 from .providers import ReplyRequest, Turn
+
+ACTIVE_STATUSES = [Generation.Status.QUEUED, Generation.Status.RUNNING]
 
 
 class LeaseLost(Exception):
@@ -53,25 +55,25 @@ def seq_allocate(*, thread_id: UUID, count: int = 1, touched_at: datetime | None
     touch, touched = _touch(touched_at)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {Thread._meta.db_table} SET last_seq = last_seq + %s{touch} WHERE id = %s RETURNING last_seq",
-            [count, *touched, _db_id(Thread, thread_id)],
+            f"UPDATE {get_thread_model()._meta.db_table} SET last_seq = last_seq + %s{touch} WHERE id = %s RETURNING last_seq",
+            [count, *touched, _db_id(get_thread_model(), thread_id)],
         )
         (last_seq,) = cursor.fetchone()
     return last_seq - count + 1
 
 
-def chunks_insert(*, chunks: list[Chunk], messages: list[Message]) -> list[EncodedEvent]:
+def chunks_insert(*, chunks: list[Chunk], messages: list[AbstractMessage]) -> list[EncodedEvent]:
     """Insert chunk rows whose seqs were allocated in this transaction; return their encoded events."""
     Chunk.objects.bulk_create(chunks)
     return encode_chunks(chunks, {message.id: message for message in messages})
 
 
-def chunks_record(*, thread_id: UUID, chunks: list[Chunk], messages: list[Message]) -> None:
+def chunks_record(*, thread_id: UUID, chunks: list[Chunk], messages: list[AbstractMessage]) -> None:
     """Insert chunk rows whose seqs were allocated in this transaction, and publish them on commit."""
     publish_events_on_commit(thread_id, chunks_insert(chunks=chunks, messages=messages))
 
 
-def replies_end(ends: list[tuple[Message, dict[str, Any]]]) -> dict[UUID, list[EncodedEvent]]:
+def replies_end(ends: list[tuple[AbstractMessage, dict[str, Any]]]) -> dict[UUID, list[EncodedEvent]]:
     """End assistant messages and their generations with `end` events (I9), keeping their text.
 
     `ends` pairs each message with how it ended: `status`, and optionally `stop_reason`,
@@ -114,17 +116,17 @@ def replies_end(ends: list[tuple[Message, dict[str, Any]]]) -> dict[UUID, list[E
     return {message.id: [event] for message, event in zip(messages, events, strict=True)}
 
 
-def _messages_ended(messages: list[Message], *, completed_at: datetime) -> None:
+def _messages_ended(messages: list[AbstractMessage], *, completed_at: datetime) -> None:
     """Write the ended messages' text and outcome, one UPDATE joined to a VALUES row per message.
 
     Not `bulk_update`: it builds and compiles a CASE per message and field, which cost a
     loaded worker a tenth of its CPU; this costs one parameter per value.
     """
-    usage, error = Message._meta.get_field("usage"), Message._meta.get_field("error")
+    usage, error = get_message_model()._meta.get_field("usage"), get_message_model()._meta.get_field("error")
     json_type = usage.db_type(connection)
     rows = [
         (
-            _db_id(Message, message.id),
+            _db_id(get_message_model(), message.id),
             message.content,
             message.status,
             message.stop_reason,
@@ -137,7 +139,7 @@ def _messages_ended(messages: list[Message], *, completed_at: datetime) -> None:
     with connection.cursor() as cursor:
         # A column of NULLs (no reply had an error) needs its type.
         cursor.execute(
-            f"UPDATE {Message._meta.db_table} SET content = ended.column2, status = ended.column3, "
+            f"UPDATE {get_message_model()._meta.db_table} SET content = ended.column2, status = ended.column3, "
             f"stop_reason = ended.column4, usage = CAST(ended.column5 AS {json_type}), "
             f"error = CAST(ended.column6 AS {json_type}), content_seq = ended.column7, completed_at = %s "
             f"FROM (VALUES {', '.join(['(%s, %s, %s, %s, %s, %s, %s)'] * len(rows))}) AS ended "
@@ -146,7 +148,7 @@ def _messages_ended(messages: list[Message], *, completed_at: datetime) -> None:
         )
 
 
-def _generations_done(ended: list[tuple[Message, dict[str, Any]]], *, finished_at) -> None:
+def _generations_done(ended: list[tuple[AbstractMessage, dict[str, Any]]], *, finished_at) -> None:
     """Mark the ended messages' generations done, with their token counts; their leases end."""
     with connection.cursor() as cursor:
         # VALUES columns are named column1… in both PostgreSQL and SQLite; a column of NULLs needs its type.
@@ -160,19 +162,19 @@ def _generations_done(ended: list[tuple[Message, dict[str, Any]]], *, finished_a
                 *(
                     value
                     for message, usage in ended
-                    for value in (_db_id(Message, message.id), usage.get("input_tokens"), usage.get("output_tokens"))
+                    for value in (_db_id(get_message_model(), message.id), usage.get("input_tokens"), usage.get("output_tokens"))
                 ),
             ],
         )
 
 
-def message_end(*, message: Message, status: str, **outcome: Any) -> None:
+def message_end(*, message: AbstractMessage, status: str, **outcome: Any) -> None:
     """End one assistant message as `replies_end` does, and publish its `end` event on commit."""
     ended = replies_end([(message, {"status": status, **outcome})])
     publish_events_on_commit(message.thread_id, ended[message.id])
 
 
-def conversations_turns(replies: list[Message]) -> dict[UUID, list[Turn]]:
+def conversations_turns(replies: list[AbstractMessage]) -> dict[UUID, list[Turn]]:
     """Return each reply's turns, oldest first: its thread's messages with text, up to the one it answers.
 
     A retried reply answers an earlier message again: the replies in between are not part of
@@ -183,7 +185,7 @@ def conversations_turns(replies: list[Message]) -> dict[UUID, list[Turn]]:
     for reply in replies:
         earlier |= Q(thread_id=reply.thread_id, seq__lte=answered[reply.id])
     rows = (
-        Message.objects.filter(earlier)
+        get_message_model().objects.filter(earlier)
         .exclude(content="")
         .order_by("thread_id", "seq")
         .values_list("thread_id", "seq", "role", "content")
@@ -233,7 +235,7 @@ def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]
     _generations_run(claimed, worker=worker, now=now)
     replies = [generation.message for generation in claimed]
     # A takeover keeps the model its reply started with.
-    Message.objects.filter(pk__in=[reply.pk for reply in replies], model="").update(model=model)
+    get_message_model().objects.filter(pk__in=[reply.pk for reply in replies], model="").update(model=model)
     turns = conversations_turns(replies)
     return [
         Claim(
@@ -271,10 +273,10 @@ def _generations_run(generations: list[Generation], *, worker: str, now: datetim
         )
 
 
-def _replies_fail_interrupted(replies: list[Message]) -> None:
+def _replies_fail_interrupted(replies: list[AbstractMessage]) -> None:
     """End, as failed, replies whose generation ran out of attempts; their `end` events go out on commit."""
     error = {"code": "interrupted", "detail": "The reply was interrupted too many times and was stopped."}
-    ended = replies_end([(reply, {"status": Message.Status.FAILED, "error": error}) for reply in replies])
+    ended = replies_end([(reply, {"status": MessageStatus.FAILED, "error": error}) for reply in replies])
     for reply in replies:
         publish_events_on_commit(reply.thread_id, ended[reply.id])
 
@@ -324,7 +326,7 @@ def generation_commit(*, writes: list[Write], retrying: bool = False) -> dict[UU
     events = _deltas_insert(texts)
     ending = [write for write in live if write.end is not None]
     if ending:
-        messages = Message.objects.in_bulk([write.claim.message_id for write in ending])
+        messages = get_message_model().objects.in_bulk([write.claim.message_id for write in ending])
         ended = replies_end([(messages[write.claim.message_id], write.end) for write in ending])
         for write in ending:
             events.setdefault(write.claim.generation_id, []).extend(ended[write.claim.message_id])
@@ -420,7 +422,7 @@ def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
         (write.claim.thread_id, seqs[write.claim.thread_id], write.claim.message_id, write.text) for write in writes
     ]
     rows = [
-        (_db_id(Thread, thread_id), seq, _db_id(Message, message_id), Chunk.Kind.DELTA, text, created_at)
+        (_db_id(get_thread_model(), thread_id), seq, _db_id(get_message_model(), message_id), Chunk.Kind.DELTA, text, created_at)
         for thread_id, seq, message_id, text in deltas
     ]
     with connection.cursor() as cursor:
@@ -445,9 +447,9 @@ def _seq_allocate_one_each(thread_ids: set[UUID], *, touched_at: datetime | None
     touch, touched = _touch(touched_at)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {Thread._meta.db_table} SET last_seq = last_seq + 1{touch} "
+            f"UPDATE {get_thread_model()._meta.db_table} SET last_seq = last_seq + 1{touch} "
             f"WHERE id IN ({_placeholders(thread_ids)}) RETURNING id, last_seq",
-            [*touched, *(_db_id(Thread, thread_id) for thread_id in thread_ids)],
+            [*touched, *(_db_id(get_thread_model(), thread_id) for thread_id in thread_ids)],
         )
         return {_uuid(thread_id): last_seq for thread_id, last_seq in cursor.fetchall()}
 
@@ -484,3 +486,24 @@ def generation_release(*, claim: Claim) -> None:
         status=Generation.Status.QUEUED, lease_token=None, lease_expires_at=None, worker=""
     )
     notify_workers_on_commit(type="generation.queued")
+
+
+def generation_cancel(*, thread: AbstractThread) -> AbstractMessage:
+    """Stop the reply being written in `thread` and return it; NotRunning when there is none (I5)."""
+    with transaction.atomic():
+        generation = (
+            Generation.objects.select_for_update()
+            .select_related("message")
+            .filter(thread=thread, status__in=ACTIVE_STATUSES)
+            .first()
+        )
+        if generation is None:
+            raise NotRunning("No reply is being written in this thread.")
+        if generation.status == Generation.Status.QUEUED:
+            # No worker holds it: end it here, with nothing written.
+            message_end(message=generation.message, status=MessageStatus.CANCELLED)
+        else:
+            generation.cancel_requested = True
+            generation.save(update_fields=["cancel_requested"])
+            notify_workers_on_commit(type="generation.cancel", generation_id=str(generation.id))
+    return generation.message

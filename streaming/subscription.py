@@ -13,9 +13,10 @@ The WebSocket consumer and the SSE views both read a thread through
   `reset` snapshot.
 
 Besides log events it passes on the `thread` control frame of a rename. A subscription
-opened with an API token ends with TokenRevoked once the token is revoked: on the
-revocation notice sent to its token's group (streaming/broadcast.py), or, should that
-notice be lost, at its own check of the token every TOKEN_RECHECK_SECONDS.
+opened under a revocable grant (an `AccessGrant`: an API token, say) ends with
+AccessRevoked once the grant is revoked: on the revocation notice sent to the grant's
+group (streaming/broadcast.py), or, should that notice be lost, at its own check of the
+grant every STREAM_ACCESS_RECHECK_SECONDS.
 
 The subscription pulls from its own channel only when its reader asks for the next
 frame: a slow reader leaves messages in the channel layer, which drops the excess at
@@ -29,22 +30,18 @@ import logging
 import threading
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from threads.errors import RateLimited
-from threads.inputs import parse_digits
-from threads.models import Thread
-from threads.selectors import thread_snapshot
-from threads.tokens import api_token_is_valid
-
 from . import events
-from .models import Chunk
-from .selectors import chunk_events_after, thread_last_seq, thread_streaming
+from .models import AbstractThread, Chunk, get_thread_model
+from .cursors import parse_cursor
+from .errors import RateLimited
+from .selectors import chunk_events_after, thread_last_seq, thread_snapshot, thread_streaming
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +49,7 @@ achunk_events_after = database_sync_to_async(chunk_events_after)
 athread_last_seq = database_sync_to_async(thread_last_seq)
 athread_streaming = database_sync_to_async(thread_streaming)
 athread_snapshot = database_sync_to_async(thread_snapshot)
-aapi_token_is_valid = database_sync_to_async(api_token_is_valid)
 
-# How often a subscription opened with an API token asks the database whether the token is
-# still valid: the revocation notice is a hint that may be lost (I2), and this bounds how
-# long a revoked token can keep streaming. One primary-key read per stream per interval.
-TOKEN_RECHECK_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -86,10 +78,33 @@ class ThreadGone(SubscriptionEnded):
     code, detail = "not_found", "The thread was deleted."
 
 
-class TokenRevoked(SubscriptionEnded):
-    """The API token the subscription was opened with no longer authenticates (revoked, or its user deactivated)."""
+class AccessRevoked(SubscriptionEnded):
+    """The grant the subscription was opened under no longer holds."""
 
-    code, detail = "forbidden", "The API token was revoked."
+    code = "forbidden"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class AccessGrant:
+    """A revocable right a reader subscribed under, which the product defines (an API token, say).
+
+    The subscription joins `group`, where a revocation notice ends it at once, and awaits
+    `still_valid()` every STREAM_ACCESS_RECHECK_SECONDS in case the notice was lost; it then ends
+    with AccessRevoked(`detail`).
+    """
+
+    group: str
+    still_valid: Callable[[], Awaitable[bool]]
+    detail: str
+
+    async def check(self) -> None:
+        """Raise AccessRevoked unless the grant still holds."""
+        if not await self.still_valid():
+            raise AccessRevoked(self.detail)
 
 
 # Streams are long-lived and cheap to open: a refused one should not be retried at once.
@@ -127,58 +142,55 @@ class StreamSlot:
         self.release = weakref.finalize(self, _release_stream, user_id)
 
 
-def parse_cursor(value: str | None) -> int | None:
-    """Return a cursor (0 when absent), or None when it is malformed: not a non-negative decimal integer."""
-    return 0 if value is None else parse_digits(value)
-
-
 class ThreadSubscription:
     def __init__(
         self,
         *,
-        thread: Thread,
+        thread: AbstractThread,
         after: int | None,
         keepalive_seconds: float | None = None,
-        token_id: int | None = None,
+        grant: AccessGrant | None = None,
     ) -> None:
         """Subscribe to `thread` from cursor `after` (None: a malformed cursor, answered with error and reset).
 
-        `token_id` is the API token the reader authenticated with, if any: the subscription
-        ends with TokenRevoked when that token is revoked.
+        `grant` is what the reader was let in under that may be revoked, if anything: the
+        subscription ends with AccessRevoked when it is.
         """
         self.thread = thread
         self.after = after
         self.keepalive_seconds = keepalive_seconds
-        self.token_id = token_id
-        self.repair_seconds = settings.STREAM_REPAIR_SECONDS  # read once: the loop below runs per message
+        self.grant = grant
+        # Read once: the loop below runs per message.
+        self.repair_seconds = settings.STREAM_REPAIR_SECONDS
+        self.recheck_seconds = settings.STREAM_ACCESS_RECHECK_SECONDS
         self.last_sent = 0
         self.streaming = False
         # Loop times of the last log event yielded (or repair attempt), of the last frame of
-        # any kind, and of the last check of the token.
-        self.last_delivery = self.last_frame = self.token_checked = 0.0
+        # any kind, and of the last check of the grant.
+        self.last_delivery = self.last_frame = self.grant_checked = 0.0
 
     async def frames(self) -> AsyncIterator[Frame | None]:
         """Yield the frames of this subscription until the reader stops; KEEPALIVE in quiet times if asked."""
         layer = get_channel_layer()
         groups = [events.thread_group_name(self.thread.id)]
-        if self.token_id is not None:
-            groups.append(events.token_group_name(self.token_id))
+        if self.grant is not None:
+            groups.append(self.grant.group)
         channel = await layer.new_channel()
-        for group in groups:  # before the backlog is read and the token checked: see the module docstring
+        for group in groups:  # before the backlog is read and the grant checked: see the module docstring
             await layer.group_add(group, channel)
         receiving = asyncio.ensure_future(layer.receive(channel))
         try:
-            # Revoked between the handshake and joining its group, the token would otherwise stream until the recheck.
-            await self._check_token()
+            # Revoked between the handshake and joining its group, the grant would otherwise stream until the recheck.
+            await self._check_grant()
             async for frame in self._open():
                 yield frame
             while True:
                 if not receiving.done():  # under load the next message is often there already
                     await asyncio.wait({receiving}, timeout=self._quiet_timeout())
                 now = asyncio.get_running_loop().time()
-                if self.token_id is not None and now - self.token_checked >= TOKEN_RECHECK_SECONDS:
+                if self.grant is not None and now - self.grant_checked >= self.recheck_seconds:
                     # Ahead of the messages: a reader that always has one waiting must not postpone it.
-                    await self._check_token()
+                    await self._check_grant()
                 if receiving.done():
                     message, receiving = receiving.result(), asyncio.ensure_future(layer.receive(channel))
                     async for frame in self._receive(message):
@@ -204,10 +216,10 @@ class ThreadSubscription:
                 await layer.group_discard(group, channel)
 
     async def _receive(self, message: dict) -> AsyncIterator[Frame]:
-        """Yield the frames a channel-layer message brings: log events, a rename; raise TokenRevoked at a revocation."""
+        """Yield the frames a channel-layer message brings: log events, a rename; raise AccessRevoked at a revocation."""
         kind = message.get("type")
-        if kind == events.TOKEN_REVOKED:
-            raise TokenRevoked(str(self.token_id))
+        if kind == events.ACCESS_REVOKED and self.grant is not None:
+            raise AccessRevoked(self.grant.detail)
         if kind == events.THREAD_RENAMED:
             self.last_frame = asyncio.get_running_loop().time()
             yield Frame("thread", message["frame"])
@@ -215,21 +227,20 @@ class ThreadSubscription:
             async for frame in self._deliver(message["events"]):
                 yield frame
 
-    async def _check_token(self) -> None:
-        """Raise TokenRevoked if the subscription's token no longer authenticates (nothing to check without one)."""
-        if self.token_id is None:
+    async def _check_grant(self) -> None:
+        """Raise AccessRevoked if the subscription's grant no longer holds (nothing to check without one)."""
+        if self.grant is None:
             return
-        self.token_checked = asyncio.get_running_loop().time()
-        if not await aapi_token_is_valid(token_id=self.token_id):
-            raise TokenRevoked(str(self.token_id))
+        self.grant_checked = asyncio.get_running_loop().time()
+        await self.grant.check()
 
     def _quiet_timeout(self) -> float | None:
         """Return how long to wait for a live message before the next timed duty; None: as long as it takes."""
         deadlines = []
         if self.streaming:
             deadlines.append(self.last_delivery + self.repair_seconds)
-        if self.token_id is not None:
-            deadlines.append(self.token_checked + TOKEN_RECHECK_SECONDS)
+        if self.grant is not None:
+            deadlines.append(self.grant_checked + self.recheck_seconds)
         if self.keepalive_seconds is not None:
             deadlines.append(self.last_frame + self.keepalive_seconds)
         if not deadlines:
@@ -299,5 +310,5 @@ class ThreadSubscription:
     async def _last_seq(self) -> int:
         try:
             return await athread_last_seq(thread_id=self.thread.id)
-        except Thread.DoesNotExist:
+        except get_thread_model().DoesNotExist:
             raise ThreadGone(str(self.thread.id)) from None

@@ -21,8 +21,8 @@ import psycopg
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from streaming.bench.topology import free_port
-from streaming.management.commands.runcluster import cluster_environment, procfile_command, web_command, worker_command
+from chatsite.bench.topology import free_port
+from chatsite.management.commands.runcluster import cluster_environment, procfile_command, web_command, worker_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS_DIR = BASE_DIR / "test-artifacts"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from streaming.bench.topology import free_port
+from chatsite.bench.topology import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 30
@@ -150,7 +150,7 @@ class WebProcess(LiveServer):
 @contextlib.contextmanager
 def procfile_web(directory: Path, env: dict[str, str]) -> Iterator[WebProcess]:
     """Migrate, then serve with the Procfile's `web` command (its flags too) on a free port until the block ends."""
-    from streaming.management.commands.runcluster import procfile_command
+    from chatsite.management.commands.runcluster import procfile_command
 
     port = free_port()
     server = WebProcess(url=f"http://127.0.0.1:{port}", env=env, log=directory / "web.log")

@@ -12,7 +12,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
-from streaming.bench.topology import free_port
+from chatsite.bench.topology import free_port
 from threads.models import Message, Thread
 from threads.services import message_post
 from threads.tokens import api_token_create

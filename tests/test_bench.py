@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from streaming.bench.report import LOSS
+from chatsite.bench.report import LOSS
 
 pytestmark = [
     pytest.mark.timeout(170),

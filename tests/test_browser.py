@@ -367,8 +367,9 @@ LONG_THREAD_EXCHANGES = 26  # 52 messages: two more than the page renders
 CREATE_LONG_THREAD = f"""
 import time
 from django.contrib.auth.models import User
-from threads.errors import Busy
-from threads.services import generation_cancel, message_post, thread_create
+from streaming.errors import Busy
+from streaming.services import generation_cancel
+from threads.services import message_post, thread_create
 
 thread = thread_create(owner=User.objects.get(username="alice"), title="A long conversation")
 for index in range({LONG_THREAD_EXCHANGES}):

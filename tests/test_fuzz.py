@@ -20,10 +20,11 @@ from channels.db import database_sync_to_async
 from hypothesis import HealthCheck, Phase, given, settings as hypothesis_settings, strategies as st
 
 from streaming.models import Chunk, Generation
-from threads.errors import ChatError
+from streaming.errors import ChatError
 from threads.inputs import parse_json_object
 from threads.models import Message, Thread
-from threads.services import ACTIVE_STATUSES, message_post, thread_create
+from streaming.services import ACTIVE_STATUSES
+from threads.services import message_post, thread_create
 from threads.tokens import api_token_create
 
 from .conftest import RECEIVE_TIMEOUT_S, ThreadSocket

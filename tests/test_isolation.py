@@ -21,7 +21,8 @@ from django.test import Client
 from chatsite.asgi import application
 from streaming.models import Generation
 from threads.models import ApiToken, Message, Thread
-from threads.services import generation_cancel, message_post, thread_create
+from streaming.services import generation_cancel
+from threads.services import message_post, thread_create
 from threads.tokens import api_token_create
 
 from .conftest import RECEIVE_TIMEOUT_S

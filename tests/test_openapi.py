@@ -12,7 +12,8 @@ from schemathesis.specs.openapi import checks
 
 from threads.models import Message, Thread
 from threads.openapi import openapi_document
-from threads.services import generation_cancel, message_post, thread_create
+from streaming.services import generation_cancel
+from threads.services import message_post, thread_create
 from threads.tokens import api_token_create
 
 from .test_sse import HttpStream

@@ -9,8 +9,9 @@ from django.urls import reverse
 
 from threads import views
 from threads.models import Message
-from threads.selectors import message_page
-from threads.services import generation_cancel, message_post, thread_create
+from streaming.selectors import message_page
+from streaming.services import generation_cancel
+from threads.services import message_post, thread_create
 from threads.templatetags.chat import render_markdown
 
 from .writes import generation_append, generation_claim, generation_finish

@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from streaming.models import Generation
-from threads.errors import RateLimited
+from streaming.errors import RateLimited
 from threads.models import Message
 from threads.services import message_post, thread_create
 

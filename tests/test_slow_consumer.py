@@ -40,7 +40,8 @@ SMALL_RECEIVE_BUFFER = 4096
 SETUP = f"""
 from django.contrib.auth.models import User
 from django.db import transaction
-from threads.services import generation_cancel, message_post, thread_create
+from streaming.services import generation_cancel
+from threads.services import message_post, thread_create
 from threads.tokens import api_token_create
 
 alice = User.objects.create_user("alice")

@@ -10,7 +10,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import ApplicationCommunicator
 
 from chatsite.asgi import application
-from streaming import sse
+from threads import sse
 from streaming.events import thread_group_name
 from threads.models import Message
 from threads.services import message_post

@@ -66,7 +66,7 @@ async def test_late_subscriber_gets_backlog_then_live(thread, user, connect, wor
 
 async def test_snapshot_plus_later_events_equals_final_state(thread, user, connect, worker, settings):
     """A snapshot taken mid-reply plus the events after its seq rebuild the final text (I4)."""
-    from threads.selectors import thread_snapshot
+    from streaming.selectors import thread_snapshot
 
     settings.SCRIPTED_TOKENS_PER_SECOND = 100
     watcher = await connect(thread.id, user)

@@ -117,9 +117,9 @@ async def test_revoking_ends_the_tokens_ai_sdk_stream(thread, user, open_bearer_
     assert '"errorText":"The API token was revoked."' in body and body.endswith("data: [DONE]\n\n")
 
 
-async def test_lost_revocation_notice_is_caught_by_the_recheck(thread, user, open_bearer_socket, monkeypatch):
+async def test_lost_revocation_notice_is_caught_by_the_recheck(thread, user, open_bearer_socket, settings):
     """A revocation whose notice never arrives still closes the socket 4401, at the stream's next check of its token."""
-    monkeypatch.setattr("streaming.subscription.TOKEN_RECHECK_SECONDS", SHORT_RECHECK_SECONDS)
+    settings.STREAM_ACCESS_RECHECK_SECONDS = SHORT_RECHECK_SECONDS
     token, secret = await make_token(user)
     communicator = await open_bearer_socket(thread, secret)
     await revoke_without_notice(token)
@@ -127,10 +127,10 @@ async def test_lost_revocation_notice_is_caught_by_the_recheck(thread, user, ope
 
 
 async def test_lost_revocation_notice_is_caught_while_a_reply_streams(
-    thread, user, open_bearer_socket, worker, settings, monkeypatch
+    thread, user, open_bearer_socket, worker, settings
 ):
     """The re-check also runs while live events keep arriving: a long reply does not postpone the 4401."""
-    monkeypatch.setattr("streaming.subscription.TOKEN_RECHECK_SECONDS", SHORT_RECHECK_SECONDS)
+    settings.STREAM_ACCESS_RECHECK_SECONDS = SHORT_RECHECK_SECONDS
     settings.SCRIPTED_REPLY_TOKENS = 5000  # minutes of reply at the scripted pace: longer than any wait below
     token, secret = await make_token(user)
     communicator = await open_bearer_socket(thread, secret)
@@ -142,9 +142,9 @@ async def test_lost_revocation_notice_is_caught_while_a_reply_streams(
     assert await asyncio.wait_for(ws_close_code(communicator), RECEIVE_TIMEOUT_S) == 4401
 
 
-async def test_deactivated_users_token_stream_ends_at_the_recheck(thread, user, open_bearer_stream, monkeypatch):
+async def test_deactivated_users_token_stream_ends_at_the_recheck(thread, user, open_bearer_stream, settings):
     """Deactivating the person (no notice is sent for that) ends their token's event stream at its next check."""
-    monkeypatch.setattr("streaming.subscription.TOKEN_RECHECK_SECONDS", SHORT_RECHECK_SECONDS)
+    settings.STREAM_ACCESS_RECHECK_SECONDS = SHORT_RECHECK_SECONDS
     _, secret = await make_token(user)
     stream = await open_bearer_stream(f"/api/threads/{thread.id}/events", secret)
     assert (await stream.event())["type"] == "ready"

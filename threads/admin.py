@@ -15,7 +15,7 @@ from streaming.selectors import reply_check, timeline_page
 from streaming.models import Chunk
 from streaming.retention import thread_chunks_purge
 
-from .errors import Busy, ChatError
+from streaming.errors import Busy, ChatError
 from .models import Message, Thread
 from .services import reply_retry
 

@@ -20,12 +20,15 @@ from django.views.decorators.http import require_GET
 
 from streaming.events import message_payload
 
-from .errors import BadRequest, ChatError, TooLong
-from .inputs import parse_client_id, parse_digits, parse_json_object
+from streaming.errors import BadRequest, ChatError, TooLong
+from streaming.cursors import parse_digits
+from .inputs import parse_client_id, parse_json_object
 from .models import Thread
 from .openapi import openapi_document
-from .selectors import message_page, thread_get_for_user, thread_page, thread_snapshot
-from .services import generation_cancel, message_post, thread_create, thread_delete, thread_rename
+from streaming.selectors import message_page, thread_snapshot
+from .selectors import thread_get_for_user, thread_page
+from streaming.services import generation_cancel
+from .services import message_post, thread_create, thread_delete, thread_rename
 
 # Page sizes when `limit` is not given; API_MAX_PAGE_SIZE bounds what it may ask for.
 THREADS_PAGE_SIZE = 50

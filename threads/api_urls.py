@@ -1,9 +1,9 @@
 """Routes beyond threads/urls.py: event streams, the chat APIs, the OpenAPI document and API tokens."""
 from django.urls import path
 
-from streaming import aisdk, sse
 
-from . import api, tokens
+
+from . import aisdk, api, sse, tokens
 
 urlpatterns = [
     path("api/openapi.json", api.openapi, name="api-openapi"),

@@ -2,21 +2,7 @@
 import json
 from uuid import UUID
 
-from .errors import BadRequest
-
-
-def parse_digits(value: str) -> int | None:
-    """Return a string of ASCII decimal digits as an int; None for anything else.
-
-    No sign, space, underscore or non-ASCII digit (all of which `int()` would take), and
-    None past the digits Python converts rather than an error.
-    """
-    if not (value.isascii() and value.isdigit()):
-        return None
-    try:
-        return int(value)
-    except ValueError:  # more digits than Python converts
-        return None
+from streaming.errors import BadRequest
 
 
 def parse_json_object(text: str | bytes, *, what: str) -> dict:

@@ -1,17 +1,11 @@
-import uuid
-
 from django.conf import settings
 from django.db import models
 
+from streaming.models import AbstractMessage, AbstractThread
 
-class Thread(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+
+class Thread(AbstractThread):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="threads")
-    title = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    # Allocation counter for the chunk log: the seq of the newest committed chunk.
-    last_seq = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         indexes = [models.Index(fields=["owner", "-updated_at"], name="thread_owner_recent")]
@@ -20,35 +14,8 @@ class Thread(models.Model):
         return self.title or f"Thread {self.id}"
 
 
-class Message(models.Model):
-    class Role(models.TextChoices):
-        USER = "user"
-        ASSISTANT = "assistant"
-
-    class Status(models.TextChoices):
-        COMPLETE = "complete"
-        STREAMING = "streaming"
-        CANCELLED = "cancelled"
-        FAILED = "failed"
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+class Message(AbstractMessage):
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
-    role = models.CharField(max_length=16, choices=Role.choices)
-    content = models.TextField(blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices)
-    # seq of the chunk that introduced this message (`message` or `start`): its place in the thread.
-    seq = models.PositiveBigIntegerField()
-    # seq of the newest chunk reflected in `content`; snapshots name the seq they reflect (I4).
-    content_seq = models.PositiveBigIntegerField()
-    client_id = models.UUIDField(null=True, blank=True)
-    # For an assistant message: the user message it answers (a retry answers it again).
-    reply_to = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="replies")
-    model = models.CharField(max_length=100, blank=True)
-    stop_reason = models.CharField(max_length=50, blank=True)
-    usage = models.JSONField(null=True, blank=True)
-    error = models.JSONField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["seq"]

@@ -1,15 +1,12 @@
 """Reads of threads and messages, always scoped to the person asking (I11)."""
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from streaming.events import message_payload
-from streaming.selectors import replies_in_progress_filled
 
-from .errors import NotFound
+from streaming.errors import NotFound
 from .models import Message, Thread
 
 
@@ -46,12 +43,6 @@ def thread_page(
     return page[:limit], len(page) > limit
 
 
-def thread_snapshot(*, thread: Thread, limit: int | None = None) -> dict[str, Any]:
-    """Return the thread's messages and the seq they reflect (I4), newest `limit` ones if given."""
-    page = message_page(thread=thread, before=None, limit=limit)
-    return {"id": str(thread.id), "title": thread.title, "seq": page["seq"], "messages": page["messages"]}
-
-
 def thread_activity_for_user(*, user: AbstractBaseUser, limit: int) -> list[Thread]:
     """Return the user's newest threads, each annotated with `replying`: a reply is being written."""
     streaming = Message.objects.filter(thread=OuterRef("pk"), status=Message.Status.STREAMING)
@@ -68,24 +59,3 @@ def message_get_in_thread(*, thread: Thread, message_id: UUID | str) -> Message:
     if message is None:
         raise NotFound("No such message.")
     return message
-
-
-def message_page(*, thread: Thread, before: int | None, limit: int | None) -> dict[str, Any]:
-    """Return the newest `limit` messages (all when None) placed before seq `before`, oldest first.
-
-    With the seq they reflect (I4), and `next`, the `before` of the page preceding this one.
-    One statement reads the messages and the thread's last_seq together, so it sees a
-    prefix of the log; a reply still streaming then gets its text from its delta events
-    up to that seq, all committed before it: content and seq agree.
-    """
-    messages = Message.objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
-    if before is not None:
-        messages = messages.filter(seq__lt=before)
-    newest_first = list(messages if limit is None else messages[: limit + 1])
-    page = newest_first[:limit][::-1]
-    seq = page[0].snapshot_seq if page else Thread.objects.values_list("last_seq", flat=True).get(pk=thread.pk)
-    return {
-        "messages": [message_payload(message) for message in replies_in_progress_filled(page, seq=seq)],
-        "seq": seq,
-        "next": page[0].seq if limit is not None and len(newest_first) > limit else None,
-    }

@@ -12,12 +12,11 @@ from django.utils import timezone
 
 from streaming.broadcast import notify_workers_on_commit, publish_thread_renamed_on_commit
 from streaming.models import Chunk, Generation
-from streaming.services import chunks_record, message_end, seq_allocate
+from streaming.services import ACTIVE_STATUSES, chunks_record, seq_allocate
 
-from .errors import BadRequest, Busy, NotFound, NotRunning, RateLimited, TooLong
+from streaming.errors import BadRequest, Busy, NotFound, RateLimited, TooLong
 from .models import Message, Thread
 
-ACTIVE_STATUSES = [Generation.Status.QUEUED, Generation.Status.RUNNING]
 TITLE_CHARS = 60
 
 
@@ -186,24 +185,3 @@ def reply_retry(*, thread: Thread, reply: Message) -> Message:
         start = _reply_queue(retry)
         chunks_record(thread_id=locked.pk, chunks=[start], messages=[retry])
     return retry
-
-
-def generation_cancel(*, thread: Thread) -> Message:
-    """Stop the reply being written in `thread` and return it; NotRunning when there is none (I5)."""
-    with transaction.atomic():
-        generation = (
-            Generation.objects.select_for_update()
-            .select_related("message")
-            .filter(thread=thread, status__in=ACTIVE_STATUSES)
-            .first()
-        )
-        if generation is None:
-            raise NotRunning("No reply is being written in this thread.")
-        if generation.status == Generation.Status.QUEUED:
-            # No worker holds it: end it here, with nothing written.
-            message_end(message=generation.message, status=Message.Status.CANCELLED)
-        else:
-            generation.cancel_requested = True
-            generation.save(update_fields=["cancel_requested"])
-            notify_workers_on_commit(type="generation.cancel", generation_id=str(generation.id))
-    return generation.message

@@ -9,7 +9,7 @@ its own to a cross-site request (CSRF protects cookies, which it does attach).
 Revoking a token also ends what it opened: its WebSockets close with 4401 and its event
 streams end. Each such stream joins the token's channel-layer group, where the revocation
 is published after commit, and asks `api_token_is_valid` now and then in case that notice
-is lost (streaming/subscription.py).
+is lost: the token is the stream's `AccessGrant` (streaming/subscription.py).
 """
 import hashlib
 import secrets
@@ -31,10 +31,11 @@ from django.utils import timezone
 from django.utils.decorators import sync_and_async_middleware
 from django.views.decorators.http import require_http_methods, require_POST
 
-from streaming.broadcast import publish_token_revoked_on_commit
+from streaming.broadcast import publish_access_revoked_on_commit
+from streaming.subscription import AccessGrant
 
 from .api import error_response
-from .errors import NotFound, RateLimited
+from streaming.errors import NotFound, RateLimited
 from .models import ApiToken
 from .services import refuse_if_too_frequent
 
@@ -79,7 +80,7 @@ def api_token_revoke(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
-        publish_token_revoked_on_commit(token.id)  # streams opened with it end (see the module docstring)
+        publish_access_revoked_on_commit(token_group_name(token.id))  # streams opened with it end
     return token
 
 
@@ -102,6 +103,25 @@ def api_token_authenticate(*, secret: str) -> ApiToken | None:
 def api_token_is_valid(*, token_id: int) -> bool:
     """Return whether a token still authenticates: a stream opened with it asks this now and then."""
     return _valid_tokens().filter(pk=token_id).exists()
+
+
+def token_group_name(token_id: int) -> str:
+    """Return the channel-layer group of the streams opened with an API token."""
+    return f"token.{token_id}"
+
+
+aapi_token_is_valid = database_sync_to_async(api_token_is_valid)
+
+
+def api_token_grant(token_id: int | None) -> AccessGrant | None:
+    """Return the grant a stream opened with API token `token_id` holds: it ends when the token is revoked."""
+    if token_id is None:
+        return None
+    return AccessGrant(
+        group=token_group_name(token_id),
+        still_valid=lambda: aapi_token_is_valid(token_id=token_id),
+        detail="The API token was revoked.",
+    )
 
 
 def request_api_token_id(request: HttpRequest) -> int | None:

@@ -20,17 +20,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from streaming.events import message_payload
 
 from .api import api_view, error_response
-from .errors import ChatError, NotFound
+from streaming.errors import ChatError, NotFound
 from .forms import ThreadTitleForm
-from .management.commands.demouser import DEMO_PASSWORD, DEMO_USERNAME
+from .demo import DEMO_PASSWORD, DEMO_USERNAME
 from .models import Message, Thread
-from .selectors import (
-    message_get_in_thread,
-    message_page,
-    thread_activity_for_user,
-    thread_get_for_user,
-    thread_snapshot,
-)
+from streaming.selectors import message_page, thread_snapshot
+from .selectors import message_get_in_thread, thread_activity_for_user, thread_get_for_user
 from .services import reply_retry, thread_create, thread_rename
 
 # The thread page renders the newest messages; "earlier messages" pages in this many more at a time.

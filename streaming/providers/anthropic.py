@@ -32,7 +32,6 @@ READ_TIMEOUT_SECONDS = 60.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 # Requests per reply when the stream breaks mid-way; each one continues from the text so far.
 STREAM_ATTEMPTS = 3
-DEFAULT_RETRY_BACKOFF_SECONDS = 1.0
 # `error.type`s in a stream worth another request; others (invalid_request_error…) would fail again.
 RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 CONTINUE_PROMPT = "Continue your previous reply exactly where it stopped, without repeating anything."
@@ -62,7 +61,7 @@ class AnthropicProvider(BaseProvider):
     async def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyEvent]:
         written = request.partial  # the whole reply so far: an earlier attempt's text, then ours
         output_tokens = 0
-        backoff_s = getattr(settings, "ANTHROPIC_RETRY_BACKOFF_SECONDS", DEFAULT_RETRY_BACKOFF_SECONDS)
+        backoff_s = settings.ANTHROPIC_RETRY_BACKOFF_SECONDS
         if not settings.ANTHROPIC_API_KEY:
             # Checked here: without a key the SDK raises a bare TypeError at request time.
             logger.error("The Anthropic provider has no API key: set ANTHROPIC_API_KEY")

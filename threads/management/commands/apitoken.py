@@ -1,7 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from threads.errors import NotFound
+from streaming.errors import NotFound
 from threads.models import ApiToken
 from threads.tokens import api_token_create, api_token_revoke
 

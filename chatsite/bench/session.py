@@ -17,7 +17,7 @@ from .procstat import cpu_seconds
 from .tool import BASE_DIR, run_task
 from .topology import PostgresDatabase, PrivateRedis, Topology
 
-PROVIDER = "streaming.bench.provider.BenchProvider"
+PROVIDER = "chatsite.bench.provider.BenchProvider"
 # Resumes on the long log are compared with the same resumes on a log this short.
 SHORT_LOG_EVENTS = 300
 CLIENT_CONNECT_TIMEOUT_SECONDS = 180.0
@@ -61,12 +61,12 @@ class BenchConfig:
 
 
 class ClientProcess:
-    """A `python -m streaming.bench.client` child, spoken to in JSON lines."""
+    """A `python -m chatsite.bench.client` child, spoken to in JSON lines."""
 
     def __init__(self, plan: dict[str, Any], log_path: Path) -> None:
         with log_path.open("ab") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "streaming.bench.client"],
+                [sys.executable, "-m", "chatsite.bench.client"],
                 cwd=BASE_DIR,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

@@ -14,7 +14,7 @@ IDLE_WARMUP_SOCKETS = 20
 IDLE_SETTLE_SECONDS = 2.0
 RESUME_MISSED = (0, 100, 10_000)
 RESULT_TIMEOUT_SECONDS = 300.0
-FLOOR_APPLICATION = "streaming.bench.floor_app:application"
+FLOOR_APPLICATION = "chatsite.bench.floor_app:application"
 
 
 def idle_memory(session: BenchSession) -> dict[str, Any]:

@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 
 from django.http import HttpRequest, StreamingHttpResponse
 
-from threads.api import api_view
-from threads.errors import BadRequest
-from threads.selectors import thread_get_for_user
-from threads.tokens import request_api_token_id
+from .api import api_view
+from streaming.errors import BadRequest
+from .selectors import thread_get_for_user
+from .tokens import api_token_grant, request_api_token_id
 
-from . import events
-from .subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription, parse_cursor
+from streaming import events
+from streaming.cursors import parse_cursor
+from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
 # Proxies and load balancers close idle connections (often after 30-60 s): a comment keeps this one busy.
 KEEPALIVE_SECONDS = 15.0
@@ -74,7 +75,7 @@ def thread_event_stream(request: HttpRequest, thread_id: str) -> StreamingHttpRe
         thread=thread,
         after=request_cursor(request),
         keepalive_seconds=KEEPALIVE_SECONDS,
-        token_id=request_api_token_id(request),
+        grant=api_token_grant(request_api_token_id(request)),
     )
     return event_stream_response(sse_body(subscription.frames()), slot=slot)
 

@@ -1,4 +1,4 @@
-"""`python manage.py streambench`: benchmark the streaming path on a real topology (see streaming/bench)."""
+"""`python manage.py streambench`: benchmark the streaming path on a real topology (see chatsite/bench)."""
 import argparse
 import json
 import os
@@ -10,9 +10,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from streaming.bench.benchmark import PHASES, run_benchmark
-from streaming.bench.report import render
-from streaming.bench.session import BenchConfig
+from chatsite.bench.benchmark import PHASES, run_benchmark
+from chatsite.bench.report import render
+from chatsite.bench.session import BenchConfig
 
 DEFAULT_PHASES = "idle,resume,page,load,floor"
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"

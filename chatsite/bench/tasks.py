@@ -15,8 +15,8 @@ from django.db.models import Count, Q, Sum
 from threads.models import Message, Thread
 from threads.selectors import thread_get_for_user
 
-from ..models import Chunk, Generation
-from ..subscription import ThreadSubscription
+from streaming.models import Chunk, Generation
+from streaming.subscription import ThreadSubscription
 from .fixtures import bench_user, long_log_thread, long_page_thread, streams_create
 
 

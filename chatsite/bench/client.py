@@ -1,6 +1,6 @@
 """The benchmark's load clients: many tabs per process, on one event loop, over real WebSockets.
 
-`python -m streaming.bench.client` is driven in JSON lines on stdin (session.ClientProcess):
+`python -m chatsite.bench.client` is driven in JSON lines on stdin (session.ClientProcess):
 a plan, then `go` with the shared start time. A load plan opens `tabs` sockets on each of
 its threads, spread over the web processes. The first tab of a thread is its sender: it
 posts a message, waits for the reply's `end` and posts the next, until the run's time is

@@ -3,7 +3,7 @@
 The orchestrator runs with the settings it was started with; the bench database and
 channel layer are only in the environment it gives the servers. Rather than rewire
 its own connections, it runs the few Django-side tasks in a child process with that
-environment: `python -m streaming.bench.tool`, one JSON request on stdin, one JSON
+environment: `python -m chatsite.bench.tool`, one JSON request on stdin, one JSON
 answer on stdout.
 """
 import json
@@ -20,7 +20,7 @@ TASK_TIMEOUT_SECONDS = 300.0
 def run_task(environment: dict[str, str], task: str, **arguments: Any) -> dict[str, Any]:
     """Run `task` with `arguments` in a child process and return its answer."""
     result = subprocess.run(
-        [sys.executable, "-m", "streaming.bench.tool"],
+        [sys.executable, "-m", "chatsite.bench.tool"],
         input=json.dumps({"task": task, **arguments}),
         env=environment,
         cwd=BASE_DIR,

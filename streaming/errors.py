@@ -9,9 +9,6 @@ class ChatError(Exception):
         super().__init__(detail)
         self.detail = detail
 
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "detail": self.detail}
-
     def http_headers(self) -> dict[str, str]:
         """Return headers an HTTP answer to this error carries."""
         return {}

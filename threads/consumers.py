@@ -7,20 +7,16 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from threads.errors import BadRequest, ChatError, RateLimited
-from threads.inputs import parse_client_id, parse_json_object
-from threads.selectors import thread_get_for_user
-from threads.services import generation_cancel, message_post
+from streaming.errors import BadRequest, ChatError, RateLimited
+from .inputs import parse_client_id, parse_json_object
+from .selectors import thread_get_for_user
+from streaming.services import generation_cancel
+from .services import message_post
 
-from . import events
-from .subscription import (
-    StreamSlot,
-    ThreadGone,
-    ThreadSubscription,
-    TokenRevoked,
-    aapi_token_is_valid,
-    parse_cursor,
-)
+from streaming import events
+from streaming.cursors import parse_cursor
+from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
+from .tokens import api_token_grant
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +42,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = None
     thread = None
     slot: StreamSlot | None = None
+    grant: AccessGrant | None = None
     streamer: asyncio.Task | None = None
 
     async def connect(self) -> None:
@@ -67,15 +64,13 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY_STREAMS)
             return
         self.thread = thread  # from here on, frames are taken
+        # What the socket was let in under that may be revoked: its API token (threads/tokens.py), if any.
+        self.grant = api_token_grant(self.scope.get("api_token_id"))
         subscription = ThreadSubscription(
-            thread=self.thread, after=query_cursor(self.scope["query_string"]), token_id=self.token_id
+            thread=self.thread, after=query_cursor(self.scope["query_string"]), grant=self.grant
         )
         self.streamer = asyncio.create_task(self._stream(subscription))
 
-    @property
-    def token_id(self) -> int | None:
-        """Return the API token the socket was opened with (threads/tokens.py), None for a session."""
-        return self.scope.get("api_token_id")
 
     async def _stream(self, subscription: ThreadSubscription) -> None:
         """Send the subscription's frames as they come, until the socket closes."""
@@ -84,7 +79,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 await self.send(frame.data)
         except ThreadGone:
             await self.close(code=CLOSE_NOT_FOUND)
-        except TokenRevoked:
+        except AccessRevoked:
             await self.close(code=CLOSE_NOT_SIGNED_IN)
         except Exception:
             logger.exception("thread %s: subscription failed; closing so the client resumes", self.thread.id)
@@ -105,7 +100,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self._handle_frame(text_data)
         except ChatError as error:
             await self.send(events.error_frame(error.code, error.detail))
-        except TokenRevoked:
+        except AccessRevoked:
             await self.close(code=CLOSE_NOT_SIGNED_IN)
 
     async def _handle_frame(self, text_data: str | None) -> None:
@@ -116,17 +111,17 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         if kind == "ping":
             await self.send(events.pong_frame())
         elif kind == "send":
-            await self._refuse_if_token_revoked()
+            await self._refuse_if_access_revoked()
             await database_sync_to_async(message_post)(
                 thread=self.thread, content=frame.get("content"), client_id=parse_client_id(frame.get("client_id"))
             )
         elif kind == "cancel":
-            await self._refuse_if_token_revoked()
+            await self._refuse_if_access_revoked()
             await database_sync_to_async(generation_cancel)(thread=self.thread)
         else:
             raise BadRequest("Unknown frame type; expected send, cancel or ping.")
 
-    async def _refuse_if_token_revoked(self) -> None:
-        """Raise TokenRevoked before a write if the socket's token was revoked (the notice closing it may be lost)."""
-        if self.token_id is not None and not await aapi_token_is_valid(token_id=self.token_id):
-            raise TokenRevoked(str(self.token_id))
+    async def _refuse_if_access_revoked(self) -> None:
+        """Raise AccessRevoked before a write if the socket's grant was revoked (the notice closing it may be lost)."""
+        if self.grant is not None:
+            await self.grant.check()

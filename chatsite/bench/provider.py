@@ -1,6 +1,6 @@
 """The benchmark's provider: the scripted provider's pace, with tokens that carry their emit time.
 
-Select it with CHAT_PROVIDER=streaming.bench.provider.BenchProvider (streambench does,
+Select it with CHAT_PROVIDER=chatsite.bench.provider.BenchProvider (streambench does,
 in the processes it starts). Every token is ` <emit time>` (see stamps.py), so each
 client can tell, per token, how long it took from the provider to its screen.
 """
@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from ..providers import ReplyEnd, ReplyEvent, ReplyRequest, TextDelta
-from ..providers.scripted import ScriptedProvider
+from streaming.providers import ReplyEnd, ReplyEvent, ReplyRequest, TextDelta
+from streaming.providers.scripted import ScriptedProvider
 from .stamps import stamp_token
 
 

@@ -22,17 +22,18 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from threads.api import api_view, json_body, no_content
-from threads.errors import BadRequest
-from threads.inputs import parse_thread_id
-from threads.models import Message, Thread
-from threads.selectors import thread_get_for_user
-from threads.services import generation_cancel, message_post, reply_retry, thread_get_or_create, validate_content
-from threads.tokens import request_api_token_id
+from .api import api_view, json_body, no_content
+from streaming.errors import BadRequest
+from .inputs import parse_thread_id
+from .models import Message, Thread
+from .selectors import thread_get_for_user
+from streaming.services import generation_cancel
+from .services import message_post, reply_retry, thread_get_or_create, validate_content
+from .tokens import api_token_grant, request_api_token_id
 
-from . import events
+from streaming import events
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
-from .subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
+from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
 UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
 # A UIMessage id (a nanoid) maps to the same client_id every time, so a repeated send posts once (I7).
@@ -114,7 +115,7 @@ def reply_stream_response(
 ) -> StreamingHttpResponse:
     """Answer with `reply` as a UI message stream from its start event; it ends if the request's token is revoked."""
     subscription = ThreadSubscription(
-        thread=thread, after=reply.seq - 1, keepalive_seconds=KEEPALIVE_SECONDS, token_id=request_api_token_id(request)
+        thread=thread, after=reply.seq - 1, keepalive_seconds=KEEPALIVE_SECONDS, grant=api_token_grant(request_api_token_id(request))
     )
     chunks = ui_message_chunks(subscription.frames(), reply_id=str(reply.id))
     response = event_stream_response(ui_message_stream_body(chunks), slot=slot)

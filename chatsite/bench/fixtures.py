@@ -17,10 +17,10 @@ from django.utils import timezone
 
 from threads.models import Message, Thread
 
-from ..compaction import deltas_compacted
-from ..models import Chunk, Generation
-from ..providers import Turn
-from ..providers.scripted import scripted_reply_tokens
+from streaming.compaction import deltas_compacted
+from streaming.models import Chunk, Generation
+from streaming.providers import Turn
+from streaming.providers.scripted import scripted_reply_tokens
 
 BENCH_USERNAME = "streambench"
 BULK_BATCH_ROWS = 2000
