@@ -40,6 +40,9 @@ from .models import ApiToken
 from .services import refuse_if_too_frequent
 
 TOKEN_PREFIX = "chs_"
+# Tokens are for the chat API only: anywhere else (the admin, pages, the tokens page) a bearer
+# request is refused, so a leaked token cannot act as its person's session, staff rights included.
+API_PATH_PREFIX = "/api/"
 # last_used_at is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -141,6 +144,10 @@ def _unauthorized() -> HttpResponse:
     return response
 
 
+def _outside_the_api() -> HttpResponse:
+    return error_response("forbidden", "API tokens authenticate the chat API (/api/) only.", 403)
+
+
 def _sign_in(request: HttpRequest, token: ApiToken) -> None:
     user = token.user
     request.user = user
@@ -155,11 +162,16 @@ def _sign_in(request: HttpRequest, token: ApiToken) -> None:
 
 @sync_and_async_middleware
 def bearer_token_middleware(get_response):
-    """Authenticate requests that carry a bearer token; refuse a bad token with 401 (after AuthenticationMiddleware)."""
+    """Authenticate API requests that carry a bearer token; refuse a bad token with 401, any outside /api/ with 403.
+
+    Runs after AuthenticationMiddleware.
+    """
     if iscoroutinefunction(get_response):
 
         async def middleware(request: HttpRequest) -> HttpResponse:
             secret = bearer_secret(request.headers.get("Authorization"))
+            if secret is not None and not request.path.startswith(API_PATH_PREFIX):
+                return _outside_the_api()
             if secret is not None:
                 token = await sync_to_async(api_token_authenticate)(secret=secret) if secret else None
                 if token is None:
@@ -171,6 +183,8 @@ def bearer_token_middleware(get_response):
 
         def middleware(request: HttpRequest) -> HttpResponse:
             secret = bearer_secret(request.headers.get("Authorization"))
+            if secret is not None and not request.path.startswith(API_PATH_PREFIX):
+                return _outside_the_api()
             if secret is not None:
                 token = api_token_authenticate(secret=secret) if secret else None
                 if token is None:
