@@ -18,8 +18,8 @@ except ImproperlyConfigured as error:
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chatsite.websocket_origin import SameOriginValidator  # noqa: E402
 from streaming.inline import InlineWorkerMiddleware  # noqa: E402
 from threads.routing import websocket_urlpatterns  # noqa: E402
 from threads.tokens import BearerTokenAuthMiddleware  # noqa: E402
@@ -30,9 +30,10 @@ application = InlineWorkerMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            # Browsers: session cookie and an allowed Origin. Other clients: a bearer token.
+            # Browsers: session cookie and the site's own Origin (scheme, host and port).
+            # Other clients: a bearer token.
             "websocket": BearerTokenAuthMiddleware(
-                session_app=AllowedHostsOriginValidator(AuthMiddlewareStack(websocket_app)),
+                session_app=SameOriginValidator(AuthMiddlewareStack(websocket_app)),
                 token_app=websocket_app,
             ),
         }

@@ -111,7 +111,7 @@ class ThreadSocket:
 
     def __init__(self, thread_id, cookie: str | None, after: int | str | None = 0, origin: str = "http://localhost"):
         query = "" if after is None else f"?after={after}"
-        headers = [(b"origin", origin.encode())]
+        headers = [(b"origin", origin.encode()), (b"host", b"localhost")]
         if cookie:
             headers.append((b"cookie", cookie.encode()))
         self.communicator = WebsocketCommunicator(application, f"/ws/threads/{thread_id}/{query}", headers=headers)

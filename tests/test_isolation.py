@@ -220,7 +220,7 @@ async def close_code_or_served(communicator: WebsocketCommunicator) -> int | str
 
 
 def cookie_socket(thread_id: str, cookie: str | None) -> WebsocketCommunicator:
-    headers = [(b"origin", b"http://localhost")] + ([(b"cookie", cookie.encode())] if cookie else [])
+    headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")] + ([(b"cookie", cookie.encode())] if cookie else [])
     return WebsocketCommunicator(application, f"/ws/threads/{thread_id}/", headers=headers)
 
 
