@@ -162,8 +162,12 @@ CHAT_SYSTEM_PROMPT = env.str(
 )
 # Longest user message accepted; longer ones are refused with `too_long` (HTTP 413).
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32_000)
-# Sends per person per minute, across all their threads; more are refused with `rate_limited` (429).
+# Sends, retries and regenerates per person per minute, across all their threads, deleted ones
+# included; more are refused with `rate_limited` (429).
 CHAT_SENDS_PER_MINUTE = env.int("CHAT_SENDS_PER_MINUTE", default=20)
+# Threads a person may start per hour (the API, the pages, a new id on /api/chat); more are refused
+# with `rate_limited` (429). Deleting threads gives none back.
+CHAT_THREADS_PER_HOUR = env.int("CHAT_THREADS_PER_HOUR", default=100)
 # API tokens a person may make per hour on the tokens page; more are refused with `rate_limited` (429).
 API_TOKENS_PER_HOUR = env.int("API_TOKENS_PER_HOUR", default=10)
 # Open streams (WebSockets and event streams) per person, per web process; more are refused

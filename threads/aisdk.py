@@ -28,7 +28,7 @@ from .inputs import parse_thread_id
 from .models import Message, Thread
 from .selectors import thread_get_for_user
 from streaming.services import generation_cancel
-from .services import message_post, reply_retry, thread_get_or_create, validate_content
+from .services import reply_retry, thread_message_post, validate_content
 from .tokens import api_token_grant, request_api_token_id
 
 from streaming import events
@@ -140,9 +140,9 @@ def aisdk_send(request: HttpRequest, body: dict[str, Any]) -> StreamingHttpRespo
     content = validate_content(ui_message_text(last))  # before the thread is made: a bad body writes nothing
     client_id = uuid.uuid5(UI_MESSAGE_NAMESPACE, last["id"]) if isinstance(last.get("id"), str) and last["id"] else None
     slot = StreamSlot(user_id=request.user.pk)
-    thread = thread_get_or_create(owner=request.user, thread_id=parse_thread_id(body.get("id")))
-    posted = message_post(thread=thread, content=content, client_id=client_id)
-    return reply_stream_response(request, thread, posted.reply, slot)
+    thread_id = parse_thread_id(body.get("id"))
+    posted = thread_message_post(owner=request.user, thread_id=thread_id, content=content, client_id=client_id)
+    return reply_stream_response(request, posted.message.thread, posted.reply, slot)
 
 
 def seed_send(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
@@ -150,9 +150,9 @@ def seed_send(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
     if not isinstance(message, dict) or message.get("role") != "user":
         raise BadRequest('message must be {"role": "user", "content": "…"}.')
     content = validate_content(message.get("content"))
-    thread = thread_get_or_create(owner=request.user, thread_id=parse_thread_id(body.get("id")))
-    posted = message_post(thread=thread, content=content, client_id=None)
-    return JsonResponse({"success": True, "threadId": str(thread.id), "streamId": str(posted.reply.id)})
+    thread_id = parse_thread_id(body.get("id"))
+    posted = thread_message_post(owner=request.user, thread_id=thread_id, content=content, client_id=None)
+    return JsonResponse({"success": True, "threadId": str(posted.message.thread_id), "streamId": str(posted.reply.id)})
 
 
 @api_view("POST")

@@ -28,7 +28,7 @@ from .openapi import openapi_document
 from streaming.selectors import message_page, thread_snapshot
 from .selectors import thread_get_for_user, thread_page
 from streaming.services import generation_cancel
-from .services import message_post, thread_create, thread_delete, thread_rename
+from .services import message_post, thread_create_for_self, thread_delete, thread_rename
 
 # Page sizes when `limit` is not given; API_MAX_PAGE_SIZE bounds what it may ask for.
 THREADS_PAGE_SIZE = 50
@@ -131,7 +131,7 @@ def threads(request: HttpRequest) -> JsonResponse:
         title = json_body(request).get("title", "")
         if not isinstance(title, str):
             raise BadRequest("title must be a string.")
-        thread = thread_create(owner=request.user, title=title)
+        thread = thread_create_for_self(owner=request.user, title=title)
         return JsonResponse(thread_snapshot(thread=thread), status=201)
     limit = page_limit(request, default=THREADS_PAGE_SIZE)
     cursor = request.GET.get("cursor")

@@ -53,3 +53,26 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class UsageStamp(models.Model):
+    """One counted action of a person, for their rate limits: a ledger apart from what the action made.
+
+    Counting sends by their messages let a person reset the limit by deleting a thread;
+    stamps belong to the person, not to a thread, so only the person's deletion removes them.
+    """
+
+    class Action(models.TextChoices):
+        # A send, a retry or a regenerate: each one a provider request.
+        REPLY = "reply"
+        THREAD = "thread"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_stamps")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "action", "-created_at"], name="usage_user_action_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.user_id} at {self.created_at:%Y-%m-%d %H:%M:%S}"

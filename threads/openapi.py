@@ -19,7 +19,8 @@ ERROR_MEANINGS = {
     405: "the method is not allowed here",
     409: "busy (a reply is being written) or not_running (nothing to stop)",
     413: "too_long: the body is over DATA_UPLOAD_MAX_MEMORY_SIZE bytes, or a message over CHAT_MAX_MESSAGE_CHARS",
-    429: "rate_limited: more than CHAT_SENDS_PER_MINUTE sends, or CHAT_MAX_STREAMS_PER_USER open streams; "
+    429: "rate_limited: more than CHAT_SENDS_PER_MINUTE sends (retries and regenerates included), "
+    "CHAT_THREADS_PER_HOUR new threads, or CHAT_MAX_STREAMS_PER_USER open streams; deleting threads gives none back; "
     "try again after Retry-After seconds",
 }
 # Refusals particular to the operations that open a stream (an event stream or a UI message stream).
@@ -215,7 +216,7 @@ def paths() -> dict[str, Any]:
                     "201": answer(
                         "the new thread's snapshot", ref("Snapshot"), links=links("$response.body#/id", THREAD_OPERATIONS)
                     ),
-                    **errors(400, 413),
+                    **errors(400, 413, 429),
                 },
             },
         },

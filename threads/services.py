@@ -1,35 +1,33 @@
 """Writes a person makes: threads, messages, retries, cancels."""
-import math
 from dataclasses import dataclass
-from datetime import timedelta
 from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from streaming.broadcast import notify_workers_on_commit, publish_thread_renamed_on_commit
 from streaming.models import Chunk, Generation
 from streaming.services import ACTIVE_STATUSES, chunks_record, seq_allocate
 
-from streaming.errors import BadRequest, Busy, NotFound, RateLimited, TooLong
+from streaming.errors import BadRequest, Busy, NotFound, TooLong
+from .limits import reply_count, thread_count
 from .models import Message, Thread
 
 TITLE_CHARS = 60
 
 
 def thread_create(*, owner: AbstractBaseUser, title: str = "") -> Thread:
+    """Make a thread for `owner`, not counted: fixtures and operators; a person's own request counts."""
     return Thread.objects.create(owner=owner, title=title.strip()[: Thread._meta.get_field("title").max_length])
 
 
-def thread_get_or_create(*, owner: AbstractBaseUser, thread_id: UUID) -> Thread:
-    """Return the owner's thread `thread_id`, created when the id is new; another person's answers NotFound (I11)."""
-    thread, _ = Thread.objects.get_or_create(pk=thread_id, defaults={"owner": owner})
-    if thread.owner_id != owner.pk:
-        raise NotFound("No such thread.")
-    return thread
+def thread_create_for_self(*, owner: AbstractBaseUser, title: str = "") -> Thread:
+    """Make a thread a person asked for: past CHAT_THREADS_PER_HOUR, RateLimited and nothing made."""
+    with transaction.atomic():
+        thread_count(user_id=owner.pk)
+        return thread_create(owner=owner, title=title)
 
 
 def thread_rename(*, thread: Thread, title: object) -> Thread:
@@ -80,32 +78,6 @@ def _lock_thread(thread: Thread) -> Thread:
     return Thread.objects.select_for_update().get(pk=thread.pk)
 
 
-def refuse_if_too_frequent(*, recent: QuerySet, limit: int, window: timedelta, what: str) -> None:
-    """Refuse with RateLimited when `recent` (rows with a `created_at`) already has `limit` rows inside `window`.
-
-    Counted in the database, so a limit holds across every web process. The caller holds
-    a row lock that makes two concurrent requests count one after the other.
-    """
-    now = timezone.now()
-    newest_first = recent.filter(created_at__gte=now - window).order_by("-created_at")
-    # Only the limit-th newest row counts: the limit is reached exactly when it lies inside the
-    # window. One row read, however high the limit or however many rows the window holds.
-    at_limit = list(newest_first.values_list("created_at", flat=True)[limit - 1 : limit])
-    if at_limit:
-        retry_after_s = max(1, math.ceil((at_limit[0] + window - now).total_seconds()))
-        raise RateLimited(f"At most {limit} {what}: try again in {retry_after_s} s.", retry_after_s=retry_after_s)
-
-
-def _refuse_if_sending_too_fast(thread: Thread) -> None:
-    """Refuse a send past CHAT_SENDS_PER_MINUTE by the thread's owner, in any of their threads."""
-    refuse_if_too_frequent(
-        recent=Message.objects.filter(thread__owner_id=thread.owner_id, role=Message.Role.USER),
-        limit=settings.CHAT_SENDS_PER_MINUTE,
-        window=timedelta(minutes=1),
-        what="messages a minute",
-    )
-
-
 def _refuse_if_busy(thread: Thread) -> None:
     """Refuse with Busy while a reply is being written (I6)."""
     if Generation.objects.filter(thread=thread, status__in=ACTIVE_STATUSES).exists():
@@ -147,7 +119,7 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
             if earlier is not None:
                 return Posted(message=earlier, reply=earlier.replies.order_by("seq").first())
         _refuse_if_busy(locked)
-        _refuse_if_sending_too_fast(locked)
+        reply_count(user_id=locked.owner_id)  # past CHAT_SENDS_PER_MINUTE over all their threads: RateLimited
         seq = seq_allocate(thread_id=locked.pk, count=2, touched_at=timezone.now())
         message = Message(
             thread=locked,
@@ -170,8 +142,23 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
     return Posted(message=message, reply=reply)
 
 
+def thread_message_post(*, owner: AbstractBaseUser, thread_id: UUID, content: object, client_id: UUID | None) -> Posted:
+    """Post to the owner's thread `thread_id`, started (and counted as a new thread) when the id is new.
+
+    One transaction: a send refused (rate limited, busy) leaves no empty thread behind.
+    Another person's thread answers NotFound (I11).
+    """
+    with transaction.atomic():
+        thread, created = Thread.objects.get_or_create(pk=thread_id, defaults={"owner": owner})
+        if thread.owner_id != owner.pk:
+            raise NotFound("No such thread.")
+        if created:
+            thread_count(user_id=owner.pk)
+        return message_post(thread=thread, content=content, client_id=client_id)
+
+
 def reply_retry(*, thread: Thread, reply: Message) -> Message:
-    """Answer the user message of a failed or cancelled reply again, with a new reply."""
+    """Answer the user message of a failed or cancelled reply again, with a new reply; counted as a send."""
     if reply.thread_id != thread.pk or reply.role != Message.Role.ASSISTANT:
         raise BadRequest("Only a reply in this thread can be retried.")
     if reply.status not in (Message.Status.FAILED, Message.Status.CANCELLED):
@@ -179,6 +166,7 @@ def reply_retry(*, thread: Thread, reply: Message) -> Message:
     with transaction.atomic():
         locked = _lock_thread(thread)
         _refuse_if_busy(locked)
+        reply_count(user_id=locked.owner_id)  # a retry is a provider request like a send
         seq = seq_allocate(thread_id=locked.pk, touched_at=timezone.now())
         retry = _reply(thread=locked, message=reply.reply_to, seq=seq)
         retry.save()

@@ -37,7 +37,7 @@ from streaming.subscription import AccessGrant
 from .api import error_response
 from streaming.errors import NotFound, RateLimited
 from .models import ApiToken
-from .services import refuse_if_too_frequent
+from .limits import refuse_if_too_frequent
 
 TOKEN_PREFIX = "chs_"
 # Tokens are for the chat API only: anywhere else (the admin, pages, the tokens page) a bearer

@@ -20,13 +20,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from streaming.events import message_payload
 
 from .api import api_view, error_response
-from streaming.errors import ChatError, NotFound
+from streaming.errors import ChatError, NotFound, RateLimited
 from .forms import ThreadTitleForm
 from .demo import DEMO_PASSWORD, DEMO_USERNAME
 from .models import Message, Thread
 from streaming.selectors import message_page, thread_snapshot
 from .selectors import message_get_in_thread, thread_activity_for_user, thread_get_for_user
-from .services import reply_retry, thread_create, thread_rename
+from .services import reply_retry, thread_create_for_self, thread_rename
 
 # The thread page renders the newest messages; "earlier messages" pages in this many more at a time.
 THREAD_PAGE_MESSAGES = 50
@@ -76,7 +76,11 @@ def sign_up(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def thread_list(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        thread = thread_create(owner=request.user)
+        try:
+            thread = thread_create_for_self(owner=request.user)
+        except RateLimited as error:
+            messages.error(request, error.detail)
+            return redirect("thread-list")
         return redirect("thread-detail", thread_id=thread.id)
     threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE)
     return render(request, "threads/thread_list.html", {"threads": threads})

@@ -1,0 +1,77 @@
+"""Per-person rate limits, counted in a ledger of stamps that deleting what they made does not undo.
+
+Every count locks the person's row first, so that concurrent requests of one person (on
+any web process, to any thread) count one after the other: on PostgreSQL, 100 sends at
+once against a limit of 20 accept exactly 20.
+"""
+import math
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from streaming.errors import RateLimited
+
+from .models import UsageStamp
+
+
+def refuse_if_too_frequent(*, recent: QuerySet, limit: int, window: timedelta, what: str) -> None:
+    """Refuse with RateLimited when `recent` (rows with a `created_at`) already has `limit` rows inside `window`.
+
+    Counted in the database, so a limit holds across every web process. The caller holds
+    a row lock that makes two concurrent requests count one after the other.
+    """
+    now = timezone.now()
+    newest_first = recent.filter(created_at__gte=now - window).order_by("-created_at")
+    # Only the limit-th newest row counts: the limit is reached exactly when it lies inside the
+    # window. One row read, however high the limit or however many rows the window holds.
+    at_limit = list(newest_first.values_list("created_at", flat=True)[limit - 1 : limit])
+    if at_limit:
+        retry_after_s = max(1, math.ceil((at_limit[0] + window - now).total_seconds()))
+        raise RateLimited(f"At most {limit} {what}: try again in {retry_after_s} s.", retry_after_s=retry_after_s)
+
+
+def person_lock(*, user_id: int) -> None:
+    """Lock the person's row until the transaction ends: their counted actions queue up behind it."""
+    get_user_model().objects.select_for_update().filter(pk=user_id).exists()
+
+
+def usage_count(*, user_id: int, action: str, limit: int, window: timedelta, what: str) -> None:
+    """Count one `action` of the person, or refuse it with RateLimited past `limit` within `window`.
+
+    Call it inside the transaction that does the action: a refusal or a later failure rolls
+    the stamp back with it.
+    """
+    assert transaction.get_connection().in_atomic_block, "count inside the action's transaction"
+    person_lock(user_id=user_id)
+    stamps = UsageStamp.objects.filter(user_id=user_id, action=action)
+    refuse_if_too_frequent(recent=stamps, limit=limit, window=window, what=what)
+    now = timezone.now()
+    # Stamps older than the window count for nothing: the ledger keeps one window per person and action.
+    stamps.filter(created_at__lt=now - window).delete()
+    UsageStamp.objects.create(user_id=user_id, action=action, created_at=now)
+
+
+def reply_count(*, user_id: int) -> None:
+    """Count a request for a reply (a send, retry or regenerate): at most CHAT_SENDS_PER_MINUTE."""
+    usage_count(
+        user_id=user_id,
+        action=UsageStamp.Action.REPLY,
+        limit=settings.CHAT_SENDS_PER_MINUTE,
+        window=timedelta(minutes=1),
+        what="messages a minute",
+    )
+
+
+def thread_count(*, user_id: int) -> None:
+    """Count a thread a person starts: at most CHAT_THREADS_PER_HOUR."""
+    usage_count(
+        user_id=user_id,
+        action=UsageStamp.Action.THREAD,
+        limit=settings.CHAT_THREADS_PER_HOUR,
+        window=timedelta(hours=1),
+        what="new threads an hour",
+    )
