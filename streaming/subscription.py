@@ -92,9 +92,10 @@ class AccessRevoked(SubscriptionEnded):
 class AccessGrant:
     """A revocable right a reader subscribed under, which the product defines (an API token, say).
 
-    The subscription joins `group`, where a revocation notice ends it at once, and awaits
-    `still_valid()` every STREAM_ACCESS_RECHECK_SECONDS in case the notice was lost; it then ends
-    with AccessRevoked(`detail`).
+    The subscription joins `group`, where a revocation notice makes it await `still_valid()` at
+    once (a group may hold several grants: a person's sessions, say), and awaits it every
+    STREAM_ACCESS_RECHECK_SECONDS in case the notice was lost; when it fails, the subscription
+    ends with AccessRevoked(`detail`).
     """
 
     group: str
@@ -216,10 +217,12 @@ class ThreadSubscription:
                 await layer.group_discard(group, channel)
 
     async def _receive(self, message: dict) -> AsyncIterator[Frame]:
-        """Yield the frames a channel-layer message brings: log events, a rename; raise AccessRevoked at a revocation."""
+        """Yield the frames a channel-layer message brings: log events, a rename; check the grant at a revocation notice."""
         kind = message.get("type")
         if kind == events.ACCESS_REVOKED and self.grant is not None:
-            raise AccessRevoked(self.grant.detail)
+            # The notice names a group, which may hold more than this grant (a person's sessions):
+            # each stream asks whether its own grant still holds.
+            await self._check_grant()
         if kind == events.THREAD_RENAMED:
             self.last_frame = asyncio.get_running_loop().time()
             yield Frame("thread", message["frame"])

@@ -103,3 +103,38 @@ def frames_until(socket: ClientConnection, kind: str, *, timeout: float = TIMEOU
         if frame["type"] == kind:
             return received
 
+
+
+class EventStream:
+    """An event stream read record by record, as EventSource reads it."""
+
+    def __init__(self, visitor: Visitor, path: str) -> None:
+        request = urllib.request.Request(visitor.url + path, headers={"Cookie": visitor.cookie_header})
+        self.response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+
+    def record(self) -> dict[str, str] | None:
+        """Return the next record's fields (comments skipped), or None when the stream ended."""
+        fields: dict[str, str] = {}
+        while True:
+            line = self.response.readline()
+            if not line:
+                return None
+            line = line.decode().rstrip("\n")
+            if not line:
+                if fields:
+                    return fields
+                continue
+            if not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+
+    def records_until(self, event: str) -> list[dict[str, str]]:
+        records = []
+        while (record := self.record()) is not None:
+            records.append(record)
+            if record.get("event") == event:
+                return records
+        raise AssertionError(f"the stream ended before an {event!r} record: {records}")
+
+    def close(self) -> None:
+        self.response.close()

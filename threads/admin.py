@@ -2,6 +2,8 @@
 from datetime import datetime, timedelta
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, DurationField, Exists, ExpressionWrapper, F, Min, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -18,6 +20,7 @@ from streaming.retention import thread_chunks_purge
 from streaming.errors import Busy, ChatError
 from .models import Message, Thread
 from .services import reply_retry
+from .sessions import user_deactivate
 
 
 def count_of(queryset: QuerySet, *, per: str) -> Coalesce:
@@ -244,3 +247,19 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         self.message_user(request, f"Queued {retried} new repl{'y' if retried == 1 else 'ies'}.")
         if refused:
             self.message_user(request, "Not retried: " + "; ".join(refused), level="warning")
+
+
+class PersonAdmin(UserAdmin):
+    """Django's user admin, with a deactivation that also ends the person's open streams at once."""
+
+    actions = ["deactivate"]
+
+    @admin.action(description="Deactivate the selected people and end their open streams", permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for person in queryset:
+            user_deactivate(user=person)
+        self.message_user(request, f"Deactivated {len(queryset)}: their WebSockets and event streams end now.")
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), PersonAdmin)

@@ -29,7 +29,7 @@ from .models import Message, Thread
 from .selectors import thread_get_for_user
 from streaming.services import generation_cancel
 from .services import reply_retry, thread_message_post, validate_content
-from .tokens import api_token_grant, request_api_token_id
+from .sessions import request_stream_grant
 
 from streaming import events
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
@@ -113,9 +113,9 @@ async def ui_message_stream_body(chunks: AsyncIterator[dict | None]) -> AsyncIte
 def reply_stream_response(
     request: HttpRequest, thread: Thread, reply: Message, slot: StreamSlot
 ) -> StreamingHttpResponse:
-    """Answer with `reply` as a UI message stream from its start event; it ends if the request's token is revoked."""
+    """Answer with `reply` as a UI message stream from its start event; it ends when the request's token or session does."""
     subscription = ThreadSubscription(
-        thread=thread, after=reply.seq - 1, keepalive_seconds=KEEPALIVE_SECONDS, grant=api_token_grant(request_api_token_id(request))
+        thread=thread, after=reply.seq - 1, keepalive_seconds=KEEPALIVE_SECONDS, grant=request_stream_grant(request)
     )
     chunks = ui_message_chunks(subscription.frames(), reply_id=str(reply.id))
     response = event_stream_response(ui_message_stream_body(chunks), slot=slot)

@@ -16,11 +16,11 @@ from .services import message_post
 from streaming import events
 from streaming.cursors import parse_cursor
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
-from .tokens import api_token_grant
+from .sessions import scope_stream_grant
 
 logger = logging.getLogger(__name__)
 
-# Also when the API token the socket was opened with is revoked.
+# Also when the API token the socket was opened with is revoked, or its session ends (signed out, deactivated).
 CLOSE_NOT_SIGNED_IN = 4401
 CLOSE_NOT_FOUND = 4404
 # Protocol v1 extension: the server failed (say, its database is restarting); reconnect with your cursor.
@@ -64,8 +64,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY_STREAMS)
             return
         self.thread = thread  # from here on, frames are taken
-        # What the socket was let in under that may be revoked: its API token (threads/tokens.py), if any.
-        self.grant = api_token_grant(self.scope.get("api_token_id"))
+        # What the socket was let in under that may be revoked: its API token or its session (threads/sessions.py).
+        self.grant = scope_stream_grant(self.scope)
         subscription = ThreadSubscription(
             thread=self.thread, after=query_cursor(self.scope["query_string"]), grant=self.grant
         )

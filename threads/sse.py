@@ -6,7 +6,8 @@ ThreadSubscription, so SSE keeps the same guarantees (I3): `id: <seq>`,
 header (which EventSource sends by itself on reconnecting) or `?after=<seq>`.
 
 A stream opened with an API token ends, after an `error` record with code `forbidden`,
-when the token is revoked; an EventSource that reconnects then gets 401 and stops.
+when the token is revoked, and one opened with a session when the session ends (signed
+out, deactivated); an EventSource that reconnects then gets 401 and stops.
 """
 import contextlib
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from .api import api_view
 from streaming.errors import BadRequest
 from .selectors import thread_get_for_user
-from .tokens import api_token_grant, request_api_token_id
+from .sessions import request_stream_grant
 
 from streaming import events
 from streaming.cursors import parse_cursor
@@ -75,7 +76,7 @@ def thread_event_stream(request: HttpRequest, thread_id: str) -> StreamingHttpRe
         thread=thread,
         after=request_cursor(request),
         keepalive_seconds=KEEPALIVE_SECONDS,
-        grant=api_token_grant(request_api_token_id(request)),
+        grant=request_stream_grant(request),
     )
     return event_stream_response(sse_body(subscription.frames()), slot=slot)
 

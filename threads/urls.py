@@ -1,7 +1,6 @@
-from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import api, views
+from . import api, sessions, views
 
 urlpatterns = [
     path("", views.thread_list, name="thread-list"),
@@ -13,7 +12,7 @@ urlpatterns = [
         "threads/<str:thread_id>/replies/<str:message_id>/retry", views.reply_retry_view, name="reply-retry"
     ),
     path("accounts/login/", views.SignInView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", sessions.SignOutView.as_view(), name="logout"),
     path("accounts/signup/", views.sign_up, name="signup"),
     path("api/threads", api.threads, name="api-threads"),
     path("api/threads/<str:thread_id>", api.thread_detail, name="api-thread"),

@@ -1,0 +1,106 @@
+"""A signed-out or deactivated person loses every stream they opened with a session, at once."""
+import json
+import time
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.sessions.models import Session
+from websockets.exceptions import ConnectionClosed
+
+from threads.models import Message
+
+from .live_server import PASSWORD, chat_server  # noqa: F401 - chat_server is a fixture
+from .outsider import EventStream, Visitor, frames_until
+
+# The notice travels through the channel layer: far less than the 30 s recheck, which must not be what ends them.
+ENDED_WITHIN_S = 5
+MAKE_STAFF = "update(is_staff=True, is_superuser=True)"
+USER_PK = "User.objects.get(username='deactivated').pk"
+
+
+def close_code(socket) -> int:
+    """Read the socket until it closes; return its close code."""
+    deadline = time.monotonic() + ENDED_WITHIN_S
+    try:
+        while time.monotonic() < deadline:
+            socket.recv(timeout=max(0.01, deadline - time.monotonic()))
+    except ConnectionClosed as closed:
+        return closed.rcvd.code
+    raise AssertionError(f"still open after {ENDED_WITHIN_S} s")
+
+
+def signed_in_with_thread(server, username: str) -> tuple[Visitor, str]:
+    visitor = Visitor(server.url)
+    assert visitor.sign_in(username, PASSWORD).status == 302
+    created = visitor.request("POST", "/api/threads", body={"title": "live"})
+    assert created.status == 201
+    return visitor, created.json()["id"]
+
+
+def test_sign_out_ends_that_sessions_streams_only(chat_server):  # noqa: F811
+    """Signing out closes the session's WebSocket (4401) and ends its event stream; another session goes on."""
+    chat_server.create_users("leaver")
+    visitor, thread_id = signed_in_with_thread(chat_server, "leaver")
+    other_device = Visitor(chat_server.url)
+    assert other_device.sign_in("leaver", PASSWORD).status == 302
+    with visitor.websocket(thread_id) as socket, other_device.websocket(thread_id) as kept:
+        frames_until(socket, "ready")
+        frames_until(kept, "ready")
+        stream = EventStream(visitor, f"/api/threads/{thread_id}/events")
+        assert stream.records_until("ready")
+        signed_out_and_ended(visitor, socket, stream)
+        kept.send(json.dumps({"type": "ping"}))
+        assert frames_until(kept, "pong")
+
+
+def signed_out_and_ended(visitor: Visitor, socket, stream: EventStream) -> None:
+    started = time.monotonic()
+    assert visitor.sign_out().status == 302
+    assert close_code(socket) == 4401
+    error = stream.records_until("error")[-1]
+    assert json.loads(error["data"])["code"] == "forbidden"
+    assert stream.record() is None  # and the stream ends
+    assert time.monotonic() - started < ENDED_WITHIN_S
+
+
+def test_deactivation_in_the_admin_ends_every_stream(chat_server):  # noqa: F811
+    """Deactivating a person from the admin ends their streams on every session at once."""
+    chat_server.create_users("deactivated", "operator")
+    chat_server.shell(f"from django.contrib.auth.models import User; User.objects.filter(username='operator').{MAKE_STAFF}")
+    visitor, thread_id = signed_in_with_thread(chat_server, "deactivated")
+    operator = Visitor(chat_server.url)
+    assert operator.sign_in("operator", PASSWORD).status == 302
+    person_id = chat_server.shell(f"from django.contrib.auth.models import User; print({USER_PK})")
+    with visitor.websocket(thread_id) as socket:
+        frames_until(socket, "ready")
+        stream = EventStream(visitor, f"/api/threads/{thread_id}/events")
+        assert stream.records_until("ready")
+        done = operator.request(
+            "POST", "/admin/auth/user/", form={"action": "deactivate", "_selected_action": person_id, "index": "0"}
+        )
+        assert done.status == 302
+        assert close_code(socket) == 4401
+        assert json.loads(stream.records_until("error")[-1]["data"])["code"] == "forbidden"
+    assert visitor.request("GET", f"/api/threads/{thread_id}").status == 401
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_socket_of_an_ended_session_writes_nothing(user, thread, connect):
+    """With the sign-out notice lost, a `send` on the socket is still refused: closed 4401, nothing written."""
+    socket = await connect(thread.id, user)
+    await socket.receive_until(lambda frame: frame["type"] == "ready")
+    await database_sync_to_async(Session.objects.all().delete)()  # the session ends; no notice is sent
+    await socket.send({"type": "send", "content": "after sign-out"})
+    assert await socket.close_code() == 4401
+    assert not await Message.objects.filter(thread=thread).aexists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_socket_of_a_deactivated_person_writes_nothing(user, thread, connect):
+    """A person made inactive by any path (no notice) can no longer write on a socket they hold open."""
+    socket = await connect(thread.id, user)
+    await socket.receive_until(lambda frame: frame["type"] == "ready")
+    await type(user).objects.filter(pk=user.pk).aupdate(is_active=False)
+    await socket.send({"type": "send", "content": "while deactivated"})
+    assert await socket.close_code() == 4401
+    assert not await Message.objects.filter(thread=thread).aexists()
