@@ -175,6 +175,9 @@ API_TOKENS_PER_HOUR = env.int("API_TOKENS_PER_HOUR", default=10)
 CHAT_MAX_STREAMS_PER_USER = env.int("CHAT_MAX_STREAMS_PER_USER", default=30)
 # The most threads or messages one page of the JSON API holds (`limit`); more is a `bad_request`.
 API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=200)
+# The most bytes of messages one answer of `/api/threads/<id>` or its `/messages` holds (at least
+# one message, whatever its size); the rest is on the page `next` names.
+API_MAX_RESPONSE_BYTES = env.int("API_MAX_RESPONSE_BYTES", default=1024 * 1024)
 
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="") or None
 ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-sonnet-5-5")
@@ -202,6 +205,9 @@ STREAM_WORKER_CONCURRENCY = env.int("STREAM_WORKER_CONCURRENCY", default=500)
 # Idle workers are woken through the channel layer; this poll is only the safety net.
 STREAM_WORKER_POLL_SECONDS = env.float("STREAM_WORKER_POLL_SECONDS", default=2.0)
 STREAM_BACKLOG_PAGE_SIZE = env.int("STREAM_BACKLOG_PAGE_SIZE", default=500)
+# A `reset` carries the newest messages that fit in this many bytes, and `next` for the earlier
+# ones: well under the web server's 256 KiB frame limit (the Procfile's daphne flags).
+STREAM_RESET_MAX_BYTES = env.int("STREAM_RESET_MAX_BYTES", default=192 * 1024)
 # When a reply ends, its delta rows (one per flush) are compacted into a few segment rows, in
 # the transaction of its `end` event; clients see the same events either way (streaming/compaction.py).
 STREAM_COMPACT_REPLIES = env.bool("STREAM_COMPACT_REPLIES", default=True)

@@ -119,7 +119,8 @@ def ready_frame(seq: int) -> str:
 
 
 def reset_frame(snapshot: dict[str, Any]) -> str:
-    return encode({"type": "reset", "seq": snapshot["seq"], "messages": snapshot["messages"]})
+    """Return a `reset`: the snapshot's newest messages and, as `next` (an extension), the `before` of earlier ones."""
+    return encode({"type": "reset", "seq": snapshot["seq"], "messages": snapshot["messages"], "next": snapshot["next"]})
 
 
 def error_frame(code: str, detail: str) -> str:

@@ -6,10 +6,11 @@ from uuid import UUID
 
 from django.core.paginator import Page, Paginator
 from django.db.models import F, QuerySet
+from django.db.models.functions import Length
 
 
 from .compaction import chunk_events
-from .events import EncodedEvent, encode_chunks, message_payload
+from .events import EncodedEvent, encode, encode_chunks, message_payload
 from .models import AbstractMessage, AbstractThread, Chunk, MessageRole, MessageStatus, get_message_model, get_thread_model
 
 
@@ -188,28 +189,83 @@ def reply_check(*, message: AbstractMessage) -> ReplyCheck | None:
     return ReplyCheck(reassembled=reassembled, delta_count=delta_count, mismatch_at=mismatch_at)
 
 
-def thread_snapshot(*, thread: AbstractThread, limit: int | None = None) -> dict[str, Any]:
-    """Return the thread's messages and the seq they reflect (I4), newest `limit` ones if given."""
-    page = message_page(thread=thread, before=None, limit=limit)
-    return {"id": str(thread.id), "title": thread.title, "seq": page["seq"], "messages": page["messages"]}
+def thread_snapshot(
+    *,
+    thread: AbstractThread,
+    before: int | None = None,
+    limit: int | None = None,
+    max_bytes: int | None = None,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Return the thread's newest messages (before seq `before`) and the seq they reflect (I4), with `next`.
+
+    `next` is the `before` of the earlier messages left out (by `limit` or `max_bytes`, see
+    message_page), None when none were.
+    """
+    page = message_page(thread=thread, before=before, limit=limit, max_bytes=max_bytes, strict=strict)
+    return {"id": str(thread.id), "title": thread.title, **page}
 
 
-def message_page(*, thread: AbstractThread, before: int | None, limit: int | None) -> dict[str, Any]:
+def message_page(
+    *, thread: AbstractThread, before: int | None, limit: int | None, max_bytes: int | None = None, strict: bool = False
+) -> dict[str, Any]:
     """Return the newest `limit` messages (all when None) placed before seq `before`, oldest first.
 
     With the seq they reflect (I4), and `next`, the `before` of the page preceding this one.
     One statement reads the messages and the thread's last_seq together, so it sees a
     prefix of the log; a reply still streaming then gets its text from its delta events
     up to that seq, all committed before it: content and seq agree.
+
+    With `max_bytes`, the page holds only the newest messages whose JSON (UTF-8, as
+    `events.encode` writes it) fits in that many bytes: at least one unless `strict`
+    (a frame that must fit under a limit), when the page may be empty and `next` then
+    names the newest message, which did not fit.
     """
     messages = get_message_model().objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
     if before is not None:
         messages = messages.filter(seq__lt=before)
-    newest_first = list(messages if limit is None else messages[: limit + 1])
-    page = newest_first[:limit][::-1]
+    if max_bytes is None:
+        newest_first = list(messages if limit is None else messages[: limit + 1])
+        more = limit is not None and len(newest_first) > limit
+        newest_first = newest_first[:limit]
+    else:
+        # Characters never outnumber bytes: choosing by characters first bounds what is loaded.
+        count, more, newest_left_out = _count_fitting(messages, limit=limit, max_chars=max_bytes, at_least_one=not strict)
+        newest_first = list(messages[:count]) if count else []
+    page = newest_first[::-1]
     seq = page[0].snapshot_seq if page else get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread.pk)
-    return {
-        "messages": [message_payload(message) for message in replies_in_progress_filled(page, seq=seq)],
-        "seq": seq,
-        "next": page[0].seq if limit is not None and len(newest_first) > limit else None,
-    }
+    payloads = [message_payload(message) for message in replies_in_progress_filled(page, seq=seq)]
+    if max_bytes is not None:
+        fitting = _newest_fitting(payloads, max_bytes=max_bytes, at_least_one=not strict)
+        more = more or fitting < len(payloads)
+        page, payloads = page[len(page) - fitting :], payloads[len(payloads) - fitting :]
+        if not page and more:
+            return {"seq": seq, "messages": [], "next": (newest_first[0].seq if newest_first else newest_left_out) + 1}
+    return {"seq": seq, "messages": payloads, "next": page[0].seq if more else None}
+
+
+def _count_fitting(
+    messages: QuerySet, *, limit: int | None, max_chars: int, at_least_one: bool
+) -> tuple[int, bool, int | None]:
+    """Count the newest `messages` (at most `limit`) whose contents hold at most `max_chars` together.
+
+    Return the count, whether more messages are left out, and the seq of the newest one left out.
+    """
+    count, chars = 0, 0
+    for seq, length in messages.values_list("seq", Length("content")).iterator(chunk_size=100):
+        chars += length or 0
+        if count == limit or (chars > max_chars and (count or not at_least_one)):
+            return count, True, seq
+        count += 1
+    return count, False, None
+
+
+def _newest_fitting(payloads: list[dict[str, Any]], *, max_bytes: int, at_least_one: bool) -> int:
+    """Return how many of the newest `payloads` (oldest first) encode within `max_bytes`, separators counted."""
+    size, count = 0, 0
+    for payload in reversed(payloads):
+        size += len(encode(payload).encode()) + 1
+        if size > max_bytes and (count or not at_least_one):
+            break
+        count += 1
+    return count

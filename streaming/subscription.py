@@ -305,7 +305,8 @@ class ThreadSubscription:
         return Frame(kind, data, seq=seq)
 
     async def _reset(self) -> Frame:
-        snapshot = await athread_snapshot(thread=self.thread)
+        # The newest messages that fit one frame, with `next` for the earlier ones (fetched over HTTP).
+        snapshot = await athread_snapshot(thread=self.thread, max_bytes=settings.STREAM_RESET_MAX_BYTES, strict=True)
         self.last_sent = snapshot["seq"]
         self.streaming = any(message["status"] == "streaming" for message in snapshot["messages"])
         return Frame("reset", events.reset_frame(snapshot), seq=snapshot["seq"])

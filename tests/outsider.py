@@ -82,7 +82,7 @@ class Visitor:
     def sign_out(self) -> Answer:
         return self.request("POST", "/accounts/logout/", form={})
 
-    def websocket(self, thread_id: str, *, after: int = 0, origin: str | None = None) -> ClientConnection:
+    def websocket(self, thread_id: str, *, after: int | str = 0, origin: str | None = None) -> ClientConnection:
         """Open the thread's WebSocket with this visitor's cookies and an Origin (the site's own by default)."""
         address = self.url.replace("http://", "ws://") + f"/ws/threads/{thread_id}/?after={after}"
         return ws_connect(

@@ -148,7 +148,15 @@ def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
     if request.method == "DELETE":
         thread_delete(thread=thread)
         return no_content()
-    return JsonResponse(thread_snapshot(thread=thread))
+    before = query_int(request, "before", default=None, minimum=1)
+    limit = page_limit(request, default=MESSAGES_PAGE_SIZE)
+    max_bytes = settings.API_MAX_RESPONSE_BYTES
+    return messages_response(thread_snapshot(thread=thread, before=before, limit=limit, max_bytes=max_bytes))
+
+
+def messages_response(page: dict) -> JsonResponse:
+    """Answer a page of messages as UTF-8 JSON: what API_MAX_RESPONSE_BYTES counts, not six bytes a character."""
+    return JsonResponse(page, json_dumps_params={"ensure_ascii": False})
 
 
 @api_view("GET", "POST")
@@ -157,7 +165,8 @@ def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
     if request.method == "GET":
         before = query_int(request, "before", default=None, minimum=1)
         limit = page_limit(request, default=MESSAGES_PAGE_SIZE)
-        return JsonResponse(message_page(thread=thread, before=before, limit=limit))
+        max_bytes = settings.API_MAX_RESPONSE_BYTES
+        return messages_response(message_page(thread=thread, before=before, limit=limit, max_bytes=max_bytes))
     body = json_body(request)
     posted = message_post(thread=thread, content=body.get("content"), client_id=parse_client_id(body.get("client_id")))
     return JsonResponse(

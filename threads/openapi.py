@@ -149,14 +149,23 @@ def schemas() -> dict[str, Any]:
                 "id": UUID,
                 "title": STRING,
                 "seq": {**SEQ, "description": "the log position this snapshot reflects (I4)"},
-                "messages": {"type": "array", "items": ref("Message")},
+                "messages": {"type": "array", "items": ref("Message"), "description": "the newest page, oldest first"},
+                "next": {
+                    "type": ["integer", "null"],
+                    "description": "pass as `before` (here or to /messages) for the earlier messages left out by "
+                    "`limit` or API_MAX_RESPONSE_BYTES; null: none",
+                },
             }
         ),
         "MessagePage": answer_object(
             {
                 "messages": {"type": "array", "items": ref("Message"), "description": "oldest first"},
                 "seq": SEQ,
-                "next": {"type": ["integer", "null"], "description": "pass as `before` for older ones; null: none"},
+                "next": {
+                    "type": ["integer", "null"],
+                    "description": "pass as `before` for older ones (left out by `limit` or API_MAX_RESPONSE_BYTES); "
+                    "null: none",
+                },
             }
         ),
         "CreateThread": body_object({"title": {**STRING, "pattern": NO_NUL}}),
@@ -222,8 +231,12 @@ def paths() -> dict[str, Any]:
         },
         "/api/threads/{thread_id}": thread_path | {
             "get": {
-                "summary": "Snapshot of a thread",
-                "responses": {"200": answer("the snapshot", ref("Snapshot")), **errors(404)},
+                "summary": "Snapshot of a thread: its newest messages, paged like /messages",
+                "parameters": [
+                    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}, "description": "seq"},
+                    {"name": "limit", "in": "query", "schema": PAGE_LIMIT},
+                ],
+                "responses": {"200": answer("the snapshot", ref("Snapshot")), **errors(400, 404)},
             },
             "patch": {
                 "summary": "Rename a thread (not activity: it keeps its place in the list)",

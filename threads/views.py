@@ -127,10 +127,11 @@ def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
 
 @api_view("GET")
 def thread_earlier(request: HttpRequest, thread_id: str) -> JsonResponse:
-    """Return the messages before `?before=<message id>` as HTML, rendered like the page's own."""
+    """Return the messages before `?before=<message id>` (the newest ones when empty) as HTML, like the page's own."""
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
-    before = message_get_in_thread(thread=thread, message_id=request.GET.get("before", ""))
-    page = message_page(thread=thread, before=before.seq, limit=THREAD_PAGE_MESSAGES)
+    before_id = request.GET.get("before", "")
+    before = message_get_in_thread(thread=thread, message_id=before_id).seq if before_id else None
+    page = message_page(thread=thread, before=before, limit=THREAD_PAGE_MESSAGES)
     context = {"thread": thread, "page_messages": page["messages"]}
     html = render_to_string("threads/_message_list.html", context, request)
     return JsonResponse({"html": html, "has_more": page["next"] is not None})

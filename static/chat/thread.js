@@ -56,7 +56,7 @@ function onFrame(frame) {
     sendPending(); // a send the last socket may have lost; its client_id makes it safe to repeat
   } else if (frame.type === "reset") {
     view.reset(frame.messages);
-    root.querySelector("[data-earlier-wrap]")?.remove(); // a reset snapshot holds the whole thread
+    offerEarlier(frame.next); // a reset holds the newest messages that fit one frame; `next` says more exist
     advance(frame.seq);
     if (pending && frame.messages.some((message) => message.client_id === pending.client_id)) pending = null;
     else if (pending) view.keepPending(pending.element); // still unconfirmed: `ready` sends it again
@@ -196,10 +196,27 @@ function autosize() {
   textarea.style.height = `${textarea.scrollHeight}px`;
 }
 
+/** Show the "earlier messages" control when earlier messages exist (`next` is not null), else remove it. */
+function offerEarlier(next) {
+  const shown = root.querySelector("[data-earlier-wrap]");
+  if (next === null || next === undefined) shown?.remove();
+  if (next === null || next === undefined || shown) return;
+  const wrap = document.createElement("div");
+  wrap.className = "earlier";
+  wrap.dataset.earlierWrap = "";
+  const button = document.createElement("button");
+  Object.assign(button, { type: "button", className: "button button--small", textContent: "Show earlier messages" });
+  button.dataset.url = root.dataset.earlierUrl;
+  button.addEventListener("click", () => loadEarlier(button));
+  wrap.append(button);
+  view.list.before(wrap);
+}
+
 async function loadEarlier(button) {
   button.disabled = true;
   try {
-    const url = `${button.dataset.url}?before=${encodeURIComponent(view.oldestId())}`;
+    // No message shown (the newest alone did not fit a reset): page in from the newest.
+    const url = `${button.dataset.url}?before=${encodeURIComponent(view.oldestId() ?? "")}`;
     const { html, has_more: hasMore } = await getJSON(url);
     let first = null;
     view.keepInPlace(() => {
