@@ -128,6 +128,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 CSRF_FAILURE_VIEW = "threads.api.csrf_failure"
+# Sign-in throttling (threads/signin.py): wrong passwords per (username, address) and per address
+# within the cool-off; past either, sign-in from that address is refused until the cool-off passes.
+SIGNIN_FAILURES_PER_ACCOUNT_AND_ADDRESS = env.int("SIGNIN_FAILURES_PER_ACCOUNT_AND_ADDRESS", default=5)
+SIGNIN_FAILURES_PER_ADDRESS = env.int("SIGNIN_FAILURES_PER_ADDRESS", default=20)
+SIGNIN_COOLOFF_SECONDS = env.int("SIGNIN_COOLOFF_SECONDS", default=15 * 60)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "thread-list"
 LOGOUT_REDIRECT_URL = "login"

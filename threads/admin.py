@@ -21,6 +21,7 @@ from streaming.errors import Busy, ChatError
 from .models import Message, Thread
 from .services import reply_retry
 from .sessions import user_deactivate
+from .signin import ThrottledAdminAuthenticationForm
 
 
 def count_of(queryset: QuerySet, *, per: str) -> Coalesce:
@@ -261,5 +262,6 @@ class PersonAdmin(UserAdmin):
         self.message_user(request, f"Deactivated {len(queryset)}: their WebSockets and event streams end now.")
 
 
+admin.site.login_form = ThrottledAdminAuthenticationForm  # the admin's sign-in is throttled like the site's
 admin.site.unregister(get_user_model())
 admin.site.register(get_user_model(), PersonAdmin)

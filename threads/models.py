@@ -76,3 +76,21 @@ class UsageStamp(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.user_id} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SignInFailure(models.Model):
+    """A wrong password given for a username from an address: what sign-in throttling counts."""
+
+    # As typed, lowercased: an unknown username is counted like a real one, so the answer tells nothing.
+    username = models.CharField(max_length=150)
+    address = models.GenericIPAddressField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["address", "-created_at"], name="signin_failure_address"),
+            models.Index(fields=["username", "address", "-created_at"], name="signin_failure_pair"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username} from {self.address} at {self.created_at:%Y-%m-%d %H:%M:%S}"

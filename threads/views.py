@@ -26,6 +26,7 @@ from .demo import DEMO_PASSWORD, DEMO_USERNAME
 from .models import Message, Thread
 from streaming.selectors import message_page, thread_snapshot
 from .selectors import message_get_in_thread, thread_activity_for_user, thread_get_for_user
+from .signin import ThrottledAuthenticationForm
 from .services import reply_retry, thread_create_for_self, thread_rename
 
 # The thread page renders the newest messages; "earlier messages" pages in this many more at a time.
@@ -50,6 +51,14 @@ def owned_thread(request: HttpRequest, thread_id: str) -> Thread:
 
 class SignInView(LoginView):
     redirect_authenticated_user = True
+    form_class = ThrottledAuthenticationForm
+
+    def form_invalid(self, form: ThrottledAuthenticationForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        if form.retry_after is not None:  # throttled: say so to programs too
+            response.status_code = 429
+            response["Retry-After"] = str(form.retry_after)
+        return response
 
     def get_context_data(self, **kwargs) -> dict:
         context = super().get_context_data(**kwargs)
