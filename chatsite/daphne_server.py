@@ -87,6 +87,9 @@ class BoundedServer(Server):
         self.closed_as_slow: weakref.WeakSet = weakref.WeakSet()
 
     async def handle_reply(self, protocol: object, message: dict) -> None:
+        if protocol in self.closed_as_slow:
+            # Closed on purpose: what the application sent meanwhile has nowhere to go, and is no error.
+            return
         await super().handle_reply(protocol, message)
         kind = message["type"]
         if kind == "http.response.start" and is_event_stream(message):
@@ -111,7 +114,7 @@ class BoundedServer(Server):
     def close_slow_client(self, protocol: object, transport: FileDescriptor) -> None:
         self.closed_as_slow.add(protocol)
         websocket = isinstance(protocol, WebSocketProtocol)
-        logger.warning(
+        logger.info(  # an expected close, that the client recovers from: not a warning
             "%s client %s took nothing for %s s with %d bytes unsent: closing it as too slow",
             "WebSocket" if websocket else "Event stream",
             ":".join(map(str, protocol.client_addr or ["?"])),

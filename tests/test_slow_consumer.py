@@ -327,3 +327,14 @@ def test_event_streams_that_stop_are_dropped_and_memory_stays_bounded(site):
     received = log_events(stalled[0].frames())
     rest = site.events(last_event_id=received[-1]["seq"])
     assert_log_matches_store(received + rest, snapshot)
+
+
+def test_closing_slow_clients_logs_no_error(site):
+    """A slow client closed as designed is an expected close: logged at INFO, no ERROR and no traceback."""
+    stalled = [StalledWebSocket(site) for _ in range(3)]
+    serve_alongside(site, stalled)
+    for client in stalled:
+        client.read_to_end()
+    log = site.server.log.read_text()
+    assert "took nothing" in log
+    assert " ERROR " not in log and "Traceback" not in log, log[-3000:]

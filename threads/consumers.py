@@ -78,8 +78,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             async for frame in subscription.frames():
                 await self.send(frame.data)
         except ThreadGone:
+            logger.info("thread %s: deleted; closing its socket", self.thread.id)
             await self.close(code=CLOSE_NOT_FOUND)
-        except AccessRevoked:
+        except AccessRevoked as revoked:
+            logger.info("thread %s: closing a socket whose access ended (%s)", self.thread.id, revoked.detail)
             await self.close(code=CLOSE_NOT_SIGNED_IN)
         except Exception:
             logger.exception("thread %s: subscription failed; closing so the client resumes", self.thread.id)
