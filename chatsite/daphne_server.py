@@ -53,6 +53,8 @@ CLOSE_TOO_SLOW = 4008
 # transport (daphne's HTTP channel): a short poll is the simplest honest wait.
 DRAIN_POLL_SECONDS = 0.05
 EVENT_STREAM = b"text/event-stream"
+# A client behind the bound has caught up once it holds no more than this fraction of it unsent.
+CAUGHT_UP_FRACTION = 4
 
 
 def socket_transport(protocol: object) -> FileDescriptor | None:
@@ -85,6 +87,8 @@ class BoundedServer(Server):
         # Weak: daphne forgets its protocols and requests when they end, and so do these.
         self.event_streams: weakref.WeakSet = weakref.WeakSet()
         self.closed_as_slow: weakref.WeakSet = weakref.WeakSet()
+        # Loop time at which each client last went over the bound without catching up since.
+        self.behind_since: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     async def handle_reply(self, protocol: object, message: dict) -> None:
         if protocol in self.closed_as_slow:
@@ -101,10 +105,19 @@ class BoundedServer(Server):
         """Return once the client holds at most STREAM_CLIENT_BUFFER_BYTES unsent; close it if that takes too long."""
         transport = socket_transport(protocol)
         bound = settings.STREAM_CLIENT_BUFFER_BYTES
-        if transport is None or unsent_bytes(transport) <= bound:
+        if transport is None:
+            return
+        if unsent_bytes(transport) <= bound // CAUGHT_UP_FRACTION:
+            self.behind_since.pop(protocol, None)
+        if unsent_bytes(transport) <= bound:
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.STREAM_CLIENT_STALL_SECONDS
+        # Closed when it takes nothing for the stall time, or stays behind (over the bound, never
+        # catching up) for STREAM_CLIENT_BEHIND_SECONDS while trickling.
+        behind_since = self.behind_since.setdefault(protocol, loop.time())
+        deadline = min(
+            loop.time() + settings.STREAM_CLIENT_STALL_SECONDS, behind_since + settings.STREAM_CLIENT_BEHIND_SECONDS
+        )
         while transport.connected and protocol not in self.closed_as_slow and unsent_bytes(transport) > bound:
             if loop.time() >= deadline:
                 self.close_slow_client(protocol, transport)
@@ -115,10 +128,11 @@ class BoundedServer(Server):
         self.closed_as_slow.add(protocol)
         websocket = isinstance(protocol, WebSocketProtocol)
         logger.info(  # an expected close, that the client recovers from: not a warning
-            "%s client %s took nothing for %s s with %d bytes unsent: closing it as too slow",
+            "%s client %s took nothing for %s s or stayed behind for %s s, with %d bytes unsent: closing it as too slow",
             "WebSocket" if websocket else "Event stream",
             ":".join(map(str, protocol.client_addr or ["?"])),
             settings.STREAM_CLIENT_STALL_SECONDS,
+            settings.STREAM_CLIENT_BEHIND_SECONDS,
             unsent_bytes(transport),
         )
         if not websocket:

@@ -210,6 +210,9 @@ STREAM_WORKER_CONCURRENCY = env.int("STREAM_WORKER_CONCURRENCY", default=500)
 # Idle workers are woken through the channel layer; this poll is only the safety net.
 STREAM_WORKER_POLL_SECONDS = env.float("STREAM_WORKER_POLL_SECONDS", default=2.0)
 STREAM_BACKLOG_PAGE_SIZE = env.int("STREAM_BACKLOG_PAGE_SIZE", default=500)
+# A backlog page also ends once its events hold this many bytes of text: what a paused reader
+# keeps in memory is one page, whatever its messages' lengths.
+STREAM_BACKLOG_PAGE_BYTES = env.int("STREAM_BACKLOG_PAGE_BYTES", default=256 * 1024)
 # A `reset` carries the newest messages that fit in this many bytes, and `next` for the earlier
 # ones: well under the web server's 256 KiB frame limit (the Procfile's daphne flags).
 STREAM_RESET_MAX_BYTES = env.int("STREAM_RESET_MAX_BYTES", default=192 * 1024)
@@ -222,6 +225,9 @@ STREAM_COMPACT_REPLIES = env.bool("STREAM_COMPACT_REPLIES", default=True)
 # your cursor).
 STREAM_CLIENT_BUFFER_BYTES = env.int("STREAM_CLIENT_BUFFER_BYTES", default=1024 * 1024)
 STREAM_CLIENT_STALL_SECONDS = env.float("STREAM_CLIENT_STALL_SECONDS", default=10.0)
+# A client that reads, but so slowly that it stays over STREAM_CLIENT_BUFFER_BYTES this long
+# without catching up (a trickle reader of a long backlog), is closed as well (4008).
+STREAM_CLIENT_BEHIND_SECONDS = env.float("STREAM_CLIENT_BEHIND_SECONDS", default=30.0)
 # A subscriber that has heard nothing for this long while a reply streams asks the
 # database whether it missed an event (invariant I3: repaired within 2 s).
 STREAM_REPAIR_SECONDS = env.float("STREAM_REPAIR_SECONDS", default=1.0)

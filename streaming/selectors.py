@@ -5,7 +5,7 @@ from typing import Any
 from uuid import UUID
 
 from django.core.paginator import Page, Paginator
-from django.db.models import F, QuerySet
+from django.db.models import Case, F, QuerySet, Value, When
 from django.db.models.functions import Length
 
 
@@ -14,13 +14,17 @@ from .events import EncodedEvent, encode, encode_chunks, message_payload
 from .models import AbstractMessage, AbstractThread, Chunk, MessageRole, MessageStatus, get_message_model, get_thread_model
 
 
-def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None, limit: int = 500) -> list[EncodedEvent]:
+def chunk_events_after(
+    *, thread_id: UUID, after: int, until: int | None = None, limit: int = 500, max_bytes: int | None = None
+) -> list[EncodedEvent]:
     """Return the encoded events with seq in (after, until], oldest first, at most `limit`.
 
     A segment row is split into its events, and one that holds `after` or `until` gives
-    only its events inside the range.
+    only its events inside the range. With `max_bytes`, reading stops after the row whose
+    text (a message event's: its message's content) brings the page to that many bytes:
+    a page of the longest messages holds a few, not `limit`.
     """
-    window = _backlog_window(thread_id=thread_id, after=after, until=until, limit=limit)
+    window = _backlog_window(thread_id=thread_id, after=after, until=until, limit=limit, max_bytes=max_bytes)
     if window is None:
         return []
     stop, rows = window
@@ -35,30 +39,42 @@ def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None,
     return encode_chunks(chunks, messages, after=after, until=stop)
 
 
-def _backlog_window(*, thread_id: UUID, after: int, until: int | None, limit: int) -> tuple[int, int] | None:
+def _backlog_window(
+    *, thread_id: UUID, after: int, until: int | None, limit: int, max_bytes: int | None = None
+) -> tuple[int, int] | None:
     """Return the seq of the last event a backlog read returns and how many rows hold its events; None for no event.
 
     Reads are index-backed and bounded whatever the log's length: rows are found by
     (thread, seq_last), a segment holding the cursor's next event included, and at most
-    `limit` of them. A range no longer than `limit` needs no counting. Otherwise the
-    events of the first rows are counted, reading only their seqs, to find where the
-    `limit`-th event lies: a log with gaps (retention) is counted right too.
+    `limit` of them. A range no longer than `limit` needs no counting unless bytes are
+    bounded too. Otherwise the events of the first rows are counted, reading only their
+    seqs (and sizes), to find where the `limit`-th event, or the `max_bytes`-th byte, lies:
+    a log with gaps (retention) is counted right too.
     """
     if until is not None and until <= after:
         return None
-    if until is not None and until - after <= limit:
+    if until is not None and until - after <= limit and max_bytes is None:
         return until, until - after
     shapes = Chunk.objects.filter(thread_id=thread_id, seq_last__gt=after).order_by("seq_last")
     if until is not None:
         shapes = shapes.filter(seq__lte=until)
-    counted, rows, stop = 0, 0, None
-    for seq, seq_last in shapes.values_list("seq", "seq_last")[:limit]:
+    if max_bytes is None:
+        rows_read = shapes.values_list("seq", "seq_last", Value(0))
+    else:
+        # A message event carries its message's content; every other row its own text.
+        size = Case(When(kind=Chunk.Kind.MESSAGE, then=Length("message__content")), default=Length("text"))
+        rows_read = shapes.values_list("seq", "seq_last", size)
+    counted, rows, stop, size_read = 0, 0, None, 0
+    for seq, seq_last, row_size in rows_read[:limit]:
         first, last = max(seq, after + 1), seq_last if until is None else min(seq_last, until)
         rows += 1
         if counted + (last - first + 1) >= limit:
             return first + (limit - counted) - 1, rows
         counted += last - first + 1
         stop = last
+        size_read += row_size or 0
+        if max_bytes is not None and size_read >= max_bytes:
+            return stop, rows
     return (stop, rows) if stop is not None else None
 
 

@@ -282,17 +282,23 @@ class ThreadSubscription:
         A log that no longer holds the next event (pruned by retention) is answered
         with a `reset` snapshot instead.
         """
-        page_size = settings.STREAM_BACKLOG_PAGE_SIZE
+        page_size, page_bytes = settings.STREAM_BACKLOG_PAGE_SIZE, settings.STREAM_BACKLOG_PAGE_BYTES
         while True:
+            # One page at a time, read when the reader has taken the last: a slow reader holds one page.
             page = await achunk_events_after(
-                thread_id=self.thread.id, after=self.last_sent, until=until, limit=page_size
+                thread_id=self.thread.id, after=self.last_sent, until=until, limit=page_size, max_bytes=page_bytes
             )
             if page and page[0][0] != self.last_sent + 1:
                 yield await self._reset()
                 return
-            for seq, kind, data in page:
+            if not page:
+                return
+            # Popped as sent, so the frames already taken are freed while the reader works through the rest.
+            page.reverse()
+            while page:
+                seq, kind, data = page.pop()
                 yield self._event(seq, kind, data)
-            if len(page) < page_size:
+            if until is not None and self.last_sent >= until:
                 return
 
     def _event(self, seq: int, kind: str, data: str) -> Frame:
