@@ -133,6 +133,9 @@ CSRF_FAILURE_VIEW = "threads.api.csrf_failure"
 SIGNIN_FAILURES_PER_ACCOUNT_AND_ADDRESS = env.int("SIGNIN_FAILURES_PER_ACCOUNT_AND_ADDRESS", default=5)
 SIGNIN_FAILURES_PER_ADDRESS = env.int("SIGNIN_FAILURES_PER_ADDRESS", default=20)
 SIGNIN_COOLOFF_SECONDS = env.int("SIGNIN_COOLOFF_SECONDS", default=15 * 60)
+# Who may make an account: `open` (anyone), `closed` (operators only) or `invite` (with a
+# single-use code from `manage.py invite`). Every per-person limit is per account.
+CHAT_SIGNUP = env.str("CHAT_SIGNUP", default="open")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "thread-list"
 LOGOUT_REDIRECT_URL = "login"

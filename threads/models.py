@@ -94,3 +94,20 @@ class SignInFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} from {self.address} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Invite(models.Model):
+    """A single-use code that lets one person sign up while CHAT_SIGNUP is `invite`; only its sha256 is stored."""
+
+    hashed_code = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="invites_made"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_by = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="invite_used"
+    )
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"invite {self.pk} ({'used' if self.used_at else 'unused'})"

@@ -8,7 +8,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import LoginView
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -27,6 +26,7 @@ from .models import Message, Thread
 from streaming.selectors import message_page, thread_snapshot
 from .selectors import message_get_in_thread, thread_activity_for_user, thread_get_for_user
 from .signin import ThrottledAuthenticationForm
+from .signup import InviteSpent, SignUpForm, signup_mode
 from .services import reply_retry, thread_create_for_self, thread_rename
 
 # The thread page renders the newest messages; "earlier messages" pages in this many more at a time.
@@ -62,6 +62,7 @@ class SignInView(LoginView):
 
     def get_context_data(self, **kwargs) -> dict:
         context = super().get_context_data(**kwargs)
+        context["signup_open"] = signup_mode() != "closed"
         # A newcomer on `make run` signs in with the demo user: say so, in debug only.
         if settings.DEBUG and get_user_model().objects.filter(username=DEMO_USERNAME).exists():
             context["demo"] = {"username": DEMO_USERNAME, "password": DEMO_PASSWORD}
@@ -72,12 +73,19 @@ class SignInView(LoginView):
 def sign_up(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("thread-list")
+    if signup_mode() == "closed":
+        return render(request, "registration/signup_closed.html", status=403)
     next_url = request.POST.get("next") or request.GET.get("next", "")
-    form = UserCreationForm(request.POST or None)
+    form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        login(request, form.save())
-        safe = url_has_allowed_host_and_scheme(next_url, {request.get_host()}, require_https=request.is_secure())
-        return redirect(next_url if safe else "thread-list")
+        try:
+            user = form.save()
+        except InviteSpent:
+            form.add_error("invite", "This invite code is unknown or already used.")
+        else:
+            login(request, user)
+            safe = url_has_allowed_host_and_scheme(next_url, {request.get_host()}, require_https=request.is_secure())
+            return redirect(next_url if safe else "thread-list")
     return render(request, "registration/signup.html", {"form": form, "next": next_url})
 
 
