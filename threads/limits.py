@@ -5,12 +5,12 @@ any web process, to any thread) count one after the other: on PostgreSQL, 100 se
 once against a limit of 20 accept exactly 20.
 """
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 
 from streaming.errors import RateLimited
@@ -25,13 +25,20 @@ def refuse_if_too_frequent(*, recent: QuerySet, limit: int, window: timedelta, w
     a row lock that makes two concurrent requests count one after the other.
     """
     now = timezone.now()
-    newest_first = recent.filter(created_at__gte=now - window).order_by("-created_at")
+    at_limit = list(_newest_first(recent, now=now, window=window).values_list("created_at", flat=True)[limit - 1 : limit])
+    if at_limit:
+        _refuse(at_limit=at_limit[0], now=now, limit=limit, window=window, what=what)
+
+
+def _newest_first(recent: QuerySet, *, now: datetime, window: timedelta) -> QuerySet:
     # Only the limit-th newest row counts: the limit is reached exactly when it lies inside the
     # window. One row read, however high the limit or however many rows the window holds.
-    at_limit = list(newest_first.values_list("created_at", flat=True)[limit - 1 : limit])
-    if at_limit:
-        retry_after_s = max(1, math.ceil((at_limit[0] + window - now).total_seconds()))
-        raise RateLimited(f"At most {limit} {what}: try again in {retry_after_s} s.", retry_after_s=retry_after_s)
+    return recent.filter(created_at__gte=now - window).order_by("-created_at")
+
+
+def _refuse(*, at_limit: datetime, now: datetime, limit: int, window: timedelta, what: str) -> None:
+    retry_after_s = max(1, math.ceil((at_limit + window - now).total_seconds()))
+    raise RateLimited(f"At most {limit} {what}: try again in {retry_after_s} s.", retry_after_s=retry_after_s)
 
 
 def person_lock(*, user_id: int) -> None:
@@ -42,17 +49,33 @@ def person_lock(*, user_id: int) -> None:
 def usage_count(*, user_id: int, action: str, limit: int, window: timedelta, what: str) -> None:
     """Count one `action` of the person, or refuse it with RateLimited past `limit` within `window`.
 
-    Call it inside the transaction that does the action: a refusal or a later failure rolls
-    the stamp back with it.
+    Call it inside the transaction that does the action, holding the person's row lock
+    (`person_lock`, or a thread lock that takes its owner's row too): their requests then
+    count one after the other on any web process, and a refusal or a later failure rolls
+    the stamp back. Two statements, taken after the lock so that they see every stamp
+    committed before it: one reads the limit-th newest stamp and a stamp older than the
+    window; the other writes the new stamp over that stale one, or adds it, so a person
+    keeps one window's worth of stamps per action.
     """
     assert transaction.get_connection().in_atomic_block, "count inside the action's transaction"
-    person_lock(user_id=user_id)
-    stamps = UsageStamp.objects.filter(user_id=user_id, action=action)
-    refuse_if_too_frequent(recent=stamps, limit=limit, window=window, what=what)
     now = timezone.now()
-    # Stamps older than the window count for nothing: the ledger keeps one window per person and action.
-    stamps.filter(created_at__lt=now - window).delete()
-    UsageStamp.objects.create(user_id=user_id, action=action, created_at=now)
+    stamps = UsageStamp.objects.filter(user_id=user_id, action=action)
+    at_limit, stale_id = (
+        get_user_model()
+        .objects.filter(pk=user_id)
+        .annotate(
+            at_limit=Subquery(_newest_first(stamps, now=now, window=window).values("created_at")[limit - 1 : limit]),
+            stale_id=Subquery(stamps.filter(created_at__lt=now - window).values("pk")[:1]),
+        )
+        .values_list("at_limit", "stale_id")
+        .get()
+    )
+    if at_limit is not None:
+        _refuse(at_limit=at_limit, now=now, limit=limit, window=window, what=what)
+    if stale_id is not None:
+        UsageStamp.objects.filter(pk=stale_id).update(created_at=now)
+    else:
+        UsageStamp.objects.create(user_id=user_id, action=action, created_at=now)
 
 
 def reply_count(*, user_id: int) -> None:

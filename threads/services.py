@@ -12,7 +12,7 @@ from streaming.models import Chunk, Generation
 from streaming.services import ACTIVE_STATUSES, chunks_record, seq_allocate
 
 from streaming.errors import BadRequest, Busy, NotFound, TooLong
-from .limits import reply_count, thread_count
+from .limits import person_lock, reply_count, thread_count
 from .models import Message, Thread
 
 TITLE_CHARS = 60
@@ -26,6 +26,7 @@ def thread_create(*, owner: AbstractBaseUser, title: str = "") -> Thread:
 def thread_create_for_self(*, owner: AbstractBaseUser, title: str = "") -> Thread:
     """Make a thread a person asked for: past CHAT_THREADS_PER_HOUR, RateLimited and nothing made."""
     with transaction.atomic():
+        person_lock(user_id=owner.pk)
         thread_count(user_id=owner.pk)
         return thread_create(owner=owner, title=title)
 
@@ -74,8 +75,8 @@ class Posted:
 
 
 def _lock_thread(thread: Thread) -> Thread:
-    """Lock the thread row: writers to one thread queue up, so their checks cannot race."""
-    return Thread.objects.select_for_update().get(pk=thread.pk)
+    """Lock the thread's row and its owner's: writers to one thread, and the owner's counted writes, queue up."""
+    return Thread.objects.select_related("owner").select_for_update(of=("self", "owner")).get(pk=thread.pk)
 
 
 def _refuse_if_busy(thread: Thread) -> None:
@@ -153,6 +154,7 @@ def thread_message_post(*, owner: AbstractBaseUser, thread_id: UUID, content: ob
         if thread.owner_id != owner.pk:
             raise NotFound("No such thread.")
         if created:
+            person_lock(user_id=owner.pk)
             thread_count(user_id=owner.pk)
         return message_post(thread=thread, content=content, client_id=client_id)
 
