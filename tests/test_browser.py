@@ -143,10 +143,14 @@ def thread_id(page: Page) -> str:
 
 
 def stored(page: Page) -> dict:
-    """Return the thread as the server stored it, read through the JSON API with the page's session."""
+    """Return the thread as the server stored it, read through the JSON API with the page's session, every page."""
     response = page.request.get(f"/api/threads/{thread_id(page)}")
     assert response.ok
-    return response.json()
+    snapshot = response.json()
+    while snapshot["next"] is not None:
+        earlier = page.request.get(f"/api/threads/{thread_id(page)}?before={snapshot['next']}").json()
+        snapshot |= {"messages": earlier["messages"] + snapshot["messages"], "next": earlier["next"]}
+    return snapshot
 
 
 def as_shown(markdown: str) -> str:
@@ -431,3 +435,42 @@ def test_screenshots(open_context, chat_server, viewport, color_scheme):
     login.goto("/accounts/login/")
     screenshot(login, f"sign-in-{name}")
     signed_out.close()
+
+
+BIG_EXCHANGES = 9
+BIG_QUESTION_WORDS = 6400  # 32,000 characters, the longest message allowed
+
+CREATE_BIG_THREAD = CREATE_LONG_THREAD.replace(f"range({LONG_THREAD_EXCHANGES})", f"range({BIG_EXCHANGES})").replace(
+    'content=f"Question {index}"', f'content=f"Question {{index}} " + "word " * {BIG_QUESTION_WORDS - 3}'
+)
+
+POST_WHILE_AWAY = """
+from streaming.services import generation_cancel
+from threads.models import Thread
+from threads.services import message_post
+
+thread = Thread.objects.get(pk="{thread_id}")
+message_post(thread=thread, content="Written while you were away", client_id=None)
+generation_cancel(thread=thread)
+"""
+
+
+def test_tab_whose_cursor_was_pruned_resumes_from_a_reset_and_pages_in_the_rest(open_context, chat_server):
+    """Back from a cut after prunechunks, a tab takes a reset that fits one frame, then pages in what it left out."""
+    context = open_context()
+    page = open_thread(context, f"/threads/{chat_server.shell(CREATE_BIG_THREAD)}/")
+    items = page.locator("[data-messages] > [data-message-id]")
+    expect(items).to_have_count(2 * BIG_EXCHANGES)
+    context.set_offline(True)
+    expect(page.locator("[data-connection]")).to_have_attribute("data-state", "offline")
+    chat_server.shell(POST_WHILE_AWAY.format(thread_id=thread_id(page)))
+    chat_server.manage("prunechunks", "--older-than", "0m")  # the tab's cursor now lies in the pruned range
+    context.set_offline(False)
+    expect(page.locator("[data-connection]")).to_have_attribute("data-state", "reconnected")
+    written_away = items.nth(-2).locator("[data-body]")  # the last is its reply, stopped
+    expect(written_away).to_have_text("Written while you were away", timeout=REPLY_TIMEOUT_MS)
+    assert items.count() < 2 * BIG_EXCHANGES, "a reset of the whole thread would not fit one frame"
+    page.get_by_role("button", name="Show earlier messages").click()
+    expect(items).to_have_count(2 * BIG_EXCHANGES + 2)
+    expect(items.first.locator("[data-body]")).to_contain_text("Question 0 word word")
+    expect(page.get_by_role("button", name="Show earlier messages")).to_have_count(0)
