@@ -6,15 +6,25 @@ static/chat/markdown.js, loaded by a page of the live server. The two must be th
 HTML, byte for byte, with no normalisation: both serialise the DOM of the same parse.
 """
 import json
+import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, Page, expect
 
 from threads.templatetags.chat import render_markdown, sanitise_html
 
 from .live_server import LiveServer, chat_server  # noqa: F401 - chat_server is a fixture
-from .test_browser import browser  # noqa: F401 - a fixture
+from .test_browser import (  # noqa: F401 - browser is a fixture
+    EXECUTABLE_IN_MESSAGES,
+    browser,
+    expect_reply_status,
+    last_reply,
+    new_thread,
+    open_context,
+    send,
+    sessions,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -80,3 +90,24 @@ def test_browser_sanitises_as_the_server(index: int, rendered_in_browser):
     """The page's allow-list leaves of hostile HTML what the server's nh3 leaves."""
     _, sanitised = rendered_in_browser
     assert sanitised[index] == sanitise_html(HOSTILE_HTML[index])
+
+
+# --- A streamed reply, then the same reply reloaded -------------------------------------
+
+def reply_body(page: Page) -> str:
+    """Return the HTML of the last reply's body as the page holds it (code blocks decorated)."""
+    return last_reply(page).locator("[data-body]").evaluate("(body) => body.innerHTML")
+
+
+def test_streamed_reply_is_the_reloaded_reply(open_context):
+    """A reply with lists, a table and code has the same DOM as it streamed in and after a reload."""
+    page = new_thread(open_context())
+    send(page, "Show me a plan")
+    expect_reply_status(page, "complete")
+    live = reply_body(page)
+    for shape in (r"<ol>.*<ul>", r"<table>", r'<div class="code-block">.*<code class="language-\w+ hljs">.*<span class="hljs-'):
+        assert re.search(shape, live, re.S), f"the scripted reply lacks {shape!r}"
+    page.reload()
+    expect(last_reply(page).locator(".code-block__copy")).to_be_visible()
+    assert reply_body(page) == live
+    assert page.evaluate(EXECUTABLE_IN_MESSAGES) == []

@@ -7,6 +7,7 @@
 // and sanitise inside an inert <template>: nothing in a message loads or runs.
 
 import MarkdownIt from "../vendor/markdown-it/markdown-it.min.js";
+import { decorateCodeBlocks } from "./code.js";
 
 const parser = new MarkdownIt("commonmark", { html: false, breaks: true })
   .enable(["table", "strikethrough"])
@@ -86,7 +87,9 @@ export function markdownToHTML(text) {
   return sanitiseHTML(parser.render(text));
 }
 
-/** Render markdown `text` into a DocumentFragment of sanitised HTML. */
+/** Render markdown `text` into a DocumentFragment of sanitised HTML, its code blocks labelled and highlighted. */
 export function renderMarkdown(text) {
-  return sanitised(parser.render(text)).content;
+  const fragment = sanitised(parser.render(text)).content;
+  decorateCodeBlocks(fragment);
+  return fragment;
 }
