@@ -61,8 +61,8 @@ def _code(rng: random.Random) -> str:
     verb, noun = rng.choice(VERBS), rng.choice(NOUNS)
     snippets = {
         "python": f"def {verb}_{noun}s({noun}s):\n    return [{noun} for {noun} in {noun}s if {noun}]",
-        "javascript": f"const {noun}s = await {verb}(\"{rng.choice(NOUNS)}\");\nconsole.log({noun}s.length);",
-        "bash": f"chatsite {verb} --{noun} {rng.choice(NOUNS)}\necho \"{verb} done\"",
+        "javascript": f'const {noun}s = await {verb}("{rng.choice(NOUNS)}");\nconsole.log({noun}s.length);',
+        "bash": f'chatsite {verb} --{noun} {rng.choice(NOUNS)}\necho "{verb} done"',
         "sql": f"SELECT {noun}, count(*) FROM {rng.choice(NOUNS)}s\nWHERE {noun} IS NOT NULL GROUP BY {noun};",
     }
     language = rng.choice(sorted(snippets))
