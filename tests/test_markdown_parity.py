@@ -4,14 +4,19 @@ Every sample of tests/markdown/corpus.json (finished Markdown, unsafe Markdown, 
 cut off as it stands mid-stream) is rendered by the server's `markdown` filter and by
 static/chat/markdown.js, loaded by a page of the live server. The two must be the same
 HTML, byte for byte, with no normalisation: both serialise the DOM of the same parse.
+So must every text a scripted reply passes through while it streams, and the two
+sanitisers given hostile HTML directly.
 """
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from streaming.providers.base import Turn
+from streaming.providers.scripted import scripted_reply
 from threads.templatetags.chat import render_markdown, sanitise_html
 
 from .live_server import LiveServer, chat_server  # noqa: F401 - chat_server is a fixture
@@ -30,6 +35,8 @@ pytestmark = pytest.mark.browser
 
 CORPUS = json.loads((Path(__file__).parent / "markdown" / "corpus.json").read_text())
 MINIMUM_SAMPLES = 50
+# Long enough for every kind of block the scripted provider writes.
+STREAMED_TOKENS = 120
 
 # HTML that markdown-it never writes (it escapes raw HTML) but the second wall must still stop.
 HOSTILE_HTML = [
@@ -57,17 +64,22 @@ BROWSER_RENDER = """async ([texts, html]) => {
 
 
 @pytest.fixture(scope="module")
-def rendered_in_browser(browser: Browser, chat_server: LiveServer) -> tuple[list[str], list[str]]:
-    """Render every sample, and sanitise every piece of hostile HTML, with the page's own module."""
+def module_page(browser: Browser, chat_server: LiveServer) -> Iterator[Page]:
+    """Open a page of the live server to run the page's own modules in; fail on any script error."""
     context = browser.new_context(base_url=chat_server.url)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto("/accounts/login/")
-    rendered = page.evaluate(BROWSER_RENDER, [[sample["text"] for sample in CORPUS], HOSTILE_HTML])
+    yield page
     context.close()
     assert errors == []
-    return rendered
+
+
+@pytest.fixture(scope="module")
+def rendered_in_browser(module_page: Page) -> tuple[list[str], list[str]]:
+    """Render every sample, and sanitise every piece of hostile HTML, with the page's own module."""
+    return module_page.evaluate(BROWSER_RENDER, [[sample["text"] for sample in CORPUS], HOSTILE_HTML])
 
 
 def test_corpus_covers_what_replies_contain():
@@ -90,6 +102,14 @@ def test_browser_sanitises_as_the_server(index: int, rendered_in_browser):
     """The page's allow-list leaves of hostile HTML what the server's nh3 leaves."""
     _, sanitised = rendered_in_browser
     assert sanitised[index] == sanitise_html(HOSTILE_HTML[index])
+
+
+def test_every_moment_of_a_streaming_reply_renders_as_the_server(module_page: Page):
+    """Each text a scripted reply passes through, cut at every character, renders in the page as on the server."""
+    reply = scripted_reply([Turn("user", "Walk me through it")], STREAMED_TOKENS)
+    moments = [reply[:length] for length in range(1, len(reply) + 1)]
+    markdown, _ = module_page.evaluate(BROWSER_RENDER, [moments, []])
+    assert [moment for moment, html in zip(moments, markdown, strict=True) if html != render_markdown(moment)] == []
 
 
 # --- A streamed reply, then the same reply reloaded -------------------------------------

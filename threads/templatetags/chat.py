@@ -12,6 +12,7 @@ from markdown_it import MarkdownIt
 
 register = template.Library()
 
+# static/chat/markdown.js applies the same lists in the browser; tests/test_markdown_parity.py holds them equal.
 ALLOWED_TAGS = {
     "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
     "li", "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
