@@ -35,8 +35,12 @@ TOKEN = re.compile(r"\s*\S+")
 ALIGNMENTS = (":--", ":-:", "--:")
 
 
+def _plural(noun: str) -> str:
+    return f"{noun[:-1]}ies" if noun.endswith("y") else f"{noun}s"
+
+
 def _heading(rng: random.Random) -> str:
-    return f"## {rng.choice(ADJECTIVES).capitalize()} {rng.choice(NOUNS)} {rng.choice(NOUNS)}s"
+    return f"## {rng.choice(ADJECTIVES).capitalize()} {rng.choice(NOUNS)} {_plural(rng.choice(NOUNS))}"
 
 
 def _steps(rng: random.Random) -> str:
@@ -59,45 +63,49 @@ def _table(rng: random.Random) -> str:
 
 def _code(rng: random.Random) -> str:
     verb, noun = rng.choice(VERBS), rng.choice(NOUNS)
+    nouns, other_nouns = _plural(noun), _plural(rng.choice(NOUNS))
     snippets = {
-        "python": f"def {verb}_{noun}s({noun}s):\n    return [{noun} for {noun} in {noun}s if {noun}]",
-        "javascript": f'const {noun}s = await {verb}("{rng.choice(NOUNS)}");\nconsole.log({noun}s.length);',
+        "python": f"def {verb}_{nouns}({nouns}):\n    return [{noun} for {noun} in {nouns} if {noun}]",
+        "javascript": f'const {nouns} = await {verb}("{rng.choice(NOUNS)}");\nconsole.log({nouns}.length);',
         "bash": f'chatsite {verb} --{noun} {rng.choice(NOUNS)}\necho "{verb} done"',
-        "sql": f"SELECT {noun}, count(*) FROM {rng.choice(NOUNS)}s\nWHERE {noun} IS NOT NULL GROUP BY {noun};",
+        "sql": f"SELECT {noun}, count(*) FROM {other_nouns}\nWHERE {noun} IS NOT NULL GROUP BY {noun};",
     }
     language = rng.choice(sorted(snippets))
     return f"```{language}\n{snippets[language]}\n```"
 
 
-def _prose_word(rng: random.Random, *, capital: bool) -> str:
-    word = rng.choice(WORDS)
-    if capital:
-        word = word.capitalize()
-    markup = rng.random()
-    if markup < 0.04:
-        return f"**{word}**"
-    if markup < 0.07:
-        return f"*{word}*"
-    if markup < 0.09:
-        return f"`{word}()`"
-    if markup < 0.1:
-        return f"[{word}](https://example.com/{word.lower()})"
-    return word
+# Inline markup, each applied to one word.
+INLINE: tuple[Callable[[str], str], ...] = (
+    lambda word: f"**{word}**",
+    lambda word: f"*{word}*",
+    lambda word: f"`{word.lower()}()`",
+    lambda word: f"[{word}](https://example.com/{word.lower()})",
+)
+INLINE_CHANCE = 0.1
 
 
-def _sentences(rng: random.Random, length: int) -> list[str]:
+def _sentences(rng: random.Random, length: int, *, markup: bool = True) -> list[str]:
     """Return `length` words of sentences, the last one ending the last sentence."""
     words = []
     sentence_start = True
     for index in range(length):
-        word = _prose_word(rng, capital=sentence_start)
+        word = rng.choice(WORDS)
+        if sentence_start:
+            word = word.capitalize()
+        if markup and rng.random() < INLINE_CHANCE:
+            word = rng.choice(INLINE)(word)
         sentence_start = rng.random() < 0.12 or index == length - 1
         words.append(word + ("." if sentence_start else ""))
     return words
 
 
 def _paragraph(rng: random.Random) -> str:
-    return " ".join(_sentences(rng, rng.randint(6, 10)))
+    """Return a few sentences with each kind of inline markup once."""
+    words = _sentences(rng, rng.randint(6, 10), markup=False)
+    for wrap, index in zip(INLINE, rng.sample(range(1, len(words) - 1), len(INLINE)), strict=True):
+        bare = words[index].rstrip(".")
+        words[index] = wrap(bare) + words[index][len(bare) :]
+    return " ".join(words)
 
 
 # The reply's blocks in order, repeated while the length allows.
