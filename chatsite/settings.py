@@ -207,5 +207,13 @@ GENERATION_MAX_ATTEMPTS = env.int("GENERATION_MAX_ATTEMPTS", default=3)
 # failover) before it leaves the reply to a takeover. Shorter than the lease, so that a worker
 # that gets through still holds it.
 GENERATION_WRITE_RETRY_SECONDS = env.float("GENERATION_WRITE_RETRY_SECONDS", default=10.0)
+
+# --- Operations -----------------------------------------------------------------
+
+# GET /metrics is off (404) unless one of these is set; with both, a scrape must pass both.
+# The token is sent as the password of HTTP basic auth; networks are CIDRs such as 10.0.0.0/8.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+
 # `manage.py prunechunks` deletes the chunk rows of messages that ended this many days ago.
 CHUNK_RETENTION_DAYS = env.int("CHUNK_RETENTION_DAYS", default=30)

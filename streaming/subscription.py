@@ -42,7 +42,7 @@ from threads.models import Thread
 from threads.selectors import thread_snapshot
 from threads.tokens import api_token_is_valid
 
-from . import events
+from . import events, metrics
 from .models import Chunk
 from .selectors import chunk_events_after, thread_last_seq, thread_streaming
 
@@ -101,6 +101,7 @@ _open_streams_lock = threading.Lock()  # taken by views in their threads and by 
 def _release_stream(user_id: int) -> None:
     with _open_streams_lock:
         _open_streams[user_id] -= 1
+        metrics.OPEN_STREAMS.dec()
         if not _open_streams[user_id]:
             del _open_streams[user_id]
 
@@ -123,6 +124,7 @@ class StreamSlot:
                     retry_after_s=STREAM_LIMIT_RETRY_AFTER_SECONDS,
                 )
             _open_streams[user_id] += 1
+            metrics.OPEN_STREAMS.inc()
         # Calling a finalizer runs it once; later calls, and the collection of the slot, do nothing.
         self.release = weakref.finalize(self, _release_stream, user_id)
 
