@@ -19,12 +19,15 @@ from uuid import UUID
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from opentelemetry import trace
 
 from . import metrics
 from .broadcast import apublish_many
 from .services import Write, Written, generation_commit
 
 logger = logging.getLogger(__name__)
+# A no-op unless tracing is configured (chatsite/tracing.py).
+tracer = trace.get_tracer(__name__)
 
 acommit = database_sync_to_async(generation_commit)
 
@@ -113,7 +116,8 @@ class Committer:
             ]
             self.requested.clear()
             if due:
-                with metrics.ROUND_SECONDS.time():
+                with metrics.ROUND_SECONDS.time(), tracer.start_as_current_span("chat.round") as span:
+                    span.set_attribute("chat.round.replies", len(due))
                     await self._round(due)
 
     def _until_next_deadline(self) -> float | None:

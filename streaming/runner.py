@@ -6,6 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from opentelemetry import trace
 
 from threads.models import Message
 
@@ -14,6 +15,9 @@ from .committer import Committer, RoundFailed
 from .logs import log_generation
 from .providers import BaseProvider, ProviderError, ReplyEnd
 from .services import Claim, LeaseLost, Write, Written
+
+# A no-op unless tracing is configured (chatsite/tracing.py).
+tracer = trace.get_tracer(__name__)
 
 
 class ReplyRun:
@@ -53,6 +57,13 @@ class ReplyRun:
         self.ended = self.loop.create_future()
 
     async def run(self) -> None:
+        """Write the reply inside its `chat.reply` span, which the provider's own spans nest in."""
+        attributes = {"chat.generation.id": str(self.generation_id), "chat.thread.id": str(self.claim.thread_id),
+                      "chat.generation.attempt": self.claim.attempt}
+        with tracer.start_as_current_span("chat.reply", attributes=attributes):
+            await self._run()
+
+    async def _run(self) -> None:
         log_generation("generation.start", self.claim, resumed_chars=len(self.claim.request.partial))
         self.committer.add(self)
         try:
