@@ -55,6 +55,15 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # Outside debug the site is served over HTTPS (behind a proxy that sets X-Forwarded-Proto).
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+# Production defaults that `manage.py check --deploy` asks for; a site whose subdomains are not
+# all HTTPS, or that will not join the browsers' preload list, turns these off.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=not DEBUG)
+# Plain-HTTP requests are redirected to HTTPS; behind a TLS-terminating proxy this needs
+# DJANGO_BEHIND_PROXY, or every request would look plain. Probes and scrapers speak plain
+# HTTP inside the network, so their paths are exempt.
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("DJANGO_BEHIND_PROXY", default=False) else None
 
 ROOT_URLCONF = "chatsite.urls"
@@ -139,7 +148,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# WhiteNoise serves the files where they live, so there is no collectstatic step and no STATIC_ROOT.
+# `collectstatic` (the Procfile's release step) writes hashed, compressed copies here (chatsite/staticfiles.py).
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "chatsite.staticfiles.StaticFilesStorage"},
+}
+# Files not collected keep their plain names and are served from the source folders.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
