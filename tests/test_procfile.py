@@ -96,7 +96,7 @@ def test_a_fresh_clone_builds_and_serves_hashed_static_files(clone, production_e
     log = tmp_path / "web.log"
     with log.open("w") as output:
         web = subprocess.Popen(
-            ["sh", "-c", f"exec {commands['web']}"], cwd=clone, env=production_environment | {"PORT": str(port)},
+            ["sh", "-c", commands["web"]], cwd=clone, env=production_environment | {"PORT": str(port)},
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
@@ -115,28 +115,35 @@ def test_a_fresh_clone_builds_and_serves_hashed_static_files(clone, production_e
         assert stylesheet, "the page names the hashed stylesheet"
         assert_immutable_and_compressed(base + stylesheet.group(1))
 
-        # The thread page's module, by the name the manifest gives it, and every module it imports.
+        # The thread page's module, by the name the manifest gives it, and every module it imports, transitively.
         manifest = (clone / "staticfiles" / "staticfiles.json").read_text()
-        module = re.search(r'"chat/thread\.js": "(chat/thread\.[0-9a-f]{12}\.js)"', manifest).group(1)
-        status, _, source = fetch(f"{base}/static/{module}")
-        assert status == 200
-        imports = MODULE_IMPORT.findall(source.decode())
-        assert len(imports) >= 3 and all(re.fullmatch(r"\./\w+\.[0-9a-f]{12}\.js", name) for name in imports)
-        for name in imports:
-            assert_immutable_and_compressed(f"{base}/static/chat/{name[2:]}")
+        pending = [re.search(r'"chat/thread\.js": "chat/(thread\.[0-9a-f]{12}\.js)"', manifest).group(1)]
+        loaded: set[str] = set()
+        while pending:
+            name = pending.pop()
+            loaded.add(name)
+            source = assert_immutable_and_compressed(f"{base}/static/chat/{name}")
+            for imported in MODULE_IMPORT.findall(source.decode()):
+                assert re.fullmatch(r"\./\w+\.[0-9a-f]{12}\.js", imported), f"{name} imports {imported}"
+                if imported[2:] not in loaded:
+                    pending.append(imported[2:])
+        assert len(loaded) >= 6  # thread.js, its five imports, and markdown.js through messages.js
 
         # The metrics of every process on the host, in multi-process mode.
         status, _, metrics = fetch(f"{base}/metrics", Authorization="Basic YnVpbGQ6YnVpbGQtdGVzdC10b2tlbg==")
         assert status == 200 and b"chatsite_open_streams" in metrics
     finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        web.wait(30)
+        if web.poll() is None:
+            os.killpg(web.pid, signal.SIGTERM)
+            web.wait(30)
 
 
-def assert_immutable_and_compressed(url: str) -> None:
+def assert_immutable_and_compressed(url: str) -> bytes:
+    """Check that `url` is served for good and gzipped on request; return its content."""
     status, headers, plain = fetch(url)
     assert status == 200, url
     assert headers["Cache-Control"] == IMMUTABLE, url
     status, headers, compressed = fetch(url, **{"Accept-Encoding": "gzip"})
     assert status == 200 and headers.get("Content-Encoding") == "gzip", url
     assert gzip.decompress(compressed) == plain
+    return plain
