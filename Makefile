@@ -11,7 +11,7 @@ SERVICES_REDIS_URL ?= redis://127.0.0.1:6379/0
 PIP_INSTALL := $(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes
 LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 --custom-compile-command "make lock"
 
-.PHONY: run test test-embedded test-services lock
+.PHONY: run test test-embedded test-services check-deploy lock
 
 # What the web and worker processes need: the runtime lock only.
 $(VENV)/installed: requirements.txt
@@ -32,6 +32,12 @@ run: $(VENV)/installed
 	DJANGO_DEBUG=on $(PY) manage.py runserver 127.0.0.1:$(PORT)
 
 test: test-embedded test-services
+
+# Django's deployment checks on production settings (debug off, a real key, a host name), warnings failing.
+check-deploy: $(VENV)/installed
+	DJANGO_DEBUG=off DJANGO_ALLOWED_HOSTS=chat.example.com \
+	DJANGO_SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))') \
+	  $(PY) manage.py check --deploy --fail-level WARNING
 
 # The embedded default: SQLite and the in-memory channel layer.
 test-embedded: $(VENV)/installed-dev
