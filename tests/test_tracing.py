@@ -14,7 +14,6 @@ from chatsite.tracing import tracing_exporter
 from .anthropic_mock import MockResponse, mock_api  # noqa: F401
 
 
-
 class RecordingProcessor(SimpleSpanProcessor):
     """Keep spans only while a test records: the provider stays installed for the rest of the run."""
 

@@ -17,6 +17,7 @@ from streaming.worker import StreamWorker
 from threads.models import Message
 from threads.services import message_post, thread_create
 
+from .chaos_cluster import async_wait_until
 from .live_server import REPO, wait_until_answering
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -31,15 +32,6 @@ def database_url_of_tests() -> str:
     db = connection.settings_dict
     credentials = quote(db["USER"] or "") + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
     return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-async def poll(condition, timeout: float, what: str):
-    """Await `condition()` until it is truthy and return it; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (result := await condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        await asyncio.sleep(0.05)
-    return result
 
 
 @pytest.fixture
@@ -84,7 +76,7 @@ async def test_sigterm_hands_the_inline_workers_replies_over(web_process, make_u
         text = Chunk.objects.filter(message_id=posted.reply.id, kind=Chunk.Kind.DELTA)
         return row.status == Generation.Status.RUNNING and f":{process.pid}:" in row.worker and await text.aexists()
 
-    await poll(streaming_in_the_web_process, 20, "the web process's inline worker to stream the reply")
+    await async_wait_until(streaming_in_the_web_process, 20, "the web process's inline worker to stream the reply")
     process.send_signal(signal.SIGTERM)
     stopped_at = time.monotonic()
     exit_code = await asyncio.to_thread(process.wait, STOP_TIMEOUT_SECONDS)
@@ -101,7 +93,7 @@ async def test_sigterm_hands_the_inline_workers_replies_over(web_process, make_u
             reply = await Message.objects.aget(pk=posted.reply.id)
             return reply if reply.status != Message.Status.STREAMING else None
 
-        reply = await poll(ended, 60, "the other worker to finish the reply")
+        reply = await async_wait_until(ended, 60, "the other worker to finish the reply")
     finally:
         worker.stop()
         await asyncio.wait_for(running, 10)
