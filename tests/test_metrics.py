@@ -1,7 +1,10 @@
 """GET /metrics: off unless configured, let in by token or network, and counting what happens."""
 import asyncio
 import base64
+import json
+import re
 import uuid
+from pathlib import Path
 
 import pytest
 from channels.db import database_sync_to_async
@@ -155,3 +158,18 @@ async def test_takeovers_are_counted(thread, user, client):
         worker.stop()
         await asyncio.wait_for(running, RECEIVE_TIMEOUT_S)
     assert sample("chatsite_generation_takeovers_total") == before + 1
+
+
+def test_the_example_dashboard_names_only_metrics_that_exist(client, settings):
+    """Every metric docs/grafana-dashboard.json queries is one /metrics serves."""
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    queried = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"chatsite_\w+", target["expr"])
+    }
+    settings.METRICS_TOKEN, settings.METRICS_ALLOWED_NETWORKS = TOKEN, []
+    response = client.get("/metrics", HTTP_AUTHORIZATION=basic_auth(TOKEN))
+    families = {family.name for family in text_string_to_metric_families(response.content.decode())}
+    assert len(queried) >= 10 and queried <= families, queried - families
