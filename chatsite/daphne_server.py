@@ -148,7 +148,7 @@ class BoundedServer(Server):
         from streaming.inline import stop_inline_worker
 
         handover = defer.Deferred.fromFuture(asyncio.ensure_future(stop_inline_worker()))
-        handover.addErrback(lambda failure: logger.error("handing the inline worker's replies over failed: %s", failure))
+        handover.addErrback(lambda failure: logger.error("inline worker handover failed: %s", failure))
         return defer.gatherResults([handover, super().kill_all_applications()])
 
 

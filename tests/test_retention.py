@@ -184,7 +184,8 @@ def test_command_reports_each_batch_on_stderr(thread):
     lines = err.getvalue().splitlines()
     assert len(lines) == (rows + 1) // 2
     assert lines[0].startswith("batch 1: deleted 2 rows; ") and f" of {events} events (" in lines[0]
-    assert lines[-1] == f"batch {len(lines)}: deleted {2 if rows % 2 == 0 else 1} rows; {events} of {events} events (100%)"
+    last_rows = 2 if rows % 2 == 0 else 1
+    assert lines[-1] == f"batch {len(lines)}: deleted {last_rows} rows; {events} of {events} events (100%)"
     assert out.getvalue().startswith(f"Deleted {events} chunks of 6 messages in 1 threads")
 
 
