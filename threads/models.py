@@ -12,9 +12,15 @@ class Thread(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # Allocation counter for the chunk log: the seq of the newest committed chunk.
     last_seq = models.PositiveBigIntegerField(default=0)
+    # Set while the owner keeps the thread out of their list; it stays readable and writable.
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["owner", "-updated_at"], name="thread_owner_recent")]
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
 
     def __str__(self) -> str:
         return self.title or f"Thread {self.id}"
