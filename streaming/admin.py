@@ -140,7 +140,7 @@ class GenerationAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         "worker",
         "lease_expires_at",
         "attempts",
-        "cancel_requested",
+        "cancel_asked",
         "created_at",
     ]
     list_filter = [LeaseFilter, "status", "cancel_requested", "created_at"]
@@ -154,13 +154,21 @@ class GenerationAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         stuck = Q(status=Generation.Status.RUNNING, lease_expires_at__lt=Now())
         return super().get_queryset(request).annotate(stuck=ExpressionWrapper(stuck, output_field=BooleanField()))
 
-    @admin.display(description="stuck", boolean=True, ordering="stuck")
-    def stuck(self, generation: Generation) -> bool:
-        return generation.stuck
+    @admin.display(description="stuck", ordering="stuck", empty_value="")
+    def stuck(self, generation: Generation) -> str | None:
+        """Flag a running generation whose lease expired; say nothing of the healthy ones."""
+        if not generation.stuck:
+            return None
+        return format_html('<strong style="color: var(--error-fg)">⚠ {}</strong>', "lease expired")
 
     @admin.display(description="message")
     def message_link(self, generation: Generation) -> str:
         return admin_link(Message, generation.message_id, generation.message_id)
+
+    @admin.display(description="cancel", ordering="cancel_requested", empty_value="")
+    def cancel_asked(self, generation: Generation) -> str | None:
+        """Say "asked" once a stop was asked for; a red cross on every other row would read as an error."""
+        return "asked" if generation.cancel_requested else None
 
     @admin.action(description="Cancel the selected generations", permissions=["operate"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Generation]) -> None:
