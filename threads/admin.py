@@ -22,7 +22,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from streaming.admin import ReadOnlyAdmin, ReadOnlyPermissions, UUIDSearchMixin, excerpt
+from streaming.admin import ReadOnlyAdmin, ReadOnlyPermissions, UUIDSearchMixin, compact_time, excerpt
 from streaming.selectors import reply_check, timeline_page
 from streaming.models import Chunk
 from streaming.retention import thread_chunks_purge
@@ -53,7 +53,7 @@ def seconds(duration: timedelta | None) -> str:
 
 
 PREVIEW_CHARS = 60
-THREAD_TITLE_CHARS = 40
+THREAD_TITLE_CHARS = 32
 
 
 class ReplyStreamingFilter(admin.SimpleListFilter):
@@ -145,7 +145,7 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         "tokens_per_second",
         "event_count",
         "error_code",
-        "created_at",
+        "created",
         "timeline_link",
     ]
     list_display_links = ["preview"]
@@ -228,6 +228,10 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
     @admin.display(description="thread", ordering="thread__title")
     def thread_title(self, message: Message) -> str:
         return Truncator(str(message.thread)).chars(THREAD_TITLE_CHARS)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, message: Message) -> str | None:
+        return compact_time(message.created_at)
 
     @admin.display(description="tokens in → out", ordering="tokens_out")
     def tokens(self, message: Message) -> str:

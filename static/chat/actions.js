@@ -43,7 +43,7 @@ export function setUpThreadActions(root, { archived, deleted }) {
     event.preventDefault();
     target = link;
     link.closest("details")?.removeAttribute("open");
-    dialog.querySelector("[data-delete-title]").textContent = link.dataset.title || "New chat";
+    dialog.querySelector("[data-delete-title]").textContent = link.dataset.title || "Untitled";
     error.hidden = true;
     dialog.returnValue = ""; // Esc closes without setting it: a stale "delete" must not count
     dialog.showModal();

@@ -115,7 +115,7 @@ export function setUpSidebar(app) {
     /** Show a thread's new title. */
     renamed(id, title) {
       const element = list.querySelector(`[data-sidebar-thread="${CSS.escape(id)}"] [data-title]`);
-      if (element) element.textContent = title || "New chat";
+      if (element) element.textContent = title || "Untitled";
     },
   };
 }

@@ -25,7 +25,7 @@ function item(thread) {
       target.setAttribute(name, target.getAttribute(name).replace("THREAD_ID", thread.id));
     }
   }
-  const title = thread.title || "New chat";
+  const title = thread.title || "Untitled";
   element.dataset.threadId = thread.id;
   element.querySelector("a").href = thread.url;
   element.querySelector("[data-title]").textContent = title;
