@@ -11,6 +11,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from .live_server import PASSWORD, LiveServer, chat_server  # noqa: F401 - fixture
 from .test_browser import (  # noqa: F401 - browser, sessions and open_context are fixtures
+    CREATE_LONG_THREAD,
     DESKTOP,
     PHONE,
     REPLY_TIMEOUT_MS,
@@ -246,6 +247,12 @@ def test_copy_puts_the_markdown_on_the_clipboard(open_context, browser, chat_ser
         question.hover()
         question.get_by_role("button", name="Copy").click()
         assert page.evaluate("navigator.clipboard.readText()") == "Copy **this** message"
+        page.goto("/account/tokens/")
+        page.get_by_label("Name").fill("copied")
+        page.get_by_role("button", name="Create token").click()
+        page.locator("[data-new-token]").get_by_role("button", name="Copy").click()
+        expect(page.locator("[data-new-token]").get_by_role("button", name="Copied")).to_be_visible()
+        assert page.evaluate("navigator.clipboard.readText()") == page.locator("[data-token-secret]").inner_text()
     finally:
         context.close()
 
@@ -318,22 +325,10 @@ def test_busy_notice_names_this_tabs_reply_and_covers_no_text(open_context):
     expect(notice).to_be_hidden()
 
 
-LONG_THREAD = """
-from django.contrib.auth.models import User
-from threads.services import generation_cancel, message_post, thread_create
-
-thread = thread_create(owner=User.objects.get(username="alice"), title="Scroll me")
-for index in range(12):
-    message_post(thread=thread, content=f"Question {index}\\n\\nwith a second paragraph", client_id=None)
-    generation_cancel(thread=thread)
-print(thread.id)
-"""
-
-
 def test_jump_to_latest_appears_when_scrolled_up_mid_reply(open_context, chat_server):
     """Scrolled up while a reply streams, the reader gets "Jump to latest", which takes them to the newest text."""
     page = open_context(viewport={"width": 1280, "height": 600}).new_page()
-    page.goto(f"/threads/{chat_server.shell(LONG_THREAD)}/")
+    page.goto(f"/threads/{chat_server.shell(CREATE_LONG_THREAD)}/")
     expect_connected(page)
     jump = page.get_by_role("button", name="Jump to latest")
     expect(jump).to_be_hidden()

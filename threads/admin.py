@@ -131,14 +131,14 @@ class ThreadAdmin(UUIDSearchMixin, ReadOnlyAdmin):
 
 @admin.register(Message)
 class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
-    # Narrow enough for a 1920 px screen: the thread's title is cut short, tokens share a column.
+    # Narrow enough for a 1920 px screen: the thread's title is cut short, tokens share a column, the
+    # stop reason is a filter.
     list_display = [
         "preview",
         "thread_title",
         "role",
         "status",
         "model",
-        "stop_reason",
         "tokens",
         "time_to_first_token",
         "duration",
@@ -149,7 +149,7 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         "timeline_link",
     ]
     list_display_links = ["preview"]
-    list_filter = ["status", "role", "model", "created_at"]
+    list_filter = ["status", "role", "model", "stop_reason", "created_at"]
     list_select_related = ["thread"]
     search_fields = ["content"]
     id_search_fields = ("pk", "thread_id")

@@ -18,16 +18,16 @@ export function setUpSidebar(app) {
   let searchTimer = null;
   let searched = "";
 
-  const isOpen = () => (NARROW.matches ? app.dataset.sidebar === "open" : app.dataset.sidebar !== "collapsed");
+  const isOpen = () => (NARROW.matches ? app.dataset.sidebarState === "open" : app.dataset.sidebarState !== "collapsed");
 
   function show(open, { focus = false } = {}) {
     if (NARROW.matches) {
-      app.dataset.sidebar = open ? "open" : "closed";
+      app.dataset.sidebarState = open ? "open" : "closed";
       backdrop.hidden = !open;
       // Closed, the drawer is off screen: keep its links out of the tab order and away from screen readers.
       sidebar.inert = !open;
     } else {
-      app.dataset.sidebar = open ? "expanded" : "collapsed";
+      app.dataset.sidebarState = open ? "expanded" : "collapsed";
       sidebar.inert = !open;
       localStorage.setItem(COLLAPSED_KEY, open ? "" : "1");
     }

@@ -319,6 +319,8 @@ textarea.addEventListener("keydown", (event) => {
   }
 });
 document.addEventListener("keydown", (event) => {
+  // Esc in a dialog, the sidebar's search or a menu closes or clears that; it does not stop the reply.
+  if (event.target.closest?.("dialog, [data-sidebar], [data-menu]")) return;
   if (event.key === "Escape" && view.streaming()) {
     event.preventDefault();
     stop();
