@@ -220,6 +220,7 @@ def test_threads_group_by_date():
         ("```python\nprint('hi')\n```", "print('hi')"),
         ("Plain words\nsecond line", "Plain words"),
         ("***", "***"),
+        ("<b>raw</b> HTML stays text", "<b>raw</b> HTML stays text"),
     ],
 )
 def test_title_from_markdown(content, title):

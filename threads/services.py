@@ -99,7 +99,8 @@ def _first_line_of_text(content: str) -> str:
 
 @functools.cache
 def _title_parser() -> MarkdownIt:
-    return MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    # As messages render: raw HTML is text a reader sees, so it stays in the title (as text).
+    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 
 
 def validate_content(content: object) -> str:
