@@ -306,6 +306,8 @@ def test_busy_notice_names_this_tabs_reply_and_covers_no_text(open_context):
     expect_connected(other)
     send(page, "Write a reply long enough to fill the screen, please")
     wait_mid_reply(page)
+    current_dot = sidebar(page).locator("[aria-current=page] [data-replying]")
+    expect(current_dot).to_be_visible()
     send(page, "Another one")
     notice = page.locator("[data-notice]")
     expect(notice).to_have_text(BUSY_OWN)
@@ -323,6 +325,7 @@ def test_busy_notice_names_this_tabs_reply_and_covers_no_text(open_context):
     expect(other.locator("[data-notice]")).to_contain_text("another tab or on another device")
     expect_reply_status(page, "complete")
     expect(notice).to_be_hidden()
+    expect(current_dot).to_be_hidden()
 
 
 def test_jump_to_latest_appears_when_scrolled_up_mid_reply(open_context, chat_server):

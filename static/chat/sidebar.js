@@ -5,6 +5,8 @@ import { getJSON } from "./http.js";
 
 const NARROW = window.matchMedia("(max-width: 900px)");
 const SEARCH_DELAY_MS = 200;
+// The sidebar is a side view: its titles and "replying" dots are refreshed at this pace while visible.
+const REFRESH_MS = 10_000;
 const COLLAPSED_KEY = "chatsite.sidebar.collapsed";
 const SCROLL_KEY = "chatsite.sidebar.scroll";
 
@@ -59,6 +61,21 @@ export function setUpSidebar(app) {
     }
   }
 
+  /** Bring titles and "replying" dots up to date, from the list page's own activity poll. */
+  async function refresh() {
+    if (document.visibilityState !== "visible") return;
+    try {
+      for (const thread of (await getJSON(list.dataset.activityUrl)).threads) {
+        const item = list.querySelector(`[data-sidebar-thread="${CSS.escape(thread.id)}"]`);
+        if (!item) continue;
+        item.querySelector("[data-title]").textContent = thread.title || "Untitled";
+        item.querySelector("[data-replying]").hidden = !thread.replying;
+      }
+    } catch {
+      // A missed refresh is harmless: the next one, or the next page, catches up.
+    }
+  }
+
   toggle.addEventListener("click", () => show(!isOpen(), { focus: NARROW.matches }));
   sidebar.querySelector("[data-sidebar-close]").addEventListener("click", () => show(false, { focus: true }));
   backdrop.addEventListener("click", () => show(false, { focus: true }));
@@ -87,7 +104,8 @@ export function setUpSidebar(app) {
   list.scrollTop = Number(sessionStorage.getItem(SCROLL_KEY) ?? 0);
   window.addEventListener("pagehide", () => sessionStorage.setItem(SCROLL_KEY, String(list.scrollTop)));
   layOut();
-  app.dataset.ready = "";
+  setInterval(refresh, REFRESH_MS);
+  document.addEventListener("visibilitychange", refresh);
 
   return {
     /** Show the thread just saved (a new chat's first message) at the top of the list, as the current one. */
@@ -107,10 +125,18 @@ export function setUpSidebar(app) {
       link.setAttribute("aria-current", "page");
       const title = Object.assign(document.createElement("span"), { className: "sidebar__title" });
       title.dataset.title = "";
-      link.append(title);
+      const replying = Object.assign(document.createElement("span"), { className: "sidebar__replying", hidden: true });
+      replying.dataset.replying = "";
+      replying.innerHTML = '<span class="replying__dot" aria-hidden="true"></span><span class="visually-hidden">replying…</span>';
+      link.append(title, replying);
       item.append(link);
       today.querySelector("ul").prepend(item);
       this.renamed(thread.id, thread.title);
+    },
+    /** Show or hide a thread's "replying" dot (the open thread's, told by its own socket). */
+    replying(id, on) {
+      const element = list.querySelector(`[data-sidebar-thread="${CSS.escape(id)}"] [data-replying]`);
+      if (element) element.hidden = !on;
     },
     /** Show a thread's new title. */
     renamed(id, title) {

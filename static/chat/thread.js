@@ -73,6 +73,7 @@ function onFrame(frame) {
     sendPending(); // a send the last socket may have lost; its client_id makes it safe to repeat
   } else if (frame.type === "reset") {
     view.reset(frame.messages);
+    sidebar.replying(root.dataset.threadId, Boolean(view.streaming()));
     root.querySelector("[data-earlier-wrap]")?.remove(); // a reset snapshot holds the whole thread
     advance(frame.seq);
     if (pending && frame.messages.some((message) => message.client_id === pending.client_id)) {
@@ -98,6 +99,7 @@ function onLogEvent(event) {
   }
   apply(event);
   advance(event.seq);
+  if (event.type === "start" || event.type === "end") sidebar.replying(root.dataset.threadId, Boolean(view.streaming()));
 }
 
 function apply(event) {
