@@ -10,6 +10,7 @@
 
 import { setUpThreadActions } from "./actions.js";
 import { ComposerLimit } from "./composer.js";
+import { keepFollowing } from "./follow.js";
 import { getJSON, postFields, postForm, postJSON } from "./http.js";
 import { MessageList } from "./messages.js";
 import { setUpSidebar } from "./sidebar.js";
@@ -287,26 +288,7 @@ async function loadEarlier(button) {
   }
 }
 
-// "Jump to latest" shows while new text arrives below a reader who scrolled up.
-view.onUnseen = () => {
-  jump.hidden = false;
-};
-jump.addEventListener("click", () => {
-  jump.hidden = true;
-  view.scrollToEnd();
-  textarea.focus({ preventScroll: true });
-});
-let followingEnd = true; // whether the reader was at the bottom before the last layout change
-window.addEventListener(
-  "scroll",
-  () => {
-    followingEnd = view.pinned();
-    if (followingEnd) jump.hidden = true;
-  },
-  { passive: true },
-);
-// The dock grows with a notice, a counter or a longer message: keep the newest line above it.
-new ResizeObserver(() => followingEnd && view.scrollToEnd()).observe(root.querySelector("[data-dock]"));
+keepFollowing(view, root.querySelector("[data-dock]"), jump, textarea);
 
 composer.addEventListener("submit", (event) => {
   event.preventDefault();
