@@ -365,7 +365,8 @@ def test_generation_list_flags_only_stuck_generations(admin_client, thread, make
     stuck = reply_running(thread)
     Generation.objects.filter(pk=stuck.pk).update(lease_expires_at=stuck.lease_expires_at - timedelta(hours=1))
     page = admin_client.get(changelist_url("streaming_generation")).content.decode()
-    cells = dict(re.findall(r'<a href="[^"]*/generation/([0-9a-f-]{36})/change/[^>]*>.*?<td class="field-stuck">(.*?)</td>', page, re.S))
+    row = r'<a href="[^"]*/generation/([0-9a-f-]{36})/change/[^>]*>.*?<td class="field-stuck">(.*?)</td>'
+    cells = dict(re.findall(row, page, re.S))
     assert cells[str(stuck.pk)].count("lease expired") == 1
     assert cells[str(healthy.pk)].strip() == ""
     assert "icon-no" not in page, "no red cross on a healthy generation, under any column"

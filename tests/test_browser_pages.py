@@ -4,6 +4,7 @@ New chats saved on their first message, the sidebar (switching, search, dates, t
 drawer), archive and delete, copy and timestamps, the composer's limit, the busy notice,
 "Jump to latest", the list's live markers, and screenshots of each page for looking at.
 """
+
 import re
 
 import pytest
@@ -78,7 +79,7 @@ def open_new_chat(context: BrowserContext) -> Page:
 
 
 def test_new_chat_is_saved_with_its_first_message_under_a_clean_title(open_context):
-    """New chat saves nothing; the first message saves the thread, titled from its Markdown, and the page follows it in place."""
+    """New chat saves nothing; the first message saves the thread, titled from its Markdown; the page follows it."""
     context = open_context("bob")
     before = listed_titles(context)
     page = open_new_chat(context)
@@ -156,7 +157,7 @@ def test_archive_and_unarchive(open_context):
 
 
 def test_sidebar_groups_switches_and_searches(open_context, chat_server):
-    """The sidebar groups threads by date, switches threads in place of the list, and searches titles and message text."""
+    """The sidebar groups threads by date, switches between them, and searches titles and message text."""
     make_threads(
         chat_server,
         "bob",
@@ -209,7 +210,7 @@ def test_sidebar_collapses_and_stays_collapsed(open_context):
 
 
 def test_phone_drawer(open_context):
-    """At 390 px the sidebar is a drawer: closed by default, opened by its button, closed by Esc without stopping a reply."""
+    """At 390 px the sidebar is a drawer: closed at first, opened by its button, closed by Esc (the reply goes on)."""
     page = new_thread(open_context(viewport=PHONE))
     expect(sidebar(page)).to_be_hidden()
     send(page, "Keep writing while I look at my other chats")
@@ -232,7 +233,9 @@ def test_phone_drawer(open_context):
 def test_copy_puts_the_markdown_on_the_clipboard(open_context, browser, chat_server, sessions):
     """Copy on a reply and on a message puts its Markdown source on the clipboard."""
     context = browser.new_context(
-        base_url=chat_server.url, storage_state=sessions["alice"], viewport=DESKTOP,
+        base_url=chat_server.url,
+        storage_state=sessions["alice"],
+        viewport=DESKTOP,
         permissions=["clipboard-read", "clipboard-write"],
     )
     try:
@@ -298,7 +301,7 @@ def test_too_long_message_shows_the_limit_and_sends_nothing(open_context):
 
 
 def test_busy_notice_names_this_tabs_reply_and_covers_no_text(open_context):
-    """Enter during this tab's reply says to wait or stop it, sits below the text, and another tab is told it is elsewhere."""
+    """Enter during this tab's reply says to wait or stop it, below the text; another tab is told it is elsewhere."""
     context = open_context(viewport={"width": 1280, "height": 600})
     page = new_thread(context)
     other = context.new_page()
@@ -337,16 +340,15 @@ def test_jump_to_latest_appears_when_scrolled_up_mid_reply(open_context, chat_se
     expect(jump).to_be_hidden()
     send(page, "Stream while I read the top")
     page.wait_for_function(
-        "() => document.querySelector('[data-role=assistant][data-status=streaming]') !== null", timeout=REPLY_TIMEOUT_MS
+        "() => document.querySelector('[data-role=assistant][data-status=streaming]') !== null",
+        timeout=REPLY_TIMEOUT_MS,
     )
     page.evaluate("window.scrollTo(0, 0)")
     expect(jump).to_be_visible(timeout=REPLY_TIMEOUT_MS)
     screenshot(page, "pages-jump-to-latest")
     jump.click()
     expect(jump).to_be_hidden()
-    assert page.evaluate(
-        "document.documentElement.scrollHeight - (scrollY + innerHeight)"
-    ) < 100, "at the bottom"
+    assert page.evaluate("document.documentElement.scrollHeight - (scrollY + innerHeight)") < 100, "at the bottom"
 
 
 def test_list_marks_a_reply_started_on_another_device(open_context):

@@ -1,4 +1,5 @@
 """The chat pages' own endpoints: new chats saved on their first message, archive, delete, sidebar and search."""
+
 import re
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -31,13 +32,17 @@ def alice_client(client, user):
 
 
 def test_start_saves_the_thread_with_its_first_message(alice_client, user):
-    """Posting the first message of a draft saves the thread under its id, titled, with the message and a queued reply."""
+    """The first message of a draft saves the thread under its id, titled, with the message and a queued reply."""
     thread_id, client_id = uuid.uuid4(), uuid.uuid4()
     response = start(alice_client, thread_id, "# Trip *plans*\nfor May", client_id, **JSON)
     assert response.status_code == 202
     body = response.json()
     thread = Thread.objects.get(pk=thread_id, owner=user)
-    assert body["thread"] == {"id": str(thread_id), "title": "Trip plans", "url": reverse("thread-detail", args=[thread_id])}
+    assert body["thread"] == {
+        "id": str(thread_id),
+        "title": "Trip plans",
+        "url": reverse("thread-detail", args=[thread_id]),
+    }
     assert body["message"]["client_id"] == str(client_id) and body["reply"]["status"] == "streaming"
     assert [message.role for message in thread.messages.all()] == ["user", "assistant"]
 
@@ -87,7 +92,9 @@ def test_start_on_another_persons_thread_is_not_found(alice_client, make_user):
 def test_opening_new_chat_twice_saves_nothing(alice_client, user):
     """Each New chat is a draft with its own id, and none is saved until a message is sent."""
     ids = {
-        re.search(r'class="thread" data-thread-id="([^"]+)"', alice_client.get(reverse("thread-new")).content.decode())[1]
+        re.search(r'class="thread" data-thread-id="([^"]+)"', alice_client.get(reverse("thread-new")).content.decode())[
+            1
+        ]
         for _ in range(2)
     }
     assert len(ids) == 2 and not user.threads.exists()
@@ -189,10 +196,13 @@ def test_search_finds_titles_and_message_text(alice_client, user):
 
 
 def test_threads_group_by_date():
-    """Threads group as Today, Yesterday, Previous 7 days, Previous 30 days, then by month (with the year if not this one)."""
+    """Threads group as Today, Yesterday, Previous 7 days, Previous 30 days, then month (and year, if not this one)."""
     today = date(2026, 12, 3)
     ages = [0, 1, 2, 7, 8, 30, 31, 40, 400]
-    threads = [Thread(title=f"{age} days", updated_at=datetime(2026, 12, 3, 12, tzinfo=timezone.utc) - timedelta(days=age)) for age in ages]
+    threads = [
+        Thread(title=f"{age} days", updated_at=datetime(2026, 12, 3, 12, tzinfo=timezone.utc) - timedelta(days=age))
+        for age in ages
+    ]
     groups = thread_groups_by_date(threads=threads, today=today)
     assert [(group.label, [t.title for t in group.threads]) for group in groups] == [
         ("Today", ["0 days"]),
@@ -235,7 +245,7 @@ def test_long_title_is_cut_with_an_ellipsis():
 
 
 def test_messages_carry_copy_source_and_timestamps(alice_client, user, thread):
-    """Each message carries its Markdown (what Copy copies), a Copy button and its time, relative with the exact one as title."""
+    """Each message carries its Markdown (what Copy copies), a Copy button, and its time with the exact one as title."""
     message_post(thread=thread, content="Some **bold** words", client_id=None)
     generation_cancel(thread=thread)
     page = alice_client.get(reverse("thread-detail", args=[thread.id])).content.decode()
@@ -249,7 +259,7 @@ def test_messages_carry_copy_source_and_timestamps(alice_client, user, thread):
 
 
 def test_composer_shows_the_limit_instead_of_cutting(alice_client, thread):
-    """The composer has no maxlength (which would cut a paste silently); it carries the limit and the server's refusal."""
+    """The composer has no maxlength (which cuts a paste silently); it carries the limit and the server's refusal."""
     page = alice_client.get(reverse("thread-detail", args=[thread.id])).content.decode()
     textarea = re.search(r"<textarea[^>]*>", page)[0]
     assert "maxlength" not in textarea
