@@ -195,6 +195,13 @@ def test_search_finds_titles_and_message_text(alice_client, user):
     assert "No chats match “zanzibar”" in nothing
 
 
+@pytest.mark.parametrize("name", ["thread-list", "thread-sidebar", "thread-activity"])
+def test_search_for_a_nul_is_answered(alice_client, user, name):
+    """A search holding NUL (which no database text can hold) is answered, not a server error."""
+    thread_create(owner=user, title="Lisbon")
+    assert alice_client.get(reverse(name), {"q": "Lis\x00bon"}).status_code == 200
+
+
 def test_threads_group_by_date():
     """Threads group as Today, Yesterday, Previous 7 days, Previous 30 days, then month (and year, if not this one)."""
     today = date(2026, 12, 3)

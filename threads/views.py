@@ -1,8 +1,8 @@
 """Server-rendered pages: accounts, the thread list and the thread itself.
 
-Renaming and retrying are plain form posts that redirect back, so they work
-without JavaScript; the page script posts the same forms with
-`Accept: application/json` and gets JSON instead of a redirect.
+Starting, renaming, retrying, archiving and deleting are plain form posts that
+redirect back, so they work without JavaScript; the page script posts the same
+forms with `Accept: application/json` and gets JSON instead of a redirect.
 """
 import uuid
 
@@ -24,8 +24,8 @@ from streaming.events import message_payload
 from .api import api_view, error_response
 from .errors import ChatError, NotFound
 from .forms import ThreadTitleForm
-from .management.commands.demouser import DEMO_PASSWORD, DEMO_USERNAME
 from .inputs import parse_client_id
+from .management.commands.demouser import DEMO_PASSWORD, DEMO_USERNAME
 from .models import Message, Thread
 from .selectors import (
     message_get_in_thread,
@@ -49,6 +49,7 @@ from .services import (
 THREAD_PAGE_MESSAGES = 50
 THREAD_LIST_SIZE = 100
 SIDEBAR_SIZE = 200
+SEARCH_MAX_CHARS = 200
 # Stands for the message id in the URLs of the message <template>; the page script swaps it in.
 MESSAGE_ID_PLACEHOLDER = "MESSAGE_ID"
 
@@ -64,6 +65,11 @@ def owned_thread(request: HttpRequest, thread_id: str) -> Thread:
         return thread_get_for_user(user=request.user, thread_id=thread_id)
     except NotFound:
         raise Http404("No such thread.") from None
+
+
+def search_query(request: HttpRequest) -> str:
+    """Return the `?q=` searched for, trimmed; NUL, which no database text can hold, is dropped."""
+    return request.GET.get("q", "").replace("\x00", "").strip()[:SEARCH_MAX_CHARS]
 
 
 def safe_next(request: HttpRequest) -> str:
@@ -111,7 +117,7 @@ def sign_up(request: HttpRequest) -> HttpResponse:
 @require_GET
 def thread_list(request: HttpRequest) -> HttpResponse:
     """List the person's threads, newest activity first; `?q=` searches titles and message text."""
-    query = request.GET.get("q", "").strip()
+    query = search_query(request)
     threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE, query=query)
     return render(request, "threads/thread_list.html", {"threads": threads, "query": query, "archived": False})
 
@@ -127,7 +133,7 @@ def thread_archived(request: HttpRequest) -> HttpResponse:
 @api_view("GET")
 def thread_activity(request: HttpRequest) -> JsonResponse:
     """Answer the thread list page's poll: titles, last activity and whether a reply is being written."""
-    query = request.GET.get("q", "").strip()
+    query = search_query(request)
     threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE, query=query)
     listed = [
         {
@@ -145,7 +151,7 @@ def thread_activity(request: HttpRequest) -> JsonResponse:
 @api_view("GET")
 def thread_sidebar(request: HttpRequest) -> JsonResponse:
     """Return the sidebar's thread list as HTML: `?q=` searches, `?current=` marks the open thread."""
-    query = request.GET.get("q", "").strip()
+    query = search_query(request)
     context = {
         "groups": thread_list_for_sidebar(user=request.user, limit=SIDEBAR_SIZE, query=query),
         "current_id": request.GET.get("current", ""),
