@@ -205,8 +205,11 @@ def test_sidebar_collapses_and_stays_collapsed(open_context):
     expect(toggle).to_have_attribute("aria-expanded", "false")
     page.reload()
     expect(sidebar(page)).to_be_hidden()
+    new_chat = page.get_by_role("main").get_by_role("link", name="New chat")
+    expect(new_chat).to_be_visible()  # the sidebar's New chat is out of sight: the header offers it
     page.get_by_role("button", name="Chats").click()
     expect(sidebar(page)).to_be_visible()
+    expect(new_chat).to_be_hidden()
 
 
 def test_phone_drawer(open_context):
