@@ -22,7 +22,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from chatsite.websocket_origin import SameOriginValidator  # noqa: E402
 from streaming.inline import InlineWorkerMiddleware  # noqa: E402
 from threads.routing import websocket_urlpatterns  # noqa: E402
-from threads.tokens import BearerTokenAuthMiddleware  # noqa: E402
+from threads.tokens.middleware import BearerTokenAuthMiddleware  # noqa: E402
 
 websocket_app = URLRouter(websocket_urlpatterns)
 

@@ -5,13 +5,13 @@ from typing import Any
 from uuid import UUID
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models import Case, Count, F, QuerySet, Value, When
 from django.db.models.functions import Length
 
 
 from .compaction import chunk_events
 from .events import EncodedEvent, encode, encode_chunks, message_payload
-from .models import AbstractMessage, AbstractThread, Chunk, MessageRole, MessageStatus, get_message_model, get_thread_model
+from .models import AbstractMessage, AbstractThread, Chunk, Generation, MessageRole, MessageStatus, get_message_model, get_thread_model
 
 
 def chunk_events_after(
@@ -105,6 +105,12 @@ def replies_in_progress_filled(messages: list[AbstractMessage], *, seq: int) -> 
 
 def thread_last_seq(*, thread_id: UUID) -> int:
     return get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread_id)
+
+
+def generation_status_counts(*, statuses: tuple[str, ...]) -> dict[str, int]:
+    """Return how many generations are in each of `statuses` (those with none are left out)."""
+    rows = Generation.objects.filter(status__in=statuses).values_list("status").annotate(count=Count("pk"))
+    return dict(rows.order_by())
 
 
 def thread_streaming(*, thread_id: UUID) -> bool:

@@ -5,10 +5,13 @@ What the server stored is read back through its JSON API with the page's own ses
 """
 import re
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+
+from threads.templatetags.chat import render_markdown
 
 from .live_server import PASSWORD, LiveServer, chat_server  # noqa: F401 - chat_server is a fixture
 
@@ -91,12 +94,21 @@ def open_context(browser: Browser, chat_server: LiveServer, sessions: dict[str, 
     assert errors == [], "script errors in the page"
 
 
+def api_post(context: BrowserContext, path: str, body: dict) -> dict:
+    """POST JSON to the API with the context's session and CSRF cookie; return the answer."""
+    csrf = next(cookie["value"] for cookie in context.cookies() if cookie["name"] == "csrftoken")
+    response = context.request.post(path, data=body, headers={"X-CSRFToken": csrf})
+    assert response.ok, response.text()
+    return response.json()
+
+
 def new_thread(context: BrowserContext) -> Page:
-    """Start a thread from the thread list and return its page, connected."""
+    """Save an empty thread through the API (so a second tab can open it before the first send) and open its page, connected.
+
+    The pages save a new chat only with its first message (tests/test_browser_pages.py).
+    """
     page = context.new_page()
-    page.goto("/")
-    page.get_by_role("button", name="New thread").click()
-    page.wait_for_url(re.compile(r"/threads/[0-9a-f-]{36}/$"))
+    page.goto(f"/threads/{api_post(context, '/api/threads', {})['id']}/")
     expect_connected(page)
     return page
 
@@ -153,9 +165,22 @@ def stored(page: Page) -> dict:
     return snapshot
 
 
+class PageText(HTMLParser):
+    """The text of an HTML fragment, as a browser shows it."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text = ""
+        self.feed(html)
+        self.close()
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
 def as_shown(markdown: str) -> str:
-    """Return the words a reader sees for the scripted provider's markdown (bold and paragraphs)."""
-    return " ".join(markdown.replace("**", "").split())
+    """Return the words a reader sees for `markdown`: the text of the server's rendering of it."""
+    return " ".join(PageText(render_markdown(markdown)).text.split())
 
 
 def shown(page: Page) -> str:

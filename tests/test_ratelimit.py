@@ -132,12 +132,12 @@ def test_thread_creation_is_limited_on_every_surface(client, user, three_threads
     client.force_login(user)
     first = client.post("/api/threads", data="{}", content_type="application/json").json()["id"]
     assert client.delete(f"/api/threads/{first}").status_code == 204
-    assert client.post("/").status_code == 302
+    assert client.post(f"/threads/{uuid.uuid4()}/start", {"content": "hi"}).status_code == 302
     body = {"id": str(uuid.uuid4()), "message": {"role": "user", "content": "hi"}}
     assert client.post("/api/chat", data=json.dumps(body), content_type="application/json").status_code == 200
     refused = client.post("/api/threads", data="{}", content_type="application/json")
     assert refused.status_code == 429 and 1 <= int(refused["Retry-After"]) <= 3600
-    page = client.post("/", follow=True)
+    page = client.post(f"/threads/{uuid.uuid4()}/start", {"content": "hi"}, follow=True)
     assert "At most 3 new threads an hour" in page.content.decode()
     assert Thread.objects.filter(owner=user).count() == 2
 

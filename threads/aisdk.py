@@ -28,7 +28,7 @@ from .inputs import parse_thread_id
 from .models import Message, Thread
 from .selectors import thread_get_for_user
 from streaming.services import generation_cancel
-from .services import reply_retry, thread_message_post, validate_content
+from .services import reply_retry, thread_start, validate_content
 from .sessions import request_stream_grant
 
 from streaming import events
@@ -141,7 +141,7 @@ def aisdk_send(request: HttpRequest, body: dict[str, Any]) -> StreamingHttpRespo
     client_id = uuid.uuid5(UI_MESSAGE_NAMESPACE, last["id"]) if isinstance(last.get("id"), str) and last["id"] else None
     slot = StreamSlot(user_id=request.user.pk)
     thread_id = parse_thread_id(body.get("id"))
-    posted = thread_message_post(owner=request.user, thread_id=thread_id, content=content, client_id=client_id)
+    posted = thread_start(owner=request.user, thread_id=thread_id, content=content, client_id=client_id)
     return reply_stream_response(request, posted.message.thread, posted.reply, slot)
 
 
@@ -151,7 +151,7 @@ def seed_send(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
         raise BadRequest('message must be {"role": "user", "content": "…"}.')
     content = validate_content(message.get("content"))
     thread_id = parse_thread_id(body.get("id"))
-    posted = thread_message_post(owner=request.user, thread_id=thread_id, content=content, client_id=None)
+    posted = thread_start(owner=request.user, thread_id=thread_id, content=content, client_id=None)
     return JsonResponse({"success": True, "threadId": str(posted.message.thread_id), "streamId": str(posted.reply.id)})
 
 

@@ -24,7 +24,7 @@ from streaming.broadcast import publish_access_revoked_on_commit
 from streaming.subscription import AccessGrant
 
 from .models import ApiToken
-from .tokens import api_token_grant, request_api_token_id, token_group_name
+from .tokens.selectors import api_token_grant, request_api_token_id, token_group_name
 
 
 def person_group_name(user_id: int) -> str:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('threads', '0005_signin_failure'),
+        ('threads', '0006_signin_failure'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('threads', '0004_usage_stamp'),
+        ('threads', '0005_usage_stamp'),
     ]
 
     operations = [

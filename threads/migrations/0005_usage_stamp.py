@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('threads', '0003_hot_update_room'),
+        ('threads', '0004_thread_archived_at'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
