@@ -137,7 +137,8 @@ class BoundedServer(Server):
         websocket = isinstance(protocol, WebSocketProtocol)
         metrics.SLOW_CLIENT_CLOSES.labels(transport="websocket" if websocket else "event_stream").inc()
         logger.info(  # an expected close, that the client recovers from: not a warning
-            "%s client %s took nothing for %s s or stayed behind for %s s, with %d bytes unsent: closing it as too slow",
+            "%s client %s took nothing for %s s or stayed behind for %s s, with %d bytes unsent: "
+            "closing it as too slow",
             "WebSocket" if websocket else "Event stream",
             ":".join(map(str, protocol.client_addr or ["?"])),
             settings.STREAM_CLIENT_STALL_SECONDS,

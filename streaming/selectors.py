@@ -252,7 +252,9 @@ def message_page(
         newest_first = newest_first[:limit]
     else:
         # Characters never outnumber bytes: choosing by characters first bounds what is loaded.
-        count, more, newest_left_out = _count_fitting(messages, limit=limit, max_chars=max_bytes, at_least_one=not strict)
+        count, more, newest_left_out = _count_fitting(
+            messages, limit=limit, max_chars=max_bytes, at_least_one=not strict
+        )
         newest_first = list(messages[:count]) if count else []
     page = newest_first[::-1]
     seq = page[0].snapshot_seq if page else get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread.pk)

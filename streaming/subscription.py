@@ -218,7 +218,7 @@ class ThreadSubscription:
                 await layer.group_discard(group, channel)
 
     async def _receive(self, message: dict) -> AsyncIterator[Frame]:
-        """Yield the frames a channel-layer message brings: log events, a rename; check the grant at a revocation notice."""
+        """Yield the frames a channel-layer message brings: log events, a rename; check the grant at a notice."""
         kind = message.get("type")
         if kind == events.ACCESS_REVOKED and self.grant is not None:
             # The notice names a group, which may hold more than this grant (a person's sessions):

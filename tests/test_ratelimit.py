@@ -102,9 +102,10 @@ def test_retry_counts_against_the_limit(client, user, two_a_minute):
     thread = thread_create(owner=user)
     reply = message_post(thread=thread, content="one", client_id=None).reply
     generation_cancel(thread=thread)  # queued, so it ends cancelled at once
-    assert client.post(f"/threads/{thread.id}/replies/{reply.id}/retry", HTTP_ACCEPT="application/json").status_code == 202
+    retry = f"/threads/{thread.id}/replies/{reply.id}/retry"
+    assert client.post(retry, HTTP_ACCEPT="application/json").status_code == 202
     generation_cancel(thread=thread)
-    refused = client.post(f"/threads/{thread.id}/replies/{reply.id}/retry", HTTP_ACCEPT="application/json")
+    refused = client.post(retry, HTTP_ACCEPT="application/json")
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
     assert Generation.objects.count() == 2
 

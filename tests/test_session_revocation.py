@@ -14,6 +14,7 @@ from .outsider import EventStream, Visitor, frames_until
 
 # The notice travels through the channel layer: far less than the 30 s recheck, which must not be what ends them.
 ENDED_WITHIN_S = 5
+OPERATOR = "User.objects.filter(username='operator')"
 MAKE_STAFF = "update(is_staff=True, is_superuser=True)"
 USER_PK = "User.objects.get(username='deactivated').pk"
 
@@ -66,7 +67,7 @@ def signed_out_and_ended(visitor: Visitor, socket, stream: EventStream) -> None:
 def test_deactivation_in_the_admin_ends_every_stream(chat_server):  # noqa: F811
     """Deactivating a person from the admin ends their streams on every session at once."""
     chat_server.create_users("deactivated", "operator")
-    chat_server.shell(f"from django.contrib.auth.models import User; User.objects.filter(username='operator').{MAKE_STAFF}")
+    chat_server.shell(f"from django.contrib.auth.models import User; {OPERATOR}.{MAKE_STAFF}")
     visitor, thread_id = signed_in_with_thread(chat_server, "deactivated")
     operator = Visitor(chat_server.url)
     assert operator.sign_in("operator", PASSWORD).status == 302

@@ -1,7 +1,6 @@
 """Guessing passwords is throttled per (account, address) and per address, with a cool-off and no lock-out."""
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 
 from threads.models import SignInFailure
@@ -29,7 +28,8 @@ def test_the_admin_sign_in_is_throttled_too(chat_server):  # noqa: F811
     visitor = Visitor(chat_server.url)
     visitor.request("GET", "/admin/login/")
     for attempt in range(6):
-        answer = visitor.request("POST", "/admin/login/", form={"username": "admin-guessed", "password": f"no-{attempt}"})
+        form = {"username": "admin-guessed", "password": f"no-{attempt}"}
+        answer = visitor.request("POST", "/admin/login/", form=form)
     assert "Too many failed sign-ins" in answer.text
 
 

@@ -25,7 +25,8 @@ def refuse_if_too_frequent(*, recent: QuerySet, limit: int, window: timedelta, w
     a row lock that makes two concurrent requests count one after the other.
     """
     now = timezone.now()
-    at_limit = list(_newest_first(recent, now=now, window=window).values_list("created_at", flat=True)[limit - 1 : limit])
+    newest_first = _newest_first(recent, now=now, window=window)
+    at_limit = list(newest_first.values_list("created_at", flat=True)[limit - 1 : limit])
     if at_limit:
         _refuse(at_limit=at_limit[0], now=now, limit=limit, window=window, what=what)
 

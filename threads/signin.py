@@ -67,9 +67,9 @@ class ThrottledSignInMixin:
         self.retry_after = signin_retry_after(username=username, address=address)
         if self.retry_after is not None:
             minutes = math.ceil(self.retry_after / 60)
+            unit = "minutes" if minutes > 1 else "minute"
             raise forms.ValidationError(
-                f"Too many failed sign-ins from your address: try again in {minutes} minute{'s' if minutes > 1 else ''}.",
-                code="throttled",
+                f"Too many failed sign-ins from your address: try again in {minutes} {unit}.", code="throttled"
             )
         try:
             cleaned = super().clean()
