@@ -170,15 +170,16 @@ def test_staff_token_does_not_open_the_admin(client, make_user):
     """A staff member's bearer token neither renders the admin nor adds a user there (tokens are for /api/ only)."""
     staff = make_user("root", is_staff=True, is_superuser=True)
     staff_secret = api_token_create(user=staff, name="script")[1]
-    assert client.get("/admin/", **bearer(staff_secret)).status_code == 403
+    assert client.get("/admin/", **bearer(staff_secret))["Location"].startswith("/admin/login/")
     form = {"username": "intruder", "password1": "Zx9-long-password", "password2": "Zx9-long-password"}
     response = client.post("/admin/auth/user/add/", form, **bearer(staff_secret))
-    assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
     assert not type(staff).objects.filter(username="intruder").exists()
 
 
 def test_token_does_not_reach_pages_or_the_tokens_page(client, thread, secret):
     """A bearer token opens no page: not a thread page, not the page that makes more tokens."""
-    assert client.get(f"/threads/{thread.id}/", **bearer(secret)).status_code == 403
-    assert client.post("/account/tokens/", {"name": "more"}, **bearer(secret)).status_code == 403
+    sign_in_page = "/accounts/login/"
+    assert client.get(f"/threads/{thread.id}/", **bearer(secret))["Location"].startswith(sign_in_page)
+    assert client.post("/account/tokens/", {"name": "more"}, **bearer(secret))["Location"].startswith(sign_in_page)
     assert ApiToken.objects.count() == 1

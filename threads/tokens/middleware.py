@@ -9,12 +9,13 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import sync_and_async_middleware
 
-from ..errors import Forbidden, Unauthenticated, error_response
+from ..errors import Unauthenticated, error_response
 from ..models import ApiToken
 from .selectors import api_token_authenticate
 
 # Tokens are for the chat API only: anywhere else (the admin, pages, the tokens page) a bearer
-# request is refused, so a leaked token cannot act as its person's session, staff rights included.
+# header signs nobody in, so a leaked token cannot act as its person's session, staff rights
+# included; such a request is answered as its cookies (and CSRF token) allow, or as anonymous.
 API_PATH_PREFIX = "/api/"
 
 
@@ -30,8 +31,11 @@ def _unauthorized() -> HttpResponse:
     )
 
 
-def _outside_the_api() -> HttpResponse:
-    return error_response(Forbidden("API tokens authenticate the chat API (/api/) only."))
+def api_bearer_secret(request: HttpRequest) -> str | None:
+    """Return the bearer secret of a request to the JSON API; None elsewhere, where a token is no credential."""
+    if not request.path.startswith(API_PATH_PREFIX):
+        return None
+    return bearer_secret(request.headers.get("Authorization"))
 
 
 def _sign_in(request: HttpRequest, token: ApiToken) -> None:
@@ -48,16 +52,14 @@ def _sign_in(request: HttpRequest, token: ApiToken) -> None:
 
 @sync_and_async_middleware
 def bearer_token_middleware(get_response):
-    """Authenticate API requests that carry a bearer token; refuse a bad token with 401, any outside /api/ with 403.
+    """Authenticate API requests that carry a bearer token, refusing a bad one with 401; elsewhere ignore tokens.
 
     Runs after AuthenticationMiddleware.
     """
     if iscoroutinefunction(get_response):
 
         async def middleware(request: HttpRequest) -> HttpResponse:
-            secret = bearer_secret(request.headers.get("Authorization"))
-            if secret is not None and not request.path.startswith(API_PATH_PREFIX):
-                return _outside_the_api()
+            secret = api_bearer_secret(request)
             if secret is not None:
                 token = await sync_to_async(api_token_authenticate)(secret=secret) if secret else None
                 if token is None:
@@ -68,9 +70,7 @@ def bearer_token_middleware(get_response):
     else:
 
         def middleware(request: HttpRequest) -> HttpResponse:
-            secret = bearer_secret(request.headers.get("Authorization"))
-            if secret is not None and not request.path.startswith(API_PATH_PREFIX):
-                return _outside_the_api()
+            secret = api_bearer_secret(request)
             if secret is not None:
                 token = api_token_authenticate(secret=secret) if secret else None
                 if token is None:
