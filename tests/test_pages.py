@@ -272,8 +272,8 @@ def test_message_page_returns_the_newest_older_ones_oldest_first(thread):
         exchange(thread, f"Question {index}")
     messages = list(thread.messages.all())
     page = message_page(thread=thread, before=messages[4].seq, limit=3)
-    assert [message["id"] for message in page["messages"]] == [str(message.id) for message in messages[1:4]]
-    assert page["next"] == messages[1].seq, "one older message is left"
+    assert [message.id for message in page.messages] == [message.id for message in messages[1:4]]
+    assert page.next == messages[1].seq, "one older message is left"
 
 
 def test_earlier_messages_page_in_until_the_first(client, user, thread, monkeypatch):
