@@ -25,6 +25,8 @@ from chatsite.bench.topology import free_port
 from chatsite.management.commands.runcluster import cluster_environment, procfile_command, web_command, worker_command
 from streaming.protocol import FINAL_CLOSE_CODES
 
+from .protocol_check import parse_frame
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS_DIR = BASE_DIR / "test-artifacts"
 # Generous: processes boot Django on a loaded 2-core machine.
@@ -342,7 +344,7 @@ class ChaosClient:
                         if self.socket is None:
                             self.socket = websocket
                             self.connections.append(port)
-                        await self._on_frame(json.loads(text))
+                        await self._on_frame(parse_frame(text))
                     if websocket.close_code in FINAL_CLOSE_CODES:
                         self.final_close = websocket.close_code
             except (OSError, TimeoutError, WebSocketException):
