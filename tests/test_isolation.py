@@ -22,7 +22,7 @@ from streaming.models import Generation
 from threads.models import ApiToken, Message, Thread
 from streaming.services import generation_cancel
 from threads.services import message_post, thread_create
-from threads.tokens import api_token_create
+from threads.tokens.services import api_token_create
 
 from .conftest import RECEIVE_TIMEOUT_S
 from .protocol_check import ProtocolCommunicator

@@ -17,7 +17,7 @@ from streaming import events
 from streaming.cursors import parse_cursor
 from streaming.protocol import CloseCode
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
-from .tokens import api_token_grant
+from .tokens.selectors import api_token_grant
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close_with(CloseCode.TOO_MANY_STREAMS)
             return
         self.thread = thread  # from here on, frames are taken
-        # What the socket was let in under that may be revoked: its API token (threads/tokens.py), if any.
+        # What the socket was let in under that may be revoked: its API token (threads/tokens/), if any.
         self.grant = api_token_grant(self.scope.get("api_token_id"))
         subscription = ThreadSubscription(
             thread=self.thread, after=query_cursor(self.scope["query_string"]), grant=self.grant

@@ -19,8 +19,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from streaming.events import message_payload, message_payloads, snapshot_payload
 
-from .api import api_view, error_response
-from streaming.errors import ChatError, NotFound
+from .api import api_view
+from streaming.errors import BadRequest, ChatError, NotFound
+from .errors import error_response
 from .forms import ThreadTitleForm
 from .demo import DEMO_PASSWORD, DEMO_USERNAME
 from .models import Message, Thread
@@ -139,7 +140,7 @@ def thread_rename_view(request: HttpRequest, thread_id: str) -> HttpResponse:
         if wants_json(request):
             return JsonResponse({"title": thread.title})
     elif wants_json(request):
-        return error_response("bad_request", " ".join(form.errors["title"]), 400)
+        return error_response(BadRequest(" ".join(form.errors["title"])))
     else:
         messages.error(request, " ".join(form.errors["title"]))
     return redirect("thread-detail", thread_id=thread.id)
@@ -155,7 +156,7 @@ def reply_retry_view(request: HttpRequest, thread_id: str, message_id: str) -> H
         retry = reply_retry(thread=thread, reply=reply)
     except ChatError as error:
         if wants_json(request):
-            return error_response(error.code, error.detail, error.http_status)
+            return error_response(error)
         messages.error(request, error.detail)
     else:
         if wants_json(request):
