@@ -115,7 +115,7 @@ MessagePayload = UserMessage | AssistantMessage
 
 
 class StartedReply(TypedDict):
-    """A reply as its `start` event carries it: only what is fixed when it starts, so a replay is byte for byte the live event."""
+    """A reply as its `start` event carries it: only what is fixed at its start, so a replay matches the live event."""
 
     id: UuidText
     role: Literal[MessageRole.ASSISTANT]

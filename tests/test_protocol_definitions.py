@@ -45,7 +45,7 @@ def test_a_frame_as_defined_passes():
     ],
 )
 def test_a_frame_that_drifts_from_its_type_fails(frame, complaint):
-    """A missing or unknown key, a wrong type, a value outside its Literal or enum, an unknown frame type: each fails."""
+    """A missing or unknown key, a wrong type, a value outside its Literal or enum, an unknown type: each fails."""
     with pytest.raises(AssertionError, match=complaint):
         validate_frame(frame)
 

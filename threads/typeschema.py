@@ -9,7 +9,18 @@ object of T, a union `anyOf` (or a `type` list where the members are plain types
 import types
 from collections.abc import Mapping
 from enum import Enum
-from typing import Annotated, Any, Literal, NotRequired, Required, Union, get_args, get_origin, get_type_hints, is_typeddict
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NotRequired,
+    Required,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
 
 from streaming.protocol import SchemaHint
 
@@ -48,7 +59,7 @@ def json_schema(annotation: Any, *, refs: Mapping[type, str] | None = None) -> d
     raise TypeError(f"no JSON Schema for {annotation!r}")
 
 
-def _object_schema(typed_dict: type, refs: Mapping[type, str]) -> dict[str, Any]:
+def _object_schema(typed_dict: Any, refs: Mapping[type, str]) -> dict[str, Any]:
     fields = get_type_hints(typed_dict, include_extras=True)
     schema = {
         "type": "object",
