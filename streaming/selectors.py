@@ -4,12 +4,12 @@ from datetime import timedelta
 from uuid import UUID
 
 from django.core.paginator import Page, Paginator
-from django.db.models import F, QuerySet
+from django.db.models import Count, F, QuerySet
 
 
 from .compaction import chunk_events
 from .events import EncodedEvent, encode_chunks
-from .models import AbstractMessage, AbstractThread, Chunk, MessageRole, MessageStatus, get_message_model, get_thread_model
+from .models import AbstractMessage, AbstractThread, Chunk, Generation, MessageRole, MessageStatus, get_message_model, get_thread_model
 
 
 def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None, limit: int = 500) -> list[EncodedEvent]:
@@ -88,6 +88,12 @@ def reply_texts_at(messages: list[AbstractMessage], *, seq: int) -> dict[UUID, s
 
 def thread_last_seq(*, thread_id: UUID) -> int:
     return get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread_id)
+
+
+def generation_status_counts(*, statuses: tuple[str, ...]) -> dict[str, int]:
+    """Return how many generations are in each of `statuses` (those with none are left out)."""
+    rows = Generation.objects.filter(status__in=statuses).values_list("status").annotate(count=Count("pk"))
+    return dict(rows.order_by())
 
 
 def thread_streaming(*, thread_id: UUID) -> bool:
