@@ -1,7 +1,6 @@
 """Reads of the chunk log."""
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
 from django.core.paginator import Page, Paginator
@@ -95,12 +94,13 @@ def logged_reply_text(*, message: AbstractMessage, upto_seq: int | None = None) 
     return "".join(event.text for row in rows for event in chunk_events(row) if event.seq <= upto_seq)
 
 
-def replies_in_progress_filled(messages: list[AbstractMessage], *, seq: int) -> list[AbstractMessage]:
-    """Give each streaming reply among `messages` its text at `seq`, for a snapshot that reflects `seq` (I4)."""
-    for message in messages:
-        if message.status == MessageStatus.STREAMING:
-            message.content = logged_reply_text(message=message, upto_seq=seq)
-    return messages
+def reply_texts_at(messages: list[AbstractMessage], *, seq: int) -> dict[UUID, str]:
+    """Return the text at `seq` of each reply still streaming among `messages`, by id, for a snapshot at `seq` (I4)."""
+    return {
+        message.id: logged_reply_text(message=message, upto_seq=seq)
+        for message in messages
+        if message.status == MessageStatus.STREAMING
+    }
 
 
 def thread_last_seq(*, thread_id: UUID) -> int:
@@ -211,6 +211,18 @@ def reply_check(*, message: AbstractMessage) -> ReplyCheck | None:
     return ReplyCheck(reassembled=reassembled, delta_count=delta_count, mismatch_at=mismatch_at)
 
 
+@dataclass(frozen=True)
+class ThreadMessages:
+    """A thread's messages as of the log position `seq` (I4), oldest first."""
+
+    messages: list[AbstractMessage]
+    seq: int
+    # The `before` of the page preceding this one; None when no earlier message was left out.
+    next: int | None
+    # The text at `seq` of each reply still streaming, by message id: a reply's content is written when it ends.
+    reply_texts: dict[UUID, str]
+
+
 def thread_snapshot(
     *,
     thread: AbstractThread,
@@ -218,19 +230,18 @@ def thread_snapshot(
     limit: int | None = None,
     max_bytes: int | None = None,
     strict: bool = False,
-) -> dict[str, Any]:
+) -> ThreadMessages:
     """Return the thread's newest messages (before seq `before`) and the seq they reflect (I4), with `next`.
 
     `next` is the `before` of the earlier messages left out (by `limit` or `max_bytes`, see
     message_page), None when none were.
     """
-    page = message_page(thread=thread, before=before, limit=limit, max_bytes=max_bytes, strict=strict)
-    return {"id": str(thread.id), "title": thread.title, **page}
+    return message_page(thread=thread, before=before, limit=limit, max_bytes=max_bytes, strict=strict)
 
 
 def message_page(
     *, thread: AbstractThread, before: int | None, limit: int | None, max_bytes: int | None = None, strict: bool = False
-) -> dict[str, Any]:
+) -> ThreadMessages:
     """Return the newest `limit` messages (all when None) placed before seq `before`, oldest first.
 
     With the seq they reflect (I4), and `next`, the `before` of the page preceding this one.
@@ -258,14 +269,15 @@ def message_page(
         newest_first = list(messages[:count]) if count else []
     page = newest_first[::-1]
     seq = page[0].snapshot_seq if page else get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread.pk)
-    payloads = [message_payload(message) for message in replies_in_progress_filled(page, seq=seq)]
+    reply_texts = reply_texts_at(page, seq=seq)
     if max_bytes is not None:
-        fitting = _newest_fitting(payloads, max_bytes=max_bytes, at_least_one=not strict)
-        more = more or fitting < len(payloads)
-        page, payloads = page[len(page) - fitting :], payloads[len(payloads) - fitting :]
+        fitting = _newest_fitting(page, reply_texts, max_bytes=max_bytes, at_least_one=not strict)
+        more = more or fitting < len(page)
+        page = page[len(page) - fitting :]
         if not page and more:
-            return {"seq": seq, "messages": [], "next": (newest_first[0].seq if newest_first else newest_left_out) + 1}
-    return {"seq": seq, "messages": payloads, "next": page[0].seq if more else None}
+            newest = (newest_first[0].seq if newest_first else newest_left_out) + 1
+            return ThreadMessages(messages=[], seq=seq, next=newest, reply_texts={})
+    return ThreadMessages(messages=page, seq=seq, next=page[0].seq if more else None, reply_texts=reply_texts)
 
 
 def _count_fitting(
@@ -284,11 +296,13 @@ def _count_fitting(
     return count, False, None
 
 
-def _newest_fitting(payloads: list[dict[str, Any]], *, max_bytes: int, at_least_one: bool) -> int:
-    """Return how many of the newest `payloads` (oldest first) encode within `max_bytes`, separators counted."""
+def _newest_fitting(
+    page: list[AbstractMessage], reply_texts: dict[UUID, str], *, max_bytes: int, at_least_one: bool
+) -> int:
+    """Return how many of the newest messages of `page` (oldest first) encode within `max_bytes`, separators counted."""
     size, count = 0, 0
-    for payload in reversed(payloads):
-        size += len(encode(payload).encode()) + 1
+    for message in reversed(page):
+        size += len(encode(message_payload(message, content=reply_texts.get(message.id))).encode()) + 1
         if size > max_bytes and (count or not at_least_one):
             break
         count += 1

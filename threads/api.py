@@ -8,7 +8,7 @@ ASGI handler runs on the event loop after the view has returned.
 import binascii
 import functools
 from base64 import urlsafe_b64decode, urlsafe_b64encode
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from uuid import UUID
 
@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.csrf import csrf_failure as default_csrf_failure
 from django.views.decorators.http import require_GET
 
-from streaming.events import message_payload
+from streaming.events import message_page_payload, message_payload, snapshot_payload
 
 from streaming.errors import BadRequest, ChatError, TooLong
 from streaming.cursors import parse_digits
@@ -124,7 +124,7 @@ def threads(request: HttpRequest) -> JsonResponse:
         if not isinstance(title, str):
             raise BadRequest("title must be a string.")
         thread = thread_create_for_self(owner=request.user, title=title)
-        return JsonResponse(thread_snapshot(thread=thread), status=201)
+        return JsonResponse(snapshot_payload(thread, thread_snapshot(thread=thread)), status=201)
     limit = page_limit(request, default=THREADS_PAGE_SIZE)
     cursor = request.GET.get("cursor")
     page, more = thread_page(user=request.user, after=decode_thread_cursor(cursor) if cursor else None, limit=limit)
@@ -143,10 +143,11 @@ def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
     before = query_int(request, "before", default=None, minimum=1)
     limit = page_limit(request, default=MESSAGES_PAGE_SIZE)
     max_bytes = settings.API_MAX_RESPONSE_BYTES
-    return messages_response(thread_snapshot(thread=thread, before=before, limit=limit, max_bytes=max_bytes))
+    page = thread_snapshot(thread=thread, before=before, limit=limit, max_bytes=max_bytes)
+    return messages_response(snapshot_payload(thread, page))
 
 
-def messages_response(page: dict) -> JsonResponse:
+def messages_response(page: Mapping[str, object]) -> JsonResponse:
     """Answer a page of messages as UTF-8 JSON: what API_MAX_RESPONSE_BYTES counts, not six bytes a character."""
     return JsonResponse(page, json_dumps_params={"ensure_ascii": False})
 
@@ -158,7 +159,8 @@ def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
         before = query_int(request, "before", default=None, minimum=1)
         limit = page_limit(request, default=MESSAGES_PAGE_SIZE)
         max_bytes = settings.API_MAX_RESPONSE_BYTES
-        return messages_response(message_page(thread=thread, before=before, limit=limit, max_bytes=max_bytes))
+        page = message_page(thread=thread, before=before, limit=limit, max_bytes=max_bytes)
+        return messages_response(message_page_payload(page))
     body = json_body(request)
     posted = message_post(thread=thread, content=body.get("content"), client_id=parse_client_id(body.get("client_id")))
     return JsonResponse(
