@@ -20,7 +20,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .errors import Busy
-
 from .models import AbstractThread, Chunk, MessageStatus, get_message_model, get_thread_model
 
 # Rows deleted per statement: short statements keep locks and the WAL small.

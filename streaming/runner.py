@@ -7,10 +7,9 @@ from uuid import UUID
 
 from django.conf import settings
 
-
-from .models import MessageStatus
 from .committer import Committer, RoundFailed
 from .logs import log_generation
+from .models import MessageStatus
 from .providers import BaseProvider, ProviderError, ReplyEnd
 from .services import Claim, LeaseLost, Write, Written
 

@@ -7,10 +7,17 @@ from uuid import UUID
 from django.core.paginator import Page, Paginator
 from django.db.models import F, QuerySet
 
-
 from .compaction import chunk_events
 from .events import EncodedEvent, encode_chunks, message_payload
-from .models import AbstractMessage, AbstractThread, Chunk, MessageRole, MessageStatus, get_message_model, get_thread_model
+from .models import (
+    AbstractMessage,
+    AbstractThread,
+    Chunk,
+    MessageRole,
+    MessageStatus,
+    get_message_model,
+    get_thread_model,
+)
 
 
 def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None, limit: int = 500) -> list[EncodedEvent]:

@@ -17,14 +17,21 @@ from django.db.models import Q, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
-
 from .broadcast import notify_workers_on_commit, publish_events_on_commit
 from .compaction import ended_deltas, replies_compaction
-from .events import EncodedEvent, delta_event, encode, encode_chunks
 from .errors import NotRunning
-from .models import AbstractMessage, AbstractThread, Chunk, Generation, MessageStatus, get_message_model, get_thread_model
-from .selectors import logged_reply_text
+from .events import EncodedEvent, delta_event, encode, encode_chunks
+from .models import (
+    AbstractMessage,
+    AbstractThread,
+    Chunk,
+    Generation,
+    MessageStatus,
+    get_message_model,
+    get_thread_model,
+)
 from .providers import ReplyRequest, Turn
+from .selectors import logged_reply_text
 
 ACTIVE_STATUSES = [Generation.Status.QUEUED, Generation.Status.RUNNING]
 

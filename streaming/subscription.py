@@ -38,9 +38,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import events
-from .models import AbstractThread, Chunk, get_thread_model
-from .cursors import parse_cursor
 from .errors import RateLimited
+from .models import AbstractThread, Chunk, get_thread_model
 from .selectors import chunk_events_after, thread_last_seq, thread_snapshot, thread_streaming
 
 logger = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from streaming.models import Generation
 from streaming.errors import RateLimited
+from streaming.models import Generation
 from threads.models import Message
 from threads.services import message_post, thread_create
 

@@ -10,8 +10,8 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import ApplicationCommunicator
 
 from chatsite.asgi import application
-from threads import sse
 from streaming.events import thread_group_name
+from threads import sse
 from threads.models import Message
 from threads.services import message_post
 

@@ -22,18 +22,18 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from .api import api_view, json_body, no_content
+from streaming import events
 from streaming.errors import BadRequest
+from streaming.services import generation_cancel
+from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
+
+from .api import api_view, json_body, no_content
 from .inputs import parse_thread_id
 from .models import Message, Thread
 from .selectors import thread_get_for_user
-from streaming.services import generation_cancel
 from .services import message_post, reply_retry, thread_get_or_create, validate_content
-from .tokens.selectors import api_token_grant, request_api_token_id
-
-from streaming import events
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
-from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
+from .tokens.selectors import api_token_grant, request_api_token_id
 
 UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
 # A UIMessage id (a nanoid) maps to the same client_id every time, so a repeated send posts once (I7).

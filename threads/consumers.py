@@ -7,15 +7,15 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from streaming.errors import BadRequest, ChatError, RateLimited
-from .inputs import parse_client_id, parse_json_object
-from .selectors import thread_get_for_user
-from streaming.services import generation_cancel
-from .services import message_post
-
 from streaming import events
 from streaming.cursors import parse_cursor
+from streaming.errors import BadRequest, ChatError, RateLimited
+from streaming.services import generation_cancel
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
+
+from .inputs import parse_client_id, parse_json_object
+from .selectors import thread_get_for_user
+from .services import message_post
 from .tokens.selectors import api_token_grant
 
 logger = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from uuid import UUID
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-
 from streaming.errors import NotFound
+
 from .models import Message, Thread
 
 

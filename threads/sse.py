@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator
 
 from django.http import HttpRequest, StreamingHttpResponse
 
-from .api import api_view
-from streaming.errors import BadRequest
-from .selectors import thread_get_for_user
-from .tokens.selectors import api_token_grant, request_api_token_id
-
 from streaming import events
 from streaming.cursors import parse_cursor
+from streaming.errors import BadRequest
 from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
+
+from .api import api_view
+from .selectors import thread_get_for_user
+from .tokens.selectors import api_token_grant, request_api_token_id
 
 # Proxies and load balancers close idle connections (often after 30-60 s): a comment keeps this one busy.
 KEEPALIVE_SECONDS = 15.0

@@ -12,11 +12,11 @@ from uuid import UUID
 from channels.db import database_sync_to_async
 from django.db.models import Count, Q, Sum
 
+from streaming.models import Chunk, Generation
+from streaming.subscription import ThreadSubscription
 from threads.models import Message, Thread
 from threads.selectors import thread_get_for_user
 
-from streaming.models import Chunk, Generation
-from streaming.subscription import ThreadSubscription
 from .fixtures import bench_user, long_log_thread, long_page_thread, streams_create
 
 
