@@ -60,9 +60,10 @@ def seq_allocate(*, thread_id: UUID, count: int = 1, touched_at: datetime | None
     """
     assert connection.in_atomic_block, "seqs must be allocated in the transaction that inserts them"
     touch, touched = _touch(touched_at)
+    table = get_thread_model()._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {get_thread_model()._meta.db_table} SET last_seq = last_seq + %s{touch} WHERE id = %s RETURNING last_seq",
+            f"UPDATE {table} SET last_seq = last_seq + %s{touch} WHERE id = %s RETURNING last_seq",
             [count, *touched, _db_id(get_thread_model(), thread_id)],
         )
         (last_seq,) = cursor.fetchone()
@@ -169,7 +170,11 @@ def _generations_done(ended: list[tuple[AbstractMessage, dict[str, Any]]], *, fi
                 *(
                     value
                     for message, usage in ended
-                    for value in (_db_id(get_message_model(), message.id), usage.get("input_tokens"), usage.get("output_tokens"))
+                    for value in (
+                        _db_id(get_message_model(), message.id),
+                        usage.get("input_tokens"),
+                        usage.get("output_tokens"),
+                    )
                 ),
             ],
         )
@@ -358,7 +363,10 @@ def _fence(writes: list[Write]) -> dict[UUID, bool]:
     table = Generation._meta.db_table
     lease_token = Generation._meta.get_field("lease_token")
     pairs = [
-        (_db_id(Generation, write.claim.generation_id), lease_token.get_db_prep_value(write.claim.lease_token, connection))
+        (
+            _db_id(Generation, write.claim.generation_id),
+            lease_token.get_db_prep_value(write.claim.lease_token, connection),
+        )
         for write in writes
     ]
     # SQLite has no row locks: its write transactions already run one at a time.
@@ -429,7 +437,14 @@ def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
         (write.claim.thread_id, seqs[write.claim.thread_id], write.claim.message_id, write.text) for write in writes
     ]
     rows = [
-        (_db_id(get_thread_model(), thread_id), seq, _db_id(get_message_model(), message_id), Chunk.Kind.DELTA, text, created_at)
+        (
+            _db_id(get_thread_model(), thread_id),
+            seq,
+            _db_id(get_message_model(), message_id),
+            Chunk.Kind.DELTA,
+            text,
+            created_at,
+        )
         for thread_id, seq, message_id, text in deltas
     ]
     with connection.cursor() as cursor:
@@ -439,8 +454,9 @@ def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
                 for row in rows:
                     copy.write_row(row)
         else:
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
             cursor.execute(
-                f"INSERT INTO {Chunk._meta.db_table} ({columns}) VALUES {', '.join(['(%s, %s, %s, %s, %s, %s)'] * len(rows))}",
+                f"INSERT INTO {Chunk._meta.db_table} ({columns}) VALUES {values}",
                 [value for row in rows for value in row],
             )
     return {

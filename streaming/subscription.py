@@ -215,7 +215,7 @@ class ThreadSubscription:
                 await layer.group_discard(group, channel)
 
     async def _receive(self, message: dict) -> AsyncIterator[Frame]:
-        """Yield the frames a channel-layer message brings: log events, a rename; raise AccessRevoked at a revocation."""
+        """Yield the frames a channel-layer message brings: log events, a rename; raise AccessRevoked on revocation."""
         kind = message.get("type")
         if kind == events.ACCESS_REVOKED and self.grant is not None:
             raise AccessRevoked(self.grant.detail)

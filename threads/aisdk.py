@@ -115,7 +115,10 @@ def reply_stream_response(
 ) -> StreamingHttpResponse:
     """Answer with `reply` as a UI message stream from its start event; it ends if the request's token is revoked."""
     subscription = ThreadSubscription(
-        thread=thread, after=reply.seq - 1, keepalive_seconds=KEEPALIVE_SECONDS, grant=api_token_grant(request_api_token_id(request))
+        thread=thread,
+        after=reply.seq - 1,
+        keepalive_seconds=KEEPALIVE_SECONDS,
+        grant=api_token_grant(request_api_token_id(request)),
     )
     chunks = ui_message_chunks(subscription.frames(), reply_id=str(reply.id))
     response = event_stream_response(ui_message_stream_body(chunks), slot=slot)

@@ -213,7 +213,9 @@ def paths() -> dict[str, Any]:
                 "requestBody": {"required": False, **json_content(ref("CreateThread"))},
                 "responses": {
                     "201": answer(
-                        "the new thread's snapshot", ref("Snapshot"), links=links("$response.body#/id", THREAD_OPERATIONS)
+                        "the new thread's snapshot",
+                        ref("Snapshot"),
+                        links=links("$response.body#/id", THREAD_OPERATIONS),
                     ),
                     **errors(400, 413),
                 },
@@ -238,7 +240,12 @@ def paths() -> dict[str, Any]:
             "get": {
                 "summary": "Page through a thread's messages, newest page first",
                 "parameters": [
-                    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}, "description": "seq"},
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1},
+                        "description": "seq",
+                    },
                     {"name": "limit", "in": "query", "schema": PAGE_LIMIT},
                 ],
                 "responses": {"200": answer("the messages before `before`", ref("MessagePage")), **errors(400, 404)},
@@ -278,7 +285,8 @@ def paths() -> dict[str, Any]:
                 "requestBody": {"required": True, **json_content({"oneOf": [ref("SeedChat"), ref("AiSdkChat")]})},
                 "responses": {
                     "200": {
-                        "description": "where to stream the reply, or the reply itself (`x-vercel-ai-ui-message-stream`)",
+                        "description": "where to stream the reply, or the reply itself "
+                        "(`x-vercel-ai-ui-message-stream`)",
                         "links": links("$response.body#/threadId", CHAT_OPERATIONS),
                         "content": {
                             "application/json": {"schema": ref("SeedChatStarted")},
