@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
 # A web process signs sessions and CSRF tokens: without a key it refuses to start, not at its first request.
 try:
-    settings.SECRET_KEY
+    settings.SECRET_KEY  # noqa: B018 (reading it is the check)
 except ImproperlyConfigured as error:
     raise ImproperlyConfigured("Set the DJANGO_SECRET_KEY environment variable to serve requests.") from error
 

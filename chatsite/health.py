@@ -121,7 +121,7 @@ async def _run_check(name: str, check: Callable[[], Awaitable[str]]) -> tuple[st
 async def readyz(request: HttpRequest) -> JsonResponse:
     """Run every check at once; answer 200 when all pass, else 503 naming the failing ones."""
     outcomes = await asyncio.gather(*(_run_check(name, check) for name, check in CHECKS.items()))
-    checks = {name: outcome for name, (outcome, _) in zip(CHECKS, outcomes)}
-    failing = [name for name, (_, passed) in zip(CHECKS, outcomes) if not passed]
+    checks = {name: outcome for name, (outcome, _) in zip(CHECKS, outcomes, strict=True)}
+    failing = [name for name, (_, passed) in zip(CHECKS, outcomes, strict=True) if not passed]
     body = {"status": "unavailable" if failing else "ok", "checks": checks, "failing": failing}
     return JsonResponse(body, status=503 if failing else 200)

@@ -20,7 +20,9 @@ from .models import (
 )
 
 
-def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None, limit: int = 500) -> list[EncodedEvent]:
+def chunk_events_after(
+    *, thread_id: UUID, after: int, until: int | None = None, limit: int = 500
+) -> list[EncodedEvent]:
     """Return the encoded events with seq in (after, until], oldest first, at most `limit`.
 
     A segment row is split into its events, and one that holds `after` or `until` gives
@@ -159,7 +161,7 @@ def timeline_page(*, message: AbstractMessage, page_number: str | None) -> tuple
     previous_at = [None] + [event.created_at for event in events[:-1]]
     if before is not None:
         events, previous_at = events[1:], previous_at[1:]
-    gaps = [ms(event.created_at - at) if at else None for event, at in zip(events, previous_at)]
+    gaps = [ms(event.created_at - at) if at else None for event, at in zip(events, previous_at, strict=True)]
     longest = max((gap for gap in gaps if gap), default=0.0)
     rows = [
         TimelineRow(
@@ -168,7 +170,7 @@ def timeline_page(*, message: AbstractMessage, page_number: str | None) -> tuple
             gap_ms=gap,
             bar_percent=round(100 * gap / longest) if gap and longest else 0,
         )
-        for event, gap in zip(events, gaps)
+        for event, gap in zip(events, gaps, strict=True)
     ]
     return page, rows
 
@@ -189,7 +191,8 @@ def reply_check(*, message: AbstractMessage) -> ReplyCheck | None:
     mismatch_at = None
     # A reply's content is written when it ends: one still streaming has none to compare yet.
     if message.status != MessageStatus.STREAMING and reassembled != message.content:
-        pairs = zip(reassembled, message.content)
+        # The two may differ in length: past the shorter one, the mismatch is where it ends.
+        pairs = zip(reassembled, message.content, strict=False)
         mismatch_at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(reassembled), len(message.content)))
     delta_count = sum(span for kind, _, span in rows if kind == Chunk.Kind.DELTA)
     return ReplyCheck(reassembled=reassembled, delta_count=delta_count, mismatch_at=mismatch_at)
@@ -209,12 +212,18 @@ def message_page(*, thread: AbstractThread, before: int | None, limit: int | Non
     prefix of the log; a reply still streaming then gets its text from its delta events
     up to that seq, all committed before it: content and seq agree.
     """
-    messages = get_message_model().objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
+    messages = (
+        get_message_model().objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
+    )
     if before is not None:
         messages = messages.filter(seq__lt=before)
     newest_first = list(messages if limit is None else messages[: limit + 1])
     page = newest_first[:limit][::-1]
-    seq = page[0].snapshot_seq if page else get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread.pk)
+    seq = (
+        page[0].snapshot_seq
+        if page
+        else get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread.pk)
+    )
     return {
         "messages": [message_payload(message) for message in replies_in_progress_filled(page, seq=seq)],
         "seq": seq,

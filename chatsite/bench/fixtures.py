@@ -54,7 +54,7 @@ def streams_create(*, count: int) -> list[dict[str, str]]:
     get_user_model().objects.bulk_create(users, batch_size=BULK_BATCH_ROWS)
     threads = [Thread(owner=user, title="bench stream") for user in users]
     Thread.objects.bulk_create(threads, batch_size=BULK_BATCH_ROWS)
-    return [{"id": str(thread.id), "cookie": session_cookie(user)} for thread, user in zip(threads, users)]
+    return [{"id": str(thread.id), "cookie": session_cookie(user)} for thread, user in zip(threads, users, strict=True)]
 
 
 @transaction.atomic

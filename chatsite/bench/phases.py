@@ -76,7 +76,7 @@ def resume(session: BenchSession) -> dict[str, Any]:
                     "client_open_to_ready_ms": timing_summary(client_case["open_to_ready_ms"]),
                     "server_ms": timing_summary(server_case["server_ms"]),
                 }
-                for client_case, server_case in zip(by_client, by_server)
+                for client_case, server_case in zip(by_client, by_server, strict=True)
             ],
         }
     return results

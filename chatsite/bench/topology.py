@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -189,10 +190,10 @@ class Topology:
         for number in range(self.worker_count):
             name = f"bench-worker-{number}"
             self.workers.append(Process.spawn(name, worker_command(name=name), self.environment, self.log_dir))
-        for web, port in zip(self.webs, self.ports):
-            wait_until(lambda: answers(web, port), START_TIMEOUT_SECONDS, f"{web.name} on port {port}")
+        for web, port in zip(self.webs, self.ports, strict=True):
+            wait_until(partial(answers, web, port), START_TIMEOUT_SECONDS, f"{web.name} on port {port}")
         for worker in self.workers:
-            wait_until(lambda: self._started(worker), START_TIMEOUT_SECONDS, worker.name)
+            wait_until(partial(self._started, worker), START_TIMEOUT_SECONDS, worker.name)
 
     @staticmethod
     def _started(worker: Process) -> bool:
