@@ -194,7 +194,7 @@ def deltas(texts: list[str], *, first_seq: int = 1, seqs: list[int] | None = Non
     seqs = seqs or list(range(first_seq, first_seq + len(texts)))
     return [
         Chunk(seq=seq, kind=Chunk.Kind.DELTA, text=text, created_at=began + timedelta(milliseconds=40 * index))
-        for index, (seq, text) in enumerate(zip(seqs, texts))
+        for index, (seq, text) in enumerate(zip(seqs, texts, strict=True))
     ]
 
 
