@@ -127,7 +127,8 @@ def wait_mid_reply(page: Page, chars: int = MID_REPLY_CHARS) -> None:
     page.wait_for_function(
         """(chars) => {
             const reply = [...document.querySelectorAll("[data-messages] [data-role=assistant]")].at(-1);
-            return reply?.dataset.status === "streaming" && reply.querySelector("[data-body]").innerText.length >= chars;
+            return reply?.dataset.status === "streaming"
+                && reply.querySelector("[data-body]").innerText.length >= chars;
         }""",
         arg=chars,
         timeout=REPLY_TIMEOUT_MS,
@@ -415,7 +416,9 @@ def test_thread_list_marks_the_thread_replying(open_context):
     expect(item.locator("[data-replying]")).to_be_hidden(timeout=REPLY_TIMEOUT_MS)
 
 
-@pytest.mark.parametrize("viewport,color_scheme", [(DESKTOP, "dark"), (PHONE, "light")], ids=["desktop-dark", "phone-light"])
+@pytest.mark.parametrize(
+    "viewport,color_scheme", [(DESKTOP, "dark"), (PHONE, "light")], ids=["desktop-dark", "phone-light"]
+)
 def test_screenshots(open_context, chat_server, viewport, color_scheme):
     """The thread page mid-reply and at the end, and the sign-in page, for looking at (test-artifacts/)."""
     context = open_context(viewport=viewport, color_scheme=color_scheme)

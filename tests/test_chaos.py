@@ -240,7 +240,9 @@ async def check_logs(chaos_db: ChaosDatabase, conversations: list[Conversation])
             assert received == sorted(received), "events arrived out of order"
         for reply in conversation.replies:
             content = await chaos_db.value("SELECT content FROM threads_message WHERE id = %s", reply.id)
-            deltas = "".join(text for *_, kind, message_id, text in chunks if kind == "delta" and message_id == reply.id)
+            deltas = "".join(
+                text for *_, kind, message_id, text in chunks if kind == "delta" and message_id == reply.id
+            )
             assert content == deltas, f"reply {reply.id}: stored text is not its deltas"
             for client in conversation.clients:
                 assert client.text_of(reply.id) == content, f"reply {reply.id}: a client's text differs"

@@ -139,7 +139,7 @@ async def test_a_long_reply_keeps_its_lease(user, settings):
 
 @pytest.mark.django_db
 def test_only_writes_that_ask_renew_their_lease(user):
-    """A flush that does not ask leaves the lease as it was: renewing rewrites an indexed row, once a second is enough."""
+    """A flush that does not ask leaves the lease as it was: renewing rewrites an indexed row; once a second will do."""
     claim = _claimed_reply(user)
     generation_commit(writes=[Write(claim=claim, text="a", first=True)])
     renewed_until = Generation.objects.get(pk=claim.generation_id).lease_expires_at

@@ -84,7 +84,11 @@ def test_each_reply_in_a_batch_gets_its_own_conversation(user):
 
     requests = {claim.message_id: claim.request for claim in claimed(10)[0]}
 
-    assert requests[follow_up.id].turns == [Turn("user", "Hello"), Turn("assistant", "Hi there"), Turn("user", "And then?")]
+    assert requests[follow_up.id].turns == [
+        Turn("user", "Hello"),
+        Turn("assistant", "Hi there"),
+        Turn("user", "And then?"),
+    ]
     # A retry answers its message again: the failed reply after that message is not part of it.
     assert requests[retry.id].turns == [Turn("user", "Hello")]
     assert requests[fresh.id].turns == [Turn("user", "Alone")]
