@@ -5,10 +5,12 @@ The few writes an operator needs (cancel, retry, purge) are actions that call th
 same services the app uses, allowed to staff holding the model's "change" permission.
 """
 from datetime import timedelta
+from typing import TYPE_CHECKING, TypedDict
 from uuid import UUID
 
 from django.contrib import admin
 from django.contrib.auth import get_permission_codename
+from django.db import models
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Now
 from django.http import HttpRequest
@@ -21,10 +23,16 @@ from .errors import NotRunning
 from .models import Chunk, Generation, get_message_model
 from .services import ACTIVE_STATUSES, generation_cancel
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    class Stuck(TypedDict):
+        stuck: bool
+
 EXCERPT_CHARS = 80
 
 
-def admin_link(model: type, pk: object, text: object) -> str:
+def admin_link(model: type[models.Model], pk: object, text: object) -> str:
     """Return a link to the admin change page of `model` row `pk`."""
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[pk])
     return format_html('<a href="{}">{}</a>', url, text)
@@ -55,7 +63,7 @@ class ReadOnlyAdmin(ReadOnlyPermissions, admin.ModelAdmin):
         return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
 
 
-class UUIDSearchMixin:
+class UUIDSearchMixin(admin.ModelAdmin):
     """Find rows by a pasted UUID through indexed equality on `id_search_fields`.
 
     The admin's own `=id` search compares the id as text, which reads every row.
@@ -153,7 +161,7 @@ class GenerationAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         return super().get_queryset(request).annotate(stuck=ExpressionWrapper(stuck, output_field=BooleanField()))
 
     @admin.display(description="stuck", boolean=True, ordering="stuck")
-    def stuck(self, generation: Generation) -> bool:
+    def stuck(self, generation: "WithAnnotations[Generation, Stuck]") -> bool:
         return generation.stuck
 
     @admin.display(description="message")
