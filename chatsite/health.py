@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
+from streaming.broadcast import channel_layer
 from streaming.inline import inline_worker
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ _probe_channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ProbeChan
 
 async def check_channel_layer() -> str:
     """Send a message to this process's probe channel and read it back."""
-    layer = get_channel_layer()
+    layer = channel_layer()
     loop = asyncio.get_running_loop()
     probe = _probe_channels.get(loop)
     if probe is None or probe.layer is not layer:

@@ -35,7 +35,7 @@ def encode(frame: dict[str, Any]) -> str:
 
 def message_payload(message: AbstractMessage) -> dict[str, Any]:
     """Return a message as clients see it in events and snapshots."""
-    payload = {
+    payload: dict[str, Any] = {
         "id": str(message.id),
         "role": message.role,
         "content": message.content,

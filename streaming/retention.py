@@ -41,7 +41,8 @@ def _prunable_chunks(*, cutoff: datetime) -> QuerySet[Chunk]:
     streaming = get_message_model().objects.filter(status=MessageStatus.STREAMING)
     messages = (
         get_message_model().objects.exclude(status=MessageStatus.STREAMING)
-        .exclude(thread_id__in=streaming.values("thread_id"))
+        # `thread` is the concrete model's field.
+        .exclude(thread_id__in=streaming.values("thread_id"))  # type: ignore[misc]
         # A user message never "completes": its last activity is its creation.
         .alias(last_activity=Coalesce("completed_at", "created_at"))
         .filter(last_activity__lt=cutoff)
@@ -82,9 +83,13 @@ def thread_chunks_purge(*, thread: AbstractThread) -> int:
     thread row is locked, as message_post does, so no reply can start meanwhile.
     """
     locked = get_thread_model().objects.select_for_update().get(pk=thread.pk)
-    if get_message_model().objects.filter(thread=locked, status=MessageStatus.STREAMING).exists():
+    streaming = get_message_model().objects.filter(
+        thread=locked,  # type: ignore[misc]  # `thread` is the concrete model's field
+        status=MessageStatus.STREAMING,
+    )
+    if streaming.exists():
         raise Busy("A reply is still being written: its chunk log is in use.")
-    chunks = Chunk.objects.filter(thread=locked).exclude(seq_last=locked.last_seq)
+    chunks = Chunk.objects.filter(thread_id=locked.id).exclude(seq_last=locked.last_seq)
     events = chunks.aggregate(events=Coalesce(Sum("span"), 0))["events"]
     chunks.delete()
     return events

@@ -63,14 +63,14 @@ class ReplyRun:
             # over from its committed text, or ends it `failed` when it is out of attempts.
             log_generation("generation.abandoned", self.claim, level=logging.ERROR, reason=error.reason)
         else:
-            error = outcome.get("error")
+            ended_with = outcome.get("error")
             log_generation(
                 "generation.end",
                 self.claim,
-                level=logging.WARNING if error else logging.INFO,
+                level=logging.WARNING if ended_with else logging.INFO,
                 status=outcome["status"],
                 stop_reason=outcome.get("stop_reason") or "-",
-                error=error["code"] if error else "-",
+                error=ended_with["code"] if ended_with else "-",
                 ms=self._elapsed_ms(),
                 chunks=self.flushes,
                 chars=self.committed_chars,
@@ -100,7 +100,8 @@ class ReplyRun:
         try:
             outcome = await self.reader
         except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
                 raise  # the worker is handing the reply over
             outcome = {"status": MessageStatus.CANCELLED}
         if self.failure is not None:

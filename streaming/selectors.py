@@ -1,7 +1,7 @@
 """Reads of the chunk log."""
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from django.core.paginator import Page, Paginator
@@ -18,6 +18,8 @@ from .models import (
     get_message_model,
     get_thread_model,
 )
+
+MessageT = TypeVar("MessageT", bound=AbstractMessage)
 
 
 def chunk_events_after(
@@ -78,7 +80,7 @@ def logged_reply_text(*, message: AbstractMessage, upto_seq: int | None = None) 
     the text at that seq even if the reply ended and was compacted since.
     """
     rows = Chunk.objects.filter(
-        thread_id=message.thread_id, seq__gt=message.seq, message=message, kind=Chunk.Kind.DELTA
+        thread_id=message.thread_id, seq__gt=message.seq, message_id=message.id, kind=Chunk.Kind.DELTA
     ).order_by("seq")
     if upto_seq is None:
         # A segment's text is its events' texts joined: no row needs splitting.
@@ -87,7 +89,7 @@ def logged_reply_text(*, message: AbstractMessage, upto_seq: int | None = None) 
     return "".join(event.text for row in rows for event in chunk_events(row) if event.seq <= upto_seq)
 
 
-def replies_in_progress_filled(messages: list[AbstractMessage], *, seq: int) -> list[AbstractMessage]:
+def replies_in_progress_filled(messages: list[MessageT], *, seq: int) -> list[MessageT]:
     """Give each streaming reply among `messages` its text at `seq`, for a snapshot that reflects `seq` (I4)."""
     for message in messages:
         if message.status == MessageStatus.STREAMING:
@@ -101,7 +103,11 @@ def thread_last_seq(*, thread_id: UUID) -> int:
 
 def thread_streaming(*, thread_id: UUID) -> bool:
     """Return whether a reply is being written in the thread."""
-    return get_message_model().objects.filter(thread_id=thread_id, status=MessageStatus.STREAMING).exists()
+    streaming = get_message_model().objects.filter(
+        thread_id=thread_id,  # type: ignore[misc]  # `thread` is the concrete model's field
+        status=MessageStatus.STREAMING,
+    )
+    return streaming.exists()
 
 
 # Chunks per timeline page: a reply of any length renders in bounded time.
@@ -135,7 +141,7 @@ def ms(duration: timedelta) -> float:
 def _message_chunks(message: AbstractMessage) -> QuerySet[Chunk]:
     # A message's chunks lie between its first seq and, once it has ended, content_seq: the
     # bounds let the (thread, seq) index serve.
-    chunks = Chunk.objects.filter(thread_id=message.thread_id, seq__gte=message.seq, message=message)
+    chunks = Chunk.objects.filter(thread_id=message.thread_id, seq__gte=message.seq, message_id=message.id)
     if message.status != MessageStatus.STREAMING:
         chunks = chunks.filter(seq__lte=message.content_seq)
     return chunks.order_by("seq")
@@ -213,7 +219,10 @@ def message_page(*, thread: AbstractThread, before: int | None, limit: int | Non
     up to that seq, all committed before it: content and seq agree.
     """
     messages = (
-        get_message_model().objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
+        get_message_model()
+        .objects.filter(thread=thread)  # type: ignore[misc]  # `thread` is the concrete model's field
+        .annotate(snapshot_seq=F("thread__last_seq"))
+        .order_by("-seq")
     )
     if before is not None:
         messages = messages.filter(seq__lt=before)

@@ -6,6 +6,7 @@ coroutines. Events are published only once their rows commit (invariant I2).
 """
 import itertools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -110,13 +111,13 @@ def replies_end(ends: list[tuple[AbstractMessage, dict[str, Any]]]) -> dict[UUID
         message.content_seq = seqs[message.thread_id]
     _messages_ended(messages, completed_at=now)
     _generations_done([(message, outcome.get("usage") or {}) for message, outcome in ends], finished_at=now)
-    segments = []
+    segments: list[Chunk] = []
     if settings.STREAM_COMPACT_REPLIES:
         covered, segments = replies_compaction(deltas)
         if segments:
             Chunk.objects.filter(covered).delete()
     ends_logged = [
-        Chunk(thread_id=message.thread_id, seq=seqs[message.thread_id], message=message, kind=Chunk.Kind.END)
+        Chunk(thread_id=message.thread_id, seq=seqs[message.thread_id], message_id=message.id, kind=Chunk.Kind.END)
         for message in messages
     ]
     Chunk.objects.bulk_create(segments + ends_logged)
@@ -186,20 +187,22 @@ def message_end(*, message: AbstractMessage, status: str, **outcome: Any) -> Non
     publish_events_on_commit(message.thread_id, ended[message.id])
 
 
-def conversations_turns(replies: list[AbstractMessage]) -> dict[UUID, list[Turn]]:
+def conversations_turns(replies: Sequence[AbstractMessage]) -> dict[UUID, list[Turn]]:
     """Return each reply's turns, oldest first: its thread's messages with text, up to the one it answers.
 
     A retried reply answers an earlier message again: the replies in between are not part of
     its conversation. One query for them all (each reply comes with its `reply_to`).
     """
-    answered = {reply.id: reply.reply_to.seq for reply in replies}
+    answered: dict[UUID, int] = {}
     earlier = Q()
     for reply in replies:
+        assert reply.reply_to is not None, "a reply answers a message"
+        answered[reply.id] = reply.reply_to.seq
         earlier |= Q(thread_id=reply.thread_id, seq__lte=answered[reply.id])
     rows = (
         get_message_model().objects.filter(earlier)
         .exclude(content="")
-        .order_by("thread_id", "seq")
+        .order_by("thread_id", "seq")  # type: ignore[misc]  # `thread` is the concrete model's field
         .values_list("thread_id", "seq", "role", "content")
     )
     by_thread = {thread_id: list(group) for thread_id, group in itertools.groupby(rows, key=lambda row: row[0])}
@@ -241,8 +244,9 @@ def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]
         for generation in claimed
         if generation.attempts
     }
+    lease_tokens = {generation.id: uuid.uuid4() for generation in claimed}
     for generation in claimed:
-        generation.lease_token = uuid.uuid4()
+        generation.lease_token = lease_tokens[generation.id]
         generation.attempts += 1
     _generations_run(claimed, worker=worker, now=now)
     replies = [generation.message for generation in claimed]
@@ -252,7 +256,7 @@ def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]
     return [
         Claim(
             generation_id=generation.id,
-            lease_token=generation.lease_token,
+            lease_token=lease_tokens[generation.id],
             thread_id=generation.thread_id,
             message_id=generation.message_id,
             attempt=generation.attempts,
@@ -336,11 +340,11 @@ def generation_commit(*, writes: list[Write], retrying: bool = False) -> dict[UU
     if retrying:
         texts = _not_yet_committed(texts)
     events = _deltas_insert(texts)
-    ending = [write for write in live if write.end is not None]
+    ending = [(write, write.end) for write in live if write.end is not None]
     if ending:
-        messages = get_message_model().objects.in_bulk([write.claim.message_id for write in ending])
-        ended = replies_end([(messages[write.claim.message_id], write.end) for write in ending])
-        for write in ending:
+        messages = get_message_model().objects.in_bulk([write.claim.message_id for write, _ in ending])
+        ended = replies_end([(messages[write.claim.message_id], end) for write, end in ending])
+        for write, _ in ending:
             events.setdefault(write.claim.generation_id, []).extend(ended[write.claim.message_id])
     return {
         write.claim.generation_id: Written(
@@ -431,7 +435,7 @@ def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
         return {}
     seqs = _seq_allocate_one_each({write.claim.thread_id for write in writes})
     # One statement for all the rows, without a model instance per row: this runs for every flush.
-    columns = ", ".join(Chunk._meta.get_field(name).column for name in DELTA_COLUMNS)
+    columns = ", ".join(_column(Chunk, name) for name in DELTA_COLUMNS)
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
     deltas = [
         (write.claim.thread_id, seqs[write.claim.thread_id], write.claim.message_id, write.text) for write in writes
@@ -488,6 +492,13 @@ def _touch(touched_at: datetime | None) -> tuple[str, list[Any]]:
     return ", updated_at = %s", [connection.ops.adapt_datetimefield_value(touched_at)]
 
 
+def _column(model: type[models.Model], name: str) -> str:
+    """A field's column, for raw SQL."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field) and field.column is not None, f"{name} has no column"
+    return field.column
+
+
 def _db_id(model: type[models.Model], pk: UUID) -> Any:
     """A primary key as the database takes it in raw SQL."""
     return model._meta.pk.get_db_prep_value(pk, connection)
@@ -517,7 +528,7 @@ def generation_cancel(*, thread: AbstractThread) -> AbstractMessage:
         generation = (
             Generation.objects.select_for_update()
             .select_related("message")
-            .filter(thread=thread, status__in=ACTIVE_STATUSES)
+            .filter(thread_id=thread.id, status__in=ACTIVE_STATUSES)
             .first()
         )
         if generation is None:

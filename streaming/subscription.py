@@ -30,14 +30,14 @@ import logging
 import threading
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import events
+from .broadcast import channel_layer
 from .errors import RateLimited
 from .models import AbstractThread, Chunk, get_thread_model
 from .selectors import chunk_events_after, thread_last_seq, thread_snapshot, thread_streaming
@@ -168,9 +168,9 @@ class ThreadSubscription:
         # any kind, and of the last check of the grant.
         self.last_delivery = self.last_frame = self.grant_checked = 0.0
 
-    async def frames(self) -> AsyncIterator[Frame | None]:
+    async def frames(self) -> AsyncGenerator[Frame | None, None]:
         """Yield the frames of this subscription until the reader stops; KEEPALIVE in quiet times if asked."""
-        layer = get_channel_layer()
+        layer = channel_layer()
         groups = [events.thread_group_name(self.thread.id)]
         if self.grant is not None:
             groups.append(self.grant.group)

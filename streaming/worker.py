@@ -5,13 +5,15 @@ import os
 import socket
 import time
 import uuid
+from functools import partial
 from uuid import UUID
 
 from channels.db import database_sync_to_async
-from channels.layers import BaseChannelLayer, get_channel_layer
+from channels.layers import BaseChannelLayer
 from django.conf import settings
 from django.db import DatabaseError
 
+from .broadcast import channel_layer
 from .committer import Committer
 from .events import WORKERS_GROUP
 from .logs import log_generation
@@ -93,7 +95,7 @@ class StreamWorker:
                 run = ReplyRun(claim, provider, self.committer)
                 task = asyncio.create_task(run.run())
                 self.runs[claim.generation_id] = (task, run)
-                task.add_done_callback(lambda task, key=claim.generation_id: self._run_done(key, task))
+                task.add_done_callback(partial(self._run_done, claim.generation_id))
 
     def _run_done(self, generation_id: UUID, task: asyncio.Task) -> None:
         self.runs.pop(generation_id, None)
@@ -106,7 +108,7 @@ class StreamWorker:
 
     async def _listen(self) -> None:
         """Receive wake-ups and cancels from the workers' group, through channel-layer outages."""
-        layer = get_channel_layer()
+        layer = channel_layer()
         while True:
             try:
                 channel = await layer.new_channel()

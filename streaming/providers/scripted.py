@@ -7,7 +7,7 @@ a takeover can be checked against the text it should have been.
 import asyncio
 import hashlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from django.conf import settings
 
@@ -64,7 +64,7 @@ class ScriptedProvider(BaseProvider):
     def model_name(self) -> str:
         return "scripted"
 
-    async def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyEvent]:
+    async def stream(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
         tokens = scripted_reply_tokens(request.turns, settings.SCRIPTED_REPLY_TOKENS)
         interval_s = 1 / settings.SCRIPTED_TOKENS_PER_SECOND
         position = 0  # characters of the reply already written, ours or an earlier attempt's
