@@ -25,6 +25,7 @@ from streaming.selectors import message_page, thread_snapshot
 from streaming.services import generation_cancel
 
 from .errors import Forbidden, MethodNotAllowed, Unauthenticated, error_response
+from .http import AuthenticatedHttpRequest
 from .inputs import parse_client_id, parse_json_object
 from .models import Thread
 from .openapi import openapi_document
@@ -89,7 +90,9 @@ def query_int(
 def page_limit(request: HttpRequest, *, default: int) -> int:
     """Return the page size a request asks for with `limit`, at most API_MAX_PAGE_SIZE."""
     largest = settings.API_MAX_PAGE_SIZE
-    return query_int(request, "limit", default=min(default, largest), minimum=1, maximum=largest)
+    limit = query_int(request, "limit", default=min(default, largest), minimum=1, maximum=largest)
+    assert limit is not None, "a default is given"
+    return limit
 
 
 def thread_summary(thread: Thread) -> dict:
@@ -118,7 +121,7 @@ def decode_thread_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 @api_view("GET", "POST")
-def threads(request: HttpRequest) -> JsonResponse:
+def threads(request: AuthenticatedHttpRequest) -> JsonResponse:
     if request.method == "POST":
         title = json_body(request).get("title", "")
         if not isinstance(title, str):
@@ -133,7 +136,7 @@ def threads(request: HttpRequest) -> JsonResponse:
 
 
 @api_view("GET", "PATCH", "DELETE")
-def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
+def thread_detail(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     if request.method == "PATCH":
         return JsonResponse(thread_summary(thread_rename(thread=thread, title=json_body(request).get("title"))))
@@ -144,7 +147,7 @@ def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
 
 
 @api_view("GET", "POST")
-def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
+def thread_messages(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     if request.method == "GET":
         before = query_int(request, "before", default=None, minimum=1)
@@ -159,7 +162,7 @@ def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
 
 
 @api_view("POST")
-def thread_cancel(request: HttpRequest, thread_id: str) -> JsonResponse:
+def thread_cancel(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     reply = generation_cancel(thread=thread)
     return JsonResponse({"reply": message_payload(reply)}, status=202)

@@ -2,10 +2,12 @@
 import asyncio
 import contextlib
 import logging
+from typing import cast
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth.models import User
 
 from streaming import events
 from streaming.cursors import parse_cursor
@@ -14,6 +16,7 @@ from streaming.services import generation_cancel
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
 
 from .inputs import parse_client_id, parse_json_object
+from .models import Thread
 from .selectors import thread_get_for_user
 from .services import message_post
 from .tokens.selectors import api_token_grant
@@ -39,18 +42,20 @@ def query_cursor(query_string: bytes) -> int | None:
 class ThreadConsumer(AsyncWebsocketConsumer):
     # No channel of the consumer's own: nothing is sent to it, its subscription has one. An
     # unconfigured alias spares every socket a layer subscription and a receive held open.
-    channel_layer_alias = None
-    thread = None
+    # (channels looks any alias up; its stubs take only names.)
+    channel_layer_alias = None  # type: ignore[assignment]
+    thread: Thread | None = None
     slot: StreamSlot | None = None
     grant: AccessGrant | None = None
     streamer: asyncio.Task | None = None
 
     async def connect(self) -> None:
         await self.accept()  # accepted first, so that the close codes below reach the client
-        user = self.scope["user"]
-        if not user.is_authenticated:
+        scope_user = self.scope["user"]
+        if scope_user is None or not scope_user.is_authenticated:
             await self.close(code=CLOSE_NOT_SIGNED_IN)
             return
+        user = cast(User, scope_user)  # AuthMiddleware's lazy user, signed in
         try:
             thread = await database_sync_to_async(thread_get_for_user)(
                 user=user, thread_id=self.scope["url_route"]["kwargs"]["thread_id"]
@@ -65,7 +70,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             return
         self.thread = thread  # from here on, frames are taken
         # What the socket was let in under that may be revoked: its API token (threads/tokens/), if any.
-        self.grant = api_token_grant(self.scope.get("api_token_id"))
+        self.grant = api_token_grant(cast(int | None, self.scope.get("api_token_id")))
         subscription = ThreadSubscription(
             thread=self.thread, after=query_cursor(self.scope["query_string"]), grant=self.grant
         )
@@ -76,13 +81,14 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         """Send the subscription's frames as they come, until the socket closes."""
         try:
             async for frame in subscription.frames():
+                assert frame is not None, "the subscription has no keep-alives"
                 await self.send(frame.data)
         except ThreadGone:
             await self.close(code=CLOSE_NOT_FOUND)
         except AccessRevoked:
             await self.close(code=CLOSE_NOT_SIGNED_IN)
         except Exception:
-            logger.exception("thread %s: subscription failed; closing so the client resumes", self.thread.id)
+            logger.exception("thread %s: subscription failed; closing so the client resumes", subscription.thread.id)
             await self.close(code=CLOSE_SERVER_ERROR)
 
     async def disconnect(self, code: int) -> None:
@@ -97,13 +103,13 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         if self.thread is None:
             return
         try:
-            await self._handle_frame(text_data)
+            await self._handle_frame(self.thread, text_data)
         except ChatError as error:
             await self.send(events.error_frame(error.code, error.detail))
         except AccessRevoked:
             await self.close(code=CLOSE_NOT_SIGNED_IN)
 
-    async def _handle_frame(self, text_data: str | None) -> None:
+    async def _handle_frame(self, thread: Thread, text_data: str | None) -> None:
         if text_data is None:
             raise BadRequest("Binary frames are not supported; send JSON text frames.")
         frame = parse_json_object(text_data, what="frame")
@@ -113,11 +119,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         elif kind == "send":
             await self._refuse_if_access_revoked()
             await database_sync_to_async(message_post)(
-                thread=self.thread, content=frame.get("content"), client_id=parse_client_id(frame.get("client_id"))
+                thread=thread, content=frame.get("content"), client_id=parse_client_id(frame.get("client_id"))
             )
         elif kind == "cancel":
             await self._refuse_if_access_revoked()
-            await database_sync_to_async(generation_cancel)(thread=self.thread)
+            await database_sync_to_async(generation_cancel)(thread=thread)
         else:
             raise BadRequest("Unknown frame type; expected send, cancel or ping.")
 

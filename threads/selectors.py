@@ -1,16 +1,23 @@
 """Reads of threads and messages, always scoped to the person asking (I11)."""
 from datetime import datetime
+from typing import TYPE_CHECKING, TypedDict
 from uuid import UUID
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from streaming.errors import NotFound
 
 from .models import Message, Thread
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
-def thread_get_for_user(*, user: AbstractBaseUser, thread_id: UUID | str) -> Thread:
+    class Replying(TypedDict):
+        replying: bool
+
+
+def thread_get_for_user(*, user: User, thread_id: UUID | str) -> Thread:
     """Return the user's thread; unknown, foreign and malformed ids all raise the same NotFound."""
     try:
         thread_uuid = thread_id if isinstance(thread_id, UUID) else UUID(str(thread_id))
@@ -22,12 +29,12 @@ def thread_get_for_user(*, user: AbstractBaseUser, thread_id: UUID | str) -> Thr
     return thread
 
 
-def thread_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Thread]:
+def thread_list_for_user(*, user: User) -> QuerySet[Thread]:
     return Thread.objects.filter(owner_id=user.pk).order_by("-updated_at")
 
 
 def thread_page(
-    *, user: AbstractBaseUser, after: tuple[datetime, UUID] | None, limit: int
+    *, user: User, after: tuple[datetime, UUID] | None, limit: int
 ) -> tuple[list[Thread], bool]:
     """Return a page of the user's threads, newest activity first, and whether more follow.
 
@@ -43,7 +50,7 @@ def thread_page(
     return page[:limit], len(page) > limit
 
 
-def thread_activity_for_user(*, user: AbstractBaseUser, limit: int) -> list[Thread]:
+def thread_activity_for_user(*, user: User, limit: int) -> "list[WithAnnotations[Thread, Replying]]":
     """Return the user's newest threads, each annotated with `replying`: a reply is being written."""
     streaming = Message.objects.filter(thread=OuterRef("pk"), status=Message.Status.STREAMING)
     return list(thread_list_for_user(user=user).annotate(replying=Exists(streaming))[:limit])

@@ -5,7 +5,7 @@ from datetime import timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -20,11 +20,11 @@ from .models import Message, Thread
 TITLE_CHARS = 60
 
 
-def thread_create(*, owner: AbstractBaseUser, title: str = "") -> Thread:
+def thread_create(*, owner: User, title: str = "") -> Thread:
     return Thread.objects.create(owner=owner, title=title.strip()[: Thread._meta.get_field("title").max_length])
 
 
-def thread_get_or_create(*, owner: AbstractBaseUser, thread_id: UUID) -> Thread:
+def thread_get_or_create(*, owner: User, thread_id: UUID) -> Thread:
     """Return the owner's thread `thread_id`, created when the id is new; another person's answers NotFound (I11)."""
     thread, _ = Thread.objects.get_or_create(pk=thread_id, defaults={"owner": owner})
     if thread.owner_id != owner.pk:
@@ -35,6 +35,7 @@ def thread_get_or_create(*, owner: AbstractBaseUser, thread_id: UUID) -> Thread:
 def thread_rename(*, thread: Thread, title: object) -> Thread:
     """Give `thread` the title, stripped; BadRequest for anything but a non-blank string within the column."""
     max_length = Thread._meta.get_field("title").max_length
+    assert max_length is not None, "title is a CharField"
     if not isinstance(title, str) or not title.strip() or len(title) > max_length:
         raise BadRequest(f"title must be a non-empty string of at most {max_length} characters.")
     thread.title = title.strip()
@@ -145,7 +146,9 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
         if client_id is not None:
             earlier = Message.objects.filter(thread=locked, client_id=client_id).first()
             if earlier is not None:
-                return Posted(message=earlier, reply=earlier.replies.order_by("seq").first())
+                first_reply = earlier.replies.order_by("seq").first()
+                assert first_reply is not None, "a message is written with its reply"
+                return Posted(message=earlier, reply=first_reply)
         _refuse_if_busy(locked)
         _refuse_if_sending_too_fast(locked)
         seq = seq_allocate(thread_id=locked.pk, count=2, touched_at=timezone.now())
@@ -180,6 +183,7 @@ def reply_retry(*, thread: Thread, reply: Message) -> Message:
         locked = _lock_thread(thread)
         _refuse_if_busy(locked)
         seq = seq_allocate(thread_id=locked.pk, touched_at=timezone.now())
+        assert isinstance(reply.reply_to, Message), "a reply answers a message of its thread"
         retry = _reply(thread=locked, message=reply.reply_to, seq=seq)
         retry.save()
         start = _reply_queue(retry)

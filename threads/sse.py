@@ -9,7 +9,7 @@ A stream opened with an API token ends, after an `error` record with code `forbi
 when the token is revoked; an EventSource that reconnects then gets 401 and stops.
 """
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from django.http import HttpRequest, StreamingHttpResponse
 
@@ -19,6 +19,7 @@ from streaming.errors import BadRequest
 from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
 from .api import api_view
+from .http import AuthenticatedHttpRequest
 from .selectors import thread_get_for_user
 from .tokens.selectors import api_token_grant, request_api_token_id
 
@@ -34,7 +35,7 @@ def sse_record(frame: Frame) -> str:
     return f"{head}event: {frame.type}\ndata: {frame.data}\n\n"
 
 
-async def sse_body(frames: AsyncIterator[Frame | None]) -> AsyncIterator[str]:
+async def sse_body(frames: AsyncGenerator[Frame | None, None]) -> AsyncGenerator[str, None]:
     """Yield a subscription's frames as SSE records until the client goes (Django then closes this generator)."""
     async with contextlib.aclosing(frames):
         try:
@@ -44,7 +45,7 @@ async def sse_body(frames: AsyncIterator[Frame | None]) -> AsyncIterator[str]:
             yield sse_record(Frame("error", events.error_frame(ended.code, ended.detail)))
 
 
-async def holding(slot: StreamSlot, body: AsyncIterator[str]) -> AsyncIterator[str]:
+async def holding(slot: StreamSlot, body: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
     """Yield `body`, holding the person's stream slot until it ends or the client goes."""
     async with contextlib.aclosing(body):
         try:
@@ -54,7 +55,7 @@ async def holding(slot: StreamSlot, body: AsyncIterator[str]) -> AsyncIterator[s
             slot.release()
 
 
-def event_stream_response(body: AsyncIterator[str], *, slot: StreamSlot) -> StreamingHttpResponse:
+def event_stream_response(body: AsyncGenerator[str, None], *, slot: StreamSlot) -> StreamingHttpResponse:
     """Answer with `body` as an event stream, which holds `slot` while it runs."""
     response = StreamingHttpResponse(holding(slot, body), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -68,7 +69,7 @@ def request_cursor(request: HttpRequest) -> int | None:
     return parse_cursor(last_event_id if last_event_id is not None else request.GET.get("after"))
 
 
-def thread_event_stream(request: HttpRequest, thread_id: str) -> StreamingHttpResponse:
+def thread_event_stream(request: AuthenticatedHttpRequest, thread_id: str) -> StreamingHttpResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     slot = StreamSlot(user_id=request.user.pk)
     subscription = ThreadSubscription(
@@ -81,13 +82,13 @@ def thread_event_stream(request: HttpRequest, thread_id: str) -> StreamingHttpRe
 
 
 @api_view("GET")
-def thread_events(request: HttpRequest, thread_id: str) -> StreamingHttpResponse:
+def thread_events(request: AuthenticatedHttpRequest, thread_id: str) -> StreamingHttpResponse:
     """Stream a thread's log from the cursor on, then live."""
     return thread_event_stream(request, thread_id)
 
 
 @api_view("GET")
-def chat_stream(request: HttpRequest) -> StreamingHttpResponse:
+def chat_stream(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
     """The seed API's `GET /api/chat/stream?id=<thread id>`: the thread's records from the beginning, then live."""
     thread_id = request.GET.get("id")
     if not thread_id:

@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -25,6 +26,7 @@ from .api import api_view
 from .demo import DEMO_PASSWORD, DEMO_USERNAME
 from .errors import error_response
 from .forms import ThreadTitleForm
+from .http import AuthenticatedHttpRequest
 from .models import Message, Thread
 from .selectors import message_get_in_thread, thread_activity_for_user, thread_get_for_user
 from .services import reply_retry, thread_create, thread_rename
@@ -41,7 +43,7 @@ def wants_json(request: HttpRequest) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
 
-def owned_thread(request: HttpRequest, thread_id: str) -> Thread:
+def owned_thread(request: AuthenticatedHttpRequest, thread_id: str) -> Thread:
     """Return the signed-in user's thread, or raise Http404 for any other id (I11)."""
     try:
         return thread_get_for_user(user=request.user, thread_id=thread_id)
@@ -65,7 +67,7 @@ def sign_up(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("thread-list")
     next_url = request.POST.get("next") or request.GET.get("next", "")
-    form = UserCreationForm(request.POST or None)
+    form: UserCreationForm[User] = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         login(request, form.save())
         safe = url_has_allowed_host_and_scheme(next_url, {request.get_host()}, require_https=request.is_secure())
@@ -75,7 +77,7 @@ def sign_up(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def thread_list(request: HttpRequest) -> HttpResponse:
+def thread_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
         thread = thread_create(owner=request.user)
         return redirect("thread-detail", thread_id=thread.id)
@@ -84,7 +86,7 @@ def thread_list(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET")
-def thread_activity(request: HttpRequest) -> JsonResponse:
+def thread_activity(request: AuthenticatedHttpRequest) -> JsonResponse:
     """Answer the thread list page's poll: titles, last activity and whether a reply is being written."""
     threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE)
     listed = [
@@ -102,7 +104,7 @@ def thread_activity(request: HttpRequest) -> JsonResponse:
 
 @login_required
 @require_GET
-def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
+def thread_detail(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     thread = owned_thread(request, thread_id)
     # One message more than shown tells whether there are earlier ones, in the same statement.
     snapshot = thread_snapshot(thread=thread, limit=THREAD_PAGE_MESSAGES + 1)
@@ -123,7 +125,7 @@ def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
 
 
 @api_view("GET")
-def thread_earlier(request: HttpRequest, thread_id: str) -> JsonResponse:
+def thread_earlier(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResponse:
     """Return the messages before `?before=<message id>` as HTML, rendered like the page's own."""
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     before = message_get_in_thread(thread=thread, message_id=request.GET.get("before", ""))
@@ -135,7 +137,7 @@ def thread_earlier(request: HttpRequest, thread_id: str) -> JsonResponse:
 
 @login_required
 @require_POST
-def thread_rename_view(request: HttpRequest, thread_id: str) -> HttpResponse:
+def thread_rename_view(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     thread = owned_thread(request, thread_id)
     form = ThreadTitleForm(request.POST, instance=thread)
     if form.is_valid():
@@ -143,15 +145,15 @@ def thread_rename_view(request: HttpRequest, thread_id: str) -> HttpResponse:
         if wants_json(request):
             return JsonResponse({"title": thread.title})
     elif wants_json(request):
-        return error_response(BadRequest(" ".join(form.errors["title"])))
+        return error_response(BadRequest(" ".join(str(error) for error in form.errors["title"])))
     else:
-        messages.error(request, " ".join(form.errors["title"]))
+        messages.error(request, " ".join(str(error) for error in form.errors["title"]))
     return redirect("thread-detail", thread_id=thread.id)
 
 
 @login_required
 @require_POST
-def reply_retry_view(request: HttpRequest, thread_id: str, message_id: str) -> HttpResponse:
+def reply_retry_view(request: AuthenticatedHttpRequest, thread_id: str, message_id: str) -> HttpResponse:
     """Answer the user message of a failed or cancelled reply again; the new reply streams like any other."""
     thread = owned_thread(request, thread_id)
     try:
