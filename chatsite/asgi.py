@@ -24,7 +24,8 @@ from streaming.inline import InlineWorkerMiddleware  # noqa: E402
 from threads.routing import websocket_urlpatterns  # noqa: E402
 from threads.tokens.middleware import BearerTokenAuthMiddleware  # noqa: E402
 
-websocket_app = URLRouter(websocket_urlpatterns)
+# Channels' stubs type the routes as patterns of ASGI apps, which Django's path() makes but is not typed to.
+websocket_app = URLRouter(websocket_urlpatterns)  # type: ignore[arg-type]
 
 application = InlineWorkerMiddleware(
     ProtocolTypeRouter(

@@ -79,6 +79,7 @@ async def _resume_once(thread: Thread, after: int) -> tuple[float, int]:
     events = 0
     try:
         async for frame in frames:
+            assert frame is not None, "the subscription has no keep-alives"
             if frame.type == "ready":
                 break
             events += 1
