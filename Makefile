@@ -28,8 +28,8 @@ test: lint test-embedded test-services
 lint: $(VENV)/installed
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 	DJANGO_SECRET_KEY=mypy $(VENV)/bin/mypy chatsite threads streaming
+	$(VENV)/bin/ruff format --check .
 
 # The embedded default: SQLite and the in-memory channel layer.
 test-embedded: $(VENV)/installed
