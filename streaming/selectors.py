@@ -5,7 +5,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from django.core.paginator import Page, Paginator
-from django.db.models import F, QuerySet
+from django.db.models import Count, F, QuerySet
 
 from .compaction import chunk_events
 from .events import EncodedEvent, encode_chunks, message_payload
@@ -13,6 +13,7 @@ from .models import (
     AbstractMessage,
     AbstractThread,
     Chunk,
+    Generation,
     MessageRole,
     MessageStatus,
     get_message_model,
@@ -99,6 +100,12 @@ def replies_in_progress_filled(messages: list[MessageT], *, seq: int) -> list[Me
 
 def thread_last_seq(*, thread_id: UUID) -> int:
     return get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread_id)
+
+
+def generation_status_counts(*, statuses: tuple[str, ...]) -> dict[str, int]:
+    """Return how many generations are in each of `statuses` (those with none are left out)."""
+    rows = Generation.objects.filter(status__in=statuses).values_list("status").annotate(count=Count("pk"))
+    return dict(rows.order_by())
 
 
 def thread_streaming(*, thread_id: UUID) -> bool:

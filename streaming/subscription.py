@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from . import events
+from . import events, metrics
 from .broadcast import channel_layer
 from .errors import RateLimited
 from .models import AbstractThread, Chunk, get_thread_model
@@ -115,6 +115,7 @@ _open_streams_lock = threading.Lock()  # taken by views in their threads and by 
 def _release_stream(user_id: int) -> None:
     with _open_streams_lock:
         _open_streams[user_id] -= 1
+        metrics.OPEN_STREAMS.dec()
         if not _open_streams[user_id]:
             del _open_streams[user_id]
 
@@ -137,6 +138,7 @@ class StreamSlot:
                     retry_after_s=STREAM_LIMIT_RETRY_AFTER_SECONDS,
                 )
             _open_streams[user_id] += 1
+            metrics.OPEN_STREAMS.inc()
         # Calling a finalizer runs it once; later calls, and the collection of the slot, do nothing.
         self.release = weakref.finalize(self, _release_stream, user_id)
 
