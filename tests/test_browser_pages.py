@@ -43,7 +43,8 @@ from datetime import timedelta
 from django.contrib.auth.models import User
 from django.utils import timezone
 from threads.models import Thread
-from threads.services import generation_cancel, message_post, thread_create
+from streaming.services import generation_cancel
+from threads.services import message_post, thread_create
 
 owner = User.objects.get(username={username!r})
 for title, age_days, text in {threads!r}:

@@ -10,7 +10,8 @@ from django.urls import reverse
 from streaming.models import Generation
 from threads.models import Message, Thread
 from threads.selectors import thread_groups_by_date
-from threads.services import generation_cancel, message_post, thread_archive, thread_create, title_from_content
+from streaming.services import generation_cancel
+from threads.services import message_post, thread_archive, thread_create, title_from_content
 
 pytestmark = pytest.mark.django_db
 
