@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from streaming import events
 from streaming.cursors import parse_cursor
 from streaming.errors import BadRequest, ChatError, RateLimited
+from streaming.protocol import CloseCode
 from streaming.services import generation_cancel
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
 
@@ -23,14 +24,6 @@ from .tokens.selectors import api_token_grant
 
 logger = logging.getLogger(__name__)
 
-# Also when the API token the socket was opened with is revoked.
-CLOSE_NOT_SIGNED_IN = 4401
-CLOSE_NOT_FOUND = 4404
-# Protocol v1 extension: the server failed (say, its database is restarting); reconnect with your cursor.
-# Not 1011: daphne (autobahn) sends only 1000 and 3000-4999, and raises on anything else.
-CLOSE_SERVER_ERROR = 4500
-# Protocol v1 extension, as HTTP's 429: the person has CHAT_MAX_STREAMS_PER_USER streams open already.
-CLOSE_TOO_MANY_STREAMS = 4429
 
 
 def query_cursor(query_string: bytes) -> int | None:
@@ -53,7 +46,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         await self.accept()  # accepted first, so that the close codes below reach the client
         scope_user = self.scope["user"]
         if scope_user is None or not scope_user.is_authenticated:
-            await self.close(code=CLOSE_NOT_SIGNED_IN)
+            await self.close_with(CloseCode.NOT_SIGNED_IN)
             return
         user = cast(User, scope_user)  # AuthMiddleware's lazy user, signed in
         try:
@@ -61,12 +54,12 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 user=user, thread_id=self.scope["url_route"]["kwargs"]["thread_id"]
             )
         except ChatError:
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self.close_with(CloseCode.NOT_FOUND)
             return
         try:
             self.slot = StreamSlot(user_id=user.pk)
         except RateLimited:
-            await self.close(code=CLOSE_TOO_MANY_STREAMS)
+            await self.close_with(CloseCode.TOO_MANY_STREAMS)
             return
         self.thread = thread  # from here on, frames are taken
         # What the socket was let in under that may be revoked: its API token (threads/tokens/), if any.
@@ -77,6 +70,12 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.streamer = asyncio.create_task(self._stream(subscription))
 
 
+    async def close_with(self, code: CloseCode) -> None:
+        """Close the socket with a protocol close code."""
+        # As a plain int: autobahn refuses any other type, an IntEnum too. Not 1011 for a
+        # server failure either: it sends only 1000 and 3000-4999.
+        await self.close(code=code.value)
+
     async def _stream(self, subscription: ThreadSubscription) -> None:
         """Send the subscription's frames as they come, until the socket closes."""
         try:
@@ -84,12 +83,12 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 assert frame is not None, "the subscription has no keep-alives"
                 await self.send(frame.data)
         except ThreadGone:
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self.close_with(CloseCode.NOT_FOUND)
         except AccessRevoked:
-            await self.close(code=CLOSE_NOT_SIGNED_IN)
+            await self.close_with(CloseCode.NOT_SIGNED_IN)
         except Exception:
             logger.exception("thread %s: subscription failed; closing so the client resumes", subscription.thread.id)
-            await self.close(code=CLOSE_SERVER_ERROR)
+            await self.close_with(CloseCode.SERVER_ERROR)
 
     async def disconnect(self, code: int) -> None:
         if self.streamer is not None:
@@ -105,9 +104,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         try:
             await self._handle_frame(self.thread, text_data)
         except ChatError as error:
-            await self.send(events.error_frame(error.code, error.detail))
+            await self.send(events.encode(events.error_frame(error.code, error.detail)))
         except AccessRevoked:
-            await self.close(code=CLOSE_NOT_SIGNED_IN)
+            await self.close_with(CloseCode.NOT_SIGNED_IN)
 
     async def _handle_frame(self, thread: Thread, text_data: str | None) -> None:
         if text_data is None:
@@ -115,7 +114,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         frame = parse_json_object(text_data, what="frame")
         kind = frame.get("type")
         if kind == "ping":
-            await self.send(events.pong_frame())
+            await self.send(events.encode(events.pong_frame()))
         elif kind == "send":
             await self._refuse_if_access_revoked()
             await database_sync_to_async(message_post)(

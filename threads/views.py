@@ -5,6 +5,8 @@ redirect back, so they work without JavaScript; the page script posts the same
 forms with `Accept: application/json` and gets JSON instead of a redirect.
 """
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -21,7 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from streaming.errors import BadRequest, ChatError, NotFound
-from streaming.events import message_payload
+from streaming.events import message_payload, message_payloads, snapshot_payload
 from streaming.selectors import message_page, thread_snapshot
 
 from .api import api_view
@@ -154,7 +156,9 @@ def thread_sidebar(request: AuthenticatedHttpRequest) -> JsonResponse:
     return JsonResponse({"html": render_to_string("threads/_sidebar_groups.html", context, request)})
 
 
-def thread_page_context(request: AuthenticatedHttpRequest, thread: Thread, snapshot: dict, *, draft: bool) -> dict:
+def thread_page_context(
+    request: AuthenticatedHttpRequest, thread: Thread, snapshot: Mapping[str, Any], *, draft: bool
+) -> dict:
     """Return what the thread page (a saved thread, or a draft not saved until its first message) renders."""
     return {
         "thread": thread,
@@ -185,11 +189,9 @@ def thread_new(request: AuthenticatedHttpRequest) -> HttpResponse:
 @require_GET
 def thread_detail(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     thread = owned_thread(request, thread_id)
-    # One message more than shown tells whether there are earlier ones, in the same statement.
-    snapshot = thread_snapshot(thread=thread, limit=THREAD_PAGE_MESSAGES + 1)
-    has_earlier = len(snapshot["messages"]) > THREAD_PAGE_MESSAGES
-    snapshot["messages"] = snapshot["messages"][-THREAD_PAGE_MESSAGES:]
-    context = thread_page_context(request, thread, snapshot, draft=False) | {"has_earlier": has_earlier}
+    page = thread_snapshot(thread=thread, limit=THREAD_PAGE_MESSAGES)
+    snapshot = snapshot_payload(thread, page)
+    context = thread_page_context(request, thread, snapshot, draft=False) | {"has_earlier": page.next is not None}
     return render(request, "threads/thread_detail.html", context)
 
 
@@ -260,9 +262,9 @@ def thread_earlier(request: AuthenticatedHttpRequest, thread_id: str) -> JsonRes
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     before = message_get_in_thread(thread=thread, message_id=request.GET.get("before", ""))
     page = message_page(thread=thread, before=before.seq, limit=THREAD_PAGE_MESSAGES)
-    context = {"thread": thread, "page_messages": page["messages"]}
+    context = {"thread": thread, "page_messages": message_payloads(page)}
     html = render_to_string("threads/_message_list.html", context, request)
-    return JsonResponse({"html": html, "has_more": page["next"] is not None})
+    return JsonResponse({"html": html, "has_more": page.next is not None})
 
 
 @login_required
