@@ -16,11 +16,10 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from .errors import NotRunning
-
 from .compaction import chunk_events
-from .services import ACTIVE_STATUSES, generation_cancel
+from .errors import NotRunning
 from .models import Chunk, Generation, get_message_model
+from .services.endings import ACTIVE_STATUSES, generation_cancel
 
 EXCERPT_CHARS = 80
 

@@ -7,12 +7,12 @@ from uuid import UUID
 
 from django.conf import settings
 
-
-from .models import MessageStatus
 from .committer import Committer, RoundFailed
 from .logs import log_generation
+from .models import MessageStatus
 from .providers import BaseProvider, ProviderError, ReplyEnd
-from .services import Claim, LeaseLost, Write, Written
+from .services.claims import Claim
+from .services.commits import LeaseLost, Write, Written
 
 
 class ReplyRun:

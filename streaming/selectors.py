@@ -1,19 +1,31 @@
-"""Reads of the chunk log."""
+"""Reads of the chunk log and of the conversations it builds."""
+import itertools
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from channels.db import database_sync_to_async
 from django.core.paginator import Page, Paginator
-from django.db.models import F, QuerySet
-
+from django.db.models import F, Q, QuerySet
 
 from .compaction import chunk_events
 from .events import EncodedEvent, encode_chunks, message_payload
-from .models import AbstractMessage, AbstractThread, Chunk, MessageRole, MessageStatus, get_message_model, get_thread_model
+from .models import (
+    AbstractMessage,
+    AbstractThread,
+    Chunk,
+    MessageRole,
+    MessageStatus,
+    get_message_model,
+    get_thread_model,
+)
+from .providers import Turn
 
 
-def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None, limit: int = 500) -> list[EncodedEvent]:
+def chunk_events_after(
+    *, thread_id: UUID, after: int, until: int | None = None, limit: int = 500
+) -> list[EncodedEvent]:
     """Return the encoded events with seq in (after, until], oldest first, at most `limit`.
 
     A segment row is split into its events, and one that holds `after` or `until` gives
@@ -32,6 +44,9 @@ def chunk_events_after(*, thread_id: UUID, after: int, until: int | None = None,
     message_ids = {chunk.message_id for chunk in chunks if chunk.kind != Chunk.Kind.DELTA}
     messages = get_message_model().objects.in_bulk(message_ids) if message_ids else {}
     return encode_chunks(chunks, messages, after=after, until=stop)
+
+
+achunk_events_after = database_sync_to_async(chunk_events_after)
 
 
 def _backlog_window(*, thread_id: UUID, after: int, until: int | None, limit: int) -> tuple[int, int] | None:
@@ -90,9 +105,42 @@ def thread_last_seq(*, thread_id: UUID) -> int:
     return get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread_id)
 
 
+athread_last_seq = database_sync_to_async(thread_last_seq)
+
+
 def thread_streaming(*, thread_id: UUID) -> bool:
     """Return whether a reply is being written in the thread."""
     return get_message_model().objects.filter(thread_id=thread_id, status=MessageStatus.STREAMING).exists()
+
+
+athread_streaming = database_sync_to_async(thread_streaming)
+
+
+def conversations_turns(replies: list[AbstractMessage]) -> dict[UUID, list[Turn]]:
+    """Return each reply's turns, oldest first: its thread's messages with text, up to the one it answers.
+
+    A retried reply answers an earlier message again: the replies in between are not part of
+    its conversation. One query for them all (each reply comes with its `reply_to`).
+    """
+    answered = {reply.id: reply.reply_to.seq for reply in replies}
+    earlier = Q()
+    for reply in replies:
+        earlier |= Q(thread_id=reply.thread_id, seq__lte=answered[reply.id])
+    rows = (
+        get_message_model().objects.filter(earlier)
+        .exclude(content="")
+        .order_by("thread_id", "seq")
+        .values_list("thread_id", "seq", "role", "content")
+    )
+    by_thread = {thread_id: list(group) for thread_id, group in itertools.groupby(rows, key=lambda row: row[0])}
+    return {
+        reply.id: [
+            Turn(role=role, content=content)
+            for _, seq, role, content in by_thread.get(reply.thread_id, [])
+            if seq <= answered[reply.id]
+        ]
+        for reply in replies
+    }
 
 
 # Chunks per timeline page: a reply of any length renders in bounded time.
@@ -192,6 +240,9 @@ def thread_snapshot(*, thread: AbstractThread, limit: int | None = None) -> dict
     """Return the thread's messages and the seq they reflect (I4), newest `limit` ones if given."""
     page = message_page(thread=thread, before=None, limit=limit)
     return {"id": str(thread.id), "title": thread.title, "seq": page["seq"], "messages": page["messages"]}
+
+
+athread_snapshot = database_sync_to_async(thread_snapshot)
 
 
 def message_page(*, thread: AbstractThread, before: int | None, limit: int | None) -> dict[str, Any]:

@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from streaming.selectors import TIMELINE_PAGE_SIZE
 from streaming.models import Chunk, Generation
+from streaming.selectors import TIMELINE_PAGE_SIZE
 from threads.models import Message, Thread
 from threads.services import message_post, thread_create
 

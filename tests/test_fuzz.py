@@ -17,13 +17,15 @@ from urllib.parse import urlencode
 
 import pytest
 from channels.db import database_sync_to_async
-from hypothesis import HealthCheck, Phase, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from streaming.models import Chunk, Generation
 from streaming.errors import ChatError
+from streaming.models import Chunk, Generation
+from streaming.services.endings import ACTIVE_STATUSES
 from threads.inputs import parse_json_object
 from threads.models import Message, Thread
-from streaming.services import ACTIVE_STATUSES
 from threads.services import message_post, thread_create
 from threads.tokens import api_token_create
 

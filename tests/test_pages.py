@@ -7,10 +7,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from streaming.selectors import message_page
+from streaming.services.endings import generation_cancel
 from threads import views
 from threads.models import Message
-from streaming.selectors import message_page
-from streaming.services import generation_cancel
 from threads.services import message_post, thread_create
 from threads.templatetags.chat import render_markdown
 

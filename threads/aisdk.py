@@ -27,7 +27,7 @@ from streaming.errors import BadRequest
 from .inputs import parse_thread_id
 from .models import Message, Thread
 from .selectors import thread_get_for_user
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from .services import message_post, reply_retry, thread_get_or_create, validate_content
 from .tokens import api_token_grant, request_api_token_id
 

@@ -18,16 +18,16 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.csrf import csrf_failure as default_csrf_failure
 from django.views.decorators.http import require_GET
 
-from streaming.events import message_payload
-
-from streaming.errors import BadRequest, ChatError, TooLong
 from streaming.cursors import parse_digits
+from streaming.errors import BadRequest, ChatError, TooLong
+from streaming.events import message_payload
+from streaming.selectors import message_page, thread_snapshot
+from streaming.services.endings import generation_cancel
+
 from .inputs import parse_client_id, parse_json_object
 from .models import Thread
 from .openapi import openapi_document
-from streaming.selectors import message_page, thread_snapshot
 from .selectors import thread_get_for_user, thread_page
-from streaming.services import generation_cancel
 from .services import message_post, thread_create, thread_delete, thread_rename
 
 # Page sizes when `limit` is not given; API_MAX_PAGE_SIZE bounds what it may ask for.

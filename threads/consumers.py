@@ -10,7 +10,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from streaming.errors import BadRequest, ChatError, RateLimited
 from .inputs import parse_client_id, parse_json_object
 from .selectors import thread_get_for_user
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from .services import message_post
 
 from streaming import events

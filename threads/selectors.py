@@ -2,11 +2,12 @@
 from datetime import datetime
 from uuid import UUID
 
+from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-
 from streaming.errors import NotFound
+
 from .models import Message, Thread
 
 
@@ -20,6 +21,9 @@ def thread_get_for_user(*, user: AbstractBaseUser, thread_id: UUID | str) -> Thr
     if thread is None:
         raise NotFound("No such thread.")
     return thread
+
+
+athread_get_for_user = database_sync_to_async(thread_get_for_user)
 
 
 def thread_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Thread]:
