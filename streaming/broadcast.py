@@ -18,16 +18,15 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-
-from .models import AbstractThread
 from .events import (
-    THREAD_RENAMED,
     ACCESS_REVOKED,
+    THREAD_RENAMED,
     WORKERS_GROUP,
     EncodedEvent,
     thread_frame,
     thread_group_name,
 )
+from .models import AbstractThread
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from datetime import timedelta
 
 from django.db.models import Q
 
-
 from .models import AbstractMessage, Chunk
 
 # One segment is one bounded read: a backlog page fetches at most one segment beyond what it returns.

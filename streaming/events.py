@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-
 from .compaction import segment_texts
 from .models import AbstractMessage, AbstractThread, Chunk, MessageRole, MessageStatus
 

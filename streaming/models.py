@@ -97,7 +97,9 @@ class Chunk(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     # Not indexed alone: the (thread, seq) and (thread, seq_last) indexes serve every lookup by thread.
-    thread = models.ForeignKey(settings.STREAM_THREAD_MODEL, on_delete=models.CASCADE, related_name="chunks", db_index=False)
+    thread = models.ForeignKey(
+        settings.STREAM_THREAD_MODEL, on_delete=models.CASCADE, related_name="chunks", db_index=False
+    )
     # The row's first event.
     seq = models.PositiveBigIntegerField()
     # How many consecutive events the row holds: 1, or a segment's count. The database

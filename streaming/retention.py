@@ -20,7 +20,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .errors import Busy
-
 from .models import AbstractThread, Chunk, MessageStatus, get_message_model, get_thread_model
 
 # Rows deleted per statement: short statements keep locks and the WAL small.
@@ -39,9 +38,10 @@ class PruneSummary:
 
 def _prunable_chunks(*, cutoff: datetime) -> QuerySet[Chunk]:
     """Return the chunks of ended messages whose last activity was before `cutoff`, in settled threads."""
-    streaming = get_message_model().objects.filter(status=MessageStatus.STREAMING)
+    Message = get_message_model()
+    streaming = Message.objects.filter(status=MessageStatus.STREAMING)
     messages = (
-        get_message_model().objects.exclude(status=MessageStatus.STREAMING)
+        Message.objects.exclude(status=MessageStatus.STREAMING)
         .exclude(thread_id__in=streaming.values("thread_id"))
         # A user message never "completes": its last activity is its creation.
         .alias(last_activity=Coalesce("completed_at", "created_at"))

@@ -11,11 +11,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from streaming.admin import ReadOnlyAdmin, ReadOnlyPermissions, UUIDSearchMixin, excerpt
-from streaming.selectors import reply_check, timeline_page
+from streaming.errors import Busy, ChatError
 from streaming.models import Chunk
 from streaming.retention import thread_chunks_purge
+from streaming.selectors import reply_check, timeline_page
 
-from streaming.errors import Busy, ChatError
 from .models import Message, Thread
 from .services import reply_retry
 

@@ -1,8 +1,6 @@
 """Routes beyond threads/urls.py: event streams, the chat APIs, the OpenAPI document and API tokens."""
 from django.urls import path
 
-
-
 from . import aisdk, api, sse, tokens
 
 urlpatterns = [

@@ -17,14 +17,14 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from streaming.errors import ChatError, NotFound
 from streaming.events import message_payload
+from streaming.selectors import message_page, thread_snapshot
 
 from .api import api_view, error_response
-from streaming.errors import ChatError, NotFound
-from .forms import ThreadTitleForm
 from .demo import DEMO_PASSWORD, DEMO_USERNAME
+from .forms import ThreadTitleForm
 from .models import Message, Thread
-from streaming.selectors import message_page, thread_snapshot
 from .selectors import message_get_in_thread, thread_activity_for_user, thread_get_for_user
 from .services import reply_retry, thread_create, thread_rename
 

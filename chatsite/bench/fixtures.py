@@ -15,12 +15,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from threads.models import Message, Thread
-
 from streaming.compaction import deltas_compacted
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply_tokens
+from threads.models import Message, Thread
 
 BENCH_USERNAME = "streambench"
 BULK_BATCH_ROWS = 2000

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from streaming.providers import ReplyEnd, ReplyEvent, ReplyRequest, TextDelta
 from streaming.providers.scripted import ScriptedProvider
+
 from .stamps import stamp_token
 
 
