@@ -7,7 +7,7 @@ PORT ?= 8000
 SERVICES_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatsite
 SERVICES_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test test-embedded test-services
+.PHONY: run test lint test-embedded test-services
 
 $(VENV)/installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -20,7 +20,11 @@ run: $(VENV)/installed
 	@echo "chatsite: open http://127.0.0.1:$(PORT)/"
 	DJANGO_DEBUG=on $(PY) manage.py runserver 127.0.0.1:$(PORT)
 
-test: test-embedded test-services
+test: lint test-embedded test-services
+
+# Static checks: apps import one way (.importlinter).
+lint: $(VENV)/installed
+	$(VENV)/bin/lint-imports
 
 # The embedded default: SQLite and the in-memory channel layer.
 test-embedded: $(VENV)/installed

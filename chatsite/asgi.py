@@ -22,7 +22,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from streaming.inline import InlineWorkerMiddleware  # noqa: E402
 from threads.routing import websocket_urlpatterns  # noqa: E402
-from threads.tokens import BearerTokenAuthMiddleware  # noqa: E402
+from threads.tokens.middleware import BearerTokenAuthMiddleware  # noqa: E402
 
 websocket_app = URLRouter(websocket_urlpatterns)
 

@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 from chatsite.bench.topology import free_port
 from threads.models import Message, Thread
 from threads.services import message_post
-from threads.tokens import api_token_create
+from threads.tokens.services import api_token_create
 
 from .conftest import reply_text
 from .live_server import wait_until_answering

@@ -27,7 +27,7 @@ from streaming.services.endings import ACTIVE_STATUSES
 from threads.inputs import parse_json_object
 from threads.models import Message, Thread
 from threads.services import message_post, thread_create
-from threads.tokens import api_token_create
+from threads.tokens.services import api_token_create
 
 from .conftest import RECEIVE_TIMEOUT_S, ThreadSocket
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 - one_sync_thread is an autouse fixture

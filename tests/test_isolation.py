@@ -23,7 +23,7 @@ from streaming.models import Generation
 from streaming.services.endings import generation_cancel
 from threads.models import ApiToken, Message, Thread
 from threads.services import message_post, thread_create
-from threads.tokens import api_token_create
+from threads.tokens.services import api_token_create
 
 from .conftest import RECEIVE_TIMEOUT_S
 

@@ -15,7 +15,7 @@ from websockets.sync.client import connect as ws_connect
 from streaming.models import Chunk, Generation
 from threads.models import ApiToken, Message
 from threads.services import message_post, thread_create
-from threads.tokens import api_token_create
+from threads.tokens.services import api_token_create
 
 from .live_server import WebProcess, live_environment, procfile_web
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 - one_sync_thread is an autouse fixture
@@ -236,7 +236,7 @@ def web(tmp_path_factory) -> Iterator[tuple[WebProcess, str, str]]:
         token, thread_id = server.shell(
             "from django.contrib.auth.models import User\n"
             "from threads.services import thread_create\n"
-            "from threads.tokens import api_token_create\n"
+            "from threads.tokens.services import api_token_create\n"
             "alice = User.objects.create_user('alice')\n"
             "print(api_token_create(user=alice, name='tests')[1], thread_create(owner=alice).id)\n"
         ).split()

@@ -14,7 +14,7 @@ from streaming.services.endings import generation_cancel
 from threads.models import Message, Thread
 from threads.openapi import openapi_document
 from threads.services import message_post, thread_create
-from threads.tokens import api_token_create
+from threads.tokens.services import api_token_create
 
 from .test_sse import HttpStream
 

@@ -6,7 +6,7 @@ from channels.db import database_sync_to_async
 from django.test import Client
 
 from threads.services import thread_create
-from threads.tokens import api_token_create
+from threads.tokens.services import api_token_create
 
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 - one_sync_thread is an autouse fixture
 

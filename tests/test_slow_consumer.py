@@ -42,7 +42,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from streaming.services.endings import generation_cancel
 from threads.services import message_post, thread_create
-from threads.tokens import api_token_create
+from threads.tokens.services import api_token_create
 
 alice = User.objects.create_user("alice")
 thread = thread_create(owner=alice, title="A long log")

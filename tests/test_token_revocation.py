@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from threads.models import ApiToken, Message
 from threads.services import message_post
-from threads.tokens import api_token_create, api_token_revoke
+from threads.tokens.services import api_token_create, api_token_revoke
 
 from .conftest import RECEIVE_TIMEOUT_S
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 - one_sync_thread is an autouse fixture

@@ -10,7 +10,8 @@ from django.test import Client
 
 from chatsite.asgi import application
 from threads.models import ApiToken, Message, Thread
-from threads.tokens import api_token_create, api_token_revoke, hash_secret
+from threads.tokens.selectors import hash_secret
+from threads.tokens.services import api_token_create, api_token_revoke
 
 from .conftest import RECEIVE_TIMEOUT_S
 

@@ -29,7 +29,7 @@ from .models import Message, Thread
 from .selectors import thread_get_for_user
 from streaming.services.endings import generation_cancel
 from .services import message_post, reply_retry, thread_get_or_create, validate_content
-from .tokens import api_token_grant, request_api_token_id
+from .tokens.selectors import api_token_grant, request_api_token_id
 
 from streaming import events
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response

@@ -1,7 +1,7 @@
 """The JSON API of DESIGN.md §5: parse, call a service or selector, answer.
 
 Callers authenticate with the session cookie (and the X-CSRFToken header on writes) or
-with `Authorization: Bearer <token>` (threads/tokens.py). Every view here is sync; the
+with `Authorization: Bearer <token>` (threads/tokens/). Every view here is sync; the
 streaming ones (streaming/sse.py, streaming/aisdk.py) return an async body that the
 ASGI handler runs on the event loop after the view has returned.
 """
@@ -24,6 +24,7 @@ from streaming.events import message_payload
 from streaming.selectors import message_page, thread_snapshot
 from streaming.services.endings import generation_cancel
 
+from .errors import Forbidden, MethodNotAllowed, Unauthenticated, error_response
 from .inputs import parse_client_id, parse_json_object
 from .models import Thread
 from .openapi import openapi_document
@@ -35,10 +36,6 @@ THREADS_PAGE_SIZE = 50
 MESSAGES_PAGE_SIZE = 50
 # The largest integer a database column holds: a bigger query value could not even be compared.
 LARGEST_INTEGER = 2**63 - 1
-
-
-def error_response(code: str, detail: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
 
 
 def no_content() -> HttpResponse:
@@ -54,19 +51,14 @@ def api_view(*methods: str) -> Callable:
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            if request.method not in methods:
-                response = error_response("bad_request", f"Use {' or '.join(methods)}.", 405)
-                response["Allow"] = ", ".join(methods)
-                return response
-            if not request.user.is_authenticated:
-                return error_response("forbidden", "Sign in first.", 401)
             try:
+                if request.method not in methods:
+                    raise MethodNotAllowed(methods)
+                if not request.user.is_authenticated:
+                    raise Unauthenticated("Sign in first.")
                 return view(request, *args, **kwargs)
             except ChatError as error:
-                response = error_response(error.code, error.detail, error.http_status)
-                for header, value in error.http_headers().items():
-                    response[header] = value
-                return response
+                return error_response(error)
 
         return wrapper
 
@@ -179,8 +171,8 @@ def openapi(request: HttpRequest) -> JsonResponse:
     return JsonResponse(openapi_document(server_url=request.build_absolute_uri("/")))
 
 
-def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """Answer a refused cookie POST in the API's error shape (pages get Django's page)."""
     if request.path.startswith("/api/"):
-        return error_response("forbidden", "CSRF check failed: send the X-CSRFToken header.", 403)
+        return error_response(Forbidden("CSRF check failed: send the X-CSRFToken header."))
     return default_csrf_failure(request, reason)

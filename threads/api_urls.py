@@ -1,7 +1,8 @@
 """Routes beyond threads/urls.py: event streams, the chat APIs, the OpenAPI document and API tokens."""
 from django.urls import path
 
-from . import aisdk, api, sse, tokens
+from . import aisdk, api, sse
+from .tokens import views as token_views
 
 urlpatterns = [
     path("api/openapi.json", api.openapi, name="api-openapi"),
@@ -10,6 +11,6 @@ urlpatterns = [
     path("api/chat/stream", sse.chat_stream, name="api-chat-stream"),
     path("api/chat/<str:chat_id>/stream", aisdk.chat_resume, name="api-chat-resume"),
     path("api/chat/<str:chat_id>/stop", aisdk.chat_stop, name="api-chat-stop"),
-    path("account/tokens/", tokens.token_list, name="api-tokens"),
-    path("account/tokens/<int:token_id>/revoke", tokens.token_revoke, name="api-token-revoke"),
+    path("account/tokens/", token_views.token_list, name="api-tokens"),
+    path("account/tokens/<int:token_id>/revoke", token_views.token_revoke, name="api-token-revoke"),
 ]

@@ -16,7 +16,7 @@ from .services import message_post
 from streaming import events
 from streaming.cursors import parse_cursor
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
-from .tokens import api_token_grant
+from .tokens.selectors import api_token_grant
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY_STREAMS)
             return
         self.thread = thread  # from here on, frames are taken
-        # What the socket was let in under that may be revoked: its API token (threads/tokens.py), if any.
+        # What the socket was let in under that may be revoked: its API token (threads/tokens/), if any.
         self.grant = api_token_grant(self.scope.get("api_token_id"))
         subscription = ThreadSubscription(
             thread=self.thread, after=query_cursor(self.scope["query_string"]), grant=self.grant

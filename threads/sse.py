@@ -16,7 +16,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from .api import api_view
 from streaming.errors import BadRequest
 from .selectors import thread_get_for_user
-from .tokens import api_token_grant, request_api_token_id
+from .tokens.selectors import api_token_grant, request_api_token_id
 
 from streaming import events
 from streaming.cursors import parse_cursor

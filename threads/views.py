@@ -17,12 +17,13 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from streaming.errors import ChatError, NotFound
+from streaming.errors import BadRequest, ChatError, NotFound
 from streaming.events import message_payload
 from streaming.selectors import message_page, thread_snapshot
 
-from .api import api_view, error_response
+from .api import api_view
 from .demo import DEMO_PASSWORD, DEMO_USERNAME
+from .errors import error_response
 from .forms import ThreadTitleForm
 from .models import Message, Thread
 from .selectors import message_get_in_thread, thread_activity_for_user, thread_get_for_user
@@ -142,7 +143,7 @@ def thread_rename_view(request: HttpRequest, thread_id: str) -> HttpResponse:
         if wants_json(request):
             return JsonResponse({"title": thread.title})
     elif wants_json(request):
-        return error_response("bad_request", " ".join(form.errors["title"]), 400)
+        return error_response(BadRequest(" ".join(form.errors["title"])))
     else:
         messages.error(request, " ".join(form.errors["title"]))
     return redirect("thread-detail", thread_id=thread.id)
@@ -158,7 +159,7 @@ def reply_retry_view(request: HttpRequest, thread_id: str, message_id: str) -> H
         retry = reply_retry(thread=thread, reply=reply)
     except ChatError as error:
         if wants_json(request):
-            return error_response(error.code, error.detail, error.http_status)
+            return error_response(error)
         messages.error(request, error.detail)
     else:
         if wants_json(request):

@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from streaming.errors import NotFound
 from threads.models import ApiToken
-from threads.tokens import api_token_create, api_token_revoke
+from threads.tokens.services import api_token_create, api_token_revoke
 
 
 class Command(BaseCommand):
