@@ -5,10 +5,13 @@ What the server stored is read back through its JSON API with the page's own ses
 """
 import re
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+
+from threads.templatetags.chat import render_markdown
 
 from .live_server import PASSWORD, LiveServer, chat_server  # noqa: F401 - chat_server is a fixture
 
@@ -149,9 +152,22 @@ def stored(page: Page) -> dict:
     return response.json()
 
 
+class PageText(HTMLParser):
+    """The text of an HTML fragment, as a browser shows it."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text = ""
+        self.feed(html)
+        self.close()
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
 def as_shown(markdown: str) -> str:
-    """Return the words a reader sees for the scripted provider's markdown (bold and paragraphs)."""
-    return " ".join(markdown.replace("**", "").split())
+    """Return the words a reader sees for `markdown`: the text of the server's rendering of it."""
+    return " ".join(PageText(render_markdown(markdown)).text.split())
 
 
 def shown(page: Page) -> str:

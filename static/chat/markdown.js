@@ -1,227 +1,95 @@
-// A small markdown renderer for text that is still streaming in, safe by construction.
+// Markdown for the page: the same renderer, options and allow-list as the server's
+// `markdown` filter (threads/templatetags/chat.py), so a reply reads the same while it
+// streams and after a reload. tests/test_markdown_parity.py holds the two to the same HTML.
 //
-// It never parses HTML: every piece of text becomes a Text node, elements come from a
-// fixed list of tag names, and the only attribute taken from the text (a link's href)
-// must parse as an http(s) or mailto URL. It covers what the server's markdown-it
-// renders for chat (paragraphs, line breaks, headings, lists, quotes, code, tables,
-// emphasis, links), so a finished reply looks the same after a reload.
+// markdown-it (the JavaScript original of the server's markdown-it-py) never emits raw
+// HTML here; the allow-list below is a second wall, as nh3 is on the server. Both parse
+// and sanitise inside an inert <template>: nothing in a message loads or runs.
 
-const SAFE_PROTOCOLS = new Set(["http:", "https:", "mailto:"]);
-const FENCE = /^ {0,3}(`{3,}|~{3,})/;
-const HEADING = /^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$/;
-const RULE = /^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$/;
-const QUOTE = /^ {0,3}> ?(.*)$/;
-const LIST_ITEM = /^ {0,3}([-*+]|(\d{1,9})[.)])[ \t]+(.*)$/;
-const TABLE_DELIMITER = /^ *\|? *:?-+:? *(?:\| *:?-+:? *)*\|? *$/;
-const ESCAPABLE = /[!-/:-@[-`{-~]/;
+import MarkdownIt from "../vendor/markdown-it/markdown-it.min.js";
+import { decorateCodeBlocks } from "./code.js";
 
-function el(tag, ...children) {
-  const node = document.createElement(tag);
-  node.append(...children);
-  return node;
-}
+const parser = new MarkdownIt("commonmark", { html: false, breaks: true })
+  .enable(["table", "strikethrough"])
+  .disable("image");
 
-function safeHref(raw) {
-  try {
-    const url = new URL(raw, document.baseURI);
-    return SAFE_PROTOCOLS.has(url.protocol) ? url.href : null;
-  } catch {
-    return null;
+const ALLOWED_TAGS = new Set([
+  "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
+  "li", "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
+]);
+// Elements dropped with everything in them (so are SVG and MathML, as nh3 drops them); other
+// unknown elements give way to their content.
+const DROPPED_WITH_CONTENT = new Set(["script", "style"]);
+const HTML_NAMESPACE = "http://www.w3.org/1999/xhtml";
+const ALIGNMENTS = new Set(["text-align:left", "text-align:center", "text-align:right"]);
+const LANGUAGE_CLASS = /^language-[A-Za-z0-9_+#.-]{1,32}$/;
+const URL_SCHEMES = new Set(["http", "https", "mailto"]);
+const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):/;
+
+const hasSafeScheme = (url) => {
+  // Only a URL with a scheme is checked; a relative one stays, as nh3 keeps it.
+  const scheme = SCHEME.exec(url.trim());
+  return !scheme || URL_SCHEMES.has(scheme[1].toLowerCase());
+};
+
+// Which attributes each tag keeps, and on what condition.
+const ALLOWED_ATTRIBUTES = {
+  a: { href: hasSafeScheme, title: () => true },
+  code: { class: (value) => LANGUAGE_CLASS.test(value) },
+  ol: { start: () => true },
+  th: { style: (value) => ALIGNMENTS.has(value) },
+  td: { style: (value) => ALIGNMENTS.has(value) },
+};
+// Every link opens in a new tab, without handing that tab this page or the referrer.
+const LINK_ATTRIBUTES = { target: "_blank", rel: "noopener noreferrer nofollow" };
+
+function sanitise(parent) {
+  for (const node of [...parent.childNodes]) {
+    if (node.nodeType === Node.TEXT_NODE) continue;
+    if (node.nodeType !== Node.ELEMENT_NODE) {
+      node.remove();
+      continue;
+    }
+    const tag = node.localName;
+    if (DROPPED_WITH_CONTENT.has(tag) || node.namespaceURI !== HTML_NAMESPACE) {
+      node.remove();
+      continue;
+    }
+    sanitise(node);
+    if (!ALLOWED_TAGS.has(tag)) {
+      node.replaceWith(...node.childNodes);
+      continue;
+    }
+    const allowed = ALLOWED_ATTRIBUTES[tag] ?? {};
+    for (const { name, value } of [...node.attributes]) {
+      if (!Object.hasOwn(allowed, name) || !allowed[name](value)) node.removeAttribute(name);
+    }
+    if (tag === "a") {
+      for (const [name, value] of Object.entries(LINK_ATTRIBUTES)) node.setAttribute(name, value);
+    }
   }
 }
 
-function link(text, href) {
-  const anchor = el("a", ...inline(text));
-  anchor.href = href;
-  anchor.target = "_blank";
-  anchor.rel = "noopener noreferrer nofollow";
-  return anchor;
+function sanitised(html) {
+  const template = document.createElement("template");
+  template.innerHTML = html; // parsed inert: a template's content never loads or runs
+  sanitise(template.content);
+  return template;
 }
 
-// Find the closing `marker` for one opened before `from`, as CommonMark would: not after
-// whitespace, and for underscores not inside a word (snake_case stays text).
-function closing(text, marker, from) {
-  for (let at = text.indexOf(marker, from + 1); at !== -1; at = text.indexOf(marker, at + 1)) {
-    const inWord = marker[0] === "_" && /\w/.test(text[at + marker.length] ?? "");
-    if (!/\s/.test(text[at - 1]) && !inWord) return at;
-  }
-  return -1;
+/** Return `html` with only the allowed tags, attributes and URL schemes, as the server's nh3 wall does. */
+export function sanitiseHTML(html) {
+  return sanitised(html).innerHTML;
 }
 
-const EMPHASIS = [
-  ["**", "strong"],
-  ["__", "strong"],
-  ["~~", "del"],
-  ["*", "em"],
-  ["_", "em"],
-];
-
-/** Return the inline nodes of one line or paragraph of text. */
-export function inline(text) {
-  const nodes = [];
-  let plain = "";
-  const flush = () => {
-    if (plain) nodes.push(document.createTextNode(plain));
-    plain = "";
-  };
-  let i = 0;
-  while (i < text.length) {
-    const char = text[i];
-    if (char === "\\" && ESCAPABLE.test(text[i + 1] ?? "")) {
-      plain += text[i + 1];
-      i += 2;
-      continue;
-    }
-    if (char === "`") {
-      const ticks = /^`+/.exec(text.slice(i))[0];
-      const end = text.indexOf(ticks, i + ticks.length);
-      if (end !== -1) {
-        flush();
-        nodes.push(el("code", text.slice(i + ticks.length, end).replace(/^ (.+) $/, "$1")));
-        i = end + ticks.length;
-        continue;
-      }
-      plain += ticks;
-      i += ticks.length;
-      continue;
-    }
-    if (char === "[") {
-      const match = /^\[([^\]]*)\]\(\s*<?([^\s()<>]*)>?(?:\s+"[^"]*")?\s*\)/.exec(text.slice(i));
-      const href = match && safeHref(match[2]);
-      if (href) {
-        flush();
-        nodes.push(link(match[1], href));
-        i += match[0].length;
-        continue;
-      }
-    }
-    if (char === "<") {
-      const match = /^<((?:https?|mailto):[^\s<>]+)>/i.exec(text.slice(i));
-      const href = match && safeHref(match[1]);
-      if (href) {
-        flush();
-        nodes.push(link(match[1], href));
-        i += match[0].length;
-        continue;
-      }
-    }
-    const emphasis = EMPHASIS.find(([marker]) => text.startsWith(marker, i));
-    if (emphasis) {
-      const [marker, tag] = emphasis;
-      const start = i + marker.length;
-      const intraword = marker[0] === "_" && /\w/.test(text[i - 1] ?? "");
-      const end = !intraword && /\S/.test(text[start] ?? "") ? closing(text, marker, start) : -1;
-      if (end !== -1) {
-        flush();
-        nodes.push(el(tag, ...inline(text.slice(start, end))));
-        i = end + marker.length;
-        continue;
-      }
-      plain += marker;
-      i += marker.length;
-      continue;
-    }
-    plain += char;
-    i += 1;
-  }
-  flush();
-  return nodes;
+/** Return markdown `text` as sanitised HTML, exactly as the server's `markdown` filter does. */
+export function markdownToHTML(text) {
+  return sanitiseHTML(parser.render(text));
 }
 
-// Lines joined by line breaks, as the server renders them (markdown-it with `breaks`).
-function lines(texts) {
-  const nodes = [];
-  texts.forEach((text, index) => {
-    if (index) nodes.push(el("br"), document.createTextNode("\n"));
-    nodes.push(...inline(text.trim()));
-  });
-  return nodes;
-}
-
-function cells(row) {
-  return row.trim().replace(/^\|/, "").replace(/\|$/, "").split("|").map((cell) => cell.trim());
-}
-
-function table(rows) {
-  const head = el("thead", el("tr", ...cells(rows[0]).map((cell) => el("th", ...inline(cell)))));
-  const body = el("tbody", ...rows.slice(2).map((row) => el("tr", ...cells(row).map((cell) => el("td", ...inline(cell))))));
-  return el("table", head, body);
-}
-
-function startsBlock(line, next) {
-  return FENCE.test(line) || HEADING.test(line) || RULE.test(line) || QUOTE.test(line) || LIST_ITEM.test(line)
-    || (line.includes("|") && TABLE_DELIMITER.test(next ?? "") && next.includes("-"));
-}
-
-function list(source, at) {
-  const first = LIST_ITEM.exec(source[at]);
-  const ordered = first[2] !== undefined;
-  const node = el(ordered ? "ol" : "ul");
-  if (ordered && first[2] !== "1") node.start = Number(first[2]);
-  let item = null;
-  let i = at;
-  while (i < source.length) {
-    const line = source[i];
-    const match = LIST_ITEM.exec(line);
-    if (match && (match[2] !== undefined) === ordered) {
-      item = [match[3]];
-      node.append(el("li"));
-    } else if (line.trim() && item && (/^\s/.test(line) || !startsBlock(line, source[i + 1]))) {
-      item.push(line); // a continuation line of the item
-    } else if (!line.trim() && LIST_ITEM.test(source[i + 1] ?? "")) {
-      i += 1;
-      continue;
-    } else {
-      break;
-    }
-    node.lastChild.replaceChildren(...lines(item));
-    i += 1;
-  }
-  return [node, i];
-}
-
-/** Render markdown `text` into a DocumentFragment, escaping everything that is not markdown. */
+/** Render markdown `text` into a DocumentFragment of sanitised HTML, its code blocks labelled and highlighted. */
 export function renderMarkdown(text) {
-  const fragment = document.createDocumentFragment();
-  const source = text.replace(/\r\n?/g, "\n").split("\n");
-  let i = 0;
-  while (i < source.length) {
-    const line = source[i];
-    let match;
-    if (!line.trim()) {
-      i += 1;
-    } else if ((match = FENCE.exec(line))) {
-      const fence = match[1];
-      const body = [];
-      i += 1;
-      while (i < source.length && !source[i].trimStart().startsWith(fence)) body.push(source[i++]);
-      i += 1;
-      fragment.append(el("pre", el("code", body.length ? `${body.join("\n")}\n` : "")));
-    } else if ((match = HEADING.exec(line))) {
-      fragment.append(el(`h${match[1].length}`, ...inline(match[2] ?? "")));
-      i += 1;
-    } else if (RULE.test(line)) {
-      fragment.append(el("hr"));
-      i += 1;
-    } else if (QUOTE.test(line)) {
-      const quoted = [];
-      while (i < source.length && QUOTE.test(source[i])) quoted.push(QUOTE.exec(source[i++])[1]);
-      fragment.append(el("blockquote", renderMarkdown(quoted.join("\n"))));
-    } else if (LIST_ITEM.test(line)) {
-      const [node, next] = list(source, i);
-      fragment.append(node);
-      i = next;
-    } else if (line.includes("|") && TABLE_DELIMITER.test(source[i + 1] ?? "") && source[i + 1].includes("-")) {
-      const rows = [line, source[i + 1]];
-      i += 2;
-      while (i < source.length && source[i].includes("|") && source[i].trim()) rows.push(source[i++]);
-      fragment.append(table(rows));
-    } else {
-      const paragraph = [line];
-      i += 1;
-      while (i < source.length && source[i].trim() && !startsBlock(source[i], source[i + 1])) paragraph.push(source[i++]);
-      fragment.append(el("p", ...lines(paragraph)));
-    }
-  }
+  const fragment = sanitised(parser.render(text)).content;
+  decorateCodeBlocks(fragment);
   return fragment;
 }

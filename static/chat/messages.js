@@ -1,6 +1,7 @@
 // The message list of the thread page: builds message elements from the server's own
 // <template>s, renders their text as markdown and keeps the view pinned to the newest.
 
+import { decorateCodeBlocks } from "./code.js";
 import { renderMarkdown } from "./markdown.js";
 
 // Deltas arriving within this window are rendered together: a backlog of hundreds of
@@ -24,6 +25,7 @@ export class MessageList {
       this.texts.set(item.dataset.messageId, item.dataset.content);
       item.removeAttribute("data-content");
     }
+    decorateCodeBlocks(this.list);
   }
 
   find(id) {
@@ -110,6 +112,7 @@ export class MessageList {
     const template = document.createElement("template");
     template.innerHTML = html; // sanitised on the server, and inert inside a <template>
     const first = template.content.firstElementChild;
+    decorateCodeBlocks(template.content);
     this.list.prepend(template.content);
     return first;
   }

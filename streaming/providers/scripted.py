@@ -3,31 +3,117 @@
 The same conversation always gets the same reply, word for word, so the product
 runs and demos offline, benchmarks are reproducible, and a reply continued after
 a takeover can be checked against the text it should have been.
+
+A reply shows what the page renders: a heading, an ordered list with sub-lists, a
+table, a fenced code block with its language, and prose with bold, italic, inline
+code and links, as far as SCRIPTED_REPLY_TOKENS allows; prose fills the rest.
 """
 import asyncio
 import hashlib
+import itertools
 import random
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Callable
 
 from django.conf import settings
 
 from .base import BaseProvider, ReplyEnd, ReplyEvent, ReplyRequest, TextDelta, Turn
 
-WORDS = (
-    "stream token reply thread socket cursor chunk worker lease buffer replay resume "
-    "order record commit signal channel layer event window screen device laptop phone "
-    "network packet message answer question detail example reason moment result "
-    "simple steady careful quiet clear quick bright gentle exact honest patient "
-    "build check carry follow gather hold keep listen measure notice read send "
-    "write across after again always before between during often since through"
+NOUNS = (
+    "stream token reply thread socket cursor chunk worker lease buffer record signal channel "
+    "layer event window screen device phone network packet message answer question detail result"
 ).split()
+ADJECTIVES = "simple steady careful quiet clear quick bright gentle exact honest patient".split()
+VERBS = "build check carry follow gather hold keep listen measure notice read send write".split()
+LINKS = "across after again always before between during often since through".split()
+WORDS = NOUNS + ADJECTIVES + VERBS + LINKS
 
 # How much of the user's message the reply quotes back.
 ECHO_WORDS = 12
+# A token is a run of non-space characters with the whitespace before it.
+TOKEN = re.compile(r"\s*\S+")
+ALIGNMENTS = (":--", ":-:", "--:")
+
+
+def _plural(noun: str) -> str:
+    return f"{noun[:-1]}ies" if noun.endswith("y") else f"{noun}s"
+
+
+def _heading(rng: random.Random) -> str:
+    return f"## {rng.choice(ADJECTIVES).capitalize()} {rng.choice(NOUNS)} {_plural(rng.choice(NOUNS))}"
+
+
+def _steps(rng: random.Random) -> str:
+    """Return an ordered list of two steps, each with a sub-list of two points."""
+    steps = []
+    for number in (1, 2):
+        points = [f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}", f"`{rng.choice(NOUNS)}_{rng.choice(NOUNS)}`"]
+        steps.append(
+            f"{number}. **{rng.choice(VERBS).capitalize()}** the {rng.choice(NOUNS)}\n"
+            + "\n".join(f"   - {point}" for point in points)
+        )
+    return "\n".join(steps)
+
+
+def _table(rng: random.Random) -> str:
+    left, right = rng.sample(NOUNS, 2)
+    rows = [f"| {rng.choice(ADJECTIVES)} | {rng.randint(2, 999)} |" for _ in range(2)]
+    return "\n".join([f"| {left.capitalize()} | {right.capitalize()} |", f"|{rng.choice(ALIGNMENTS)}|--:|", *rows])
+
+
+def _code(rng: random.Random) -> str:
+    verb, noun = rng.choice(VERBS), rng.choice(NOUNS)
+    nouns, other_nouns = _plural(noun), _plural(rng.choice(NOUNS))
+    snippets = {
+        "python": f"def {verb}_{nouns}({nouns}):\n    return [{noun} for {noun} in {nouns} if {noun}]",
+        "javascript": f'const {nouns} = await {verb}("{rng.choice(NOUNS)}");\nconsole.log({nouns}.length);',
+        "bash": f'chatsite {verb} --{noun} {rng.choice(NOUNS)}\necho "{verb} done"',
+        "sql": f"SELECT {noun}, count(*) FROM {other_nouns}\nWHERE {noun} IS NOT NULL GROUP BY {noun};",
+    }
+    language = rng.choice(sorted(snippets))
+    return f"```{language}\n{snippets[language]}\n```"
+
+
+# Inline markup, each applied to one word.
+INLINE: tuple[Callable[[str], str], ...] = (
+    lambda word: f"**{word}**",
+    lambda word: f"*{word}*",
+    lambda word: f"`{word.lower()}()`",
+    lambda word: f"[{word}](https://example.com/{word.lower()})",
+)
+INLINE_CHANCE = 0.1
+
+
+def _sentences(rng: random.Random, length: int, *, markup: bool = True) -> list[str]:
+    """Return `length` words of sentences, the last one ending the last sentence."""
+    words = []
+    sentence_start = True
+    for index in range(length):
+        word = rng.choice(WORDS)
+        if sentence_start:
+            word = word.capitalize()
+        if markup and rng.random() < INLINE_CHANCE:
+            word = rng.choice(INLINE)(word)
+        sentence_start = rng.random() < 0.12 or index == length - 1
+        words.append(word + ("." if sentence_start else ""))
+    return words
+
+
+def _paragraph(rng: random.Random) -> str:
+    """Return a few sentences with each kind of inline markup once."""
+    words = _sentences(rng, rng.randint(6, 10), markup=False)
+    for wrap, index in zip(INLINE, rng.sample(range(1, len(words) - 1), len(INLINE)), strict=True):
+        bare = words[index].rstrip(".")
+        words[index] = wrap(bare) + words[index][len(bare) :]
+    return " ".join(words)
+
+
+# The reply's blocks in order, repeated while the length allows.
+BLOCKS: tuple[Callable[[random.Random], str], ...] = (_heading, _paragraph, _steps, _table, _code)
 
 
 def scripted_reply_tokens(turns: list[Turn], length: int) -> list[str]:
-    """Return the reply to `turns` as tokens: each a word with its leading space or newline."""
+    """Return the reply to `turns` as `length` tokens: each a word or a piece of markup with the space before it."""
     conversation = "\x1e".join(f"{turn.role}\x1f{turn.content}" for turn in turns)
     rng = random.Random(hashlib.sha256(conversation.encode()).digest())
     prompt_words = turns[-1].content.split() if turns else []
@@ -37,21 +123,15 @@ def scripted_reply_tokens(turns: list[Turn], length: int) -> list[str]:
         tokens.append("…")
     tokens.append("”.")
     tokens.append(f" This is reply {len(turns) // 2 + 1} of the conversation.")
-    sentence_start = True
-    while len(tokens) < length:
-        word = rng.choice(WORDS)
-        if sentence_start:
-            word = word.capitalize()
-            separator = "\n\n" if rng.random() < 0.15 else " "
-        else:
-            separator = " "
-        if rng.random() < 0.05:
-            word = f"**{word}**"
-        ending = rng.random() < 0.12
-        tokens.append(separator + word + ("." if ending else ""))
-        sentence_start = ending
+    for block in itertools.cycle(BLOCKS):
+        pieces = TOKEN.findall("\n\n" + block(rng))
+        if len(tokens) + len(pieces) > length:
+            break
+        tokens += pieces
+    if len(tokens) < length:
+        tokens += TOKEN.findall("\n\n" + " ".join(_sentences(rng, length - len(tokens))))
     tokens = tokens[:length]
-    if not tokens[-1].endswith("."):
+    if not tokens[-1].endswith((".", "```", "|")):
         tokens[-1] += "."
     return tokens
 

@@ -1,5 +1,6 @@
 """Filters of the chat pages: `markdown` renders untrusted message text as safe HTML; `ago` says when."""
 import functools
+import re
 from datetime import datetime, timedelta
 
 import nh3
@@ -11,11 +12,18 @@ from markdown_it import MarkdownIt
 
 register = template.Library()
 
+# static/chat/markdown.js applies the same lists in the browser; tests/test_markdown_parity.py holds them equal.
 ALLOWED_TAGS = {
     "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
     "li", "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
 }  # fmt: skip
-ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}
+ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "ol": {"start"}}
+# A table column's alignment is the only style a message may carry, in markdown-it's own spelling.
+ALIGNMENTS = {"style": {f"text-align:{side}" for side in ("left", "center", "right")}}
+ALIGNED_CELLS = {"th": ALIGNMENTS, "td": ALIGNMENTS}
+# A fenced block's language, as markdown-it names it from the fence's info string; the page
+# labels and highlights the block by it. static/chat/markdown.js keeps the same pattern.
+LANGUAGE_CLASS = re.compile(r"language-[A-Za-z0-9_+#.-]{1,32}")
 URL_SCHEMES = {"http", "https", "mailto"}
 JUST_NOW = timedelta(minutes=1)
 
@@ -33,14 +41,28 @@ def markdown_parser() -> MarkdownIt:
 
 def render_markdown(text: str) -> str:
     """Return `text` as HTML: markdown-it without raw HTML, then nh3 as a second, independent wall."""
+    return sanitise_html(markdown_parser().render(text))
+
+
+def sanitise_html(html: str) -> str:
+    """Return `html` with only the allowed tags, attributes and URL schemes; links open in a new tab."""
     return nh3.clean(
-        markdown_parser().render(text),
+        html,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
+        tag_attribute_values=ALIGNED_CELLS,
+        attribute_filter=_language_class_only,
         url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
         set_tag_attribute_values={"a": {"target": "_blank"}},
     )
+
+
+def _language_class_only(tag: str, attribute: str, value: str) -> str | None:
+    """Keep a code element's class only when it is one language name; pass other attributes through."""
+    if tag == "code" and attribute == "class":
+        return value if LANGUAGE_CLASS.fullmatch(value) else None
+    return value
 
 
 @register.filter(name="markdown")
