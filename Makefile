@@ -7,11 +7,22 @@ PORT ?= 8000
 SERVICES_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatsite
 SERVICES_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test lint test-embedded test-services
+# Both locks pin every package with its hashes (README, "Dependencies"); `make lock` recompiles them.
+PIP_INSTALL := $(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes
+LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 --custom-compile-command "make lock"
 
+.PHONY: run test lint test-embedded test-services check-deploy lock
+
+# What the web and worker processes need: the runtime lock only.
 $(VENV)/installed: requirements.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP_INSTALL) -r requirements.txt
+	touch $@
+
+# The runtime set and the test and development tools, at the same versions.
+$(VENV)/installed-dev: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PIP_INSTALL) -r requirements-dev.txt
 	touch $@
 
 run: $(VENV)/installed
@@ -23,19 +34,31 @@ run: $(VENV)/installed
 test: lint test-embedded test-services
 
 # Static checks: apps import one way (.importlinter).
-lint: $(VENV)/installed
+lint: $(VENV)/installed-dev
 	$(VENV)/bin/lint-imports
 
+# Django's deployment checks on production settings (debug off, a real key, a host name), warnings failing.
+check-deploy: $(VENV)/installed
+	DJANGO_DEBUG=off DJANGO_ALLOWED_HOSTS=chat.example.com \
+	DJANGO_SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))') \
+	  $(PY) manage.py check --deploy --fail-level WARNING
+
 # The embedded default: SQLite and the in-memory channel layer.
-test-embedded: $(VENV)/installed
+test-embedded: $(VENV)/installed-dev
 	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest $(PYTEST_ARGS)
 
 # The same suite on PostgreSQL and channels-redis (browser tests ran in the first pass).
 # Outside CI it is skipped, with a note, where the services are not running.
-test-services: $(VENV)/installed
+test-services: $(VENV)/installed-dev
 	@if [ -z "$$CI" ] && ! (exec 3<>/dev/tcp/127.0.0.1/5432 && exec 4<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then \
 	  echo "PostgreSQL or Redis is not running on 127.0.0.1: skipping the services pass"; \
 	else \
 	  DATABASE_URL=$${DATABASE_URL:-$(SERVICES_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(SERVICES_REDIS_URL)} \
 	    $(PY) -m pytest -m "not browser" $(PYTEST_ARGS); \
 	fi
+
+# Recompile both locks from requirements.in and requirements-dev.in, keeping every pin they
+# already hold unless told otherwise: LOCK_ARGS="--upgrade-package anthropic" moves one package.
+lock: $(VENV)/installed-dev
+	$(LOCK) $(LOCK_ARGS) requirements.in --output-file requirements.txt
+	$(LOCK) $(LOCK_ARGS) requirements-dev.in --output-file requirements-dev.txt

@@ -25,6 +25,11 @@ subscription keeps. The kernel's socket buffers come on top (net.ipv4.tcp_wmem).
 responses are bounded by their own size and left alone. Everything else is daphne
 unchanged: the same command-line flags, the same protocol classes.
 
+On SIGTERM or SIGINT, before daphne ends its connections' applications, the process's inline
+worker (STREAM_INLINE_WORKER) stops claiming and hands its running replies over at once, as
+`streamworker` does: another worker continues them without waiting for their leases to expire.
+Daphne has no ASGI lifespan events to hang this on; its shutdown step is the place.
+
 Run as the web process, it serves on uvloop's event loop: per WebSocket frame sent, the
 process spends about a tenth less than on asyncio's own loop (README, "Benchmark").
 """
@@ -42,8 +47,11 @@ from daphne.cli import CommandLineInterface  # noqa: E402 (after the loop policy
 from daphne.server import Server  # noqa: E402
 from daphne.ws_protocol import WebSocketProtocol  # noqa: E402
 from django.conf import settings  # noqa: E402
+from twisted.internet import defer  # noqa: E402
 from twisted.internet.abstract import FileDescriptor  # noqa: E402
 from twisted.protocols.policies import ProtocolWrapper  # noqa: E402
+
+from streaming import metrics  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +119,7 @@ class BoundedServer(Server):
     def close_slow_client(self, protocol: object, transport: FileDescriptor) -> None:
         self.closed_as_slow.add(protocol)
         websocket = isinstance(protocol, WebSocketProtocol)
+        metrics.SLOW_CLIENT_CLOSES.labels(transport="websocket" if websocket else "event_stream").inc()
         logger.warning(
             "%s client %s took nothing for %s s with %d bytes unsent: closing it as too slow",
             "WebSocket" if websocket else "Event stream",
@@ -130,6 +139,19 @@ class BoundedServer(Server):
         protocol.muted = True
 
 
+    def kill_all_applications(self) -> defer.Deferred:
+        """Hand the inline worker's replies over while daphne ends every connection's application.
+
+        Daphne runs this before the reactor shuts down, and waits for the Deferred it returns.
+        """
+        # Imported here: the worker's modules need Django's models, set up after this module loads.
+        from streaming.inline import stop_inline_worker
+
+        handover = defer.Deferred.fromFuture(asyncio.ensure_future(stop_inline_worker()))
+        handover.addErrback(lambda failure: logger.error("inline worker handover failed: %s", failure))
+        return defer.gatherResults([handover, super().kill_all_applications()])
+
+
 class BoundedCommandLineInterface(CommandLineInterface):
     """daphne's command line, flags and all, serving with BoundedServer."""
 
@@ -137,4 +159,7 @@ class BoundedCommandLineInterface(CommandLineInterface):
 
 
 if __name__ == "__main__":
-    BoundedCommandLineInterface.entrypoint()
+    try:
+        BoundedCommandLineInterface.entrypoint()
+    finally:
+        metrics.process_exited()

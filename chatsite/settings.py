@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -55,6 +56,15 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # Outside debug the site is served over HTTPS (behind a proxy that sets X-Forwarded-Proto).
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+# Production defaults that `manage.py check --deploy` asks for; a site whose subdomains are not
+# all HTTPS, or that will not join the browsers' preload list, turns these off.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=not DEBUG)
+# Plain-HTTP requests are redirected to HTTPS; behind a TLS-terminating proxy this needs
+# DJANGO_BEHIND_PROXY, or every request would look plain. Probes and scrapers speak plain
+# HTTP inside the network, so their paths are exempt.
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("DJANGO_BEHIND_PROXY", default=False) else None
 
 ROOT_URLCONF = "chatsite.urls"
@@ -139,15 +149,28 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# WhiteNoise serves the files where they live, so there is no collectstatic step and no STATIC_ROOT.
+# `collectstatic` (the Procfile's release step) writes hashed, compressed copies here (chatsite/staticfiles.py).
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "chatsite.staticfiles.StaticFilesStorage"},
+}
+# Files not collected keep their plain names and are served from the source folders.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# LOG_FORMAT=json writes one JSON object a line with the same fields (chatsite/logformat.py).
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT is {LOG_FORMAT!r}: use text or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "chatsite.logformat.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
@@ -219,5 +242,13 @@ GENERATION_MAX_ATTEMPTS = env.int("GENERATION_MAX_ATTEMPTS", default=3)
 # failover) before it leaves the reply to a takeover. Shorter than the lease, so that a worker
 # that gets through still holds it.
 GENERATION_WRITE_RETRY_SECONDS = env.float("GENERATION_WRITE_RETRY_SECONDS", default=10.0)
+
+# --- Operations -----------------------------------------------------------------
+
+# GET /metrics is off (404) unless one of these is set; with both, a scrape must pass both.
+# The token is sent as the password of HTTP basic auth; networks are CIDRs such as 10.0.0.0/8.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+
 # `manage.py prunechunks` deletes the chunk rows of messages that ended this many days ago.
 CHUNK_RETENTION_DAYS = env.int("CHUNK_RETENTION_DAYS", default=30)

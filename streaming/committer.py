@@ -18,11 +18,15 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from opentelemetry import trace
 
+from . import metrics
 from .broadcast import apublish_many
 from .services.commits import Write, Written, ageneration_commit
 
 logger = logging.getLogger(__name__)
+# A no-op unless tracing is configured (chatsite/tracing.py).
+tracer = trace.get_tracer(__name__)
 
 # Backoff between retries of a round that failed because the database was unreachable.
 RETRY_FIRST_DELAY_SECONDS = 0.1
@@ -109,7 +113,9 @@ class Committer:
             ]
             self.requested.clear()
             if due:
-                await self._round(due)
+                with metrics.ROUND_SECONDS.time(), tracer.start_as_current_span("chat.round") as span:
+                    span.set_attribute("chat.round.replies", len(due))
+                    await self._round(due)
 
     def _until_next_deadline(self) -> float | None:
         """Seconds until the next tick or lease renewal; None when neither is due."""
@@ -123,7 +129,8 @@ class Committer:
     async def _round(self, writers: list[Writer]) -> None:
         writes = [writer.take_write() for writer in writers]
         try:
-            results = await self._commit(writes)
+            with metrics.COMMIT_SECONDS.time():
+                results = await self._commit(writes)
         except RoundFailed as error:
             for writer in writers:
                 writer.abandoned(error)

@@ -4,6 +4,7 @@ Daphne has no ASGI lifespan events, so the worker starts with the first
 connection or request that reaches this process's event loop.
 """
 import asyncio
+import contextvars
 import logging
 
 from django.conf import settings
@@ -30,7 +31,8 @@ def ensure_inline_worker() -> None:
         if entry is not None:
             logger.error("the inline worker loop ended; starting a new one", exc_info=_task_error(entry[1]))
         worker = StreamWorker()
-        _workers[loop] = (worker, loop.create_task(worker.run()))
+        # A context of its own: the loop outlives the request that started it, and its traces are not that request's.
+        _workers[loop] = (worker, loop.create_task(worker.run(), context=contextvars.Context()))
 
 
 def _task_error(task: asyncio.Task) -> BaseException | None:

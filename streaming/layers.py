@@ -24,6 +24,8 @@ from typing import Any
 from channels_redis import pubsub
 from channels_redis.utils import _wrap_close, decode_hosts
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 # Redis answers in well under a millisecond: a command without an answer after this long
@@ -45,6 +47,7 @@ class BoundedQueue(asyncio.Queue):
         try:
             super().put_nowait(item)
         except asyncio.QueueFull:
+            metrics.CHANNEL_LAYER_DROPS.inc()
             if not self.overflowing:
                 # A slow reader drops many messages in a row: one line when it starts.
                 level = logging.DEBUG if self.overflowed_before else logging.WARNING

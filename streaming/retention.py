@@ -11,6 +11,7 @@ Pruning goes by message, and a segment row (streaming.compaction) holds deltas o
 message only, so a segment always goes or stays whole. Counts are of events, not
 rows: a segment counts as the events it holds.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -51,17 +52,38 @@ def _prunable_chunks(*, cutoff: datetime) -> QuerySet[Chunk]:
     return Chunk.objects.filter(message__in=messages.values("pk")).exclude(seq_last=F("thread__last_seq"))
 
 
-def _delete_in_batches(chunks: QuerySet[Chunk]) -> int:
-    """Delete `chunks` batch by batch; return how many events they held."""
-    deleted = 0
-    while rows := list(chunks.values_list("pk", "span")[:PRUNE_BATCH_SIZE]):
+@dataclass(frozen=True)
+class PruneProgress:
+    """Where a prune stands after one batch: for a long one's log."""
+
+    batch: int
+    rows: int  # deleted by this batch
+    events: int  # deleted so far, by every batch
+    events_total: int  # to delete, counted before the first batch
+
+
+def _delete_in_batches(
+    chunks: QuerySet[Chunk], *, batch_size: int, events_total: int, on_batch: Callable[[PruneProgress], None] | None
+) -> int:
+    """Delete `chunks` batch by batch, reporting each to `on_batch`; return how many events they held."""
+    deleted = batch = 0
+    while rows := list(chunks.values_list("pk", "span")[:batch_size]):
         # Chunks have no dependants and no signals, so this is one plain DELETE.
         Chunk.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
         deleted += sum(span for _, span in rows)
+        batch += 1
+        if on_batch is not None:
+            on_batch(PruneProgress(batch=batch, rows=len(rows), events=deleted, events_total=events_total))
     return deleted
 
 
-def chunks_prune(*, older_than: timedelta, dry_run: bool = False) -> PruneSummary:
+def chunks_prune(
+    *,
+    older_than: timedelta,
+    dry_run: bool = False,
+    batch_size: int = PRUNE_BATCH_SIZE,
+    on_batch: Callable[[PruneProgress], None] | None = None,
+) -> PruneSummary:
     """Delete the chunk rows of messages that ended more than `older_than` ago; message contents stay."""
     cutoff = timezone.now() - older_than
     chunks = _prunable_chunks(cutoff=cutoff)
@@ -71,7 +93,9 @@ def chunks_prune(*, older_than: timedelta, dry_run: bool = False) -> PruneSummar
         threads=Count("thread_id", distinct=True),
     )
     if not dry_run:
-        counts["chunks"] = _delete_in_batches(chunks)
+        counts["chunks"] = _delete_in_batches(
+            chunks, batch_size=batch_size, events_total=counts["chunks"], on_batch=on_batch
+        )
     return PruneSummary(cutoff=cutoff, dry_run=dry_run, **counts)
 
 

@@ -6,13 +6,18 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from opentelemetry import trace
 
+from . import metrics
 from .committer import Committer, RoundFailed
 from .logs import log_generation
 from .models import MessageStatus
 from .providers import BaseProvider, ProviderError, ReplyEnd
 from .services.claims import Claim
 from .services.commits import LeaseLost, Write, Written
+
+# A no-op unless tracing is configured (chatsite/tracing.py).
+tracer = trace.get_tracer(__name__)
 
 
 class ReplyRun:
@@ -38,6 +43,8 @@ class ReplyRun:
         self.committed_chars = len(claim.request.partial)
         self.started_at = self.loop.time()
         self.flushes = 0
+        # When this attempt's first text was committed: a completed reply's token rate counts from there.
+        self.first_text_at: float | None = None
         # The lease is renewed about once a second, by a round with or without text from this reply.
         self.renew_interval = min(settings.GENERATION_LEASE_SECONDS / 3, 1.0)
         self.renew_at = self.started_at + self.renew_interval
@@ -50,6 +57,13 @@ class ReplyRun:
         self.ended = self.loop.create_future()
 
     async def run(self) -> None:
+        """Write the reply inside its `chat.reply` span, which the provider's own spans nest in."""
+        attributes = {"chat.generation.id": str(self.generation_id), "chat.thread.id": str(self.claim.thread_id),
+                      "chat.generation.attempt": self.claim.attempt}
+        with tracer.start_as_current_span("chat.reply", attributes=attributes):
+            await self._run()
+
+    async def _run(self) -> None:
         log_generation("generation.start", self.claim, resumed_chars=len(self.claim.request.partial))
         self.committer.add(self)
         try:
@@ -77,6 +91,7 @@ class ReplyRun:
                 chars=self.committed_chars,
                 output_tokens=(outcome.get("usage") or {}).get("output_tokens", "-"),
             )
+            self._count_end(outcome)
         finally:
             self.committer.discard(self)
 
@@ -158,6 +173,9 @@ class ReplyRun:
         if write.text:
             if not self.wrote_text:
                 log_generation("generation.first_token", self.claim, ms=self._elapsed_ms())
+                metrics.TIME_TO_FIRST_TOKEN.observe(self.loop.time() - self.started_at)
+            if self.first_text_at is None:
+                self.first_text_at = self.loop.time()
             self.wrote_text = True
             self.committed_chars += len(write.text)
             self.flushes += 1
@@ -169,6 +187,16 @@ class ReplyRun:
 
     def abandoned(self, error: RoundFailed) -> None:
         self._fail(error)
+
+    def _count_end(self, outcome: dict[str, Any]) -> None:
+        """Count the reply's end by status and, for a completed one, observe its output tokens per second."""
+        metrics.REPLIES_ENDED.labels(status=outcome["status"]).inc()
+        output_tokens = (outcome.get("usage") or {}).get("output_tokens")
+        if outcome["status"] != MessageStatus.COMPLETE or not output_tokens or self.first_text_at is None:
+            return
+        streamed_s = self.loop.time() - self.first_text_at
+        if streamed_s > 0:
+            metrics.TOKEN_RATE.observe(output_tokens / streamed_s)
 
     def _elapsed_ms(self) -> int:
         return round((self.loop.time() - self.started_at) * 1000)

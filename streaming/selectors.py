@@ -7,7 +7,7 @@ from uuid import UUID
 
 from channels.db import database_sync_to_async
 from django.core.paginator import Page, Paginator
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
 from .compaction import chunk_events
 from .events import EncodedEvent, encode_chunks, message_payload
@@ -15,6 +15,7 @@ from .models import (
     AbstractMessage,
     AbstractThread,
     Chunk,
+    Generation,
     MessageRole,
     MessageStatus,
     get_message_model,
@@ -106,6 +107,12 @@ def thread_last_seq(*, thread_id: UUID) -> int:
 
 
 athread_last_seq = database_sync_to_async(thread_last_seq)
+
+
+def generation_status_counts(*, statuses: tuple[str, ...]) -> dict[str, int]:
+    """Return how many generations are in each of `statuses` (those with none are left out)."""
+    rows = Generation.objects.filter(status__in=statuses).values_list("status").annotate(count=Count("pk"))
+    return dict(rows.order_by())
 
 
 def thread_streaming(*, thread_id: UUID) -> bool:

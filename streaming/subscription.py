@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import events
+from . import events, metrics
 from .errors import RateLimited
 from .models import AbstractThread, Chunk, get_thread_model
 from .selectors import achunk_events_after, athread_last_seq, athread_snapshot, athread_streaming
@@ -108,6 +108,7 @@ _open_streams_lock = threading.Lock()  # taken by views in their threads and by 
 def _release_stream(user_id: int) -> None:
     with _open_streams_lock:
         _open_streams[user_id] -= 1
+        metrics.OPEN_STREAMS.dec()
         if not _open_streams[user_id]:
             del _open_streams[user_id]
 
@@ -130,6 +131,7 @@ class StreamSlot:
                     retry_after_s=STREAM_LIMIT_RETRY_AFTER_SECONDS,
                 )
             _open_streams[user_id] += 1
+            metrics.OPEN_STREAMS.inc()
         # Calling a finalizer runs it once; later calls, and the collection of the slot, do nothing.
         self.release = weakref.finalize(self, _release_stream, user_id)
 

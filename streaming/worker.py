@@ -11,6 +11,7 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
+from . import metrics
 from .committer import Committer
 from .events import WORKERS_GROUP
 from .logs import log_generation
@@ -86,13 +87,16 @@ class StreamWorker:
             for claim in claims:
                 if claim.attempt > 1:
                     log_generation("generation.takeover", claim, worker=self.name)
+                    metrics.TAKEOVERS.inc()
                 run = ReplyRun(claim, provider, self.committer)
                 task = asyncio.create_task(run.run())
                 self.runs[claim.generation_id] = (task, run)
+                metrics.ACTIVE_REPLIES.inc()
                 task.add_done_callback(lambda task, key=claim.generation_id: self._run_done(key, task))
 
     def _run_done(self, generation_id: UUID, task: asyncio.Task) -> None:
         self.runs.pop(generation_id, None)
+        metrics.ACTIVE_REPLIES.dec()
         if not task.cancelled() and task.exception() is not None:
             logger.error("generation %s: run crashed", generation_id, exc_info=task.exception())
         if len(self.runs) == self.concurrency - 1:

@@ -169,3 +169,28 @@ async def test_cursor_before_the_kept_tail_resumes_without_reset(thread, user, c
     end = await socket.receive()
     assert (end["type"], end["seq"], end["status"]) == ("end", reply.content_seq, "complete")
     assert await socket.receive() == {"type": "ready", "seq": reply.content_seq}
+
+
+@pytest.mark.django_db
+def test_command_reports_each_batch_on_stderr(thread):
+    """With --batch-size, each batch deleted is one progress line on stderr; the summary stays on stdout."""
+    for _ in range(3):
+        reply_written(thread, deltas=("a", "b", "c"))
+    age(Message.objects.filter(thread=thread), days=40)
+    rows = Chunk.objects.filter(thread=thread).count() - 1  # the newest stays
+    events = len(chunk_seqs(thread)) - 1
+    out, err = StringIO(), StringIO()
+    call_command("prunechunks", "--older-than", "30d", "--batch-size", "2", stdout=out, stderr=err)
+    lines = err.getvalue().splitlines()
+    assert len(lines) == (rows + 1) // 2
+    assert lines[0].startswith("batch 1: deleted 2 rows; ") and f" of {events} events (" in lines[0]
+    last_rows = 2 if rows % 2 == 0 else 1
+    assert lines[-1] == f"batch {len(lines)}: deleted {last_rows} rows; {events} of {events} events (100%)"
+    assert out.getvalue().startswith(f"Deleted {events} chunks of 6 messages in 1 threads")
+
+
+@pytest.mark.django_db
+def test_command_refuses_a_batch_size_below_one(thread):
+    """A batch size of 0 is refused before anything is deleted."""
+    with pytest.raises(CommandError):
+        prune("--batch-size", "0")

@@ -2,6 +2,8 @@
 import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
+# Tests speak plain HTTP to servers without a TLS proxy in front.
+os.environ.setdefault("DJANGO_SSL_REDIRECT", "off")
 # Tests run worker loops explicitly (the `worker` fixture), one per test's event loop.
 os.environ.setdefault("STREAM_INLINE_WORKER", "off")
 # Fast, short scripted replies keep the suite quick; tests that need pace set their own.

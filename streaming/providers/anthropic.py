@@ -21,6 +21,7 @@ from anthropic.lib.streaming import AsyncMessageStream, AsyncMessageStreamManage
 from anthropic.types import MessageParam
 from django.conf import settings
 
+from ..metrics import PROVIDER_ERRORS
 from .base import BaseProvider, ProviderError, ReplyEnd, ReplyEvent, ReplyRequest, TextDelta, Turn
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class AnthropicProvider(BaseProvider):
                 except _StreamInterrupted as exc:
                     output_tokens += result.output_tokens
                     cause = exc.__cause__ or exc
+                    PROVIDER_ERRORS.labels(provider="anthropic", code=_error_code(cause)).inc()
                     detail = self._error_detail(cause)
                     if attempt == STREAM_ATTEMPTS:
                         logger.error("Anthropic reply failed after %d attempts (%s)", attempt, _log_summary(cause))
@@ -91,6 +93,7 @@ class AnthropicProvider(BaseProvider):
                     await asyncio.sleep(delay_s)
                     continue
                 except anthropic.AnthropicError as exc:
+                    PROVIDER_ERRORS.labels(provider="anthropic", code=_error_code(exc)).inc()
                     logger.warning("Anthropic request failed: %s", _log_summary(exc))
                     raise ProviderError(self._error_detail(exc)) from exc
                 output_tokens += result.output_tokens
@@ -240,6 +243,18 @@ def _refuses_prefill(exc: anthropic.BadRequestError) -> bool:
     # "This model does not support assistant message prefill. The conversation must end with a user message."
     message = (exc.api_message or "").lower()
     return "prefill" in message or "must end with a user message" in message
+
+
+def _error_code(exc: BaseException) -> str:
+    """Name `exc` for the errors metric: the HTTP status, the error type of an error inside a stream, or its kind."""
+    if isinstance(exc, anthropic.APIStatusError):
+        # An error event inside a 200 stream keeps status 200: its type says what it was.
+        return (exc.type or "unknown_error") if exc.status_code == 200 else str(exc.status_code)
+    if isinstance(exc, (anthropic.APITimeoutError, httpx2.TimeoutException)):
+        return "timeout"
+    if isinstance(exc, (anthropic.APIConnectionError, httpx2.TransportError)):
+        return "connection"
+    return "stream_incomplete" if isinstance(exc, _StreamInterrupted) else "other"
 
 
 def _log_summary(exc: BaseException) -> str:

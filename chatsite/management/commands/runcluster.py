@@ -6,6 +6,7 @@ stream workers, all on PostgreSQL and Redis, with STREAM_INLINE_WORKER off.
 """
 import argparse
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -21,14 +22,22 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 STOP_TIMEOUT_SECONDS = 15.0
 # Procfile programs, run with this interpreter so that children use the same virtualenv.
 PROGRAMS = {"python": [sys.executable], "daphne": [sys.executable, "-m", "daphne"]}
+# A leading `NAME=value` word of a Procfile line sets the process's environment, as a shell would.
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
 def procfile_command(process_type: str, **variables: str | int) -> list[str]:
-    """Return the argv of a Procfile process type, with `$NAME` variables substituted."""
+    """Return the argv of a Procfile process type, with `$NAME` variables substituted.
+
+    Its leading `NAME=value` words are left out: callers give the processes their environment
+    (`cluster_environment` sets what the Procfile's lines set).
+    """
     for line in (Path(settings.BASE_DIR) / "Procfile").read_text().splitlines():
         name, _, command = line.partition(":")
         if name.strip() == process_type:
             argv = shlex.split(command)
+            while argv and ASSIGNMENT.match(argv[0]):
+                argv.pop(0)
             for variable, value in variables.items():
                 argv = [arg.replace(f"${variable}", str(value)) for arg in argv]
             return PROGRAMS.get(argv[0], argv[:1]) + argv[1:]
@@ -72,7 +81,7 @@ class Command(BaseCommand):
             )
         environment = cluster_environment()
         if subprocess.run(procfile_command("release"), env=environment, cwd=settings.BASE_DIR).returncode:
-            raise CommandError("The release command (migrate) failed.")
+            raise CommandError("The release command (collectstatic, migrate) failed.")
         commands = {f"web-{port}": web_command(port=port, host=bind) for port in ports}
         commands |= {f"worker-{number}": worker_command() for number in range(1, workers + 1)}
         children = {

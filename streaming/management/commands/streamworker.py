@@ -11,6 +11,7 @@ import signal
 import uvloop
 from django.core.management.base import BaseCommand, CommandError
 
+from streaming import metrics
 from streaming.worker import StreamWorker
 
 logger = logging.getLogger("streaming.worker")
@@ -36,8 +37,11 @@ class Command(BaseCommand):
         if concurrency is not None and concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
         # uvloop: the worker's loop runs every reply's reads and publishes (README, "Benchmark").
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(self._serve(StreamWorker(name=name, concurrency=concurrency)))
+        try:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(self._serve(StreamWorker(name=name, concurrency=concurrency)))
+        finally:
+            metrics.process_exited()
 
     async def _serve(self, worker: StreamWorker) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,105 @@
+"""The private internals of Twisted, autobahn, daphne and channels_redis that our code reads are still there.
+
+chatsite/daphne_server.py and streaming/layers.py reach below these libraries' public APIs, so
+requirements.in pins them exactly. Before a pin moves, this file says whether what we rely on
+survived: each check names the module of ours that needs it.
+"""
+import inspect
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from autobahn.websocket.protocol import WebSocketProtocol as AutobahnWebSocketProtocol
+from channels_redis import pubsub, utils
+from daphne.cli import CommandLineInterface
+from daphne.server import Server
+from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import tcp
+from twisted.internet.abstract import FileDescriptor
+from twisted.protocols.policies import ProtocolWrapper
+
+REQUIREMENTS_IN = Path(__file__).resolve().parent.parent / "requirements.in"
+
+
+def parameters(function) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def assigns(cls: type, *attributes: str) -> None:
+    """Check that `cls`'s source sets each `self.<attribute>`, or that the class has it."""
+    source = inspect.getsource(cls)
+    for attribute in attributes:
+        assert hasattr(cls, attribute) or f"self.{attribute} =" in source, f"{cls.__qualname__}.{attribute} is gone"
+
+
+@pytest.mark.parametrize("distribution", ["Twisted", "autobahn", "channels-redis", "daphne"])
+def test_libraries_read_below_their_api_are_pinned_to_what_is_installed(distribution):
+    """requirements.in pins each of them exactly, at the version these checks ran against."""
+    pins = dict(
+        line.split("==", 1)
+        for line in REQUIREMENTS_IN.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins[distribution].strip() == version(distribution)
+
+
+def test_twisted_transport_internals_for_the_unsent_byte_count():
+    """daphne_server.unsent_bytes counts dataBuffer past offset, and _tempDataLen, as Twisted buffers writes."""
+    assigns(FileDescriptor, "dataBuffer", "offset", "_tempDataLen", "connected")
+    # A TCP connection (the socket transport under daphne) is such a FileDescriptor, and can be aborted.
+    assert issubclass(tcp.Connection, FileDescriptor) and callable(tcp.Connection.abortConnection)
+    buffer_full = inspect.getsource(FileDescriptor._isSendBufferFull)
+    for name in ("dataBuffer", "_tempDataLen"):
+        assert name in buffer_full, f"Twisted no longer counts {name} as unsent"
+    # `offset` marks how much of dataBuffer the kernel has taken already.
+    assert "self.offset" in inspect.getsource(FileDescriptor.doWrite)
+    # socket_transport unwraps TLS and policies wrappers through `.transport`.
+    assigns(ProtocolWrapper, "transport")
+
+
+def test_daphne_server_hooks():
+    """BoundedServer overrides handle_reply and kill_all_applications; the CLI builds `server_class`."""
+    assert inspect.iscoroutinefunction(Server.handle_reply)
+    assert parameters(Server.handle_reply) == ["self", "protocol", "message"]
+    assert parameters(Server.kill_all_applications) == ["self"]
+    assert "kill_all_applications" in inspect.getsource(Server.run)  # still a "before shutdown" trigger
+    assert CommandLineInterface.server_class is Server
+    assert "self.server_class(" in inspect.getsource(CommandLineInterface.run)
+    assert callable(CommandLineInterface.entrypoint)
+
+
+def test_daphne_websocket_protocol_internals():
+    """close_slow_client reads client_addr, feeds application_queue and sets muted, which daphne checks."""
+    assigns(WebSocketProtocol, "client_addr", "application_queue", "muted")
+    assert "if self.muted" in inspect.getsource(WebSocketProtocol.onMessage)
+    assert "not self.muted" in inspect.getsource(WebSocketProtocol.onClose)
+
+
+def test_autobahn_close_handshake():
+    """close_slow_client sets closeHandshakeTimeout and calls sendClose(code=, reason=)."""
+    assert issubclass(WebSocketProtocol, AutobahnWebSocketProtocol)
+    assert "closeHandshakeTimeout" in inspect.getsource(AutobahnWebSocketProtocol)
+    assert parameters(AutobahnWebSocketProtocol.sendClose)[:3] == ["self", "code", "reason"]
+
+
+def test_channels_redis_pubsub_internals():
+    """streaming.layers subclasses the pub/sub layer's shard and loop layer and reads their private state."""
+    shard = pubsub.RedisSingleShardConnection
+    assert parameters(shard.__init__) == ["self", "host", "channel_layer"]
+    assigns(shard, "_redis")
+    assert callable(shard._ensure_redis)
+
+    loop_layer = pubsub.RedisPubSubLoopLayer
+    assert parameters(loop_layer.__init__)[:2] == ["self", "hosts"]
+    assert "channel_layer" in parameters(loop_layer.__init__)
+    assigns(loop_layer, "channels", "channel_layer", "_shards")
+    assert "self._shards" in inspect.getsource(loop_layer._get_shard)
+    assert parameters(loop_layer._subscribe_to_channel) == ["self", "channel"]
+    assert "self.channels[channel]" in inspect.getsource(loop_layer._subscribe_to_channel)
+    assert callable(loop_layer._get_group_channel_name)
+
+    layer = pubsub.RedisPubSubChannelLayer
+    assigns(layer, "_args", "_kwargs", "_layers")
+    assert callable(layer._get_layer) and callable(layer.serialize)
+    assert parameters(utils._wrap_close) == ["proxy", "loop"]
+    assert callable(utils.decode_hosts)
