@@ -357,3 +357,30 @@ def test_staff_without_change_permission_sees_no_actions(client, make_user, thre
     response = client.get(changelist_url("threads_message"))
     assert response.status_code == 200
     assert response.context["action_form"] is None
+
+
+def test_generation_list_flags_only_stuck_generations(admin_client, thread, make_user):
+    """The "stuck" column is empty for healthy generations and says "lease expired" for a stuck one."""
+    healthy = reply_running(thread_create(owner=make_user("bob")))
+    stuck = reply_running(thread)
+    Generation.objects.filter(pk=stuck.pk).update(lease_expires_at=stuck.lease_expires_at - timedelta(hours=1))
+    page = admin_client.get(changelist_url("streaming_generation")).content.decode()
+    row = r'<a href="[^"]*/generation/([0-9a-f-]{36})/change/[^>]*>.*?<td class="field-stuck">(.*?)</td>'
+    cells = dict(re.findall(row, page, re.S))
+    assert cells[str(stuck.pk)].count("lease expired") == 1
+    assert cells[str(healthy.pk)].strip() == ""
+    assert "icon-no" not in page, "no red cross on a healthy generation, under any column"
+
+
+def test_message_list_previews_text_and_counts_log_events_as_the_timeline_does(admin_client, thread, settings):
+    """Each row previews the message's text; its "log events" agree with the timeline's count, compacted or not."""
+    reply = reply_written(thread, deltas=("Purple", " rain", " falls"))
+    response = admin_client.get(changelist_url("threads_message") + "?role__exact=assistant")
+    model_admin = response.context["cl"].model_admin
+    (row,) = response.context["cl"].result_list
+    assert model_admin.preview(row) == "Purple rain falls"
+    timeline = admin_client.get(timeline_url(reply))
+    assert model_admin.event_count(row) == timeline.context["page"].paginator.count == 5  # start, 3 deltas, end
+    assert model_admin.chunk_count(row) == 3
+    assert "5 events in the log, stored in 3 rows" in timeline.content.decode()
+    assert 'class="column-preview' in response.content.decode()

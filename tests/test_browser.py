@@ -94,12 +94,21 @@ def open_context(browser: Browser, chat_server: LiveServer, sessions: dict[str, 
     assert errors == [], "script errors in the page"
 
 
+def api_post(context: BrowserContext, path: str, body: dict) -> dict:
+    """POST JSON to the API with the context's session and CSRF cookie; return the answer."""
+    csrf = next(cookie["value"] for cookie in context.cookies() if cookie["name"] == "csrftoken")
+    response = context.request.post(path, data=body, headers={"X-CSRFToken": csrf})
+    assert response.ok, response.text()
+    return response.json()
+
+
 def new_thread(context: BrowserContext) -> Page:
-    """Start a thread from the thread list and return its page, connected."""
+    """Save an empty thread through the API (so a second tab can open it before the first send) and open its page, connected.
+
+    The pages save a new chat only with its first message (tests/test_browser_pages.py).
+    """
     page = context.new_page()
-    page.goto("/")
-    page.get_by_role("button", name="New thread").click()
-    page.wait_for_url(re.compile(r"/threads/[0-9a-f-]{36}/$"))
+    page.goto(f"/threads/{api_post(context, '/api/threads', {})['id']}/")
     expect_connected(page)
     return page
 

@@ -96,8 +96,15 @@ ENDPOINTS = [
     Endpoint("thread page", "GET", lambda ids: f"/threads/{ids.thread}/", "page", 200),
     Endpoint("earlier messages", "GET", lambda ids: f"/threads/{ids.thread}/earlier?before={ids.reply}", "api", 200),
     Endpoint("rename form", "POST", lambda ids: f"/threads/{ids.thread}/title", "page", 302, form={"title": "Mine now"}),
+    Endpoint("archive form", "POST", lambda ids: f"/threads/{ids.thread}/archive", "page", 302, form={}),
+    Endpoint("delete confirmation", "GET", lambda ids: f"/threads/{ids.thread}/delete", "page", 200),
+    Endpoint("delete form", "POST", lambda ids: f"/threads/{ids.thread}/delete", "page", 302, form={}),
+    Endpoint(
+        "start form", "POST", lambda ids: f"/threads/{ids.thread}/start", "page", 302, form={"content": "Hi"}, creates=True
+    ),
     Endpoint("retry form", "POST", lambda ids: f"/threads/{ids.thread}/replies/{ids.reply}/retry", "page", 302),
     Endpoint("activity poll", "GET", lambda ids: "/threads/activity", "api", 200, listing=True),
+    Endpoint("sidebar", "GET", lambda ids: "/threads/sidebar", "api", 200, listing=True),
     Endpoint("list threads", "GET", lambda ids: "/api/threads", "api", 200, listing=True),
     Endpoint("thread snapshot", "GET", lambda ids: f"/api/threads/{ids.thread}", "api", 200),
     Endpoint("rename", "PATCH", lambda ids: f"/api/threads/{ids.thread}", "api", 200, body=lambda ids: {"title": "Mine"}),
@@ -130,7 +137,7 @@ CASES = [(endpoint, role) for endpoint in ENDPOINTS for role in HTTP_ROLES] + [
 def state() -> tuple:
     """Everything a request could change that isolation protects."""
     return (
-        list(Thread.objects.order_by("id").values_list("id", "title", "last_seq")),
+        list(Thread.objects.order_by("id").values_list("id", "title", "last_seq", "archived_at")),
         list(Message.objects.order_by("id").values_list("id", "status", "content")),
         list(Generation.objects.order_by("id").values_list("id", "status", "cancel_requested")),
         list(ApiToken.objects.order_by("id").values_list("id", "revoked_at")),

@@ -184,11 +184,15 @@ def test_thread_activity_reports_replying(client, user, thread):
     ]
 
 
-def test_new_thread_button_creates_a_thread(client, user):
-    """Posting the list page's form creates a thread and opens it."""
-    response = signed_in(client, user).post(reverse("thread-list"))
-    thread = user.threads.get()
-    assert response["Location"] == reverse("thread-detail", args=[thread.id])
+def test_new_chat_saves_nothing_until_the_first_message(client, user):
+    """The list's New chat opens a draft page under a fresh id; no thread is saved by opening it."""
+    page = signed_in(client, user).get(reverse("thread-list")).content.decode()
+    assert f'href="{reverse("thread-new")}"' in page
+    draft = client.get(reverse("thread-new")).content.decode()
+    draft_id = re.search(r'<main id="main" class="thread" data-thread-id="([0-9a-f-]{36})"', draft)[1]
+    assert "data-draft" in draft and f'action="{reverse("thread-start", args=[draft_id])}"' in draft
+    assert client.post(reverse("thread-list")).status_code == 405
+    assert not user.threads.exists()
 
 
 # --- Thread page ----------------------------------------------------------------------

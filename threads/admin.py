@@ -3,14 +3,26 @@ from datetime import datetime, timedelta
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, DurationField, Exists, ExpressionWrapper, F, Min, OuterRef, QuerySet, Subquery
+from django.db.models import (
+    Count,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Min,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
-from streaming.admin import ReadOnlyAdmin, ReadOnlyPermissions, UUIDSearchMixin, excerpt
+from streaming.admin import ReadOnlyAdmin, ReadOnlyPermissions, UUIDSearchMixin, compact_time, excerpt
 from streaming.errors import Busy, ChatError
 from streaming.models import Chunk
 from streaming.retention import thread_chunks_purge
@@ -30,8 +42,18 @@ def count_of(queryset: QuerySet, *, per: str) -> Coalesce:
     return Coalesce(Subquery(counted), 0)
 
 
+def sum_of(queryset: QuerySet, field: str, *, per: str) -> Coalesce:
+    """Sum `field` over `queryset`'s rows whose `per` field is the outer row, as a subquery (see count_of)."""
+    summed = queryset.filter(**{per: OuterRef("pk")}).order_by().values(per).annotate(n=Sum(field)).values("n")
+    return Coalesce(Subquery(summed), 0)
+
+
 def seconds(duration: timedelta | None) -> str:
     return "—" if duration is None else f"{duration.total_seconds():.2f} s"
+
+
+PREVIEW_CHARS = 60
+THREAD_TITLE_CHARS = 32
 
 
 class ReplyStreamingFilter(admin.SimpleListFilter):
@@ -109,24 +131,25 @@ class ThreadAdmin(UUIDSearchMixin, ReadOnlyAdmin):
 
 @admin.register(Message)
 class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
+    # Narrow enough for a 1920 px screen: the thread's title is cut short, tokens share a column, the
+    # stop reason is a filter.
     list_display = [
-        "seq",
-        "thread",
+        "preview",
+        "thread_title",
         "role",
         "status",
         "model",
-        "stop_reason",
-        "tokens_in",
-        "tokens_out",
+        "tokens",
         "time_to_first_token",
         "duration",
         "tokens_per_second",
-        "chunk_count",
+        "event_count",
         "error_code",
-        "created_at",
+        "created",
         "timeline_link",
     ]
-    list_filter = ["status", "role", "model", "created_at"]
+    list_display_links = ["preview"]
+    list_filter = ["status", "role", "model", "stop_reason", "created_at"]
     list_select_related = ["thread"]
     search_fields = ["content"]
     id_search_fields = ("pk", "thread_id")
@@ -147,6 +170,7 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         "time_to_first_token",
         "duration",
         "tokens_per_second",
+        "event_count",
         "chunk_count",
         "error",
         "created_at",
@@ -168,6 +192,7 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
                 ttft=ExpressionWrapper(F("generation__first_token_at") - F("created_at"), output_field=DurationField()),
                 total=ExpressionWrapper(F("completed_at") - F("created_at"), output_field=DurationField()),
                 chunk_count=count_of(Chunk.objects, per="message"),
+                event_count=sum_of(Chunk.objects, "span", per="message"),
             )
         )
 
@@ -186,6 +211,7 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
+            "row_count": Chunk.objects.filter(message=message).count(),
             "title": f"Stream timeline of {message}",
             "message": message,
             "page": page,
@@ -193,6 +219,25 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
             "check": reply_check(message=message),
         }
         return TemplateResponse(request, "admin/threads/message/timeline.html", context)
+
+    @admin.display(description="message")
+    def preview(self, message: Message) -> str:
+        """The start of the text, enough to tell messages apart; a reply still being written has none yet."""
+        return Truncator(" ".join(message.content.split())).chars(PREVIEW_CHARS) or f"({message.status})"
+
+    @admin.display(description="thread", ordering="thread__title")
+    def thread_title(self, message: Message) -> str:
+        return Truncator(str(message.thread)).chars(THREAD_TITLE_CHARS)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, message: Message) -> str | None:
+        return compact_time(message.created_at)
+
+    @admin.display(description="tokens in → out", ordering="tokens_out")
+    def tokens(self, message: Message) -> str:
+        if message.tokens_in is None and message.tokens_out is None:
+            return "—"
+        return f"{message.tokens_in or 0} → {message.tokens_out or 0}"
 
     @admin.display(description="in", ordering="tokens_in")
     def tokens_in(self, message: Message) -> int | None:
@@ -219,9 +264,15 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         streaming_s = (message.completed_at - message.first_token_at).total_seconds()
         return f"{message.tokens_out / streaming_s:.1f}" if streaming_s > 0 else "—"
 
-    @admin.display(description="chunks", ordering="chunk_count")
+    @admin.display(description="log rows", ordering="chunk_count")
     def chunk_count(self, message: Message) -> int:
+        """Rows of the chunk log: a finished reply's deltas are compacted into segment rows."""
         return message.chunk_count
+
+    @admin.display(description="log events", ordering="event_count")
+    def event_count(self, message: Message) -> int:
+        """Events of the chunk log (the start, each delta, the end): the timeline's count."""
+        return message.event_count
 
     @admin.display(description="error")
     def error_code(self, message: Message) -> str:

@@ -6,9 +6,15 @@ from streaming.models import AbstractMessage, AbstractThread
 
 class Thread(AbstractThread):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="threads")
+    # Set while the owner keeps the thread out of their list; it stays readable and writable.
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["owner", "-updated_at"], name="thread_owner_recent")]
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
 
     def __str__(self) -> str:
         return self.title or f"Thread {self.id}"

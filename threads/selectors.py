@@ -1,10 +1,12 @@
 """Reads of threads and messages, always scoped to the person asking (I11)."""
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from uuid import UUID
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
 
 from streaming.errors import NotFound
 
@@ -47,10 +49,57 @@ def thread_page(
     return page[:limit], len(page) > limit
 
 
-def thread_activity_for_user(*, user: AbstractBaseUser, limit: int) -> list[Thread]:
-    """Return the user's newest threads, each annotated with `replying`: a reply is being written."""
+def thread_activity_for_user(
+    *, user: AbstractBaseUser, limit: int, query: str = "", archived: bool = False
+) -> list[Thread]:
+    """Return the user's newest threads, listed or archived, matching `query` if given.
+
+    Each is annotated with `replying`: a reply is being written.
+    """
     streaming = Message.objects.filter(thread=OuterRef("pk"), status=Message.Status.STREAMING)
-    return list(thread_list_for_user(user=user).annotate(replying=Exists(streaming))[:limit])
+    threads = thread_list_for_user(user=user).filter(archived_at__isnull=not archived)
+    if query.strip():
+        threads = threads.filter(thread_search_filter(query=query.strip()))
+    return list(threads.annotate(replying=Exists(streaming))[:limit])
+
+
+def thread_search_filter(*, query: str) -> Q:
+    """Match threads whose title or any message's text holds `query`, ignoring case."""
+    in_messages = Message.objects.filter(thread=OuterRef("pk"), content__icontains=query)
+    return Q(title__icontains=query) | Q(Exists(in_messages))
+
+
+@dataclass(frozen=True)
+class ThreadGroup:
+    label: str
+    threads: list[Thread]
+
+
+def thread_list_for_sidebar(*, user: AbstractBaseUser, limit: int, query: str = "") -> list[ThreadGroup]:
+    """Return the user's listed threads matching `query`, newest activity first, grouped by date."""
+    threads = thread_activity_for_user(user=user, limit=limit, query=query)
+    return thread_groups_by_date(threads=threads, today=timezone.localdate())
+
+
+def thread_groups_by_date(*, threads: list[Thread], today: date) -> list[ThreadGroup]:
+    """Group threads (newest first) as Today, Yesterday, Previous 7 days, Previous 30 days, then by month."""
+    groups: dict[str, list[Thread]] = {}
+    for thread in threads:
+        groups.setdefault(_date_label(timezone.localdate(thread.updated_at), today), []).append(thread)
+    return [ThreadGroup(label, members) for label, members in groups.items()]
+
+
+def _date_label(day: date, today: date) -> str:
+    age_days = (today - day).days
+    if age_days <= 0:
+        return "Today"
+    if age_days == 1:
+        return "Yesterday"
+    if age_days <= 7:
+        return "Previous 7 days"
+    if age_days <= 30:
+        return "Previous 30 days"
+    return day.strftime("%B") if day.year == today.year else day.strftime("%B %Y")
 
 
 def message_get_in_thread(*, thread: Thread, message_id: UUID | str) -> Message:

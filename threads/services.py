@@ -1,4 +1,5 @@
 """Writes a person makes: threads, messages, retries, cancels."""
+import functools
 import math
 from dataclasses import dataclass
 from datetime import timedelta
@@ -9,6 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from markdown_it import MarkdownIt
 
 from streaming.broadcast import notify_workers_on_commit, publish_thread_renamed_on_commit
 from streaming.errors import BadRequest, Busy, NotFound, RateLimited, TooLong
@@ -51,10 +53,54 @@ def thread_delete(*, thread: Thread) -> None:
     thread.delete()
 
 
+def thread_archive(*, thread: Thread) -> Thread:
+    """Take `thread` out of its owner's list; it stays readable and writable."""
+    if thread.archived_at is None:
+        thread.archived_at = timezone.now()
+        # Archiving is not activity: the thread keeps its place among the archived.
+        thread.save(update_fields=["archived_at"])
+    return thread
+
+
+def thread_unarchive(*, thread: Thread) -> Thread:
+    """Put an archived `thread` back in its owner's list."""
+    if thread.archived_at is not None:
+        thread.archived_at = None
+        thread.save(update_fields=["archived_at"])
+    return thread
+
+
 def title_from_content(content: str) -> str:
-    """Return a thread title made of the first line of its first message."""
-    first_line = content.strip().splitlines()[0]
+    """Return a thread title made of the first line of text of its first message, without Markdown."""
+    first_line = _first_line_of_text(content) or content.strip().splitlines()[0].strip()
     return first_line if len(first_line) <= TITLE_CHARS else first_line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def _first_line_of_text(content: str) -> str:
+    """Return the first line a reader sees in `content` rendered as Markdown: text only, no marks."""
+    for token in _title_parser().parse(content):
+        if token.type in ("fence", "code_block") and token.content.strip():
+            return token.content.strip().splitlines()[0].strip()
+        if token.type != "inline":
+            continue
+        words = []
+        for child in token.children or []:
+            if child.type in ("softbreak", "hardbreak") and "".join(words).strip():
+                break
+            if child.type in ("text", "code_inline"):
+                words.append(child.content)
+            elif child.type == "image":
+                words.append(child.content)  # its alt text
+        line = " ".join("".join(words).split())
+        if line:
+            return line
+    return ""
+
+
+@functools.cache
+def _title_parser() -> MarkdownIt:
+    # As messages render: raw HTML is text a reader sees, so it stays in the title (as text).
+    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 
 
 def validate_content(content: object) -> str:
@@ -66,8 +112,13 @@ def validate_content(content: object) -> str:
         # PostgreSQL text cannot hold NUL: refuse it, on every surface, rather than fail on write.
         raise BadRequest("content must not contain NUL characters.")
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
-        raise TooLong(f"A message may be at most {settings.CHAT_MAX_MESSAGE_CHARS} characters long.")
+        raise TooLong(too_long_detail())
     return content
+
+
+def too_long_detail() -> str:
+    """Return the refusal of a message over CHAT_MAX_MESSAGE_CHARS, worded alike on every surface."""
+    return f"A message may be at most {settings.CHAT_MAX_MESSAGE_CHARS} characters long."
 
 
 @dataclass(frozen=True)
@@ -169,6 +220,20 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
         posted = Chunk(thread=locked, seq=seq, message=message, kind=Chunk.Kind.MESSAGE)
         chunks_record(thread_id=locked.pk, chunks=[posted, start], messages=[message, reply])
     return Posted(message=message, reply=reply)
+
+
+def thread_start(*, owner: AbstractBaseUser, thread_id: UUID, content: object, client_id: UUID | None) -> Posted:
+    """Create the owner's thread `thread_id` with its first message, and queue the reply.
+
+    A thread exists once its first message is sent: a refused send (too long, too
+    frequent) leaves no empty thread behind. Repeating the same start (same id and
+    client_id) answers the first message and writes nothing (I7); another person's
+    id answers NotFound (I11).
+    """
+    content = validate_content(content)
+    with transaction.atomic():
+        thread = thread_get_or_create(owner=owner, thread_id=thread_id)
+        return message_post(thread=thread, content=content, client_id=client_id)
 
 
 def reply_retry(*, thread: Thread, reply: Message) -> Message:

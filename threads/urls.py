@@ -5,10 +5,16 @@ from . import api, views
 
 urlpatterns = [
     path("", views.thread_list, name="thread-list"),
+    path("archived/", views.thread_archived, name="thread-archived"),
+    path("new/", views.thread_new, name="thread-new"),
     path("threads/activity", views.thread_activity, name="thread-activity"),
+    path("threads/sidebar", views.thread_sidebar, name="thread-sidebar"),
     path("threads/<str:thread_id>/", views.thread_detail, name="thread-detail"),
     path("threads/<str:thread_id>/earlier", views.thread_earlier, name="thread-earlier"),
     path("threads/<str:thread_id>/title", views.thread_rename_view, name="thread-rename"),
+    path("threads/<str:thread_id>/start", views.thread_start_view, name="thread-start"),
+    path("threads/<str:thread_id>/archive", views.thread_archive_view, name="thread-archive"),
+    path("threads/<str:thread_id>/delete", views.thread_delete_view, name="thread-delete"),
     path(
         "threads/<str:thread_id>/replies/<str:message_id>/retry", views.reply_retry_view, name="reply-retry"
     ),

@@ -1,9 +1,11 @@
 """Server-rendered pages: accounts, the thread list and the thread itself.
 
-Renaming and retrying are plain form posts that redirect back, so they work
-without JavaScript; the page script posts the same forms with
-`Accept: application/json` and gets JSON instead of a redirect.
+Starting, renaming, retrying, archiving and deleting are plain form posts that
+redirect back, so they work without JavaScript; the page script posts the same
+forms with `Accept: application/json` and gets JSON instead of a redirect.
 """
+import uuid
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
@@ -25,13 +27,24 @@ from .api import api_view
 from .demo import DEMO_PASSWORD, DEMO_USERNAME
 from .errors import error_response
 from .forms import ThreadTitleForm
+from .inputs import parse_client_id
 from .models import Message, Thread
-from .selectors import message_get_in_thread, thread_activity_for_user, thread_get_for_user
-from .services import reply_retry, thread_create, thread_rename
+from .selectors import message_get_in_thread, thread_activity_for_user, thread_get_for_user, thread_list_for_sidebar
+from .services import (
+    reply_retry,
+    thread_archive,
+    thread_delete,
+    thread_rename,
+    thread_start,
+    thread_unarchive,
+    too_long_detail,
+)
 
 # The thread page renders the newest messages; "earlier messages" pages in this many more at a time.
 THREAD_PAGE_MESSAGES = 50
 THREAD_LIST_SIZE = 100
+SIDEBAR_SIZE = 200
+SEARCH_MAX_CHARS = 200
 # Stands for the message id in the URLs of the message <template>; the page script swaps it in.
 MESSAGE_ID_PLACEHOLDER = "MESSAGE_ID"
 
@@ -49,6 +62,26 @@ def owned_thread(request: HttpRequest, thread_id: str) -> Thread:
         raise Http404("No such thread.") from None
 
 
+def search_query(request: HttpRequest) -> str:
+    """Return the `?q=` searched for, trimmed; NUL, which no database text can hold, is dropped."""
+    return request.GET.get("q", "").replace("\x00", "").strip()[:SEARCH_MAX_CHARS]
+
+
+def safe_next(request: HttpRequest) -> str:
+    """Return the local page named by `next` (posted or in the query), or "" for none or a foreign one."""
+    next_url = request.POST.get("next") or request.GET.get("next", "")
+    safe = url_has_allowed_host_and_scheme(next_url, {request.get_host()}, require_https=request.is_secure())
+    return next_url if safe else ""
+
+
+def refused(request: HttpRequest, error: ChatError, *, redirect_to: str) -> HttpResponse:
+    """Answer a refused page action: the error as JSON to the page script, else a notice on the page it goes back to."""
+    if wants_json(request):
+        return error_response(error)
+    messages.error(request, error.detail)
+    return redirect(redirect_to)
+
+
 class SignInView(LoginView):
     redirect_authenticated_user = True
 
@@ -64,29 +97,36 @@ class SignInView(LoginView):
 def sign_up(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("thread-list")
-    next_url = request.POST.get("next") or request.GET.get("next", "")
     form = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         login(request, form.save())
-        safe = url_has_allowed_host_and_scheme(next_url, {request.get_host()}, require_https=request.is_secure())
-        return redirect(next_url if safe else "thread-list")
+        return redirect(safe_next(request) or "thread-list")
+    next_url = request.POST.get("next") or request.GET.get("next", "")
     return render(request, "registration/signup.html", {"form": form, "next": next_url})
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_GET
 def thread_list(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST":
-        thread = thread_create(owner=request.user)
-        return redirect("thread-detail", thread_id=thread.id)
-    threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE)
-    return render(request, "threads/thread_list.html", {"threads": threads})
+    """List the person's threads, newest activity first; `?q=` searches titles and message text."""
+    query = search_query(request)
+    threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE, query=query)
+    return render(request, "threads/thread_list.html", {"threads": threads, "query": query, "archived": False})
+
+
+@login_required
+@require_GET
+def thread_archived(request: HttpRequest) -> HttpResponse:
+    """List the person's archived threads, newest activity first."""
+    threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE, archived=True)
+    return render(request, "threads/thread_list.html", {"threads": threads, "query": "", "archived": True})
 
 
 @api_view("GET")
 def thread_activity(request: HttpRequest) -> JsonResponse:
     """Answer the thread list page's poll: titles, last activity and whether a reply is being written."""
-    threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE)
+    query = search_query(request)
+    threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE, query=query)
     listed = [
         {
             "id": str(thread.id),
@@ -100,6 +140,45 @@ def thread_activity(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"threads": listed})
 
 
+@api_view("GET")
+def thread_sidebar(request: HttpRequest) -> JsonResponse:
+    """Return the sidebar's thread list as HTML: `?q=` searches, `?current=` marks the open thread."""
+    query = search_query(request)
+    context = {
+        "groups": thread_list_for_sidebar(user=request.user, limit=SIDEBAR_SIZE, query=query),
+        "current_id": request.GET.get("current", ""),
+        "query": query,
+    }
+    return JsonResponse({"html": render_to_string("threads/_sidebar_groups.html", context, request)})
+
+
+def thread_page_context(request: HttpRequest, thread: Thread, snapshot: dict, *, draft: bool) -> dict:
+    """Return what the thread page (a saved thread, or a draft not saved until its first message) renders."""
+    return {
+        "thread": thread,
+        "draft": draft,
+        "snapshot": snapshot,
+        "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "too_long_detail": too_long_detail(),
+        "groups": thread_list_for_sidebar(user=request.user, limit=SIDEBAR_SIZE),
+        "current_id": "" if draft else str(thread.id),
+        # Rendered into <template>s that the page script clones for messages that arrive live.
+        "message_templates": [
+            {"id": MESSAGE_ID_PLACEHOLDER, "role": role, "status": Message.Status.COMPLETE, "content": ""}
+            for role in Message.Role.values
+        ],
+    }
+
+
+@login_required
+@require_GET
+def thread_new(request: HttpRequest) -> HttpResponse:
+    """Open a new chat: a thread page under a fresh id, saved only when its first message is sent."""
+    thread = Thread(id=uuid.uuid4(), owner=request.user)
+    context = thread_page_context(request, thread, {"seq": 0, "messages": []}, draft=True)
+    return render(request, "threads/thread_detail.html", context)
+
+
 @login_required
 @require_GET
 def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
@@ -108,18 +187,69 @@ def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
     snapshot = thread_snapshot(thread=thread, limit=THREAD_PAGE_MESSAGES + 1)
     has_earlier = len(snapshot["messages"]) > THREAD_PAGE_MESSAGES
     snapshot["messages"] = snapshot["messages"][-THREAD_PAGE_MESSAGES:]
-    context = {
-        "thread": thread,
-        "snapshot": snapshot,
-        "has_earlier": has_earlier,
-        "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
-        # Rendered into <template>s that the page script clones for messages that arrive live.
-        "message_templates": [
-            {"id": MESSAGE_ID_PLACEHOLDER, "role": role, "status": Message.Status.COMPLETE, "content": ""}
-            for role in Message.Role.values
-        ],
-    }
+    context = thread_page_context(request, thread, snapshot, draft=False) | {"has_earlier": has_earlier}
     return render(request, "threads/thread_detail.html", context)
+
+
+@login_required
+@require_POST
+def thread_start_view(request: HttpRequest, thread_id: str) -> HttpResponse:
+    """Save a new chat with its first message; the page script then follows the reply like any other."""
+    try:
+        new_id = uuid.UUID(thread_id)
+    except ValueError:
+        raise Http404("No such thread.") from None
+    try:
+        posted = thread_start(
+            owner=request.user,
+            thread_id=new_id,
+            content=request.POST.get("content", ""),
+            client_id=parse_client_id(request.POST.get("client_id") or None),
+        )
+    except NotFound as error:  # another person's id: answered as the API answers it (I11)
+        return error_response(error)
+    except ChatError as error:
+        return refused(request, error, redirect_to=reverse("thread-new"))
+    if not wants_json(request):
+        return redirect("thread-detail", thread_id=thread_id)
+    thread = posted.message.thread
+    return JsonResponse(
+        {
+            "thread": {"id": str(thread.id), "title": thread.title, "url": reverse("thread-detail", args=[thread.id])},
+            "message": message_payload(posted.message),
+            "reply": message_payload(posted.reply),
+            "seq": posted.reply.seq,
+        },
+        status=202,
+    )
+
+
+@login_required
+@require_POST
+def thread_archive_view(request: HttpRequest, thread_id: str) -> HttpResponse:
+    """Archive the thread (or, with `archived=0`, bring it back), then go back where the person came from."""
+    thread = owned_thread(request, thread_id)
+    if request.POST.get("archived", "1") == "0":
+        thread_unarchive(thread=thread)
+    else:
+        thread_archive(thread=thread)
+    if wants_json(request):
+        return JsonResponse({"id": str(thread.id), "archived": thread.is_archived})
+    return redirect(safe_next(request) or "thread-list")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def thread_delete_view(request: HttpRequest, thread_id: str) -> HttpResponse:
+    """Ask before deleting (GET, the page without JavaScript), then delete the thread for good (POST)."""
+    thread = owned_thread(request, thread_id)
+    if request.method == "GET":
+        return render(request, "threads/thread_delete.html", {"thread": thread, "next": safe_next(request)})
+    thread_delete(thread=thread)
+    if wants_json(request):
+        return JsonResponse({"id": thread_id, "deleted": True})
+    messages.success(request, "Chat deleted.")
+    return redirect(safe_next(request) or "thread-list")
 
 
 @api_view("GET")
@@ -158,10 +288,7 @@ def reply_retry_view(request: HttpRequest, thread_id: str, message_id: str) -> H
         reply = message_get_in_thread(thread=thread, message_id=message_id)
         retry = reply_retry(thread=thread, reply=reply)
     except ChatError as error:
-        if wants_json(request):
-            return error_response(error)
-        messages.error(request, error.detail)
-    else:
-        if wants_json(request):
-            return JsonResponse({"reply": message_payload(retry)}, status=202)
+        return refused(request, error, redirect_to=reverse("thread-detail", args=[thread.id]))
+    if wants_json(request):
+        return JsonResponse({"reply": message_payload(retry)}, status=202)
     return redirect("thread-detail", thread_id=thread.id)

@@ -23,6 +23,20 @@ export async function postForm(form) {
   return answer(response);
 }
 
+/** Post form fields (not JSON) to a page endpoint as the page script. */
+export async function postFields(url, fields) {
+  const body = new FormData();
+  body.append("csrfmiddlewaretoken", csrfToken());
+  for (const [name, value] of Object.entries(fields)) body.append(name, value);
+  const response = await fetch(url, {
+    method: "POST",
+    body,
+    headers: { Accept: "application/json" },
+    credentials: "same-origin",
+  });
+  return answer(response);
+}
+
 export async function postJSON(url, body = {}) {
   const response = await fetch(url, {
     method: "POST",

@@ -1,14 +1,17 @@
 // The message list of the thread page: builds message elements from the server's own
-// <template>s, renders their text as markdown and keeps the view pinned to the newest.
+// <template>s, renders their text as markdown, keeps the view pinned to the newest, and
+// runs each message's actions (the buttons of its actions bar, found by data attribute).
 
 import { decorateCodeBlocks } from "./code.js";
 import { renderMarkdown } from "./markdown.js";
+import { keepTimesFresh, showTime } from "./times.js";
 
 // Deltas arriving within this window are rendered together: a backlog of hundreds of
 // deltas costs a few renders, not hundreds.
 const RENDER_DELAY_MS = 30;
 // Within this distance of the bottom the reader is following the conversation.
 const PINNED_PX = 96;
+const COPIED_MS = 1_500;
 
 export class MessageList {
   constructor(root) {
@@ -21,11 +24,44 @@ export class MessageList {
     this.texts = new Map();
     this.dirty = new Set();
     this.renderTimer = null;
-    for (const item of this.list.querySelectorAll("[data-content]")) {
+    // Called when text arrives below the view of a reader who scrolled up.
+    this.onUnseen = () => {};
+    for (const item of this.list.querySelectorAll('[data-status="streaming"]')) {
       this.texts.set(item.dataset.messageId, item.dataset.content);
-      item.removeAttribute("data-content");
     }
     decorateCodeBlocks(this.list);
+    this.list.addEventListener("click", (event) => {
+      const copy = event.target.closest("[data-copy]");
+      if (copy) this.copy(copy);
+    });
+    keepTimesFresh(this.list, "time[data-time]");
+  }
+
+  /** Return the Markdown source of a message, as written so far. */
+  source(item) {
+    return this.texts.get(item.dataset.messageId) ?? item.dataset.content ?? "";
+  }
+
+  /** Put a message's Markdown on the clipboard and say so on its button for a moment. */
+  async copy(button) {
+    const item = button.closest("[data-message-id]");
+    const label = button.getAttribute("aria-label");
+    try {
+      await navigator.clipboard.writeText(this.source(item));
+    } catch {
+      button.title = "Copying is not allowed here";
+      return;
+    }
+    button.querySelector("[data-icon-copy]").hidden = true;
+    button.querySelector("[data-icon-copied]").hidden = false;
+    button.setAttribute("aria-label", "Copied");
+    button.title = "Copied";
+    setTimeout(() => {
+      button.querySelector("[data-icon-copy]").hidden = false;
+      button.querySelector("[data-icon-copied]").hidden = true;
+      button.setAttribute("aria-label", label);
+      button.title = "Copy";
+    }, COPIED_MS);
   }
 
   find(id) {
@@ -47,7 +83,9 @@ export class MessageList {
     item.dataset.messageId = message.id;
     const retry = item.querySelector("[data-retry]");
     if (retry) retry.action = retry.getAttribute("action").replace("MESSAGE_ID", message.id);
+    item.dataset.content = message.content;
     item.querySelector("[data-body]").replaceChildren(renderMarkdown(message.content));
+    showTime(item.querySelector("[data-time]"), message.created_at);
     this.setStatus(item, message.status, message.error);
     if (message.status === "streaming") this.texts.set(message.id, message.content);
     return item;
@@ -83,6 +121,7 @@ export class MessageList {
     const item = this.find(id);
     if (!item) return false;
     this.renderDirty();
+    if (this.texts.has(id)) item.dataset.content = this.texts.get(id);
     this.texts.delete(id);
     this.keepPinned(() => this.setStatus(item, status, error));
     return true;
@@ -131,6 +170,7 @@ export class MessageList {
     // Not a message yet: no id, role or status for scripts and tests to mistake it for one.
     for (const name of ["data-message-id", "data-role", "data-status"]) item.removeAttribute(name);
     item.classList.add("message--pending");
+    item.dataset.content = content;
     item.querySelector("[data-body]").replaceChildren(renderMarkdown(content));
     this.keepPinned(() => this.list.append(item), true);
     this.empty.hidden = true;
@@ -152,11 +192,18 @@ export class MessageList {
     window.scrollTo({ top: document.documentElement.scrollHeight });
   }
 
+  /** Return whether the reader is at (or near) the bottom, following the conversation. */
+  pinned() {
+    const root = document.documentElement;
+    return root.scrollHeight - (window.scrollY + window.innerHeight) < PINNED_PX;
+  }
+
   /** Run a change to the list; follow the newest text if the reader was at the bottom (or `force`). */
   keepPinned(change, force = false) {
-    const root = document.documentElement;
-    const pinned = force || root.scrollHeight - (window.scrollY + window.innerHeight) < PINNED_PX;
+    const pinned = force || this.pinned();
+    const height = document.documentElement.scrollHeight;
     change();
     if (pinned) this.scrollToEnd();
+    else if (document.documentElement.scrollHeight > height) this.onUnseen();
   }
 }

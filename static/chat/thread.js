@@ -4,34 +4,52 @@
 // applies log events strictly in seq order: a duplicate is dropped, a gap is never
 // rendered (it reconnects from its cursor and the server fills the gap), and a `reset`
 // replaces everything. So a reconnect, from any tab, resumes exactly where it stopped.
+//
+// A new chat is a draft (`data-draft`): its id is not saved until the first message is
+// posted to the page's start endpoint; then the page becomes that thread's page in place.
 
-import { getJSON, postForm, postJSON } from "./http.js";
+import { setUpThreadActions } from "./actions.js";
+import { ComposerLimit } from "./composer.js";
+import { keepFollowing } from "./follow.js";
+import { getJSON, postFields, postForm, postJSON } from "./http.js";
 import { MessageList } from "./messages.js";
+import { setUpSidebar } from "./sidebar.js";
 import { ThreadSocket } from "./socket.js";
 import { ConnectionStatus } from "./status.js";
 import { setUpTitle } from "./title.js";
 
-const root = document.querySelector("[data-thread-id]");
+const root = document.querySelector("main[data-thread-id]");
 const view = new MessageList(root);
 const connection = new ConnectionStatus(root.querySelector("[data-connection]"));
 const composer = root.querySelector("[data-composer]");
 const textarea = composer.elements.content;
+const limit = new ComposerLimit(textarea, root.querySelector("[data-count]"));
 const sendButton = composer.querySelector("[data-send]");
 const stopButton = composer.querySelector("[data-stop]");
 const notice = root.querySelector("[data-notice]");
-const title = setUpTitle(root, showNotice);
+const jump = root.querySelector("[data-jump]");
+const sidebar = setUpSidebar(document.querySelector("[data-app]"));
+const title = setUpTitle(root, showNotice, (saved) => sidebar.renamed(root.dataset.threadId, saved));
 
-const BUSY_EXPLAINED =
+// What a refused send says, by whose reply is still being written.
+const BUSY_OWN = "The reply is still being written. Wait for the reply to finish or stop it (Esc).";
+const BUSY_ELSEWHERE =
+  "A reply started in another tab or on another device is still being written. Wait for it to finish or stop it (Esc), then send again.";
+const BUSY_UNSEEN =
   "A reply is still being written, perhaps from another tab. Wait for it to finish, or press Stop (Esc), then send again.";
+const OFFLINE = "Couldn’t reach the server, so nothing was sent. Check your connection and send again.";
 // Errors a refused send can cause; its text goes back into the composer.
 const SEND_ERRORS = new Set(["busy", "too_long", "bad_request", "rate_limited"]);
 
+let draft = root.hasAttribute("data-draft"); // a new chat, not saved yet
 let cursor = Number(root.dataset.seq); // seq of the last event applied
 let caughtUp = false; // `ready` seen on the current socket
 let lostConnection = false; // a socket was lost since the last `ready`
 let closed = false; // the server refused us for good (signed out, no such thread)
 let pending = null; // {content, client_id, element}: a send not yet confirmed by its `message` event
 let stopping = null; // id of the reply a Stop was asked for
+const ownReplies = new Set(); // ids of the replies this tab asked for (sent or retried here)
+let ownReplyNext = false; // this tab's message was confirmed: the next reply to start answers it
 
 const socket = new ThreadSocket({
   url: () => {
@@ -56,10 +74,14 @@ function onFrame(frame) {
     sendPending(); // a send the last socket may have lost; its client_id makes it safe to repeat
   } else if (frame.type === "reset") {
     view.reset(frame.messages);
+    sidebar.replying(root.dataset.threadId, Boolean(view.streaming()));
     root.querySelector("[data-earlier-wrap]")?.remove(); // a reset snapshot holds the whole thread
     advance(frame.seq);
-    if (pending && frame.messages.some((message) => message.client_id === pending.client_id)) pending = null;
-    else if (pending) view.keepPending(pending.element); // still unconfirmed: `ready` sends it again
+    if (pending && frame.messages.some((message) => message.client_id === pending.client_id)) {
+      pending = null;
+      const replying = view.streaming();
+      if (replying) ownReplies.add(replying.dataset.messageId);
+    } else if (pending) view.keepPending(pending.element); // still unconfirmed: `ready` sends it again
   } else if (frame.type === "error") {
     onError(frame);
   } else if (frame.type === "thread") {
@@ -78,15 +100,21 @@ function onLogEvent(event) {
   }
   apply(event);
   advance(event.seq);
+  if (event.type === "start" || event.type === "end") sidebar.replying(root.dataset.threadId, Boolean(view.streaming()));
 }
 
 function apply(event) {
   if (event.type === "message") {
     const confirms = pending && event.message.client_id === pending.client_id;
     view.add(event.message, confirms ? pending.element : null);
-    if (confirms) pending = null;
+    if (confirms) {
+      pending = null;
+      ownReplyNext = true;
+    }
     title.refreshIfUntitled();
   } else if (event.type === "start") {
+    if (ownReplyNext) ownReplies.add(event.message.id);
+    ownReplyNext = false;
     view.add(event.message);
   } else if (event.type === "delta") {
     view.appendText(event.message_id, event.text);
@@ -96,15 +124,31 @@ function apply(event) {
   }
 }
 
-function onError(frame) {
-  if (pending && SEND_ERRORS.has(frame.code)) {
+/** Return what to say when a send is refused because a reply is still being written. */
+function busyExplained() {
+  const replying = view.streaming();
+  if (!replying) return BUSY_UNSEEN;
+  return ownReplies.has(replying.dataset.messageId) ? BUSY_OWN : BUSY_ELSEWHERE;
+}
+
+function refuseSend(code, detail) {
+  if (pending) {
     if (!textarea.value) textarea.value = pending.content;
     view.removePending(pending.element);
     pending = null;
     autosize();
+    limit.update();
+  }
+  showNotice(code === "busy" ? busyExplained() : detail, code);
+}
+
+function onError(frame) {
+  if (pending && SEND_ERRORS.has(frame.code)) {
+    refuseSend(frame.code, frame.detail);
+    return;
   }
   if (frame.code === "not_running") return; // a Stop that arrived just after the reply ended
-  showNotice(frame.code === "busy" ? BUSY_EXPLAINED : frame.detail, frame.code);
+  showNotice(frame.code === "busy" ? busyExplained() : frame.detail, frame.code);
 }
 
 function onState(state, detail) {
@@ -148,6 +192,7 @@ function showNotice(text, code = "") {
 function hideNotice() {
   notice.hidden = true;
   notice.textContent = "";
+  notice.dataset.code = "";
 }
 
 function sendPending() {
@@ -160,15 +205,41 @@ function submit() {
   const content = textarea.value;
   if (!content.trim() || closed) return;
   if (view.streaming() || pending) {
-    showNotice(BUSY_EXPLAINED, "busy");
+    showNotice(pending ? BUSY_OWN : busyExplained(), "busy");
+    return;
+  }
+  const refusal = limit.refusal();
+  if (refusal) {
+    showNotice(refusal, "too_long");
     return;
   }
   hideNotice();
   pending = { content, client_id: newClientId(), element: view.addPending(content) };
   textarea.value = "";
   autosize();
-  sendPending(); // if not caught up, `ready` sends it
+  limit.update();
+  if (draft) start();
+  else sendPending(); // if not caught up, `ready` sends it
   refreshControls();
+}
+
+/** Save the new chat with its first message, then follow it like any thread. */
+async function start() {
+  let answer;
+  try {
+    answer = await postFields(composer.action, { content: pending.content, client_id: pending.client_id });
+  } catch (error) {
+    refuseSend(error.code, error.status ? error.message : OFFLINE);
+    refreshControls();
+    return;
+  }
+  draft = false;
+  root.removeAttribute("data-draft");
+  history.replaceState(null, "", answer.thread.url);
+  title.renamed(answer.thread.title);
+  sidebar.added(answer.thread);
+  // The log from its start: the message (confirming the pending one by its client_id), then the reply.
+  socket.start();
 }
 
 function stop() {
@@ -217,6 +288,8 @@ async function loadEarlier(button) {
   }
 }
 
+keepFollowing(view, root.querySelector("[data-dock]"), jump, textarea);
+
 composer.addEventListener("submit", (event) => {
   event.preventDefault();
   submit();
@@ -230,6 +303,8 @@ textarea.addEventListener("keydown", (event) => {
   }
 });
 document.addEventListener("keydown", (event) => {
+  // Esc in a dialog, the sidebar's search or a menu closes or clears that; it does not stop the reply.
+  if (event.target.closest?.("dialog, [data-sidebar], [data-menu]")) return;
   if (event.key === "Escape" && view.streaming()) {
     event.preventDefault();
     stop();
@@ -244,14 +319,25 @@ view.list.addEventListener("submit", async (event) => {
   hideNotice();
   form.querySelector("button").disabled = true;
   try {
-    await postForm(form); // the new reply arrives as a `start` event, in every tab
+    const { reply } = await postForm(form); // the new reply arrives as a `start` event, in every tab
+    ownReplies.add(reply.id);
   } catch (error) {
-    showNotice(error.code === "busy" ? BUSY_EXPLAINED : error.message, error.code);
+    showNotice(error.code === "busy" ? busyExplained() : error.message, error.code);
   } finally {
     form.querySelector("button").disabled = false;
   }
 });
+setUpThreadActions(document.body, {
+  archived(form, { archived }) {
+    // Archived: it leaves the list, so go on to a new chat; brought back: show it as it is now.
+    if (archived) location.assign(root.dataset.newUrl);
+    else location.reload();
+  },
+  deleted() {
+    location.assign(root.dataset.newUrl);
+  },
+});
 
 refreshControls();
 view.scrollToEnd();
-socket.start();
+if (!draft) socket.start();

@@ -1,45 +1,41 @@
 // The thread list stays live by polling a small JSON endpoint: titles, last activity and a
 // "replying…" marker per thread. Polling (not a socket) because live events are published
 // per thread; a per-user feed would be a second channel to run for one marker. It polls
-// often only while some reply is being written, and not at all while the tab is hidden.
+// every POLL_MS while the tab is visible (a reply started on another device shows within
+// that, even a short one), at once when the tab comes back, and not at all while hidden.
 
+import { setUpThreadActions } from "./actions.js";
 import { getJSON } from "./http.js";
+import { keepTimesFresh, showTime } from "./times.js";
 
-const FAST_POLL_MS = 3_000; // while some thread is replying: the marker should clear promptly
-const SLOW_POLL_MS = 15_000;
+// One indexed query a poll; fast enough to catch a reply of a few seconds started elsewhere.
+const POLL_MS = 2_000;
 
 const list = document.querySelector("[data-thread-list]");
 const empty = document.querySelector("[data-thread-list-empty]");
 const template = document.querySelector("template[data-thread-item-template]");
-const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
-const UNITS = [
-  ["year", 365 * 24 * 3600],
-  ["month", 30 * 24 * 3600],
-  ["week", 7 * 24 * 3600],
-  ["day", 24 * 3600],
-  ["hour", 3600],
-  ["minute", 60],
-];
 let timer = null;
 
-function ago(iso) {
-  const seconds = (Date.parse(iso) - Date.now()) / 1000;
-  for (const [unit, size] of UNITS) {
-    if (Math.abs(seconds) >= size) return relative.format(Math.round(seconds / size), unit);
-  }
-  return "just now";
-}
-
 function item(thread) {
-  const element = list.querySelector(`[data-thread-id="${CSS.escape(thread.id)}"]`)
-    ?? template.content.firstElementChild.cloneNode(true);
+  let element = list.querySelector(`[data-thread-id="${CSS.escape(thread.id)}"]`);
+  if (!element) {
+    element = template.content.firstElementChild.cloneNode(true);
+    for (const target of element.querySelectorAll("[action], [href]")) {
+      const name = target.hasAttribute("action") ? "action" : "href";
+      target.setAttribute(name, target.getAttribute(name).replace("THREAD_ID", thread.id));
+    }
+  }
+  const title = thread.title || "Untitled";
   element.dataset.threadId = thread.id;
   element.querySelector("a").href = thread.url;
-  element.querySelector("[data-title]").textContent = thread.title || "New thread";
+  element.querySelector("[data-title]").textContent = title;
+  const archive = element.querySelector("[data-archive] button");
+  archive.setAttribute("aria-label", `${archive.dataset.actionLabel} ${title}`);
+  const remove = element.querySelector("[data-delete]");
+  remove.dataset.title = title;
+  remove.setAttribute("aria-label", `Delete ${title}`);
   element.querySelector("[data-replying]").hidden = !thread.replying;
-  const time = element.querySelector("[data-updated]");
-  time.dateTime = thread.updated_at;
-  time.textContent = ago(thread.updated_at);
+  showTime(element.querySelector("[data-updated]"), thread.updated_at);
   return element;
 }
 
@@ -54,17 +50,26 @@ function render(threads) {
 async function poll() {
   clearTimeout(timer);
   if (document.visibilityState !== "visible") return;
-  let delay = SLOW_POLL_MS;
   try {
-    const { threads } = await getJSON(list.dataset.activityUrl);
-    render(threads);
-    if (threads.some((thread) => thread.replying)) delay = FAST_POLL_MS;
+    render((await getJSON(list.dataset.activityUrl)).threads);
   } catch (error) {
     if (error.status === 401) return; // signed out elsewhere: nothing more to show
   }
-  timer = setTimeout(poll, delay);
+  timer = setTimeout(poll, POLL_MS);
 }
 
-document.addEventListener("visibilitychange", poll);
-// The page was rendered with fresh markers: the first poll can wait.
-timer = setTimeout(poll, list.querySelector("[data-replying]:not([hidden])") ? FAST_POLL_MS : SLOW_POLL_MS);
+function removed(element) {
+  element.remove();
+  empty.hidden = list.children.length > 0;
+}
+
+setUpThreadActions(document.body, {
+  archived: (form) => removed(form.closest("[data-thread-item]")),
+  deleted: (link) => removed(link.closest("[data-thread-item]")),
+});
+keepTimesFresh(list, "time[data-updated]");
+// The archived list is not polled: nothing there is being written to.
+if (list.dataset.activityUrl) {
+  document.addEventListener("visibilitychange", poll);
+  timer = setTimeout(poll, POLL_MS);
+}

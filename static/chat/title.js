@@ -4,7 +4,12 @@
 
 import { getJSON, postForm } from "./http.js";
 
-export function setUpTitle(root, showNotice) {
+/**
+ * @param {HTMLElement} root  the thread page
+ * @param {(text: string) => void} showNotice
+ * @param {(title: string) => void} onShown  told each title shown, to show it elsewhere too (the sidebar)
+ */
+export function setUpTitle(root, showNotice, onShown = () => {}) {
   const title = root.querySelector("[data-title]");
   const heading = title.querySelector("[data-title-text]");
   const edit = title.querySelector("[data-title-edit]");
@@ -15,6 +20,7 @@ export function setUpTitle(root, showNotice) {
     heading.textContent = saved;
     input.defaultValue = saved;
     document.title = `${saved} · chatsite`;
+    onShown(saved);
   };
   const editing = (on) => {
     form.hidden = !on;

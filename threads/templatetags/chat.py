@@ -1,4 +1,4 @@
-"""Filters of the chat pages: `markdown` renders untrusted message text as safe HTML; `ago` says when."""
+"""Filters of the chat pages: `markdown` renders untrusted message text as safe HTML; `moment` and `ago` say when."""
 import functools
 import re
 from datetime import datetime, timedelta
@@ -71,8 +71,18 @@ def markdown_filter(text: str) -> SafeString:
 
 
 @register.filter
-def ago(moment: datetime) -> str:
+def moment(value: datetime | str | None) -> datetime | None:
+    """Return a datetime for a datetime or the ISO string of an event payload; None for none."""
+    if not value:
+        return None
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+@register.filter
+def ago(moment: datetime | None) -> str:
     """Return "just now" or "5 minutes ago", as the page script's relative times read."""
+    if moment is None:
+        return ""
     if timezone.now() - moment < JUST_NOW:
         return "just now"
     return f"{timesince(moment, depth=1)} ago"
