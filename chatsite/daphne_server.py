@@ -52,11 +52,10 @@ from twisted.internet.abstract import FileDescriptor  # noqa: E402
 from twisted.protocols.policies import ProtocolWrapper  # noqa: E402
 
 from streaming import metrics  # noqa: E402
+from streaming.protocol import CloseCode  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-# Protocol v1: the client did not read; reconnect with your cursor.
-CLOSE_TOO_SLOW = 4008
 # Twisted reports only an empty buffer, and only to the one producer registered on the
 # transport (daphne's HTTP channel): a short poll is the simplest honest wait.
 DRAIN_POLL_SECONDS = 0.05
@@ -132,10 +131,11 @@ class BoundedServer(Server):
             return
         # autobahn drops the connection when the client has not answered the close within this time.
         protocol.closeHandshakeTimeout = settings.STREAM_CLIENT_STALL_SECONDS
-        protocol.sendClose(code=CLOSE_TOO_SLOW, reason="Too slow: reconnect with your cursor.")
+        # As a plain int: autobahn refuses any other type, an IntEnum too.
+        protocol.sendClose(code=CloseCode.TOO_SLOW.value, reason="Too slow: reconnect with your cursor.")
         # Tell the application now rather than after the handshake. Muted, daphne passes nothing
         # more from this socket on, and sends no second disconnect when it closes.
-        protocol.application_queue.put_nowait({"type": "websocket.disconnect", "code": CLOSE_TOO_SLOW})
+        protocol.application_queue.put_nowait({"type": "websocket.disconnect", "code": CloseCode.TOO_SLOW.value})
         protocol.muted = True
 
 

@@ -23,6 +23,7 @@ from .events import (
     THREAD_RENAMED,
     WORKERS_GROUP,
     EncodedEvent,
+    encode,
     thread_frame,
     thread_group_name,
 )
@@ -87,7 +88,7 @@ def _send_on_commit(group: str, message: dict[str, Any]) -> None:
 
 def publish_thread_renamed_on_commit(thread: AbstractThread) -> None:
     """Send the `thread` frame with the new title to the thread's subscribers once the transaction commits."""
-    _send_on_commit(thread_group_name(thread.id), {"type": THREAD_RENAMED, "frame": thread_frame(thread)})
+    _send_on_commit(thread_group_name(thread.id), {"type": THREAD_RENAMED, "frame": encode(thread_frame(thread))})
 
 
 def publish_access_revoked_on_commit(group: str) -> None:

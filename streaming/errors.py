@@ -1,8 +1,9 @@
 """Errors a person or client can cause, with the code and HTTP status of the protocol (DESIGN.md §4)."""
+from .protocol import ErrorCode
 
 
 class ChatError(Exception):
-    code = "bad_request"
+    code: ErrorCode = ErrorCode.BAD_REQUEST
     http_status = 400
 
     def __init__(self, detail: str) -> None:
@@ -19,27 +20,27 @@ class BadRequest(ChatError):
 
 
 class Busy(ChatError):
-    code = "busy"
+    code = ErrorCode.BUSY
     http_status = 409
 
 
 class TooLong(ChatError):
-    code = "too_long"
+    code = ErrorCode.TOO_LONG
     http_status = 413
 
 
 class NotFound(ChatError):
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
     http_status = 404
 
 
 class NotRunning(ChatError):
-    code = "not_running"
+    code = ErrorCode.NOT_RUNNING
     http_status = 409
 
 
 class RateLimited(ChatError):
-    code = "rate_limited"
+    code = ErrorCode.RATE_LIMITED
     http_status = 429
 
     def __init__(self, detail: str, *, retry_after_s: int) -> None:

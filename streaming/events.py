@@ -1,16 +1,43 @@
-"""Every frame of WebSocket protocol v1 (DESIGN.md §4) is built here, and only here.
+"""Every frame of WebSocket protocol v1 is built here, as its type in `protocol.py`, and only here.
 
 Log events are encoded once, when they are produced or read back, and travel as
 `(seq, kind, frame)` triples: the consumer sends the frame text as it is, so no subscriber
 re-encodes JSON.
 """
+from __future__ import annotations
+
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from .compaction import segment_texts
-from .models import AbstractMessage, AbstractThread, Chunk, MessageRole, MessageStatus
+from .models import AbstractMessage, AbstractThread, Chunk
+from .protocol import (
+    AssistantMessage,
+    DeltaEvent,
+    EndEvent,
+    ErrorCode,
+    ErrorFrame,
+    LogEvent,
+    MessageEvent,
+    MessagePage,
+    MessagePayload,
+    MessageRole,
+    MessageStatus,
+    PongFrame,
+    ReadyFrame,
+    ReplyOutcome,
+    ResetFrame,
+    Snapshot,
+    StartedReply,
+    StartEvent,
+    ThreadFrame,
+    UserMessage,
+)
+
+if TYPE_CHECKING:
+    from .selectors import ThreadMessages
 
 WORKERS_GROUP = "streaming.workers"
 
@@ -29,64 +56,61 @@ THREAD_RENAMED = "thread.renamed"
 ACCESS_REVOKED = "access.revoked"
 
 
-def encode(frame: dict[str, Any]) -> str:
+def encode(frame: Mapping[str, object]) -> str:
+    """Return a frame as the compact JSON text clients receive."""
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
-def message_payload(message: AbstractMessage) -> dict[str, Any]:
-    """Return a message as clients see it in events and snapshots."""
-    payload = {
+def _reply_outcome(message: AbstractMessage) -> ReplyOutcome:
+    return ReplyOutcome(
+        model=message.model, stop_reason=message.stop_reason or None, usage=message.usage, error=message.error
+    )
+
+
+def _message_fields(message: AbstractMessage, *, content: str, status: str) -> dict[str, str]:
+    """Return the fields every shape of a message has, in their order on the wire."""
+    return {
         "id": str(message.id),
         "role": message.role,
-        "content": message.content,
-        "status": message.status,
+        "content": content,
+        "status": status,
         "created_at": message.created_at.isoformat(),
     }
+
+
+def message_payload(message: AbstractMessage, *, content: str | None = None) -> MessagePayload:
+    """Return a message as clients see it in events and snapshots, with `content` for its text if given."""
+    fields = _message_fields(message, content=message.content if content is None else content, status=message.status)
     if message.role == MessageRole.USER:
-        payload["client_id"] = str(message.client_id) if message.client_id else None
-    else:
-        payload |= {
-            "model": message.model,
-            "stop_reason": message.stop_reason or None,
-            "usage": message.usage,
-            "error": message.error,
-        }
-    return payload
+        return UserMessage(**fields, client_id=str(message.client_id) if message.client_id else None)
+    return AssistantMessage(**fields, **_reply_outcome(message))
 
 
-def delta_event(seq: int, message_id: UUID | str, text: str) -> dict[str, Any]:
-    return {"type": "delta", "seq": seq, "message_id": str(message_id), "text": text}
+def message_payloads(page: ThreadMessages) -> list[MessagePayload]:
+    """Return the messages of a page, each reply still streaming with its text at the page's seq (I4)."""
+    return [message_payload(message, content=page.reply_texts.get(message.id)) for message in page.messages]
 
 
-def chunk_event(chunk: Chunk, message: AbstractMessage | None) -> dict[str, Any]:
+def delta_event(seq: int, message_id: UUID | str, text: str) -> DeltaEvent:
+    return DeltaEvent(type="delta", seq=seq, message_id=str(message_id), text=text)
+
+
+def chunk_event(chunk: Chunk, message: AbstractMessage | None) -> LogEvent:
     """Return the log event a one-event row stands for; `message` is the chunk's message (unused for deltas)."""
     assert not chunk.is_segment, "a segment row holds several events: see encode_chunks"
     if chunk.kind == Chunk.Kind.DELTA:
         return delta_event(chunk.seq, chunk.message_id, chunk.text)
     assert message is not None, f"a {chunk.kind} event needs its message"
     if chunk.kind == Chunk.Kind.MESSAGE:
-        return {"type": "message", "seq": chunk.seq, "message": message_payload(message)}
+        return MessageEvent(type="message", seq=chunk.seq, message=message_payload(message))
     if chunk.kind == Chunk.Kind.START:
         # Only what is fixed when the reply starts: replayed from the backlog later,
         # the event must be byte for byte what was sent live.
-        started = {
-            "id": str(message.id),
-            "role": message.role,
-            "content": "",
-            "status": MessageStatus.STREAMING,
-            "created_at": message.created_at.isoformat(),
-        }
-        return {"type": "start", "seq": chunk.seq, "message": started}
-    return {
-        "type": "end",
-        "seq": chunk.seq,
-        "message_id": str(message.id),
-        "status": message.status,
-        "model": message.model,
-        "stop_reason": message.stop_reason or None,
-        "usage": message.usage,
-        "error": message.error,
-    }
+        started = StartedReply(**_message_fields(message, content="", status=MessageStatus.STREAMING))
+        return StartEvent(type="start", seq=chunk.seq, message=started)
+    return EndEvent(
+        type="end", seq=chunk.seq, message_id=str(message.id), status=message.status, **_reply_outcome(message)
+    )
 
 
 def encode_chunks(
@@ -108,22 +132,31 @@ def encode_chunks(
     return encoded
 
 
-def thread_frame(thread: AbstractThread) -> str:
+def thread_frame(thread: AbstractThread) -> ThreadFrame:
     """Return the `thread` control frame (a protocol v1 extension, without seq): the thread's id and title."""
-    return encode({"type": "thread", "id": str(thread.id), "title": thread.title})
+    return ThreadFrame(type="thread", id=str(thread.id), title=thread.title)
 
 
-def ready_frame(seq: int) -> str:
-    return encode({"type": "ready", "seq": seq})
+def ready_frame(seq: int) -> ReadyFrame:
+    return ReadyFrame(type="ready", seq=seq)
 
 
-def reset_frame(snapshot: dict[str, Any]) -> str:
-    return encode({"type": "reset", "seq": snapshot["seq"], "messages": snapshot["messages"]})
+def reset_frame(page: ThreadMessages) -> ResetFrame:
+    return ResetFrame(type="reset", seq=page.seq, messages=message_payloads(page))
 
 
-def error_frame(code: str, detail: str) -> str:
-    return encode({"type": "error", "code": code, "detail": detail})
+def error_frame(code: ErrorCode, detail: str) -> ErrorFrame:
+    return ErrorFrame(type="error", code=code, detail=detail)
 
 
-def pong_frame() -> str:
-    return encode({"type": "pong"})
+def pong_frame() -> PongFrame:
+    return PongFrame(type="pong")
+
+
+def snapshot_payload(thread: AbstractThread, page: ThreadMessages) -> Snapshot:
+    """Return the snapshot of `thread` that `page` reads (the HTTP API's and the thread page's)."""
+    return Snapshot(id=str(thread.id), title=thread.title, seq=page.seq, messages=message_payloads(page))
+
+
+def message_page_payload(page: ThreadMessages) -> MessagePage:
+    return MessagePage(messages=message_payloads(page), seq=page.seq, next=page.next)

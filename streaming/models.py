@@ -14,17 +14,7 @@ from django.db import models
 from django.db.models import F
 from django.utils import timezone
 
-
-class MessageRole(models.TextChoices):
-    USER = "user"
-    ASSISTANT = "assistant"
-
-
-class MessageStatus(models.TextChoices):
-    COMPLETE = "complete"
-    STREAMING = "streaming"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
+from .protocol import MessageRole, MessageStatus
 
 
 class AbstractThread(models.Model):

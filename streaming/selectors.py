@@ -2,7 +2,6 @@
 import itertools
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
 from channels.db import database_sync_to_async
@@ -10,7 +9,7 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Count, F, Q, QuerySet
 
 from .compaction import chunk_events
-from .events import EncodedEvent, encode_chunks, message_payload
+from .events import EncodedEvent, encode_chunks
 from .models import (
     AbstractMessage,
     AbstractThread,
@@ -94,12 +93,13 @@ def logged_reply_text(*, message: AbstractMessage, upto_seq: int | None = None) 
     return "".join(event.text for row in rows for event in chunk_events(row) if event.seq <= upto_seq)
 
 
-def replies_in_progress_filled(messages: list[AbstractMessage], *, seq: int) -> list[AbstractMessage]:
-    """Give each streaming reply among `messages` its text at `seq`, for a snapshot that reflects `seq` (I4)."""
-    for message in messages:
-        if message.status == MessageStatus.STREAMING:
-            message.content = logged_reply_text(message=message, upto_seq=seq)
-    return messages
+def reply_texts_at(messages: list[AbstractMessage], *, seq: int) -> dict[UUID, str]:
+    """Return the text at `seq` of each reply still streaming among `messages`, by id, for a snapshot at `seq` (I4)."""
+    return {
+        message.id: logged_reply_text(message=message, upto_seq=seq)
+        for message in messages
+        if message.status == MessageStatus.STREAMING
+    }
 
 
 def thread_last_seq(*, thread_id: UUID) -> int:
@@ -243,16 +243,27 @@ def reply_check(*, message: AbstractMessage) -> ReplyCheck | None:
     return ReplyCheck(reassembled=reassembled, delta_count=delta_count, mismatch_at=mismatch_at)
 
 
-def thread_snapshot(*, thread: AbstractThread, limit: int | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ThreadMessages:
+    """A thread's messages as of the log position `seq` (I4), oldest first."""
+
+    messages: list[AbstractMessage]
+    seq: int
+    # The `before` of the page preceding this one; None when no earlier message was left out.
+    next: int | None
+    # The text at `seq` of each reply still streaming, by message id: a reply's content is written when it ends.
+    reply_texts: dict[UUID, str]
+
+
+def thread_snapshot(*, thread: AbstractThread, limit: int | None = None) -> ThreadMessages:
     """Return the thread's messages and the seq they reflect (I4), newest `limit` ones if given."""
-    page = message_page(thread=thread, before=None, limit=limit)
-    return {"id": str(thread.id), "title": thread.title, "seq": page["seq"], "messages": page["messages"]}
+    return message_page(thread=thread, before=None, limit=limit)
 
 
 athread_snapshot = database_sync_to_async(thread_snapshot)
 
 
-def message_page(*, thread: AbstractThread, before: int | None, limit: int | None) -> dict[str, Any]:
+def message_page(*, thread: AbstractThread, before: int | None, limit: int | None) -> ThreadMessages:
     """Return the newest `limit` messages (all when None) placed before seq `before`, oldest first.
 
     With the seq they reflect (I4), and `next`, the `before` of the page preceding this one.
@@ -266,8 +277,9 @@ def message_page(*, thread: AbstractThread, before: int | None, limit: int | Non
     newest_first = list(messages if limit is None else messages[: limit + 1])
     page = newest_first[:limit][::-1]
     seq = page[0].snapshot_seq if page else get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread.pk)
-    return {
-        "messages": [message_payload(message) for message in replies_in_progress_filled(page, seq=seq)],
-        "seq": seq,
-        "next": page[0].seq if limit is not None and len(newest_first) > limit else None,
-    }
+    return ThreadMessages(
+        messages=page,
+        seq=seq,
+        next=page[0].seq if limit is not None and len(newest_first) > limit else None,
+        reply_texts=reply_texts_at(page, seq=seq),
+    )

@@ -39,6 +39,7 @@ from django.conf import settings
 from . import events, metrics
 from .errors import RateLimited
 from .models import AbstractThread, Chunk, get_thread_model
+from .protocol import ErrorCode, MessageStatus
 from .selectors import achunk_events_after, athread_last_seq, athread_snapshot, athread_streaming
 
 logger = logging.getLogger(__name__)
@@ -60,20 +61,20 @@ KEEPALIVE = None
 class SubscriptionEnded(Exception):
     """The subscription cannot go on; each transport tells its reader `code` and `detail` in its own way."""
 
-    code: str
+    code: ErrorCode
     detail: str
 
 
 class ThreadGone(SubscriptionEnded):
     """The thread was deleted while subscribed."""
 
-    code, detail = "not_found", "The thread was deleted."
+    code, detail = ErrorCode.NOT_FOUND, "The thread was deleted."
 
 
 class AccessRevoked(SubscriptionEnded):
     """The grant the subscription was opened under no longer holds."""
 
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -244,7 +245,8 @@ class ThreadSubscription:
     async def _open(self) -> AsyncIterator[Frame]:
         """Yield the backlog after the cursor (or a reset), then `ready`."""
         if self.after is None:
-            yield Frame("error", events.error_frame("bad_request", "after must be a non-negative integer."))
+            error = events.error_frame(ErrorCode.BAD_REQUEST, "after must be a non-negative integer.")
+            yield Frame("error", events.encode(error))
         if self.after is None or self.after > await self._last_seq():
             yield await self._reset()
         else:
@@ -253,7 +255,7 @@ class ThreadSubscription:
             async for frame in self._catch_up():
                 yield frame
         self.last_delivery = self.last_frame = asyncio.get_running_loop().time()
-        yield Frame("ready", events.ready_frame(self.last_sent), seq=self.last_sent)
+        yield Frame("ready", events.encode(events.ready_frame(self.last_sent)), seq=self.last_sent)
 
     async def _deliver(self, live: list[events.EncodedEvent]) -> AsyncIterator[Frame]:
         """Yield live events past last_sent, filling any gap before them from the database."""
@@ -297,9 +299,9 @@ class ThreadSubscription:
 
     async def _reset(self) -> Frame:
         snapshot = await athread_snapshot(thread=self.thread)
-        self.last_sent = snapshot["seq"]
-        self.streaming = any(message["status"] == "streaming" for message in snapshot["messages"])
-        return Frame("reset", events.reset_frame(snapshot), seq=snapshot["seq"])
+        self.last_sent = snapshot.seq
+        self.streaming = any(message.status == MessageStatus.STREAMING for message in snapshot.messages)
+        return Frame("reset", events.encode(events.reset_frame(snapshot)), seq=snapshot.seq)
 
     async def _last_seq(self) -> int:
         try:

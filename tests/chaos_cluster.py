@@ -23,14 +23,15 @@ from websockets.exceptions import WebSocketException
 
 from chatsite.bench.topology import free_port
 from chatsite.management.commands.runcluster import cluster_environment, procfile_command, web_command, worker_command
+from streaming.protocol import FINAL_CLOSE_CODES
+
+from .protocol_check import parse_frame
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS_DIR = BASE_DIR / "test-artifacts"
 # Generous: processes boot Django on a loaded 2-core machine.
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
-# Close codes after which a client gives up instead of resuming (DESIGN.md §4).
-FINAL_CLOSE_CODES = {4401, 4403, 4404}
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -343,7 +344,7 @@ class ChaosClient:
                         if self.socket is None:
                             self.socket = websocket
                             self.connections.append(port)
-                        await self._on_frame(json.loads(text))
+                        await self._on_frame(parse_frame(text))
                     if websocket.close_code in FINAL_CLOSE_CODES:
                         self.final_close = websocket.close_code
             except (OSError, TimeoutError, WebSocketException):

@@ -5,7 +5,6 @@ import pytest
 from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
-from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections
@@ -14,6 +13,8 @@ from django.test import Client
 from chatsite.asgi import application
 from streaming.worker import StreamWorker
 from threads.services import thread_create
+
+from .protocol_check import ProtocolCommunicator
 
 # Generous: a loaded CI machine must not turn a slow event into a failure.
 RECEIVE_TIMEOUT_S = 10
@@ -114,7 +115,7 @@ class ThreadSocket:
         headers = [(b"origin", origin.encode())]
         if cookie:
             headers.append((b"cookie", cookie.encode()))
-        self.communicator = WebsocketCommunicator(application, f"/ws/threads/{thread_id}/{query}", headers=headers)
+        self.communicator = ProtocolCommunicator(application, f"/ws/threads/{thread_id}/{query}", headers=headers)
         self.frames: list[dict] = []
         self.closed = False
 

@@ -247,12 +247,12 @@ def test_copy_puts_the_markdown_on_the_clipboard(open_context, browser, chat_ser
         send(page, "Copy **this** message")
         expect_reply_status(page, "complete")
         reply = last_reply(page)
-        reply.get_by_role("button", name="Copy").click()
+        reply.get_by_role("button", name="Copy", exact=True).click()
         expect(reply.get_by_role("button", name="Copied")).to_be_visible()
         assert page.evaluate("navigator.clipboard.readText()") == stored(page)["messages"][-1]["content"]
         question = page.locator("[data-role=user]").last
         question.hover()
-        question.get_by_role("button", name="Copy").click()
+        question.get_by_role("button", name="Copy", exact=True).click()
         assert page.evaluate("navigator.clipboard.readText()") == "Copy **this** message"
         page.goto("/account/tokens/")
         page.get_by_label("Name").fill("copied")

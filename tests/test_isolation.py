@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from chatsite.asgi import application
@@ -26,6 +25,7 @@ from threads.services import message_post, thread_create
 from threads.tokens.services import api_token_create
 
 from .conftest import RECEIVE_TIMEOUT_S
+from .protocol_check import ProtocolCommunicator
 
 TITLE = "Alice private plans"
 TOKEN_NAME = "alice-laptop"
@@ -214,7 +214,7 @@ def assert_refused_by_admin(response) -> None:
 # --- WebSocket: the session cookie (browsers, with an allowed Origin) and bearer tokens --------------
 
 
-async def close_code_or_served(communicator: WebsocketCommunicator) -> int | str:
+async def close_code_or_served(communicator: ProtocolCommunicator) -> int | str:
     """Return the close code the server answers the handshake with, or "served" when it sends the log."""
     connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT_S)
     assert connected
@@ -226,13 +226,13 @@ async def close_code_or_served(communicator: WebsocketCommunicator) -> int | str
     return "served"
 
 
-def cookie_socket(thread_id: str, cookie: str | None) -> WebsocketCommunicator:
+def cookie_socket(thread_id: str, cookie: str | None) -> ProtocolCommunicator:
     headers = [(b"origin", b"http://localhost")] + ([(b"cookie", cookie.encode())] if cookie else [])
-    return WebsocketCommunicator(application, f"/ws/threads/{thread_id}/", headers=headers)
+    return ProtocolCommunicator(application, f"/ws/threads/{thread_id}/", headers=headers)
 
 
-def bearer_socket(thread_id: str, secret: str) -> WebsocketCommunicator:
-    return WebsocketCommunicator(
+def bearer_socket(thread_id: str, secret: str) -> ProtocolCommunicator:
+    return ProtocolCommunicator(
         application, f"/ws/threads/{thread_id}/", headers=[(b"authorization", f"Bearer {secret}".encode())]
     )
 
@@ -270,7 +270,7 @@ async def test_websocket_with_bearer_answers_each_role_as_it_should(world, role)
 async def test_websocket_with_session_from_a_foreign_origin_is_refused(world, session_cookie):
     """The owner's own cookie from a foreign Origin is refused at the handshake (cross-site WebSocket hijacking)."""
     cookie = await database_sync_to_async(session_cookie)(world.owner)
-    communicator = WebsocketCommunicator(
+    communicator = ProtocolCommunicator(
         application,
         f"/ws/threads/{world.ids.thread}/",
         headers=[(b"origin", b"https://evil.example"), (b"cookie", cookie.encode())],

@@ -18,6 +18,7 @@ from threads.services import message_post, thread_create
 from threads.tokens.services import api_token_create
 
 from .live_server import WebProcess, live_environment, procfile_web
+from .protocol_check import parse_frame
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 - one_sync_thread is an autouse fixture
 from .test_tokens import ws_with_bearer
 
@@ -248,13 +249,13 @@ def open_socket(web: tuple[WebProcess, str, str]) -> Iterator[ClientConnection]:
     server, token, thread_id = web
     url = server.url.replace("http", "ws") + f"/ws/threads/{thread_id}/"
     with ws_connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as socket:
-        assert json.loads(socket.recv(RECEIVE_TIMEOUT_S))["type"] == "ready"
+        assert parse_frame(socket.recv(RECEIVE_TIMEOUT_S))["type"] == "ready"
         yield socket
 
 
 def ping(socket: ClientConnection) -> dict:
     socket.send(json.dumps({"type": "ping"}))
-    return json.loads(socket.recv(RECEIVE_TIMEOUT_S))
+    return parse_frame(socket.recv(RECEIVE_TIMEOUT_S))
 
 
 def test_oversized_frame_is_refused_and_others_are_served(web):

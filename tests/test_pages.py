@@ -7,7 +7,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from streaming.selectors import message_page
+from streaming.events import message_payloads
+from streaming.selectors import message_page, thread_snapshot
 from streaming.services.endings import generation_cancel
 from threads import views
 from threads.models import Message
@@ -276,8 +277,19 @@ def test_message_page_returns_the_newest_older_ones_oldest_first(thread):
         exchange(thread, f"Question {index}")
     messages = list(thread.messages.all())
     page = message_page(thread=thread, before=messages[4].seq, limit=3)
-    assert [message["id"] for message in page["messages"]] == [str(message.id) for message in messages[1:4]]
-    assert page["next"] == messages[1].seq, "one older message is left"
+    assert [message.id for message in page.messages] == [message.id for message in messages[1:4]]
+    assert page.next == messages[1].seq, "one older message is left"
+
+
+def test_snapshot_gives_streaming_reply_texts_without_changing_the_messages(thread):
+    """A streaming reply has its text at the snapshot's seq beside it; the message keeps its stored content."""
+    reply = post(thread, "Question")
+    write_reply("Half an ans")
+    snapshot = thread_snapshot(thread=thread)
+    streaming = next(message for message in snapshot.messages if message.id == reply.id)
+    assert snapshot.reply_texts == {reply.id: "Half an ans"}
+    assert streaming.content == "" and streaming.status == Message.Status.STREAMING
+    assert [payload["content"] for payload in message_payloads(snapshot)] == ["Question", "Half an ans"]
 
 
 def test_earlier_messages_page_in_until_the_first(client, user, thread, monkeypatch):

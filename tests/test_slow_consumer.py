@@ -19,6 +19,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from .live_server import WebProcess, live_environment, procfile_web
+from .protocol_check import parse_frame
 
 BUFFER_BYTES = 256 * 1024
 STALL_SECONDS = 2
@@ -91,7 +92,7 @@ class Site:
             while not frames or frames[-1]["type"] != "ready":
                 line = response.readline().decode()
                 if line.startswith("data: "):
-                    frames.append(json.loads(line[len("data: ") :]))
+                    frames.append(parse_frame(line[len("data: ") :]))
         return log_events(frames)
 
     def closed_as_slow(self, port: int) -> bool:
@@ -125,7 +126,7 @@ def site(tmp_path_factory) -> Iterator[Site]:
 def read_until(websocket: ClientConnection, done: Callable[[dict], bool]) -> list[dict]:
     frames = []
     while not frames or not done(frames[-1]):
-        frames.append(json.loads(websocket.recv(timeout=SOCKET_TIMEOUT_S)))
+        frames.append(parse_frame(websocket.recv(timeout=SOCKET_TIMEOUT_S)))
     return frames
 
 
@@ -191,7 +192,7 @@ class StalledWebSocket(StalledClient):
             if opcode == 0x8:
                 return frames, int.from_bytes(payload[:2], "big")
             if opcode == 0x1:
-                frames.append(json.loads(payload))
+                frames.append(parse_frame(payload))
         return frames, None
 
     def _frame_at(self, position: int) -> tuple[int, bytes, int] | None:
@@ -224,7 +225,7 @@ class StalledEventStream(StalledClient):
             body, rest = body + rest[:size], rest[size + 2 :]
         records = body.decode().split("\n\n")[:-1]  # the last is unfinished, or empty
         lines = [line for record in records for line in record.split("\n")]
-        return [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
+        return [parse_frame(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
 
 
 @dataclass

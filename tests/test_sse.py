@@ -17,6 +17,7 @@ from threads.services import message_post
 
 from .conftest import RECEIVE_TIMEOUT_S, on_postgres, reply_text
 from .fakes import LossyLayerMixin
+from .protocol_check import parse_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -96,7 +97,7 @@ class HttpStream:
         """Return the next event's frame (skipping comments), with its SSE `id` kept as "_id"."""
         while "data" not in (record := await self.record()):
             pass
-        frame = json.loads(record["data"])
+        frame = parse_frame(record["data"])
         assert record["event"] == frame["type"]
         return frame | ({"_id": int(record["id"])} if "id" in record else {})
 

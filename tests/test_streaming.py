@@ -66,6 +66,7 @@ async def test_late_subscriber_gets_backlog_then_live(thread, user, connect, wor
 
 async def test_snapshot_plus_later_events_equals_final_state(thread, user, connect, worker, settings):
     """A snapshot taken mid-reply plus the events after its seq rebuild the final text (I4)."""
+    from streaming.events import message_payloads
     from streaming.selectors import thread_snapshot
 
     settings.SCRIPTED_TOKENS_PER_SECOND = 100
@@ -73,13 +74,13 @@ async def test_snapshot_plus_later_events_equals_final_state(thread, user, conne
     posted = await post(thread)
     await watcher.receive_until(lambda frame: frame["type"] == "delta")
     snapshot = await database_sync_to_async(thread_snapshot)(thread=thread)
-    resumed = await connect(thread.id, user, after=snapshot["seq"])
+    resumed = await connect(thread.id, user, after=snapshot.seq)
     await resumed.receive_until(lambda frame: frame["type"] == "end")
     reply_id = str(posted.reply.id)
-    partial = next(message["content"] for message in snapshot["messages"] if message["id"] == reply_id)
+    partial = next(message["content"] for message in message_payloads(snapshot) if message["id"] == reply_id)
     reply = await Message.objects.aget(pk=reply_id)
     assert partial + reply_text(resumed.log_events, reply_id) == reply.content
-    assert resumed.log_events[0]["seq"] == snapshot["seq"] + 1
+    assert resumed.log_events[0]["seq"] == snapshot.seq + 1
 
 
 async def test_closing_every_socket_does_not_stop_the_reply(thread, user, connect, worker):

@@ -4,7 +4,6 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.core.management import call_command
 from django.test import Client
 
@@ -14,6 +13,7 @@ from threads.tokens.selectors import hash_secret
 from threads.tokens.services import api_token_create, api_token_revoke
 
 from .conftest import RECEIVE_TIMEOUT_S
+from .protocol_check import ProtocolCommunicator
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -90,16 +90,16 @@ def test_only_a_hash_is_stored(user):
     assert token.hashed_token == hash_secret(secret) and secret not in str(ApiToken.objects.filter(pk=token.pk).values().get())
 
 
-async def ws_close_code(communicator: WebsocketCommunicator) -> int:
+async def ws_close_code(communicator: ProtocolCommunicator) -> int:
     output = await communicator.receive_output(timeout=RECEIVE_TIMEOUT_S)
     while output["type"] != "websocket.close":
         output = await communicator.receive_output(timeout=RECEIVE_TIMEOUT_S)
     return output["code"]
 
 
-def ws_with_bearer(thread_id, secret: str) -> WebsocketCommunicator:
+def ws_with_bearer(thread_id, secret: str) -> ProtocolCommunicator:
     """A WebSocket handshake as a non-browser client makes it: a bearer header and no Origin."""
-    return WebsocketCommunicator(application, f"/ws/threads/{thread_id}/", headers=[(b"authorization", f"Bearer {secret}".encode())])
+    return ProtocolCommunicator(application, f"/ws/threads/{thread_id}/", headers=[(b"authorization", f"Bearer {secret}".encode())])
 
 
 @pytest.mark.django_db(transaction=True)

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET
 
 from streaming.cursors import parse_digits
 from streaming.errors import BadRequest, ChatError, TooLong
-from streaming.events import message_payload
+from streaming.events import message_page_payload, message_payload, snapshot_payload
 from streaming.selectors import message_page, thread_snapshot
 from streaming.services.endings import generation_cancel
 
@@ -124,7 +124,7 @@ def threads(request: HttpRequest) -> JsonResponse:
         if not isinstance(title, str):
             raise BadRequest("title must be a string.")
         thread = thread_create(owner=request.user, title=title)
-        return JsonResponse(thread_snapshot(thread=thread), status=201)
+        return JsonResponse(snapshot_payload(thread, thread_snapshot(thread=thread)), status=201)
     limit = page_limit(request, default=THREADS_PAGE_SIZE)
     cursor = request.GET.get("cursor")
     page, more = thread_page(user=request.user, after=decode_thread_cursor(cursor) if cursor else None, limit=limit)
@@ -140,7 +140,7 @@ def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
     if request.method == "DELETE":
         thread_delete(thread=thread)
         return no_content()
-    return JsonResponse(thread_snapshot(thread=thread))
+    return JsonResponse(snapshot_payload(thread, thread_snapshot(thread=thread)))
 
 
 @api_view("GET", "POST")
@@ -149,7 +149,7 @@ def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
     if request.method == "GET":
         before = query_int(request, "before", default=None, minimum=1)
         limit = page_limit(request, default=MESSAGES_PAGE_SIZE)
-        return JsonResponse(message_page(thread=thread, before=before, limit=limit))
+        return JsonResponse(message_page_payload(message_page(thread=thread, before=before, limit=limit)))
     body = json_body(request)
     posted = message_post(thread=thread, content=body.get("content"), client_id=parse_client_id(body.get("client_id")))
     return JsonResponse(

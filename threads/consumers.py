@@ -15,19 +15,12 @@ from .services import message_post
 
 from streaming import events
 from streaming.cursors import parse_cursor
+from streaming.protocol import CloseCode
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
 from .tokens.selectors import api_token_grant
 
 logger = logging.getLogger(__name__)
 
-# Also when the API token the socket was opened with is revoked.
-CLOSE_NOT_SIGNED_IN = 4401
-CLOSE_NOT_FOUND = 4404
-# Protocol v1 extension: the server failed (say, its database is restarting); reconnect with your cursor.
-# Not 1011: daphne (autobahn) sends only 1000 and 3000-4999, and raises on anything else.
-CLOSE_SERVER_ERROR = 4500
-# Protocol v1 extension, as HTTP's 429: the person has CHAT_MAX_STREAMS_PER_USER streams open already.
-CLOSE_TOO_MANY_STREAMS = 4429
 
 
 def query_cursor(query_string: bytes) -> int | None:
@@ -49,19 +42,19 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         await self.accept()  # accepted first, so that the close codes below reach the client
         user = self.scope["user"]
         if not user.is_authenticated:
-            await self.close(code=CLOSE_NOT_SIGNED_IN)
+            await self.close_with(CloseCode.NOT_SIGNED_IN)
             return
         try:
             thread = await database_sync_to_async(thread_get_for_user)(
                 user=user, thread_id=self.scope["url_route"]["kwargs"]["thread_id"]
             )
         except ChatError:
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self.close_with(CloseCode.NOT_FOUND)
             return
         try:
             self.slot = StreamSlot(user_id=user.pk)
         except RateLimited:
-            await self.close(code=CLOSE_TOO_MANY_STREAMS)
+            await self.close_with(CloseCode.TOO_MANY_STREAMS)
             return
         self.thread = thread  # from here on, frames are taken
         # What the socket was let in under that may be revoked: its API token (threads/tokens/), if any.
@@ -72,18 +65,24 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.streamer = asyncio.create_task(self._stream(subscription))
 
 
+    async def close_with(self, code: CloseCode) -> None:
+        """Close the socket with a protocol close code."""
+        # As a plain int: autobahn refuses any other type, an IntEnum too. Not 1011 for a
+        # server failure either: it sends only 1000 and 3000-4999.
+        await self.close(code=code.value)
+
     async def _stream(self, subscription: ThreadSubscription) -> None:
         """Send the subscription's frames as they come, until the socket closes."""
         try:
             async for frame in subscription.frames():
                 await self.send(frame.data)
         except ThreadGone:
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self.close_with(CloseCode.NOT_FOUND)
         except AccessRevoked:
-            await self.close(code=CLOSE_NOT_SIGNED_IN)
+            await self.close_with(CloseCode.NOT_SIGNED_IN)
         except Exception:
             logger.exception("thread %s: subscription failed; closing so the client resumes", self.thread.id)
-            await self.close(code=CLOSE_SERVER_ERROR)
+            await self.close_with(CloseCode.SERVER_ERROR)
 
     async def disconnect(self, code: int) -> None:
         if self.streamer is not None:
@@ -99,9 +98,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         try:
             await self._handle_frame(text_data)
         except ChatError as error:
-            await self.send(events.error_frame(error.code, error.detail))
+            await self.send(events.encode(events.error_frame(error.code, error.detail)))
         except AccessRevoked:
-            await self.close(code=CLOSE_NOT_SIGNED_IN)
+            await self.close_with(CloseCode.NOT_SIGNED_IN)
 
     async def _handle_frame(self, text_data: str | None) -> None:
         if text_data is None:
@@ -109,7 +108,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         frame = parse_json_object(text_data, what="frame")
         kind = frame.get("type")
         if kind == "ping":
-            await self.send(events.pong_frame())
+            await self.send(events.encode(events.pong_frame()))
         elif kind == "send":
             await self._refuse_if_access_revoked()
             await database_sync_to_async(message_post)(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from django.http import HttpResponse, JsonResponse
 
 from streaming.errors import ChatError
+from streaming.protocol import ErrorCode
 
 
 class MethodNotAllowed(ChatError):
@@ -27,7 +28,7 @@ class MethodNotAllowed(ChatError):
 class Unauthenticated(ChatError):
     """Refuse a request that nobody, or no valid credential, signed; `challenge` becomes WWW-Authenticate."""
 
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
     http_status = 401
 
     def __init__(self, detail: str, *, challenge: str | None = None) -> None:
@@ -41,7 +42,7 @@ class Unauthenticated(ChatError):
 class Forbidden(ChatError):
     """Refuse a request whose sender is known but not allowed to make it."""
 
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
     http_status = 403
 
 

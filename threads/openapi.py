@@ -2,15 +2,19 @@
 
 tests/test_openapi.py runs schemathesis against the app with this document: an answer
 the document does not describe (a status, a header, a field) fails the suite. Answers
-list their fields exactly (`additionalProperties: false`), so a new field is a change
-here too; request bodies may carry more than they describe, which is ignored.
+list their fields exactly (`additionalProperties: false`); the shapes the protocol
+defines (messages, snapshots, errors) are derived from streaming/protocol.py, so a new
+field there is one here too. Request bodies may carry more than they describe, which is
+ignored.
 """
 from typing import Any
 
 from django.conf import settings
 
-ERROR_CODES = ["bad_request", "busy", "too_long", "not_found", "forbidden", "rate_limited", "provider_error",
-               "interrupted", "not_running"]
+from streaming import protocol
+
+from .typeschema import json_schema
+
 ERROR_MEANINGS = {
     400: "bad_request: the input is malformed",
     401: "not signed in, or the bearer token is unknown or revoked",
@@ -28,9 +32,15 @@ STREAM_LIMITED = {
     "close one, or try again after Retry-After seconds",
 }
 STRING = {"type": "string"}
-UUID = {"type": "string", "format": "uuid"}
-DATE_TIME = {"type": "string", "format": "date-time"}
-SEQ = {"type": "integer", "minimum": 0}
+UUID = json_schema(protocol.UuidText)
+DATE_TIME = json_schema(protocol.Timestamp)
+SEQ = json_schema(protocol.Seq)
+# Protocol types with a schema of their own in the document, referred to by name elsewhere.
+NAMED_SCHEMAS = {
+    protocol.UserMessage: "UserMessage",
+    protocol.AssistantMessage: "AssistantMessage",
+    protocol.MessagePayload: "Message",
+}
 PAGE_LIMIT = {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}
 # PostgreSQL text cannot hold NUL, so no body string may contain one.
 NO_NUL = r"^[^\u0000]*$"
@@ -103,13 +113,14 @@ CHAT_OPERATIONS = {
 }
 
 
+def protocol_schema(annotation: Any, **extra: Any) -> dict[str, Any]:
+    """Return the schema of a protocol type, naming the types of NAMED_SCHEMAS by reference."""
+    refs = {named: name for named, name in NAMED_SCHEMAS.items() if named != annotation}
+    return json_schema(annotation, refs=refs) | extra
+
+
 def schemas() -> dict[str, Any]:
     content = {"type": "string", "minLength": 1, "maxLength": settings.CHAT_MAX_MESSAGE_CHARS, "pattern": NOT_BLANK}
-    message_error = {
-        "type": ["object", "null"],
-        "required": ["code", "detail"],
-        "properties": {"code": STRING, "detail": STRING},
-    }
     ui_message = body_object(
         {
             "id": STRING,
@@ -119,21 +130,11 @@ def schemas() -> dict[str, Any]:
         required=("id", "role", "parts"),
     )
     return {
-        "Error": answer_object({"error": answer_object({"code": {"enum": ERROR_CODES}, "detail": STRING})}),
-        "Message": answer_object(
-            {
-                "id": UUID,
-                "role": {"enum": ["user", "assistant"]},
-                "content": STRING,
-                "status": {"enum": ["complete", "streaming", "cancelled", "failed"]},
-                "created_at": DATE_TIME,
-                "client_id": {"type": ["string", "null"], "format": "uuid", "description": "user messages"},
-                "model": {**STRING, "description": "assistant messages, as the next three"},
-                "stop_reason": {"type": ["string", "null"]},
-                "usage": {"type": ["object", "null"]},
-                "error": message_error,
-            },
-            optional=("client_id", "model", "stop_reason", "usage", "error"),
+        "Error": answer_object({"error": protocol_schema(protocol.ErrorObject)}),
+        "UserMessage": protocol_schema(protocol.UserMessage),
+        "AssistantMessage": protocol_schema(protocol.AssistantMessage),
+        "Message": protocol_schema(
+            protocol.MessagePayload,
             description="As in the `message` event of WebSocket protocol v1; a reply in progress has its text so far.",
         ),
         "ThreadSummary": answer_object({"id": UUID, "title": STRING, "created_at": DATE_TIME, "updated_at": DATE_TIME}),
@@ -143,21 +144,8 @@ def schemas() -> dict[str, Any]:
                 "next": {"type": ["string", "null"], "description": "pass as `cursor` for the next page; null: last"},
             }
         ),
-        "Snapshot": answer_object(
-            {
-                "id": UUID,
-                "title": STRING,
-                "seq": {**SEQ, "description": "the log position this snapshot reflects (I4)"},
-                "messages": {"type": "array", "items": ref("Message")},
-            }
-        ),
-        "MessagePage": answer_object(
-            {
-                "messages": {"type": "array", "items": ref("Message"), "description": "oldest first"},
-                "seq": SEQ,
-                "next": {"type": ["integer", "null"], "description": "pass as `before` for older ones; null: none"},
-            }
-        ),
+        "Snapshot": protocol_schema(protocol.Snapshot),
+        "MessagePage": protocol_schema(protocol.MessagePage),
         "CreateThread": body_object({"title": {**STRING, "pattern": NO_NUL}}),
         "RenameThread": body_object(
             {"title": {**STRING, "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK}}, required=("title",)
@@ -169,8 +157,8 @@ def schemas() -> dict[str, Any]:
             },
             required=("content",),
         ),
-        "Sent": answer_object({"message": ref("Message"), "reply": ref("Message"), "seq": SEQ}),
-        "Reply": answer_object({"reply": ref("Message")}),
+        "Sent": answer_object({"message": ref("UserMessage"), "reply": ref("AssistantMessage"), "seq": SEQ}),
+        "Reply": answer_object({"reply": ref("AssistantMessage")}),
         "SeedChat": body_object(
             {
                 "id": {**UUID, "description": "the thread; a new id starts a thread"},

@@ -41,7 +41,7 @@ async def sse_body(frames: AsyncIterator[Frame | None]) -> AsyncIterator[str]:
             async for frame in frames:
                 yield KEEPALIVE_COMMENT if frame is KEEPALIVE else sse_record(frame)
         except SubscriptionEnded as ended:
-            yield sse_record(Frame("error", events.error_frame(ended.code, ended.detail)))
+            yield sse_record(Frame("error", events.encode(events.error_frame(ended.code, ended.detail))))
 
 
 async def holding(slot: StreamSlot, body: AsyncIterator[str]) -> AsyncIterator[str]:

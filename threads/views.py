@@ -20,7 +20,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from streaming.errors import BadRequest, ChatError, NotFound
-from streaming.events import message_payload
+from streaming.events import message_payload, message_payloads, snapshot_payload
 from streaming.selectors import message_page, thread_snapshot
 
 from .api import api_view
@@ -183,11 +183,9 @@ def thread_new(request: HttpRequest) -> HttpResponse:
 @require_GET
 def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
     thread = owned_thread(request, thread_id)
-    # One message more than shown tells whether there are earlier ones, in the same statement.
-    snapshot = thread_snapshot(thread=thread, limit=THREAD_PAGE_MESSAGES + 1)
-    has_earlier = len(snapshot["messages"]) > THREAD_PAGE_MESSAGES
-    snapshot["messages"] = snapshot["messages"][-THREAD_PAGE_MESSAGES:]
-    context = thread_page_context(request, thread, snapshot, draft=False) | {"has_earlier": has_earlier}
+    page = thread_snapshot(thread=thread, limit=THREAD_PAGE_MESSAGES)
+    snapshot = snapshot_payload(thread, page)
+    context = thread_page_context(request, thread, snapshot, draft=False) | {"has_earlier": page.next is not None}
     return render(request, "threads/thread_detail.html", context)
 
 
@@ -258,9 +256,9 @@ def thread_earlier(request: HttpRequest, thread_id: str) -> JsonResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     before = message_get_in_thread(thread=thread, message_id=request.GET.get("before", ""))
     page = message_page(thread=thread, before=before.seq, limit=THREAD_PAGE_MESSAGES)
-    context = {"thread": thread, "page_messages": page["messages"]}
+    context = {"thread": thread, "page_messages": message_payloads(page)}
     html = render_to_string("threads/_message_list.html", context, request)
-    return JsonResponse({"html": html, "has_more": page["next"] is not None})
+    return JsonResponse({"html": html, "has_more": page.next is not None})
 
 
 @login_required

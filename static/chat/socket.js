@@ -3,6 +3,8 @@
 // What the frames mean is the caller's business (thread.js); this module only keeps
 // a socket open and reports its state.
 
+import { FINAL_CLOSE_CODES as FINAL_CLOSES } from "./protocol.js";
+
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15_000;
 // A ping every so often while the tab is visible; a socket that answers nothing within
@@ -13,7 +15,7 @@ const PONG_TIMEOUT_MS = 8_000;
 const TICK_MS = 2_000;
 const SLEEP_GAP_MS = 10_000;
 // Closes that no retry can fix: not signed in, not allowed, no such thread (DESIGN.md §4).
-const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
+const FINAL_CLOSE_CODES = new Set(FINAL_CLOSES);
 const CLOSE_RESTART = 4000; // ours: "reconnecting on purpose" (a gap, a dead socket, going offline)
 
 export class ThreadSocket {

@@ -13,6 +13,7 @@ import { ComposerLimit } from "./composer.js";
 import { keepFollowing } from "./follow.js";
 import { getJSON, postFields, postForm, postJSON } from "./http.js";
 import { MessageList } from "./messages.js";
+import { CloseCode } from "./protocol.js";
 import { setUpSidebar } from "./sidebar.js";
 import { ThreadSocket } from "./socket.js";
 import { ConnectionStatus } from "./status.js";
@@ -163,9 +164,9 @@ function onState(state, detail) {
     connection.show("offline", "Offline: waiting for the network");
   } else if (state === "closed") {
     closed = true;
-    connection.show("closed", detail.code === 4401 ? "Signed out" : "Not available");
+    connection.show("closed", detail.code === CloseCode.NOT_SIGNED_IN ? "Signed out" : "Not available");
     showNotice(
-      detail.code === 4401
+      detail.code === CloseCode.NOT_SIGNED_IN
         ? "You were signed out. Sign in again to keep chatting."
         : "This thread is no longer available.",
     );

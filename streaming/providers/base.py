@@ -2,6 +2,8 @@
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from ..protocol import ErrorCode
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -38,7 +40,7 @@ ReplyEvent = TextDelta | ReplyEnd
 class ProviderError(Exception):
     """The provider could not produce (the rest of) the reply; `detail` is shown to people."""
 
-    def __init__(self, detail: str, *, code: str = "provider_error") -> None:
+    def __init__(self, detail: str, *, code: ErrorCode = ErrorCode.PROVIDER_ERROR) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail

@@ -1,0 +1,236 @@
+"""WebSocket protocol v1 (DESIGN.md §4, with the README's extensions), defined once.
+
+Every frame is a TypedDict here: `events.py` builds frames as these types and encodes
+them, `threads/openapi.py` derives the HTTP API's schemas from them, `manage.py
+protocoljs` writes the close and error codes into the browser client's
+`static/chat/protocol.js`, and the test suite checks every frame its sockets receive
+against them. A new field or frame starts here.
+"""
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Annotated, Literal, NotRequired, TypedDict
+
+from django.db import models
+
+
+@dataclass(frozen=True)
+class SchemaHint:
+    """JSON Schema keywords a field meets beyond its Python type."""
+
+    format: str | None = None
+    minimum: int | None = None
+    description: str | None = None
+
+
+UuidText = Annotated[str, SchemaHint(format="uuid")]
+Timestamp = Annotated[str, SchemaHint(format="date-time")]
+# A position in a thread's log: 0 before its first event.
+Seq = Annotated[int, SchemaHint(minimum=0)]
+
+
+class MessageRole(models.TextChoices):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class MessageStatus(models.TextChoices):
+    COMPLETE = "complete"
+    STREAMING = "streaming"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class ErrorCode(StrEnum):
+    """The codes of `error` frames, failed replies and HTTP error bodies alike."""
+
+    BAD_REQUEST = "bad_request"
+    BUSY = "busy"
+    TOO_LONG = "too_long"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    PROVIDER_ERROR = "provider_error"
+    INTERRUPTED = "interrupted"
+    NOT_RUNNING = "not_running"  # extension: a cancel with nothing running
+
+
+class CloseCode(IntEnum):
+    """The codes a server closes a WebSocket with; the browser client retries all but the first three."""
+
+    NOT_SIGNED_IN = 4401  # also an unknown or revoked API token
+    NOT_ALLOWED = 4403
+    NOT_FOUND = 4404  # another person's thread answers the same
+    TOO_SLOW = 4008  # the client did not read: reconnect with your cursor (I10)
+    TOO_MANY_STREAMS = 4429  # extension, as HTTP's 429: CHAT_MAX_STREAMS_PER_USER are open
+    SERVER_ERROR = 4500  # extension: the server failed (its database restarting, say); reconnect with your cursor
+
+
+# Closes that no retry can fix.
+FINAL_CLOSE_CODES = (CloseCode.NOT_SIGNED_IN, CloseCode.NOT_ALLOWED, CloseCode.NOT_FOUND)
+
+
+class ErrorObject(TypedDict):
+    """Why a reply failed or a request was refused."""
+
+    code: ErrorCode
+    detail: str
+
+
+class Usage(TypedDict):
+    input_tokens: int | None
+    output_tokens: int
+
+
+class ReplyOutcome(TypedDict):
+    """How a reply ended: its `end` event and its snapshots carry this (all but `status` are extensions)."""
+
+    model: str
+    stop_reason: str | None
+    usage: Usage | None
+    error: ErrorObject | None
+
+
+class UserMessage(TypedDict):
+    """A person's message, as the `message` event and snapshots carry it."""
+
+    id: UuidText
+    role: Literal[MessageRole.USER]
+    content: str
+    status: MessageStatus
+    created_at: Timestamp
+    client_id: Annotated[UuidText | None, SchemaHint(description="the send's idempotency key (I7)")]
+
+
+class AssistantMessage(ReplyOutcome):
+    """A reply, as snapshots carry it: one in progress has its text so far."""
+
+    id: UuidText
+    role: Literal[MessageRole.ASSISTANT]
+    content: str
+    status: MessageStatus
+    created_at: Timestamp
+
+
+MessagePayload = UserMessage | AssistantMessage
+
+
+class StartedReply(TypedDict):
+    """A reply as its `start` event carries it: only what is fixed at its start, so a replay matches the live event."""
+
+    id: UuidText
+    role: Literal[MessageRole.ASSISTANT]
+    content: Literal[""]
+    status: Literal[MessageStatus.STREAMING]
+    created_at: Timestamp
+
+
+# Server → client, log events: each carries its seq.
+
+
+class MessageEvent(TypedDict):
+    type: Literal["message"]
+    seq: Seq
+    message: UserMessage
+
+
+class StartEvent(TypedDict):
+    type: Literal["start"]
+    seq: Seq
+    message: StartedReply
+
+
+class DeltaEvent(TypedDict):
+    """A piece of a reply's text: a message's text is its deltas' texts in seq order."""
+
+    type: Literal["delta"]
+    seq: Seq
+    message_id: UuidText
+    text: str
+
+
+class EndEvent(ReplyOutcome):
+    type: Literal["end"]
+    seq: Seq
+    message_id: UuidText
+    status: Literal[MessageStatus.COMPLETE, MessageStatus.CANCELLED, MessageStatus.FAILED]
+
+
+LogEvent = MessageEvent | StartEvent | DeltaEvent | EndEvent
+
+
+# Server → client, control frames: no seq of their own.
+
+
+class ReadyFrame(TypedDict):
+    """The backlog is sent: caught up to `seq`."""
+
+    type: Literal["ready"]
+    seq: Seq
+
+
+class ResetFrame(TypedDict):
+    """The cursor cannot be served: a full snapshot at `seq` replaces the client's state."""
+
+    type: Literal["reset"]
+    seq: Seq
+    messages: list[MessagePayload]
+
+
+class ErrorFrame(TypedDict):
+    """A client frame (or the cursor) was refused; the socket stays open."""
+
+    type: Literal["error"]
+    code: ErrorCode
+    detail: str
+
+
+class PongFrame(TypedDict):
+    type: Literal["pong"]
+
+
+class ThreadFrame(TypedDict):
+    """Extension: the thread was renamed."""
+
+    type: Literal["thread"]
+    id: UuidText
+    title: str
+
+
+ControlFrame = ReadyFrame | ResetFrame | ErrorFrame | PongFrame | ThreadFrame
+ServerFrame = LogEvent | ControlFrame
+
+
+# Client → server.
+
+
+class SendFrame(TypedDict):
+    type: Literal["send"]
+    content: str
+    client_id: NotRequired[UuidText | None]
+
+
+class CancelFrame(TypedDict):
+    type: Literal["cancel"]
+
+
+class PingFrame(TypedDict):
+    type: Literal["ping"]
+
+
+ClientFrame = SendFrame | CancelFrame | PingFrame
+
+
+# Snapshots (HTTP, DESIGN.md §5): messages as in the `message` event, a reply in progress with its text so far.
+
+
+class Snapshot(TypedDict):
+    id: UuidText
+    title: str
+    seq: Annotated[Seq, SchemaHint(description="the log position this snapshot reflects (I4)")]
+    messages: list[MessagePayload]
+
+
+class MessagePage(TypedDict):
+    messages: Annotated[list[MessagePayload], SchemaHint(description="oldest first")]
+    seq: Seq
+    next: Annotated[int | None, SchemaHint(description="pass as `before` for older ones; null: none")]
