@@ -22,7 +22,7 @@ from django.utils.text import Truncator
 from .compaction import chunk_events
 from .errors import NotRunning
 from .models import Chunk, Generation, get_message_model
-from .services import ACTIVE_STATUSES, generation_cancel
+from .services.endings import ACTIVE_STATUSES, generation_cancel
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations

@@ -39,9 +39,10 @@ class PruneSummary:
 
 def _prunable_chunks(*, cutoff: datetime) -> QuerySet[Chunk]:
     """Return the chunks of ended messages whose last activity was before `cutoff`, in settled threads."""
-    streaming = get_message_model().objects.filter(status=MessageStatus.STREAMING)
+    Message = get_message_model()
+    streaming = Message.objects.filter(status=MessageStatus.STREAMING)
     messages = (
-        get_message_model().objects.exclude(status=MessageStatus.STREAMING)
+        Message.objects.exclude(status=MessageStatus.STREAMING)
         # `thread` is the concrete model's field.
         .exclude(thread_id__in=streaming.values("thread_id"))  # type: ignore[misc]
         # A user message never "completes": its last activity is its creation.

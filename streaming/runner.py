@@ -13,7 +13,8 @@ from .committer import Committer, RoundFailed
 from .logs import log_generation
 from .models import MessageStatus
 from .providers import BaseProvider, ProviderError, ReplyEnd
-from .services import Claim, LeaseLost, Write, Written
+from .services.claims import Claim
+from .services.commits import LeaseLost, Write, Written
 
 # A no-op unless tracing is configured (chatsite/tracing.py).
 tracer = trace.get_tracer(__name__)

@@ -1,11 +1,13 @@
-"""Reads of the chunk log."""
+"""Reads of the chunk log and of the conversations it builds."""
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
+from channels.db import database_sync_to_async
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
 from .compaction import chunk_events
 from .events import EncodedEvent, encode_chunks
@@ -19,6 +21,7 @@ from .models import (
     get_message_model,
     get_thread_model,
 )
+from .providers import Turn
 
 
 def chunk_events_after(
@@ -42,6 +45,9 @@ def chunk_events_after(
     message_ids = {chunk.message_id for chunk in chunks if chunk.kind != Chunk.Kind.DELTA}
     messages = get_message_model().objects.in_bulk(message_ids) if message_ids else {}
     return encode_chunks(chunks, messages, after=after, until=stop)
+
+
+achunk_events_after = database_sync_to_async(chunk_events_after)
 
 
 def _backlog_window(*, thread_id: UUID, after: int, until: int | None, limit: int) -> tuple[int, int] | None:
@@ -101,6 +107,9 @@ def thread_last_seq(*, thread_id: UUID) -> int:
     return get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread_id)
 
 
+athread_last_seq = database_sync_to_async(thread_last_seq)
+
+
 def generation_status_counts(*, statuses: tuple[str, ...]) -> dict[str, int]:
     """Return how many generations are in each of `statuses` (those with none are left out)."""
     rows = Generation.objects.filter(status__in=statuses).values_list("status").annotate(count=Count("pk"))
@@ -114,6 +123,38 @@ def thread_streaming(*, thread_id: UUID) -> bool:
         status=MessageStatus.STREAMING,
     )
     return streaming.exists()
+
+
+athread_streaming = database_sync_to_async(thread_streaming)
+
+
+def conversations_turns(replies: Sequence[AbstractMessage]) -> dict[UUID, list[Turn]]:
+    """Return each reply's turns, oldest first: its thread's messages with text, up to the one it answers.
+
+    A retried reply answers an earlier message again: the replies in between are not part of
+    its conversation. One query for them all (each reply comes with its `reply_to`).
+    """
+    answered: dict[UUID, int] = {}
+    earlier = Q()
+    for reply in replies:
+        assert reply.reply_to is not None, "a reply answers a message"
+        answered[reply.id] = reply.reply_to.seq
+        earlier |= Q(thread_id=reply.thread_id, seq__lte=answered[reply.id])
+    rows = (
+        get_message_model().objects.filter(earlier)
+        .exclude(content="")
+        .order_by("thread_id", "seq")  # type: ignore[misc]  # `thread` is the concrete model's field
+        .values_list("thread_id", "seq", "role", "content")
+    )
+    by_thread = {thread_id: list(group) for thread_id, group in itertools.groupby(rows, key=lambda row: row[0])}
+    return {
+        reply.id: [
+            Turn(role=role, content=content)
+            for _, seq, role, content in by_thread.get(reply.thread_id, [])
+            if seq <= answered[reply.id]
+        ]
+        for reply in replies
+    }
 
 
 # Chunks per timeline page: a reply of any length renders in bounded time.
@@ -225,6 +266,9 @@ class ThreadMessages:
 def thread_snapshot(*, thread: AbstractThread, limit: int | None = None) -> ThreadMessages:
     """Return the thread's messages and the seq they reflect (I4), newest `limit` ones if given."""
     return message_page(thread=thread, before=None, limit=limit)
+
+
+athread_snapshot = database_sync_to_async(thread_snapshot)
 
 
 def message_page(*, thread: AbstractThread, before: int | None, limit: int | None) -> ThreadMessages:

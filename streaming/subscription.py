@@ -33,7 +33,6 @@ from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from . import events, metrics
@@ -41,15 +40,9 @@ from .broadcast import channel_layer
 from .errors import RateLimited
 from .models import AbstractThread, Chunk, get_thread_model
 from .protocol import ErrorCode, MessageStatus
-from .selectors import chunk_events_after, thread_last_seq, thread_snapshot, thread_streaming
+from .selectors import achunk_events_after, athread_last_seq, athread_snapshot, athread_streaming
 
 logger = logging.getLogger(__name__)
-
-achunk_events_after = database_sync_to_async(chunk_events_after)
-athread_last_seq = database_sync_to_async(thread_last_seq)
-athread_streaming = database_sync_to_async(thread_streaming)
-athread_snapshot = database_sync_to_async(thread_snapshot)
-
 
 
 @dataclass(frozen=True)
@@ -218,7 +211,7 @@ class ThreadSubscription:
                 await layer.group_discard(group, channel)
 
     async def _receive(self, message: dict) -> AsyncIterator[Frame]:
-        """Yield the frames a channel-layer message brings: log events, a rename; raise AccessRevoked on revocation."""
+        """Yield the frames a channel-layer message brings: log events, a rename; raise AccessRevoked at revocation."""
         kind = message.get("type")
         if kind == events.ACCESS_REVOKED and self.grant is not None:
             raise AccessRevoked(self.grant.detail)

@@ -8,7 +8,6 @@ import uuid
 from functools import partial
 from uuid import UUID
 
-from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 from django.db import DatabaseError
@@ -20,12 +19,9 @@ from .events import WORKERS_GROUP
 from .logs import log_generation
 from .providers import get_provider
 from .runner import ReplyRun
-from .services import generation_claim_many, generation_release
+from .services.claims import ageneration_claim_many, ageneration_release
 
 logger = logging.getLogger(__name__)
-
-aclaim_many = database_sync_to_async(generation_claim_many)
-arelease = database_sync_to_async(generation_release)
 
 # How long the listener waits before rejoining the channel layer after it failed.
 LISTEN_RETRY_SECONDS = 1.0
@@ -79,7 +75,7 @@ class StreamWorker:
         provider = get_provider()
         while not self.stopping and len(self.runs) < self.concurrency:
             try:
-                claims = await aclaim_many(
+                claims = await ageneration_claim_many(
                     worker=self.name, model=provider.model_name(), limit=self.concurrency - len(self.runs)
                 )
             except DatabaseError as error:
@@ -158,7 +154,7 @@ class StreamWorker:
         await asyncio.gather(committing, return_exceptions=True)
         for _, run in runs:
             try:
-                await arelease(claim=run.claim)
+                await ageneration_release(claim=run.claim)
             except Exception as error:
                 # Its lease runs out instead, and a worker takes it over then.
                 logger.warning(

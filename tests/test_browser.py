@@ -394,7 +394,7 @@ CREATE_LONG_THREAD = f"""
 import time
 from django.contrib.auth.models import User
 from streaming.errors import Busy
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from threads.services import message_post, thread_create
 
 thread = thread_create(owner=User.objects.get(username="alice"), title="A long conversation")

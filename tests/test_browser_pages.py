@@ -43,7 +43,7 @@ from datetime import timedelta
 from django.contrib.auth.models import User
 from django.utils import timezone
 from threads.models import Thread
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from threads.services import message_post, thread_create
 
 owner = User.objects.get(username={username!r})

@@ -10,7 +10,7 @@ from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply, scripted_reply_tokens
 from streaming.selectors import logged_reply_text
-from streaming.services import LeaseLost, Write, generation_commit
+from streaming.services.commits import LeaseLost, Write, generation_commit
 from threads.models import Message
 from threads.services import message_post
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from streaming.errors import ChatError
 from streaming.models import Chunk, Generation
-from streaming.services import ACTIVE_STATUSES
+from streaming.services.endings import ACTIVE_STATUSES
 from threads.inputs import parse_json_object
 from threads.models import Message, Thread
 from threads.services import message_post, thread_create

@@ -19,7 +19,7 @@ from django.test import Client
 
 from chatsite.asgi import application
 from streaming.models import Generation
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from threads.models import ApiToken, Message, Thread
 from threads.services import message_post, thread_create
 from threads.tokens.services import api_token_create

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi import checks
 
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from threads.models import Message, Thread
 from threads.openapi import openapi_document
 from threads.services import message_post, thread_create

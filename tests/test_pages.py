@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from streaming.events import message_payloads
 from streaming.selectors import message_page, thread_snapshot
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from threads import views
 from threads.models import Message
 from threads.services import message_post, thread_create

@@ -41,7 +41,7 @@ SMALL_RECEIVE_BUFFER = 4096
 SETUP = f"""
 from django.contrib.auth.models import User
 from django.db import transaction
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from threads.services import message_post, thread_create
 from threads.tokens.services import api_token_create
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
-from streaming.services import Claim, generation_claim_many
+from streaming.services.claims import Claim, generation_claim_many
 from threads.models import Message
 from threads.services import message_post, reply_retry, thread_create
 

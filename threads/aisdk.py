@@ -25,7 +25,7 @@ from django.http.response import HttpResponseBase
 
 from streaming import events
 from streaming.errors import BadRequest
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
 from .api import api_view, json_body, no_content

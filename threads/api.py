@@ -22,7 +22,7 @@ from streaming.cursors import parse_digits
 from streaming.errors import BadRequest, ChatError, TooLong
 from streaming.events import message_page_payload, message_payload, snapshot_payload
 from streaming.selectors import message_page, thread_snapshot
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 
 from .errors import Forbidden, MethodNotAllowed, Unauthenticated, error_response
 from .http import AuthenticatedHttpRequest

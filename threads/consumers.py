@@ -13,7 +13,7 @@ from streaming import events
 from streaming.cursors import parse_cursor
 from streaming.errors import BadRequest, ChatError, RateLimited
 from streaming.protocol import CloseCode
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
 
 from .inputs import parse_client_id, parse_json_object

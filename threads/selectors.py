@@ -5,6 +5,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, TypedDict
 from uuid import UUID
 
+from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
@@ -30,6 +31,9 @@ def thread_get_for_user(*, user: User, thread_id: UUID | str) -> Thread:
     if thread is None:
         raise NotFound("No such thread.")
     return thread
+
+
+athread_get_for_user = database_sync_to_async(thread_get_for_user)
 
 
 def thread_list_for_user(*, user: User) -> QuerySet[Thread]:

@@ -15,7 +15,8 @@ from markdown_it import MarkdownIt
 from streaming.broadcast import notify_workers_on_commit, publish_thread_renamed_on_commit
 from streaming.errors import BadRequest, Busy, NotFound, RateLimited, TooLong
 from streaming.models import Chunk, Generation
-from streaming.services import ACTIVE_STATUSES, chunks_record, seq_allocate
+from streaming.services.endings import ACTIVE_STATUSES
+from streaming.services.log import chunks_record, seq_allocate
 
 from .models import Message, Thread
 
