@@ -33,9 +33,14 @@ run: $(VENV)/installed
 
 test: lint test-embedded test-services
 
-# Static checks: apps import one way (.importlinter).
+# Static checks: apps import one way (.importlinter), ruff's lint and format, mypy with django-stubs
+# (pyproject.toml). mypy checks the apps, not tests/, whose fixtures and doubles are typed loosely;
+# importing the settings needs a secret key, and any will do.
 lint: $(VENV)/installed-dev
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	DJANGO_SECRET_KEY=mypy $(VENV)/bin/mypy chatsite threads streaming
+	$(VENV)/bin/ruff format --check .
 
 # Django's deployment checks on production settings (debug off, a real key, a host name), warnings failing.
 check-deploy: $(VENV)/installed

@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
 # A web process signs sessions and CSRF tokens: without a key it refuses to start, not at its first request.
 try:
-    settings.SECRET_KEY
+    settings.SECRET_KEY  # noqa: B018 (reading it is the check)
 except ImproperlyConfigured as error:
     raise ImproperlyConfigured("Set the DJANGO_SECRET_KEY environment variable to serve requests.") from error
 
@@ -24,7 +24,8 @@ from streaming.inline import InlineWorkerMiddleware  # noqa: E402
 from threads.routing import websocket_urlpatterns  # noqa: E402
 from threads.tokens.middleware import BearerTokenAuthMiddleware  # noqa: E402
 
-websocket_app = URLRouter(websocket_urlpatterns)
+# Channels' stubs type the routes as patterns of ASGI apps, which Django's path() makes but is not typed to.
+websocket_app = URLRouter(websocket_urlpatterns)  # type: ignore[arg-type]
 
 application = InlineWorkerMiddleware(
     ProtocolTypeRouter(

@@ -36,6 +36,7 @@ process spends about a tenth less than on asyncio's own loop (README, "Benchmark
 import asyncio
 import logging
 import weakref
+from typing import Any
 
 import uvloop
 
@@ -131,7 +132,8 @@ class BoundedServer(Server):
                 return
             await asyncio.sleep(DRAIN_POLL_SECONDS)
 
-    def close_slow_client(self, protocol: object, transport: FileDescriptor) -> None:
+    # `protocol` is daphne's WebSocketProtocol or WebRequest, neither typed: what is read here are their internals.
+    def close_slow_client(self, protocol: Any, transport: FileDescriptor) -> None:
         self.closed_as_slow.add(protocol)
         websocket = isinstance(protocol, WebSocketProtocol)
         metrics.SLOW_CLIENT_CLOSES.labels(transport="websocket" if websocket else "event_stream").inc()
@@ -145,7 +147,9 @@ class BoundedServer(Server):
             unsent_bytes(transport),
         )
         if not websocket:
-            transport.abortConnection()  # frees the buffer; the request's application gets http.disconnect
+            # Frees the buffer; the request's application gets http.disconnect. A socket's transport
+            # (twisted.internet.tcp.Connection) has it; the FileDescriptor it is checked as does not.
+            transport.abortConnection()  # type: ignore[attr-defined]
             return
         # autobahn drops the connection when the client has not answered the close within this time.
         protocol.closeHandshakeTimeout = settings.STREAM_CLIENT_STALL_SECONDS

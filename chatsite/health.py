@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
+from streaming.broadcast import channel_layer
 from streaming.inline import inline_worker
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ _probe_channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ProbeChan
 
 async def check_channel_layer() -> str:
     """Send a message to this process's probe channel and read it back."""
-    layer = get_channel_layer()
+    layer = channel_layer()
     loop = asyncio.get_running_loop()
     probe = _probe_channels.get(loop)
     if probe is None or probe.layer is not layer:
@@ -121,7 +121,7 @@ async def _run_check(name: str, check: Callable[[], Awaitable[str]]) -> tuple[st
 async def readyz(request: HttpRequest) -> JsonResponse:
     """Run every check at once; answer 200 when all pass, else 503 naming the failing ones."""
     outcomes = await asyncio.gather(*(_run_check(name, check) for name, check in CHECKS.items()))
-    checks = {name: outcome for name, (outcome, _) in zip(CHECKS, outcomes)}
-    failing = [name for name, (_, passed) in zip(CHECKS, outcomes) if not passed]
+    checks = {name: outcome for name, (outcome, _) in zip(CHECKS, outcomes, strict=True)}
+    failing = [name for name, (_, passed) in zip(CHECKS, outcomes, strict=True) if not passed]
     body = {"status": "unavailable" if failing else "ok", "checks": checks, "failing": failing}
     return JsonResponse(body, status=503 if failing else 200)

@@ -5,10 +5,12 @@ The few writes an operator needs (cancel, retry, purge) are actions that call th
 same services the app uses, allowed to staff holding the model's "change" permission.
 """
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypedDict
 from uuid import UUID
 
 from django.contrib import admin
 from django.contrib.auth import get_permission_codename
+from django.db import models
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Now
 from django.http import HttpRequest
@@ -17,16 +19,21 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from .errors import NotRunning
-
 from .compaction import chunk_events
-from .services import ACTIVE_STATUSES, generation_cancel
+from .errors import NotRunning
 from .models import Chunk, Generation, get_message_model
+from .services.endings import ACTIVE_STATUSES, generation_cancel
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    class Stuck(TypedDict):
+        stuck: bool
 
 EXCERPT_CHARS = 80
 
 
-def admin_link(model: type, pk: object, text: object) -> str:
+def admin_link(model: type[models.Model], pk: object, text: object) -> str:
     """Return a link to the admin change page of `model` row `pk`."""
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[pk])
     return format_html('<a href="{}">{}</a>', url, text)
@@ -72,7 +79,7 @@ class ReadOnlyAdmin(ReadOnlyPermissions, admin.ModelAdmin):
         return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
 
 
-class UUIDSearchMixin:
+class UUIDSearchMixin(admin.ModelAdmin):
     """Find rows by a pasted UUID through indexed equality on `id_search_fields`.
 
     The admin's own `=id` search compares the id as text, which reads every row.
@@ -172,7 +179,7 @@ class GenerationAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         return super().get_queryset(request).annotate(stuck=ExpressionWrapper(stuck, output_field=BooleanField()))
 
     @admin.display(description="stuck", ordering="stuck", empty_value="")
-    def stuck(self, generation: Generation) -> str | None:
+    def stuck(self, generation: "WithAnnotations[Generation, Stuck]") -> str | None:
         """Flag a running generation whose lease expired; say nothing of the healthy ones."""
         if not generation.stuck:
             return None

@@ -15,22 +15,30 @@ from typing import Any
 from uuid import UUID
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-
-from .models import AbstractThread
 from .events import (
-    THREAD_RENAMED,
     ACCESS_REVOKED,
+    THREAD_RENAMED,
     WORKERS_GROUP,
     EncodedEvent,
     encode,
     thread_frame,
     thread_group_name,
 )
+from .models import AbstractThread
 
 logger = logging.getLogger(__name__)
+
+
+def channel_layer() -> BaseChannelLayer:
+    """Return the default channel layer, which the settings always configure."""
+    layer = get_channel_layer()
+    if layer is None:
+        raise ImproperlyConfigured("CHANNEL_LAYERS has no default layer")
+    return layer
 
 
 @contextlib.asynccontextmanager
@@ -44,7 +52,7 @@ async def _logged_on_failure(groups: str) -> AsyncIterator[None]:
 
 async def _agroup_send(group: str, message: dict[str, Any]) -> None:
     async with _logged_on_failure(group):
-        await get_channel_layer().group_send(group, message)
+        await channel_layer().group_send(group, message)
 
 
 def _events_message(events: list[EncodedEvent]) -> dict[str, Any]:
@@ -65,7 +73,7 @@ async def apublish_many(batches: list[tuple[UUID, list[EncodedEvent]]]) -> None:
     messages = [(thread_group_name(thread_id), _events_message(events)) for thread_id, events in batches if events]
     if not messages:
         return
-    layer = get_channel_layer()
+    layer = channel_layer()
     if hasattr(layer, "group_send_many"):
         async with _logged_on_failure(f"{len(messages)} groups"):
             await layer.group_send_many(messages)

@@ -16,20 +16,17 @@ import logging
 from typing import Protocol
 from uuid import UUID
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from opentelemetry import trace
 
 from . import metrics
 from .broadcast import apublish_many
-from .services import Write, Written, generation_commit
+from .services.commits import Write, Written, ageneration_commit
 
 logger = logging.getLogger(__name__)
 # A no-op unless tracing is configured (chatsite/tracing.py).
 tracer = trace.get_tracer(__name__)
-
-acommit = database_sync_to_async(generation_commit)
 
 # Backoff between retries of a round that failed because the database was unreachable.
 RETRY_FIRST_DELAY_SECONDS = 0.1
@@ -165,7 +162,7 @@ class Committer:
         retrying = False
         while True:
             try:
-                return await acommit(writes=writes, retrying=retrying)
+                return await ageneration_commit(writes=writes, retrying=retrying)
             except (OperationalError, InterfaceError) as error:
                 if loop.time() + delay > give_up_at:
                     raise RoundFailed("database_unreachable") from error

@@ -11,10 +11,11 @@ byte the frame that was sent live.
 """
 import itertools
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
+from uuid import UUID
 
 from django.db.models import Q
-
 
 from .models import AbstractMessage, Chunk
 
@@ -23,10 +24,31 @@ SEGMENT_MAX_EVENTS = 1000
 SEGMENT_MAX_TEXT_BYTES = 64 * 1024
 
 
+class DeltaRow(Protocol):
+    """The fields of a delta row that compaction reads: a Chunk, or a named tuple of them."""
+
+    @property
+    def thread_id(self) -> UUID: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def span(self) -> int: ...
+    @property
+    def message_id(self) -> UUID: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+DeltaRowT = TypeVar("DeltaRowT", bound=DeltaRow)
+
+
 def segment_texts(chunk: Chunk) -> list[str]:
     """Return the texts of the events a row holds, oldest first."""
     if not chunk.is_segment:
         return [chunk.text]
+    assert chunk.event_lengths is not None, "a segment has its events' lengths"
     texts, start = [], 0
     for length in chunk.event_lengths:
         texts.append(chunk.text[start : start + length])
@@ -42,6 +64,7 @@ def chunk_events(chunk: Chunk) -> list[Chunk]:
     """
     if not chunk.is_segment:
         return [chunk]
+    assert chunk.event_offsets_ms is not None, "a segment has its events' times"
     return [
         Chunk(
             thread_id=chunk.thread_id,
@@ -55,12 +78,12 @@ def chunk_events(chunk: Chunk) -> list[Chunk]:
     ]
 
 
-def _runs(deltas: list[Chunk]) -> Iterator[list[Chunk]]:
+def _runs(deltas: list[DeltaRowT]) -> Iterator[list[DeltaRowT]]:
     """Group delta rows in seq order (or named tuples of their fields) into runs of consecutive seqs.
 
     Each run stays within the segment bounds.
     """
-    run: list[Chunk] = []
+    run: list[DeltaRowT] = []
     run_bytes = 0
     for delta in deltas:
         size = len(delta.text.encode())
@@ -77,7 +100,7 @@ def _runs(deltas: list[Chunk]) -> Iterator[list[Chunk]]:
         yield run
 
 
-def _segment(run: list[Chunk]) -> Chunk:
+def _segment(run: list[DeltaRowT]) -> Chunk:
     first = run[0]
     return Chunk(
         thread_id=first.thread_id,
@@ -100,19 +123,19 @@ def deltas_compacted(deltas: list[Chunk]) -> list[Chunk]:
     return [_segment(run) if len(run) > 1 else run[0] for run in _runs(deltas)]
 
 
-def ended_deltas(messages: list[AbstractMessage]) -> list[Chunk]:
+def ended_deltas(messages: list[AbstractMessage]) -> list[DeltaRow]:
     """Return the delta rows of ended replies, by message and in seq order, as named tuples of their fields.
 
     Named tuples rather than model instances: long replies have hundreds of rows, read once.
     """
     return list(
-        Chunk.objects.filter(message__in=messages, kind=Chunk.Kind.DELTA)
+        Chunk.objects.filter(message_id__in=[message.id for message in messages], kind=Chunk.Kind.DELTA)
         .order_by("message_id", "seq")
         .values_list("thread_id", "seq", "span", "message_id", "text", "created_at", named=True)
     )
 
 
-def replies_compaction(deltas: list[Chunk]) -> tuple[Q, list[Chunk]]:
+def replies_compaction(deltas: list[DeltaRow]) -> tuple[Q, list[Chunk]]:
     """Return which rows of `ended_deltas` to delete (a filter) and the segment rows that replace them.
 
     Run in the transaction that writes the replies' `end` events: seq allocation holds each

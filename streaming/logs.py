@@ -4,7 +4,7 @@ They carry ids, counts and timings, never message text: at INFO a log holds no c
 """
 import logging
 
-from .services import Claim
+from .services.claims import Claim
 
 logger = logging.getLogger("streaming.generation")
 

@@ -7,6 +7,7 @@ settings `STREAM_THREAD_MODEL` and `STREAM_MESSAGE_MODEL`, which the engine reso
 `get_thread_model()` and `get_message_model()`.
 """
 import uuid
+from typing import ClassVar, Self
 
 from django.apps import apps
 from django.conf import settings
@@ -26,6 +27,9 @@ class AbstractThread(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # Allocation counter for the chunk log: the seq of the newest committed chunk.
     last_seq = models.PositiveBigIntegerField(default=0)
+
+    # For type checkers only: the concrete model gets Django's default manager.
+    objects: ClassVar[models.Manager[Self]]
 
     class Meta:
         abstract = True
@@ -54,6 +58,11 @@ class AbstractMessage(models.Model):
     error = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+
+    # For type checkers only: the concrete model gets Django's default manager and the
+    # column of its `thread` foreign key.
+    objects: ClassVar[models.Manager[Self]]
+    thread_id: uuid.UUID
 
     class Meta:
         abstract = True
@@ -87,7 +96,9 @@ class Chunk(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     # Not indexed alone: the (thread, seq) and (thread, seq_last) indexes serve every lookup by thread.
-    thread = models.ForeignKey(settings.STREAM_THREAD_MODEL, on_delete=models.CASCADE, related_name="chunks", db_index=False)
+    thread = models.ForeignKey(
+        settings.STREAM_THREAD_MODEL, on_delete=models.CASCADE, related_name="chunks", db_index=False
+    )
     # The row's first event.
     seq = models.PositiveBigIntegerField()
     # How many consecutive events the row holds: 1, or a segment's count. The database

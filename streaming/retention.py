@@ -21,7 +21,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .errors import Busy
-
 from .models import AbstractThread, Chunk, MessageStatus, get_message_model, get_thread_model
 
 # Rows deleted per statement: short statements keep locks and the WAL small.
@@ -40,10 +39,12 @@ class PruneSummary:
 
 def _prunable_chunks(*, cutoff: datetime) -> QuerySet[Chunk]:
     """Return the chunks of ended messages whose last activity was before `cutoff`, in settled threads."""
-    streaming = get_message_model().objects.filter(status=MessageStatus.STREAMING)
+    Message = get_message_model()
+    streaming = Message.objects.filter(status=MessageStatus.STREAMING)
     messages = (
-        get_message_model().objects.exclude(status=MessageStatus.STREAMING)
-        .exclude(thread_id__in=streaming.values("thread_id"))
+        Message.objects.exclude(status=MessageStatus.STREAMING)
+        # `thread` is the concrete model's field.
+        .exclude(thread_id__in=streaming.values("thread_id"))  # type: ignore[misc]
         # A user message never "completes": its last activity is its creation.
         .alias(last_activity=Coalesce("completed_at", "created_at"))
         .filter(last_activity__lt=cutoff)
@@ -107,9 +108,13 @@ def thread_chunks_purge(*, thread: AbstractThread) -> int:
     thread row is locked, as message_post does, so no reply can start meanwhile.
     """
     locked = get_thread_model().objects.select_for_update().get(pk=thread.pk)
-    if get_message_model().objects.filter(thread=locked, status=MessageStatus.STREAMING).exists():
+    streaming = get_message_model().objects.filter(
+        thread=locked,  # type: ignore[misc]  # `thread` is the concrete model's field
+        status=MessageStatus.STREAMING,
+    )
+    if streaming.exists():
         raise Busy("A reply is still being written: its chunk log is in use.")
-    chunks = Chunk.objects.filter(thread=locked).exclude(seq_last=locked.last_seq)
+    chunks = Chunk.objects.filter(thread_id=locked.id).exclude(seq_last=locked.last_seq)
     events = chunks.aggregate(events=Coalesce(Sum("span"), 0))["events"]
     chunks.delete()
     return events

@@ -8,13 +8,13 @@ from uuid import UUID
 from django.conf import settings
 from opentelemetry import trace
 
-
 from . import metrics
-from .models import MessageStatus
 from .committer import Committer, RoundFailed
 from .logs import log_generation
+from .models import MessageStatus
 from .providers import BaseProvider, ProviderError, ReplyEnd
-from .services import Claim, LeaseLost, Write, Written
+from .services.claims import Claim
+from .services.commits import LeaseLost, Write, Written
 
 # A no-op unless tracing is configured (chatsite/tracing.py).
 tracer = trace.get_tracer(__name__)
@@ -58,8 +58,11 @@ class ReplyRun:
 
     async def run(self) -> None:
         """Write the reply inside its `chat.reply` span, which the provider's own spans nest in."""
-        attributes = {"chat.generation.id": str(self.generation_id), "chat.thread.id": str(self.claim.thread_id),
-                      "chat.generation.attempt": self.claim.attempt}
+        attributes: dict[str, str | int] = {
+            "chat.generation.id": str(self.generation_id),
+            "chat.thread.id": str(self.claim.thread_id),
+            "chat.generation.attempt": self.claim.attempt,
+        }
         with tracer.start_as_current_span("chat.reply", attributes=attributes):
             await self._run()
 
@@ -78,14 +81,14 @@ class ReplyRun:
             # over from its committed text, or ends it `failed` when it is out of attempts.
             log_generation("generation.abandoned", self.claim, level=logging.ERROR, reason=error.reason)
         else:
-            error = outcome.get("error")
+            ended_with = outcome.get("error")
             log_generation(
                 "generation.end",
                 self.claim,
-                level=logging.WARNING if error else logging.INFO,
+                level=logging.WARNING if ended_with else logging.INFO,
                 status=outcome["status"],
                 stop_reason=outcome.get("stop_reason") or "-",
-                error=error["code"] if error else "-",
+                error=ended_with["code"] if ended_with else "-",
                 ms=self._elapsed_ms(),
                 chunks=self.flushes,
                 chars=self.committed_chars,
@@ -116,7 +119,8 @@ class ReplyRun:
         try:
             outcome = await self.reader
         except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
                 raise  # the worker is handing the reply over
             outcome = {"status": MessageStatus.CANCELLED}
         if self.failure is not None:

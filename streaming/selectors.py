@@ -1,16 +1,28 @@
-"""Reads of the chunk log."""
+"""Reads of the chunk log and of the conversations it builds."""
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
+from channels.db import database_sync_to_async
 from django.core.paginator import Page, Paginator
-from django.db.models import Case, Count, F, QuerySet, Value, When
+from django.db.models import Case, Count, F, Q, QuerySet, Value, When
 from django.db.models.functions import Length
-
 
 from .compaction import chunk_events
 from .events import EncodedEvent, encode, encode_chunks, message_payload
-from .models import AbstractMessage, AbstractThread, Chunk, Generation, MessageRole, MessageStatus, get_message_model, get_thread_model
+from .models import (
+    AbstractMessage,
+    AbstractThread,
+    Chunk,
+    Generation,
+    MessageRole,
+    MessageStatus,
+    get_message_model,
+    get_thread_model,
+)
+from .providers import Turn
 
 
 def chunk_events_after(
@@ -36,6 +48,9 @@ def chunk_events_after(
     message_ids = {chunk.message_id for chunk in chunks if chunk.kind != Chunk.Kind.DELTA}
     messages = get_message_model().objects.in_bulk(message_ids) if message_ids else {}
     return encode_chunks(chunks, messages, after=after, until=stop)
+
+
+achunk_events_after = database_sync_to_async(chunk_events_after)
 
 
 def _backlog_window(
@@ -85,7 +100,7 @@ def logged_reply_text(*, message: AbstractMessage, upto_seq: int | None = None) 
     the text at that seq even if the reply ended and was compacted since.
     """
     rows = Chunk.objects.filter(
-        thread_id=message.thread_id, seq__gt=message.seq, message=message, kind=Chunk.Kind.DELTA
+        thread_id=message.thread_id, seq__gt=message.seq, message_id=message.id, kind=Chunk.Kind.DELTA
     ).order_by("seq")
     if upto_seq is None:
         # A segment's text is its events' texts joined: no row needs splitting.
@@ -94,7 +109,7 @@ def logged_reply_text(*, message: AbstractMessage, upto_seq: int | None = None) 
     return "".join(event.text for row in rows for event in chunk_events(row) if event.seq <= upto_seq)
 
 
-def reply_texts_at(messages: list[AbstractMessage], *, seq: int) -> dict[UUID, str]:
+def reply_texts_at(messages: Sequence[AbstractMessage], *, seq: int) -> dict[UUID, str]:
     """Return the text at `seq` of each reply still streaming among `messages`, by id, for a snapshot at `seq` (I4)."""
     return {
         message.id: logged_reply_text(message=message, upto_seq=seq)
@@ -107,6 +122,9 @@ def thread_last_seq(*, thread_id: UUID) -> int:
     return get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread_id)
 
 
+athread_last_seq = database_sync_to_async(thread_last_seq)
+
+
 def generation_status_counts(*, statuses: tuple[str, ...]) -> dict[str, int]:
     """Return how many generations are in each of `statuses` (those with none are left out)."""
     rows = Generation.objects.filter(status__in=statuses).values_list("status").annotate(count=Count("pk"))
@@ -115,7 +133,43 @@ def generation_status_counts(*, statuses: tuple[str, ...]) -> dict[str, int]:
 
 def thread_streaming(*, thread_id: UUID) -> bool:
     """Return whether a reply is being written in the thread."""
-    return get_message_model().objects.filter(thread_id=thread_id, status=MessageStatus.STREAMING).exists()
+    streaming = get_message_model().objects.filter(
+        thread_id=thread_id,  # type: ignore[misc]  # `thread` is the concrete model's field
+        status=MessageStatus.STREAMING,
+    )
+    return streaming.exists()
+
+
+athread_streaming = database_sync_to_async(thread_streaming)
+
+
+def conversations_turns(replies: Sequence[AbstractMessage]) -> dict[UUID, list[Turn]]:
+    """Return each reply's turns, oldest first: its thread's messages with text, up to the one it answers.
+
+    A retried reply answers an earlier message again: the replies in between are not part of
+    its conversation. One query for them all (each reply comes with its `reply_to`).
+    """
+    answered: dict[UUID, int] = {}
+    earlier = Q()
+    for reply in replies:
+        assert reply.reply_to is not None, "a reply answers a message"
+        answered[reply.id] = reply.reply_to.seq
+        earlier |= Q(thread_id=reply.thread_id, seq__lte=answered[reply.id])
+    rows = (
+        get_message_model().objects.filter(earlier)
+        .exclude(content="")
+        .order_by("thread_id", "seq")  # type: ignore[misc]  # `thread` is the concrete model's field
+        .values_list("thread_id", "seq", "role", "content")
+    )
+    by_thread = {thread_id: list(group) for thread_id, group in itertools.groupby(rows, key=lambda row: row[0])}
+    return {
+        reply.id: [
+            Turn(role=role, content=content)
+            for _, seq, role, content in by_thread.get(reply.thread_id, [])
+            if seq <= answered[reply.id]
+        ]
+        for reply in replies
+    }
 
 
 # Chunks per timeline page: a reply of any length renders in bounded time.
@@ -149,7 +203,7 @@ def ms(duration: timedelta) -> float:
 def _message_chunks(message: AbstractMessage) -> QuerySet[Chunk]:
     # A message's chunks lie between its first seq and, once it has ended, content_seq: the
     # bounds let the (thread, seq) index serve.
-    chunks = Chunk.objects.filter(thread_id=message.thread_id, seq__gte=message.seq, message=message)
+    chunks = Chunk.objects.filter(thread_id=message.thread_id, seq__gte=message.seq, message_id=message.id)
     if message.status != MessageStatus.STREAMING:
         chunks = chunks.filter(seq__lte=message.content_seq)
     return chunks.order_by("seq")
@@ -175,7 +229,7 @@ def timeline_page(*, message: AbstractMessage, page_number: str | None) -> tuple
     previous_at = [None] + [event.created_at for event in events[:-1]]
     if before is not None:
         events, previous_at = events[1:], previous_at[1:]
-    gaps = [ms(event.created_at - at) if at else None for event, at in zip(events, previous_at)]
+    gaps = [ms(event.created_at - at) if at else None for event, at in zip(events, previous_at, strict=True)]
     longest = max((gap for gap in gaps if gap), default=0.0)
     rows = [
         TimelineRow(
@@ -184,7 +238,7 @@ def timeline_page(*, message: AbstractMessage, page_number: str | None) -> tuple
             gap_ms=gap,
             bar_percent=round(100 * gap / longest) if gap and longest else 0,
         )
-        for event, gap in zip(events, gaps)
+        for event, gap in zip(events, gaps, strict=True)
     ]
     return page, rows
 
@@ -205,7 +259,8 @@ def reply_check(*, message: AbstractMessage) -> ReplyCheck | None:
     mismatch_at = None
     # A reply's content is written when it ends: one still streaming has none to compare yet.
     if message.status != MessageStatus.STREAMING and reassembled != message.content:
-        pairs = zip(reassembled, message.content)
+        # The two may differ in length: past the shorter one, the mismatch is where it ends.
+        pairs = zip(reassembled, message.content, strict=False)
         mismatch_at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(reassembled), len(message.content)))
     delta_count = sum(span for kind, _, span in rows if kind == Chunk.Kind.DELTA)
     return ReplyCheck(reassembled=reassembled, delta_count=delta_count, mismatch_at=mismatch_at)
@@ -215,7 +270,7 @@ def reply_check(*, message: AbstractMessage) -> ReplyCheck | None:
 class ThreadMessages:
     """A thread's messages as of the log position `seq` (I4), oldest first."""
 
-    messages: list[AbstractMessage]
+    messages: Sequence[AbstractMessage]
     seq: int
     # The `before` of the page preceding this one; None when no earlier message was left out.
     next: int | None
@@ -239,6 +294,9 @@ def thread_snapshot(
     return message_page(thread=thread, before=before, limit=limit, max_bytes=max_bytes, strict=strict)
 
 
+athread_snapshot = database_sync_to_async(thread_snapshot)
+
+
 def message_page(
     *, thread: AbstractThread, before: int | None, limit: int | None, max_bytes: int | None = None, strict: bool = False
 ) -> ThreadMessages:
@@ -254,7 +312,12 @@ def message_page(
     (a frame that must fit under a limit), when the page may be empty and `next` then
     names the newest message, which did not fit.
     """
-    messages = get_message_model().objects.filter(thread=thread).annotate(snapshot_seq=F("thread__last_seq")).order_by("-seq")
+    messages = (
+        get_message_model()
+        .objects.filter(thread=thread)  # type: ignore[misc]  # `thread` is the concrete model's field
+        .annotate(snapshot_seq=F("thread__last_seq"))
+        .order_by("-seq")
+    )
     if before is not None:
         messages = messages.filter(seq__lt=before)
     if max_bytes is None:

@@ -30,26 +30,19 @@ import logging
 import threading
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import events, metrics
-from .models import AbstractThread, Chunk, get_thread_model
+from .broadcast import channel_layer
 from .errors import RateLimited
+from .models import AbstractThread, Chunk, get_thread_model
 from .protocol import ErrorCode, MessageStatus
-from .selectors import chunk_events_after, thread_last_seq, thread_snapshot, thread_streaming
+from .selectors import achunk_events_after, athread_last_seq, athread_snapshot, athread_streaming
 
 logger = logging.getLogger(__name__)
-
-achunk_events_after = database_sync_to_async(chunk_events_after)
-athread_last_seq = database_sync_to_async(thread_last_seq)
-athread_streaming = database_sync_to_async(thread_streaming)
-athread_snapshot = database_sync_to_async(thread_snapshot)
-
 
 
 @dataclass(frozen=True)
@@ -172,9 +165,9 @@ class ThreadSubscription:
         # any kind, and of the last check of the grant.
         self.last_delivery = self.last_frame = self.grant_checked = 0.0
 
-    async def frames(self) -> AsyncIterator[Frame | None]:
+    async def frames(self) -> AsyncGenerator[Frame | None, None]:
         """Yield the frames of this subscription until the reader stops; KEEPALIVE in quiet times if asked."""
-        layer = get_channel_layer()
+        layer = channel_layer()
         groups = [events.thread_group_name(self.thread.id)]
         if self.grant is not None:
             groups.append(self.grant.group)

@@ -5,25 +5,23 @@ import os
 import socket
 import time
 import uuid
+from functools import partial
 from uuid import UUID
 
-from channels.db import database_sync_to_async
-from channels.layers import BaseChannelLayer, get_channel_layer
+from channels.layers import BaseChannelLayer
 from django.conf import settings
 from django.db import DatabaseError
 
 from . import metrics
+from .broadcast import channel_layer
 from .committer import Committer
 from .events import WORKERS_GROUP
 from .logs import log_generation
 from .providers import get_provider
 from .runner import ReplyRun
-from .services import generation_claim_many, generation_release
+from .services.claims import ageneration_claim_many, ageneration_release
 
 logger = logging.getLogger(__name__)
-
-aclaim_many = database_sync_to_async(generation_claim_many)
-arelease = database_sync_to_async(generation_release)
 
 # How long the listener waits before rejoining the channel layer after it failed.
 LISTEN_RETRY_SECONDS = 1.0
@@ -77,7 +75,7 @@ class StreamWorker:
         provider = get_provider()
         while not self.stopping and len(self.runs) < self.concurrency:
             try:
-                claims = await aclaim_many(
+                claims = await ageneration_claim_many(
                     worker=self.name, model=provider.model_name(), limit=self.concurrency - len(self.runs)
                 )
             except DatabaseError as error:
@@ -96,7 +94,7 @@ class StreamWorker:
                 task = asyncio.create_task(run.run())
                 self.runs[claim.generation_id] = (task, run)
                 metrics.ACTIVE_REPLIES.inc()
-                task.add_done_callback(lambda task, key=claim.generation_id: self._run_done(key, task))
+                task.add_done_callback(partial(self._run_done, claim.generation_id))
 
     def _run_done(self, generation_id: UUID, task: asyncio.Task) -> None:
         self.runs.pop(generation_id, None)
@@ -110,7 +108,7 @@ class StreamWorker:
 
     async def _listen(self) -> None:
         """Receive wake-ups and cancels from the workers' group, through channel-layer outages."""
-        layer = get_channel_layer()
+        layer = channel_layer()
         while True:
             try:
                 channel = await layer.new_channel()
@@ -156,7 +154,7 @@ class StreamWorker:
         await asyncio.gather(committing, return_exceptions=True)
         for _, run in runs:
             try:
-                await arelease(claim=run.claim)
+                await ageneration_release(claim=run.claim)
             except Exception as error:
                 # Its lease runs out instead, and a worker takes it over then.
                 logger.warning(

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -222,10 +223,10 @@ class Cluster:
     def wait_ready(self) -> None:
         for index, web in enumerate(self.webs):
             assert web is not None and web.popen.poll() is None, f"web-{index} exited"
-            wait_until(lambda: self._web_ready(index), START_TIMEOUT_SECONDS, f"web-{index} to answer /healthz")
+            wait_until(partial(self._web_ready, index), START_TIMEOUT_SECONDS, f"web-{index} to answer /healthz")
         for worker in self.workers:
             assert worker is not None and worker.popen.poll() is None, f"{worker.name} exited"
-            wait_until(lambda: f"worker {worker.name} started" in worker.log(), START_TIMEOUT_SECONDS, f"{worker.name}")
+            wait_until(lambda: f"worker {worker.name} started" in worker.log(), START_TIMEOUT_SECONDS, f"{worker.name}")  # noqa: B023
 
     def worker_slot(self, name: str) -> int | None:
         """Return the slot of the running worker called `name`."""

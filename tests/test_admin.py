@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from streaming.selectors import TIMELINE_PAGE_SIZE
 from streaming.models import Chunk, Generation
+from streaming.selectors import TIMELINE_PAGE_SIZE
 from threads.models import Message, Thread
 from threads.services import message_post, thread_create
 
@@ -128,7 +128,7 @@ def test_timeline_shows_time_since_start_and_gap_since_previous_chunk(admin_clie
     reply = reply_written(thread, deltas=("a", "b"))
     began = reply.created_at
     offsets_ms = [0, 100, 2100, 2600]  # start, a, b, end
-    for chunk, offset in zip(reply.chunks.order_by("seq"), offsets_ms):
+    for chunk, offset in zip(reply.chunks.order_by("seq"), offsets_ms, strict=True):
         Chunk.objects.filter(pk=chunk.pk).update(created_at=began + timedelta(milliseconds=offset))
     if compacted:
         settings.STREAM_COMPACT_REPLIES = True

@@ -27,7 +27,7 @@ NODE_TEST_DIR = Path(__file__).resolve().parent / "aisdk"
 
 @pytest.fixture
 async def chat_request(user):
-    """Send one request to the ASGI app with `user`'s bearer token and return the started HttpStream; all are closed after."""
+    """Send one request to the ASGI app with `user`'s bearer token and return the started HttpStream, closed after."""
     streams: list[HttpStream] = []
     _, secret = await database_sync_to_async(api_token_create)(user=user, name="tests")
 
@@ -60,7 +60,9 @@ def ui_message_body(text: str, chat_id: uuid.UUID | str) -> dict:
 async def test_seed_api_round_trip(chat_request, user, worker):
     """Seed POST starts a new thread and answers its ids; the seed stream then serves its records to the end."""
     thread_id = uuid.uuid4()
-    started = await chat_request("/api/chat", method="POST", body={"id": str(thread_id), "message": {"role": "user", "content": "Hi"}})
+    started = await chat_request(
+        "/api/chat", method="POST", body={"id": str(thread_id), "message": {"role": "user", "content": "Hi"}}
+    )
     answer = json.loads(await started.read_all())
     assert started.status == 200
     reply = await Message.objects.aget(thread_id=thread_id, role="assistant")
@@ -77,7 +79,7 @@ async def test_seed_api_round_trip(chat_request, user, worker):
 
 
 def test_seed_post_to_foreign_id_answers_like_unknown(client, thread, make_user):
-    """A seed POST naming another user's thread answers 404, as GET does for an unknown one, and writes nothing (I11)."""
+    """A seed POST naming another user's thread answers 404, as GET does for an unknown one, writes nothing (I11)."""
     client.force_login(make_user("mallory"))
     body = {"id": str(thread.id), "message": {"role": "user", "content": "hi"}}
     response = client.post("/api/chat", data=json.dumps(body), content_type="application/json")
@@ -87,7 +89,7 @@ def test_seed_post_to_foreign_id_answers_like_unknown(client, thread, make_user)
 
 @pytest.mark.django_db(transaction=True)
 async def test_aisdk_post_answers_the_reply_as_a_ui_message_stream(chat_request, thread, worker):
-    """An AI SDK body answers start, text-start, text-deltas, text-end, finish and [DONE], the text the stored reply's."""
+    """An AI SDK body answers start, text-start, text-deltas, text-end, finish and [DONE]: the stored reply's text."""
     stream = await chat_request("/api/chat", method="POST", body=ui_message_body("Hello there", thread.id))
     assert stream.status == 200 and stream.headers["x-vercel-ai-ui-message-stream"] == "v1"
     assert stream.headers["content-type"] == "text/event-stream"
@@ -161,7 +163,9 @@ def test_aisdk_send_while_busy_is_409_and_writes_nothing(client, thread, user):
     """An AI SDK send while a reply is being written answers 409 busy as JSON, which the AI SDK raises."""
     client.force_login(user)
     message_post(thread=thread, content="first", client_id=None)
-    response = client.post("/api/chat", data=json.dumps(ui_message_body("second", thread.id)), content_type="application/json")
+    response = client.post(
+        "/api/chat", data=json.dumps(ui_message_body("second", thread.id)), content_type="application/json"
+    )
     assert response.status_code == 409 and response.json()["error"]["code"] == "busy"
     assert Message.objects.filter(thread=thread).count() == 2
 
@@ -171,8 +175,12 @@ def test_aisdk_send_while_busy_is_409_and_writes_nothing(client, thread, user):
 
 @pytest.fixture
 def live_server_with_token(tmp_path):
-    """Start daphne on its own SQLite file with the inline worker; yield its URL and a bearer token made by manage.py."""
-    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "ANTHROPIC_API_KEY", "CHAT_PROVIDER")}
+    """Start daphne on its own SQLite file with the inline worker; yield its URL and a token made by manage.py."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("REDIS_URL", "ANTHROPIC_API_KEY", "CHAT_PROVIDER")
+    }
     env |= {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "DJANGO_SECRET_KEY": "aisdk-test-secret-key",
@@ -184,7 +192,9 @@ def live_server_with_token(tmp_path):
     }
 
     def manage(*args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 

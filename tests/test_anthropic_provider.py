@@ -225,7 +225,7 @@ async def test_cancel_closes_the_upstream_connection(mock_api):
     first_delta = asyncio.Event()
 
     async def consume() -> None:
-        async for event in AnthropicProvider().stream(ReplyRequest(turns=HELLO)):
+        async for _ in AnthropicProvider().stream(ReplyRequest(turns=HELLO)):
             first_delta.set()
 
     task = asyncio.create_task(consume())

@@ -103,7 +103,7 @@ def api_post(context: BrowserContext, path: str, body: dict) -> dict:
 
 
 def new_thread(context: BrowserContext) -> Page:
-    """Save an empty thread through the API (so a second tab can open it before the first send) and open its page, connected.
+    """Save an empty thread through the API (a second tab can then open it before the first send); open it, connected.
 
     The pages save a new chat only with its first message (tests/test_browser_pages.py).
     """
@@ -139,7 +139,8 @@ def wait_mid_reply(page: Page, chars: int = MID_REPLY_CHARS) -> None:
     page.wait_for_function(
         """(chars) => {
             const reply = [...document.querySelectorAll("[data-messages] [data-role=assistant]")].at(-1);
-            return reply?.dataset.status === "streaming" && reply.querySelector("[data-body]").innerText.length >= chars;
+            return reply?.dataset.status === "streaming"
+                && reply.querySelector("[data-body]").innerText.length >= chars;
         }""",
         arg=chars,
         timeout=REPLY_TIMEOUT_MS,
@@ -397,7 +398,7 @@ CREATE_LONG_THREAD = f"""
 import time
 from django.contrib.auth.models import User
 from streaming.errors import Busy
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from threads.services import message_post, thread_create
 
 thread = thread_create(owner=User.objects.get(username="alice"), title="A long conversation")
@@ -444,7 +445,9 @@ def test_thread_list_marks_the_thread_replying(open_context):
     expect(item.locator("[data-replying]")).to_be_hidden(timeout=REPLY_TIMEOUT_MS)
 
 
-@pytest.mark.parametrize("viewport,color_scheme", [(DESKTOP, "dark"), (PHONE, "light")], ids=["desktop-dark", "phone-light"])
+@pytest.mark.parametrize(
+    "viewport,color_scheme", [(DESKTOP, "dark"), (PHONE, "light")], ids=["desktop-dark", "phone-light"]
+)
 def test_screenshots(open_context, chat_server, viewport, color_scheme):
     """The thread page mid-reply and at the end, and the sign-in page, for looking at (test-artifacts/)."""
     context = open_context(viewport=viewport, color_scheme=color_scheme)
@@ -470,7 +473,7 @@ CREATE_BIG_THREAD = CREATE_LONG_THREAD.replace(f"range({LONG_THREAD_EXCHANGES})"
 )
 
 POST_WHILE_AWAY = """
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from threads.models import Thread
 from threads.services import message_post
 

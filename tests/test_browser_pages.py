@@ -43,7 +43,7 @@ from datetime import timedelta
 from django.contrib.auth.models import User
 from django.utils import timezone
 from threads.models import Thread
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from threads.services import message_post, thread_create
 
 owner = User.objects.get(username={username!r})
@@ -273,7 +273,7 @@ def test_timestamps_show_relative_time_with_the_exact_one_on_hover(open_context)
         times = page.locator("[data-messages] [data-time]")
         expect(times).to_have_count(2)
         expect(times).to_have_text(["just now", "just now"])
-        for message, time in zip(stored(page)["messages"], times.all()):
+        for message, time in zip(stored(page)["messages"], times.all(), strict=True):
             shown_at = page.evaluate("(iso) => Date.parse(iso)", time.get_attribute("datetime"))
             assert shown_at == page.evaluate("(iso) => Date.parse(iso)", message["created_at"]), state
             assert re.search(r"\d{4}", time.get_attribute("title")), state

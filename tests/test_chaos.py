@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import psycopg
 import pytest
@@ -159,7 +160,7 @@ class Conversation:
             refusals = len(sender.errors)
             await sender.send({"type": "send", "content": content, "client_id": client_id})
             with contextlib.suppress(AssertionError):  # a socket lost with the frame: send it again
-                await sender.wait_for(lambda: posted() or len(sender.errors) > refusals, 5, "the message")
+                await sender.wait_for(lambda: posted() or len(sender.errors) > refusals, 5, "the message")  # noqa: B023 (awaited here)
             assert len(sender.errors) == refusals, f"the send was refused: {sender.errors[-1]}"
             if message := posted():
                 break
@@ -178,7 +179,7 @@ class Conversation:
     async def finish(self, reply: Reply, timeout: float = REPLY_TIMEOUT_SECONDS) -> dict:
         """Wait until every client has the reply's `end`; return it."""
         for client in self.clients:
-            await client.wait_for(lambda: client.end_of(reply.id), timeout, f"the end of reply {reply.id}")
+            await client.wait_for(partial(client.end_of, reply.id), timeout, f"the end of reply {reply.id}")
         self.turns.append(Turn("assistant", self.clients[0].text_of(reply.id)))
         return self.clients[0].end_of(reply.id)
 
@@ -232,14 +233,16 @@ async def check_logs(chaos_db: ChaosDatabase, conversations: list[Conversation])
         assert stored == list(range(1, last_seq + 1)), "the stored log has gaps"
         for client in conversation.clients:
             with contextlib.suppress(AssertionError):  # what is still missing is counted as lost
-                await client.wait_for(lambda: client.last_seq >= last_seq, 5, "the whole log")
+                await client.wait_for(lambda: client.last_seq >= last_seq, 5, "the whole log")  # noqa: B023 (awaited here)
             missing, repeated = client.gaps_and_repeats(last_seq)
             lost, duplicated = lost + missing, duplicated + repeated
             received = [event["seq"] for event in client.events]
             assert received == sorted(received), "events arrived out of order"
         for reply in conversation.replies:
             content = await chaos_db.value("SELECT content FROM threads_message WHERE id = %s", reply.id)
-            deltas = "".join(text for *_, kind, message_id, text in chunks if kind == "delta" and message_id == reply.id)
+            deltas = "".join(
+                text for *_, kind, message_id, text in chunks if kind == "delta" and message_id == reply.id
+            )
             assert content == deltas, f"reply {reply.id}: stored text is not its deltas"
             for client in conversation.clients:
                 assert client.text_of(reply.id) == content, f"reply {reply.id}: a client's text differs"
@@ -363,7 +366,7 @@ async def test_sigkill_holding_worker_20_times(
             # Let a live worker take the replies over before the next kill, so that each kill
             # interrupts a takeover's writing rather than piling onto replies nobody holds.
             await async_wait_until(
-                lambda: taken_over(chaos_db, generation_ids, chaos.cluster.live_worker_names()),
+                lambda: taken_over(chaos_db, generation_ids, chaos.cluster.live_worker_names()),  # noqa: B023 (awaited here)
                 LEASE_SECONDS * 10,
                 "the killed worker's replies to be taken over",
             )
@@ -392,11 +395,11 @@ async def test_sigkill_web_process_clients_resume_on_the_other(
     """Clients of a SIGKILLed web process resume on the other one from their cursor, exactly (I3)."""
     conversations = await open_conversations(4)
     replies = [await conversation.ask("web kill: go on") for conversation in conversations]
-    for conversation, reply in zip(conversations, replies):
-        await async_wait_until(lambda: conversation.mid_reply(reply), 10, "text on every client")
+    for conversation, reply in zip(conversations, replies, strict=True):
+        await async_wait_until(partial(conversation.mid_reply, reply), 10, "text on every client")
     killed_port = chaos.cluster.ports[0]
     chaos.cluster.stop_process(chaos.cluster.webs[0], signal.SIGKILL)
-    for conversation, reply in zip(conversations, replies):
+    for conversation, reply in zip(conversations, replies, strict=True):
         await conversation.finish(reply)
     lost, duplicated = await check_logs(chaos_db, conversations)
     moved = [c.connections for conv in conversations for c in conv.clients if c.connections[0] == killed_port]
@@ -414,9 +417,9 @@ async def test_cancel_through_one_web_process_stops_the_worker_within_1s(
     """A cancel sent to web process A ends the reply running on a worker `cancelled` within 1 s, seen on B (I5)."""
     conversations = await open_conversations(2)
     latencies = {}
-    for conversation, how in zip(conversations, ["frame", "flag"]):
+    for conversation, how in zip(conversations, ["frame", "flag"], strict=True):
         reply = await conversation.ask(f"cancel by {how}")
-        await async_wait_until(lambda: conversation.mid_reply(reply), 10, "text on every client")
+        await async_wait_until(partial(conversation.mid_reply, reply), 10, "text on every client")
         worker = await chaos_db.value("SELECT worker FROM streaming_generation WHERE message_id = %s", reply.id)
         assert worker in chaos.cluster.live_worker_names()
         cancelled_at = time.time()
@@ -427,7 +430,7 @@ async def test_cancel_through_one_web_process_stops_the_worker_within_1s(
             flag = "UPDATE streaming_generation SET cancel_requested = true WHERE message_id = %s"
             await chaos_db.rows(flag, reply.id)
         observer = conversation.clients[1]  # on web process B
-        end = await observer.wait_for(lambda: observer.end_of(reply.id), 5, "the cancelled end")
+        end = await observer.wait_for(partial(observer.end_of, reply.id), 5, "the cancelled end")
         latencies[how] = observer.received_at[observer.events.index(end)] - cancelled_at
         assert end["status"] == "cancelled"
     lost, duplicated = await check_logs(chaos_db, conversations)
@@ -448,8 +451,8 @@ async def test_redis_restart_mid_reply(
     """Redis restarted mid-reply: clients end complete, repaired from the database, and live publishing resumes (I3)."""
     conversations = await open_conversations(4)
     replies = [await conversation.ask("redis restart: go on") for conversation in conversations]
-    for conversation, reply in zip(conversations, replies):
-        await async_wait_until(lambda: conversation.mid_reply(reply), 10, "text on every client")
+    for conversation, reply in zip(conversations, replies, strict=True):
+        await async_wait_until(partial(conversation.mid_reply, reply), 10, "text on every client")
     try:
         await asyncio.to_thread(chaos.services.stop_redis)
         written_before = await chaos_db.value("SELECT max(id) FROM streaming_chunk")
@@ -461,7 +464,7 @@ async def test_redis_restart_mid_reply(
         )
     finally:
         await asyncio.to_thread(chaos.services.start_redis)
-    for conversation, reply in zip(conversations, replies):
+    for conversation, reply in zip(conversations, replies, strict=True):
         await conversation.finish(reply)
     # Publishing resumes: once the workers are back in their group, a new reply wakes one at once
     # and reaches every client live, well before a repair (STREAM_REPAIR_SECONDS of quiet) would.
@@ -474,7 +477,7 @@ async def test_redis_restart_mid_reply(
     layer_redis.close()
     after = [await conversation.ask("after the restart") for conversation in conversations]
     live_lags, claim_lags = [], []
-    for conversation, reply in zip(conversations, after):
+    for conversation, reply in zip(conversations, after, strict=True):
         await conversation.finish(reply)
         claim_lags.append(await claim_lag_ms(chaos_db, reply))
         finished_at = await chaos_db.value(
@@ -525,7 +528,7 @@ async def test_sigterm_worker_hands_replies_over_before_the_lease_expires(
     await async_wait_until(taken_over, LONG_LEASE_SECONDS, "the other worker to take the replies over")
     handover_s = time.monotonic() - terminated_at
     exit_code = await asyncio.to_thread(chaos.cluster.workers[slot].popen.wait, 10)
-    for conversation, reply in zip(conversations, replies):
+    for conversation, reply in zip(conversations, replies, strict=True):
         await conversation.finish(reply)
     lost, duplicated = await check_logs(chaos_db, conversations)
     chaos.report(
@@ -553,8 +556,8 @@ async def test_postgres_restart_mid_reply(
         await asyncio.to_thread(chaos.cluster.restart_workers, GENERATION_LEASE_SECONDS=str(LONG_LEASE_SECONDS))
     conversations = await open_conversations(4)
     replies = [await conversation.ask("postgres restart: go on") for conversation in conversations]
-    for conversation, reply in zip(conversations, replies):
-        await async_wait_until(lambda: conversation.mid_reply(reply), 10, "text on every client")
+    for conversation, reply in zip(conversations, replies, strict=True):
+        await async_wait_until(partial(conversation.mid_reply, reply), 10, "text on every client")
     logs_before = {worker.name: len(worker.log()) for worker in chaos.cluster.workers}
     stopped_at = time.monotonic()
     try:
@@ -567,7 +570,7 @@ async def test_postgres_restart_mid_reply(
     finally:
         await asyncio.to_thread(chaos.services.start_postgres)
     outage_s = time.monotonic() - stopped_at
-    for conversation, reply in zip(conversations, replies):
+    for conversation, reply in zip(conversations, replies, strict=True):
         await conversation.finish(reply)
     statuses = await reply_statuses(chaos_db, conversations)
     lost, duplicated = await check_logs(chaos_db, conversations)

@@ -8,9 +8,9 @@ import pytest
 from django.urls import reverse
 
 from streaming.models import Generation
+from streaming.services.endings import generation_cancel
 from threads.models import Message, Thread
 from threads.selectors import thread_groups_by_date
-from streaming.services import generation_cancel
 from threads.services import message_post, thread_archive, thread_create, title_from_content
 
 pytestmark = pytest.mark.django_db

@@ -25,7 +25,7 @@ COPIED_TIMEOUT_MS = 10_000
 
 @pytest.mark.parametrize("state", ["live", "reloaded"])
 def test_code_block_is_labelled_highlighted_and_copied_by_keyboard(open_context, state):
-    """A reply's code block names its language, is highlighted, and its Copy button copies the code from the keyboard."""
+    """A reply's code block names its language, is highlighted, and its Copy button copies the code by keyboard."""
     context = open_context()
     context.grant_permissions(["clipboard-read", "clipboard-write"])
     page = new_thread(context)

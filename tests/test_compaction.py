@@ -194,7 +194,7 @@ def deltas(texts: list[str], *, first_seq: int = 1, seqs: list[int] | None = Non
     seqs = seqs or list(range(first_seq, first_seq + len(texts)))
     return [
         Chunk(seq=seq, kind=Chunk.Kind.DELTA, text=text, created_at=began + timedelta(milliseconds=40 * index))
-        for index, (seq, text) in enumerate(zip(seqs, texts))
+        for index, (seq, text) in enumerate(zip(seqs, texts, strict=True))
     ]
 
 
@@ -207,7 +207,7 @@ def test_segments_are_bounded_in_events():
 
 
 def test_segments_are_bounded_in_text_bytes():
-    """Segments hold at most SEGMENT_MAX_TEXT_BYTES of UTF-8 text; a delta over the bound alone stays a row of its own."""
+    """Segments hold at most SEGMENT_MAX_TEXT_BYTES of UTF-8 text; a delta over the bound stays a row of its own."""
     wide = "é" * 2048  # 4 KiB in UTF-8
     rows = deltas_compacted(deltas([wide] * 40 + ["x" * (SEGMENT_MAX_TEXT_BYTES + 1), "y"]))
     assert all(len(row.text.encode()) <= SEGMENT_MAX_TEXT_BYTES for row in rows if row.is_segment)
@@ -248,8 +248,10 @@ def test_pruning_everything_keeps_the_row_of_the_newest_event(thread):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_reply_at_50_tokens_per_second_keeps_at_most_30_rows_per_1000_tokens(thread, user, connect, worker, settings):
-    """A reply streamed at 50 tokens/s with 40 ms flushes writes a row per flush, but its log keeps <= 30 per 1,000 tokens."""
+async def test_reply_at_50_tokens_per_second_keeps_at_most_30_rows_per_1000_tokens(
+    thread, user, connect, worker, settings
+):
+    """A reply at 50 tokens/s with 40 ms flushes writes a row per flush, but its log keeps <= 30 per 1,000 tokens."""
     settings.SCRIPTED_TOKENS_PER_SECOND = 50
     settings.SCRIPTED_REPLY_TOKENS = 200
     settings.STREAM_FLUSH_MS = 40

@@ -5,7 +5,7 @@ import pytest
 from django.db import connection, transaction
 
 from streaming.models import Chunk
-from streaming.services import chunks_record, seq_allocate
+from streaming.services.log import chunks_record, seq_allocate
 from threads.services import message_post
 
 WRITERS = 8

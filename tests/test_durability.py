@@ -8,15 +8,15 @@ from django.utils import timezone
 
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
-from streaming.selectors import logged_reply_text
 from streaming.providers.scripted import scripted_reply, scripted_reply_tokens
-from streaming.services import LeaseLost, Write, generation_commit
+from streaming.selectors import logged_reply_text
+from streaming.services.commits import LeaseLost, Write, generation_commit
 from threads.models import Message
 from threads.services import message_post
 
 from .conftest import reply_text
-from .writes import generation_append, generation_claim
 from .fakes import LossyLayerMixin
+from .writes import generation_append, generation_claim
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

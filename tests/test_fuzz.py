@@ -17,13 +17,15 @@ from urllib.parse import urlencode
 
 import pytest
 from channels.db import database_sync_to_async
-from hypothesis import HealthCheck, Phase, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from streaming.models import Chunk, Generation
 from streaming.errors import ChatError
+from streaming.models import Chunk, Generation
+from streaming.services.endings import ACTIVE_STATUSES
 from threads.inputs import parse_json_object
 from threads.models import Message, Thread
-from streaming.services import ACTIVE_STATUSES
 from threads.services import message_post, thread_create
 from threads.tokens.services import api_token_create
 
@@ -115,9 +117,13 @@ def assert_log_intact(thread: Thread) -> None:
     rows = Chunk.objects.filter(thread=thread).order_by("seq").values_list("seq", "seq_last")
     assert [seq for first, last in rows for seq in range(first, last + 1)] == list(range(1, thread.last_seq + 1))
     # A reply's content is written when it ends: one still streaming has only its deltas.
-    finished = Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT).exclude(status=Message.Status.STREAMING)
+    finished = Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT).exclude(
+        status=Message.Status.STREAMING
+    )
     for reply in finished:
-        deltas = Chunk.objects.filter(message=reply, kind=Chunk.Kind.DELTA).order_by("seq").values_list("text", flat=True)
+        deltas = (
+            Chunk.objects.filter(message=reply, kind=Chunk.Kind.DELTA).order_by("seq").values_list("text", flat=True)
+        )
         assert "".join(deltas) == reply.content
 
 
@@ -152,14 +158,36 @@ async def conversation(people, connect, worker):
 
 def snapshot(thread: Thread) -> tuple:
     thread.refresh_from_db()
-    return thread.title, thread.last_seq, list(Message.objects.filter(thread=thread).values_list("id", "content", "status"))
+    return (
+        thread.title,
+        thread.last_seq,
+        list(Message.objects.filter(thread=thread).values_list("id", "content", "status")),
+    )
 
 
 # --- WebSocket frames ----------------------------------------------------------
 
 STRINGS = [
-    "", " ", "\n\t", "hi", "Hello there", "\x00", "a\x00b", "\ud800", "x\udfffy", "😀", "\u202eevil", "<script>x</script>",
-    "{{ request }}", "-1", "1e999", "NaN", str(uuid.uuid4()), "x" * 32_000, "x" * 32_001, "é" * 5000,
+    "",
+    " ",
+    "\n\t",
+    "hi",
+    "Hello there",
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "x\udfffy",
+    "😀",
+    "\u202eevil",
+    "<script>x</script>",
+    "{{ request }}",
+    "-1",
+    "1e999",
+    "NaN",
+    str(uuid.uuid4()),
+    "x" * 32_000,
+    "x" * 32_001,
+    "é" * 5000,
 ]
 
 
@@ -186,7 +214,9 @@ def random_value(rng: random.Random, depth: int = 0) -> object:
 
 def plausible_frame(rng: random.Random) -> dict:
     """A frame close to a real one: a known or unknown type, fields of the right or a wrong type."""
-    frame: dict = {"type": rng.choice(["send", "send", "cancel", "ping", "Send", "pong", "", "launch", None, 7, ["send"]])}
+    frame: dict = {
+        "type": rng.choice(["send", "send", "cancel", "ping", "Send", "pong", "", "launch", None, 7, ["send"]])
+    }
     if rng.random() < 0.8:
         frame["content"] = random_string(rng) if rng.random() < 0.7 else random_value(rng)
     if rng.random() < 0.5:
@@ -226,8 +256,18 @@ def fuzz_frames(rng: random.Random) -> list[str | bytes]:
         depth = rng.choice([10, 1_000, 100_000])
         return [rng.choice(["[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth, "[" * depth])]
     if kind == 3:
-        return [rng.choice(['{"type": "send", "content": "hi", "client_id": 1e999}', "9" * 5000, '{"type": NaN}',
-                            '{"type": "send", "content": Infinity}', "-" + "1" * 4301, '{"type":"ping","type":"send"}'])]
+        return [
+            rng.choice(
+                [
+                    '{"type": "send", "content": "hi", "client_id": 1e999}',
+                    "9" * 5000,
+                    '{"type": NaN}',
+                    '{"type": "send", "content": Infinity}',
+                    "-" + "1" * 4301,
+                    '{"type":"ping","type":"send"}',
+                ]
+            )
+        ]
     if kind == 4:
         return [random_string(rng)]
     if kind in (5, 6):
@@ -356,7 +396,9 @@ json_values = st.recursive(
 ui_messages = st.lists(
     st.fixed_dictionaries(
         {"role": st.sampled_from(["user", "assistant", 1]), "id": json_values},
-        optional={"parts": st.one_of(json_values, st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": texts})))},
+        optional={
+            "parts": st.one_of(json_values, st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": texts})))
+        },
     ),
     max_size=3,
 )
@@ -387,7 +429,9 @@ queries = st.lists(
 headers = st.lists(
     st.tuples(
         st.sampled_from(["Last-Event-ID", "Content-Type", "Accept", "Authorization", "Origin"]),
-        st.one_of(st.sampled_from(["-1", "99999999999", "text/plain", "Bearer chs_nope", "Bearer ", "Basic eA=="]), texts),
+        st.one_of(
+            st.sampled_from(["-1", "99999999999", "text/plain", "Bearer chs_nope", "Bearer ", "Basic eA=="]), texts
+        ),
     ),
     max_size=2,
 )
@@ -434,8 +478,10 @@ def drawn() -> list[Call]:
 
 
 async def test_fuzzed_api_requests_cost_no_data(drawn, people, conversation):
-    """Two thousand fuzzed API requests get no 5xx and cost the well-behaved client nothing; Bob's thread is untouched."""
-    ids = {name: str(thread.id) for name, thread in (("main", people.main), ("spare", people.spare), ("bobs", people.bobs))}
+    """Two thousand fuzzed API requests get no 5xx and cost the well-behaved client nothing; Bob's thread untouched."""
+    ids = {
+        name: str(thread.id) for name, thread in (("main", people.main), ("spare", people.spare), ("bobs", people.bobs))
+    }
     ids["unknown"] = str(uuid.uuid4())
     secrets = {
         name: (await database_sync_to_async(api_token_create)(user=user, name="fuzz"))[1]

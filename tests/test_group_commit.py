@@ -11,7 +11,8 @@ from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply
 from streaming.selectors import logged_reply_text
-from streaming.services import Claim, Write, generation_commit
+from streaming.services.claims import Claim
+from streaming.services.commits import Write, generation_commit
 from streaming.worker import StreamWorker
 from threads.models import Message
 from threads.services import message_post, thread_create
@@ -33,7 +34,7 @@ def counted_commits(monkeypatch):
         rounds.append(len(writes))
         return generation_commit(writes=writes, retrying=retrying)
 
-    monkeypatch.setattr(committer, "acommit", database_sync_to_async(generation_commit_counted))
+    monkeypatch.setattr(committer, "ageneration_commit", database_sync_to_async(generation_commit_counted))
     return rounds
 
 
@@ -139,7 +140,7 @@ async def test_a_long_reply_keeps_its_lease(user, settings):
 
 @pytest.mark.django_db
 def test_only_writes_that_ask_renew_their_lease(user):
-    """A flush that does not ask leaves the lease as it was: renewing rewrites an indexed row, once a second is enough."""
+    """A flush that does not ask leaves the lease as it was: renewing rewrites an indexed row; once a second will do."""
     claim = _claimed_reply(user)
     generation_commit(writes=[Write(claim=claim, text="a", first=True)])
     renewed_until = Generation.objects.get(pk=claim.generation_id).lease_expires_at
@@ -175,7 +176,7 @@ async def test_a_refused_round_is_taken_over_and_the_committer_goes_on(user, set
             raise IntegrityError("refused for the test")
         return generation_commit(writes=writes, retrying=retrying)
 
-    monkeypatch.setattr(committer, "acommit", database_sync_to_async(generation_commit_refused_once))
+    monkeypatch.setattr(committer, "ageneration_commit", database_sync_to_async(generation_commit_refused_once))
     reply = await _reply_from_a_worker(user, "Try me")
     assert refused, "a round was refused"
     assert "generation.abandoned" in caplog.text and "reason=write_failed" in caplog.text

@@ -1,4 +1,4 @@
-"""Isolation (I11) on every surface, as a table: each endpoint answers anonymous, another user and the owner as it should.
+"""Isolation (I11) on every surface, as a table: what each endpoint answers anonymous, another user and the owner.
 
 - anonymous: the API's 401 JSON, the sign-in redirect, the admin's sign-in redirect, or close 4401;
 - another user: exactly the answer an unknown id gets (status, body, redirect), and nothing written;
@@ -19,8 +19,8 @@ from django.test import Client
 
 from chatsite.asgi import application
 from streaming.models import Generation
+from streaming.services.endings import generation_cancel
 from threads.models import ApiToken, Message, Thread
-from streaming.services import generation_cancel
 from threads.services import message_post, thread_create
 from threads.tokens.services import api_token_create
 
@@ -95,23 +95,38 @@ ENDPOINTS = [
     Endpoint("thread list page", "GET", lambda ids: "/", "page", 200, listing=True),
     Endpoint("thread page", "GET", lambda ids: f"/threads/{ids.thread}/", "page", 200),
     Endpoint("earlier messages", "GET", lambda ids: f"/threads/{ids.thread}/earlier?before={ids.reply}", "api", 200),
-    Endpoint("rename form", "POST", lambda ids: f"/threads/{ids.thread}/title", "page", 302, form={"title": "Mine now"}),
+    Endpoint(
+        "rename form", "POST", lambda ids: f"/threads/{ids.thread}/title", "page", 302, form={"title": "Mine now"}
+    ),
     Endpoint("archive form", "POST", lambda ids: f"/threads/{ids.thread}/archive", "page", 302, form={}),
     Endpoint("delete confirmation", "GET", lambda ids: f"/threads/{ids.thread}/delete", "page", 200),
     Endpoint("delete form", "POST", lambda ids: f"/threads/{ids.thread}/delete", "page", 302, form={}),
     Endpoint(
-        "start form", "POST", lambda ids: f"/threads/{ids.thread}/start", "page", 302, form={"content": "Hi"}, creates=True
+        "start form",
+        "POST",
+        lambda ids: f"/threads/{ids.thread}/start",
+        "page",
+        302,
+        form={"content": "Hi"},
+        creates=True,
     ),
     Endpoint("retry form", "POST", lambda ids: f"/threads/{ids.thread}/replies/{ids.reply}/retry", "page", 302),
     Endpoint("activity poll", "GET", lambda ids: "/threads/activity", "api", 200, listing=True),
     Endpoint("sidebar", "GET", lambda ids: "/threads/sidebar", "api", 200, listing=True),
     Endpoint("list threads", "GET", lambda ids: "/api/threads", "api", 200, listing=True),
     Endpoint("thread snapshot", "GET", lambda ids: f"/api/threads/{ids.thread}", "api", 200),
-    Endpoint("rename", "PATCH", lambda ids: f"/api/threads/{ids.thread}", "api", 200, body=lambda ids: {"title": "Mine"}),
+    Endpoint(
+        "rename", "PATCH", lambda ids: f"/api/threads/{ids.thread}", "api", 200, body=lambda ids: {"title": "Mine"}
+    ),
     Endpoint("delete", "DELETE", lambda ids: f"/api/threads/{ids.thread}", "api", 204),
     Endpoint("messages page", "GET", lambda ids: f"/api/threads/{ids.thread}/messages?limit=1", "api", 200),
     Endpoint(
-        "send", "POST", lambda ids: f"/api/threads/{ids.thread}/messages", "api", 202, body=lambda ids: {"content": "Hi"}
+        "send",
+        "POST",
+        lambda ids: f"/api/threads/{ids.thread}/messages",
+        "api",
+        202,
+        body=lambda ids: {"content": "Hi"},
     ),
     Endpoint("cancel", "POST", lambda ids: f"/api/threads/{ids.thread}/cancel", "api", 202, running=True),
     Endpoint("event stream", "GET", lambda ids: f"/api/threads/{ids.thread}/events", "api", 200),
@@ -125,8 +140,12 @@ ENDPOINTS = [
     Endpoint("admin: thread", "GET", lambda ids: f"/admin/threads/thread/{ids.thread}/change/", "admin", 200),
     Endpoint("admin: message", "GET", lambda ids: f"/admin/threads/message/{ids.reply}/change/", "admin", 200),
     Endpoint("admin: timeline", "GET", lambda ids: f"/admin/threads/message/{ids.reply}/timeline/", "admin", 200),
-    Endpoint("admin: chunks", "GET", lambda ids: f"/admin/streaming/chunk/?thread__id__exact={ids.thread}", "admin", 200),
-    Endpoint("admin: generation", "GET", lambda ids: f"/admin/streaming/generation/{ids.generation}/change/", "admin", 200),
+    Endpoint(
+        "admin: chunks", "GET", lambda ids: f"/admin/streaming/chunk/?thread__id__exact={ids.thread}", "admin", 200
+    ),
+    Endpoint(
+        "admin: generation", "GET", lambda ids: f"/admin/streaming/generation/{ids.generation}/change/", "admin", 200
+    ),
 ]
 HTTP_ROLES = ["anonymous", "other", "owner"]
 CASES = [(endpoint, role) for endpoint in ENDPOINTS for role in HTTP_ROLES] + [

@@ -129,7 +129,7 @@ async def test_group_send_many_delivers_each_message_to_every_member_of_its_grou
         received = [(await receive(layer, channel))["n"] for _ in numbers]
         assert received == numbers
     # Then the next batch's message, and nothing in between: no member got one twice.
-    for (layer, channel), numbers in expected.items():
+    for layer, channel in expected:
         assert (await receive(layer, channel))["n"] == "last"
 
 

@@ -270,6 +270,8 @@ def test_oversized_frame_is_refused_and_others_are_served(web):
         with open_socket(web) as again:
             assert ping(again) == {"type": "pong"}
     server, token, thread_id = web
-    request = urllib.request.Request(f"{server.url}/api/threads/{thread_id}", headers={"Authorization": f"Bearer {token}"})
+    request = urllib.request.Request(
+        f"{server.url}/api/threads/{thread_id}", headers={"Authorization": f"Bearer {token}"}
+    )
     with urllib.request.urlopen(request, timeout=RECEIVE_TIMEOUT_S) as response:
         assert json.loads(response.read())["messages"] == [], "the refused frame wrote nothing"

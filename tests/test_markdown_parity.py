@@ -49,7 +49,8 @@ HOSTILE_HTML = [
     "<div><p>nested <span>unwrapped</span> <b>bold</b> <u>under</u></p></div>",
     "<svg><script>alert(1)</script><circle/></svg><math><mi>m</mi></math>",
     '<pre><code class="language-python">x</code></pre><code class="language-js evil">y</code><code class="x">z</code>',
-    '<table><tr><th style="text-align:left;color:red">a</th><td style="text-align:center">b</td><td style="color:red">c</td></tr></table>',
+    '<table><tr><th style="text-align:left;color:red">a</th><td style="text-align:center">b</td>'
+    '<td style="color:red">c</td></tr></table>',
     '<ol start="3" type="a" reversed><li value="9">x</li></ol>',
     "<!-- comment --><p>x</p><![CDATA[y]]>",
     "<p>&amp; &lt; &gt; \" ' \u00a0 &copy;</p>",
@@ -125,7 +126,11 @@ def test_streamed_reply_is_the_reloaded_reply(open_context):
     send(page, "Show me a plan")
     expect_reply_status(page, "complete")
     live = reply_body(page)
-    for shape in (r"<ol>.*<ul>", r"<table>", r'<div class="code-block">.*<code class="language-\w+ hljs">.*<span class="hljs-'):
+    for shape in (
+        r"<ol>.*<ul>",
+        r"<table>",
+        r'<div class="code-block">.*<code class="language-\w+ hljs">.*<span class="hljs-',
+    ):
         assert re.search(shape, live, re.S), f"the scripted reply lacks {shape!r}"
     page.reload()
     expect(last_reply(page).locator(".code-block__copy")).to_be_visible()

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi import checks
 
+from streaming.services.endings import generation_cancel
 from threads.models import Message, Thread
 from threads.openapi import openapi_document
-from streaming.services import generation_cancel
 from threads.services import message_post, thread_create
 from threads.tokens.services import api_token_create
 
@@ -41,7 +41,9 @@ config = SchemathesisConfig.from_dict(
     {"checks": {"negative_data_rejection": {"expected-statuses": [400, 401, 403, 404, 405, 409, 413, 429]}}}
 )
 # The served document, read through the WSGI app; the endless event streams are left out.
-schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application(), config=config).exclude(tag="streams")
+schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application(), config=config).exclude(
+    tag="streams"
+)
 
 
 @schema.hook("filter_body")
@@ -117,9 +119,14 @@ def test_message_pages_go_back_with_before(signed_in, thread):
 def test_rename_changes_the_title_not_the_order(signed_in, user, thread):
     """PATCH renames the thread without counting as activity: it keeps its place in the list."""
     newer = thread_create(owner=user, title="newer")
-    response = signed_in.patch(f"/api/threads/{thread.id}", data={"title": "  Plans  "}, content_type="application/json")
+    response = signed_in.patch(
+        f"/api/threads/{thread.id}", data={"title": "  Plans  "}, content_type="application/json"
+    )
     assert response.status_code == 200 and response.json()["title"] == "Plans"
-    assert [listed["id"] for listed in signed_in.get("/api/threads").json()["threads"]] == [str(newer.id), str(thread.id)]
+    assert [listed["id"] for listed in signed_in.get("/api/threads").json()["threads"]] == [
+        str(newer.id),
+        str(thread.id),
+    ]
 
 
 def test_delete_removes_the_thread_and_its_messages(signed_in, thread):
@@ -143,7 +150,7 @@ def test_delete_removes_the_thread_and_its_messages(signed_in, thread):
     ],
 )
 async def test_streams_answer_as_documented(operation, url, status, thread, user):
-    """The event-stream operations, left out of the generated runs, answer with a status, type and headers documented."""
+    """The event-stream operations, not in the generated runs, answer with a status, type and headers documented."""
     served = await asgi_get("/api/openapi.json")
     documented_responses = json.loads(await served.read_all())["paths"][operation]["get"]["responses"]
     _, secret = await database_sync_to_async(api_token_create)(user=user, name="doc")
@@ -206,7 +213,7 @@ async def test_stream_past_the_limit_is_429_as_documented(operation, url, thread
 
 
 def test_every_body_over_the_upload_limit_is_413_as_documented(client, thread, bearer, settings):
-    """Each operation that takes a body answers one over DATA_UPLOAD_MAX_MEMORY_SIZE with its documented 413 too_long."""
+    """Each operation that takes a body answers one over DATA_UPLOAD_MAX_MEMORY_SIZE with its documented 413."""
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     document = openapi_document(server_url="http://testserver")
     with_bodies = [

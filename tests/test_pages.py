@@ -7,11 +7,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from threads import views
-from threads.models import Message
 from streaming.events import message_payloads
 from streaming.selectors import message_page, thread_snapshot
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
+from threads import views
+from threads.models import Message
 from threads.services import message_post, thread_create
 from threads.templatetags.chat import render_markdown
 
@@ -70,7 +70,11 @@ def executable_markup(html: str) -> list[str]:
         if tag in ("script", "img", "svg", "iframe", "object", "embed"):
             found.append(tag)
         found += [name for name in attrs if name.startswith("on")]
-        found += [value for name, value in attrs.items() if name in ("href", "src") and re.match(r"\s*(javascript|data|vbscript):", value, re.I)]
+        found += [
+            value
+            for name, value in attrs.items()
+            if name in ("href", "src") and re.match(r"\s*(javascript|data|vbscript):", value, re.I)
+        ]
     return found
 
 
@@ -91,7 +95,8 @@ def thread_page(client, thread) -> str:
 def test_sign_up_creates_the_account_and_signs_in(client):
     """Sign-up is one form: it creates the user and the next page is theirs."""
     response = client.post(
-        reverse("signup"), {"username": "newcomer", "password1": "a-long-test-password", "password2": "a-long-test-password"}
+        reverse("signup"),
+        {"username": "newcomer", "password1": "a-long-test-password", "password2": "a-long-test-password"},
     )
     assert response.status_code == 302 and response["Location"] == reverse("thread-list")
     assert get_user_model().objects.filter(username="newcomer").exists()
@@ -101,7 +106,8 @@ def test_sign_up_creates_the_account_and_signs_in(client):
 def test_sign_up_refuses_mismatched_passwords(client):
     """A sign-up with two different passwords shows the form again and creates nobody."""
     response = client.post(
-        reverse("signup"), {"username": "newcomer", "password1": "a-long-test-password", "password2": "another-password"}
+        reverse("signup"),
+        {"username": "newcomer", "password1": "a-long-test-password", "password2": "another-password"},
     )
     assert response.status_code == 200
     assert 'aria-invalid="true"' in response.content.decode()
@@ -261,7 +267,9 @@ def test_markdown_filter_renders_markdown():
 def test_failed_reply_shows_its_error_and_retry(client, user, thread):
     """A failed reply is rendered with its error and a Retry form posting to the retry endpoint."""
     reply = post(thread)
-    write_reply("Half an ans", status="failed", error={"code": "provider_error", "detail": "The provider is overloaded."})
+    write_reply(
+        "Half an ans", status="failed", error={"code": "provider_error", "detail": "The provider is overloaded."}
+    )
     page = signed_in(client, user).get(reverse("thread-detail", args=[thread.id])).content.decode()
     assert f'data-message-id="{reply.id}" data-role="assistant" data-status="failed"' in page
     assert "The provider is overloaded." in page

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import connection
 
-from streaming.models import Generation
 from streaming.errors import RateLimited
-from streaming.services import generation_cancel
+from streaming.models import Generation
+from streaming.services.endings import generation_cancel
 from threads.models import Message, Thread
 from threads.services import message_post, thread_create
 

@@ -56,6 +56,6 @@ async def test_random_resumes_are_exact(seed, thread, user, connect, worker, set
     )
     reply = await Message.objects.aget(pk=posted.reply.id)
     assert reply.status == "complete"
-    for text, sessions in results:
+    for text, _ in results:
         assert text == reply.content
     assert sum(sessions for _, sessions in results) > CLIENTS, "clients really did reconnect"

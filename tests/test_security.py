@@ -30,7 +30,9 @@ def test_sign_in_sets_secure_cookie_and_hsts_outside_debug(client, user):
 
 def _run_without_secret_key(*args: str) -> subprocess.CompletedProcess:
     """Run `python *args` in the project, outside debug and with no DJANGO_SECRET_KEY."""
-    environment = {name: value for name, value in os.environ.items() if name not in ("DJANGO_SECRET_KEY", "DJANGO_DEBUG")}
+    environment = {
+        name: value for name, value in os.environ.items() if name not in ("DJANGO_SECRET_KEY", "DJANGO_DEBUG")
+    }
     return subprocess.run(
         [sys.executable, *args], cwd=settings.BASE_DIR, env=environment, capture_output=True, text=True, timeout=60
     )

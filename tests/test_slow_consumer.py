@@ -42,7 +42,7 @@ SMALL_RECEIVE_BUFFER = 4096
 SETUP = f"""
 from django.contrib.auth.models import User
 from django.db import transaction
-from streaming.services import generation_cancel
+from streaming.services.endings import generation_cancel
 from threads.services import message_post, thread_create
 from threads.tokens.services import api_token_create
 
@@ -68,7 +68,11 @@ class Site:
     visitor: Visitor
 
     def api(self, method: str, path: str, body: dict | None = None) -> dict:
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json", "Accept": "application/json"}
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.server.url + path, method=method, data=data, headers=headers)
         with urllib.request.urlopen(request, timeout=SOCKET_TIMEOUT_S) as response:
@@ -293,12 +297,14 @@ def serve_alongside(site: Site, stalled: list[StalledClient]) -> tuple[list[dict
     with PeakMemory(site.server.rss_bytes) as memory:
         with site.websocket() as reader:
             frames = read_until(reader, lambda frame: frame["type"] == "ready") + site.retry_and_read_reply(reader)
-        wait_for(lambda: all(site.closed_as_slow(client.port) for client in stalled), "every stalled client to be closed")
+        wait_for(
+            lambda: all(site.closed_as_slow(client.port) for client in stalled), "every stalled client to be closed"
+        )
     return frames, memory.peak - baseline
 
 
 def test_websocket_readers_that_stop_are_closed_4008_and_memory_stays_bounded(site):
-    """WebSockets that stop reading are closed with 4008 and the server stays bounded; a reader alongside gets it all."""
+    """WebSockets that stop reading are closed with 4008 and the server stays bounded; a reader beside them gets all."""
     stalled = [StalledWebSocket(site) for _ in range(STALLED_CLIENTS)]
     watched = read_when_closed(site, stalled[0])
     frames, growth = serve_alongside(site, stalled)

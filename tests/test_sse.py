@@ -1,6 +1,5 @@
 """Server-sent events: the WebSocket's log and guarantees over plain HTTP (I3), resumable with Last-Event-ID."""
 import contextlib
-import json
 import random
 from urllib.parse import urlsplit
 
@@ -10,8 +9,8 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import ApplicationCommunicator
 
 from chatsite.asgi import application
-from threads import sse
 from streaming.events import thread_group_name
+from threads import sse
 from threads.models import Message
 from threads.services import message_post
 

@@ -117,7 +117,11 @@ async def test_provider_error_ends_reply_failed_with_text_kept(thread, user, con
     end = await socket.receive_until(lambda frame: frame["type"] == "end")
     reply = await Message.objects.aget(pk=end["message_id"])
     assert end["status"] == reply.status == "failed"
-    assert end["error"] == reply.error == {"code": "provider_error", "detail": "The provider is overloaded; try again shortly."}
+    assert (
+        end["error"]
+        == reply.error
+        == {"code": "provider_error", "detail": "The provider is overloaded; try again shortly."}
+    )
     tokens = scripted_reply([Turn("user", "Hello there")], settings.SCRIPTED_REPLY_TOKENS)
     assert reply.content and tokens.startswith(reply.content)
     assert reply_text(socket.log_events, str(reply.id)) == reply.content

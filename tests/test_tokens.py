@@ -69,7 +69,10 @@ def test_other_users_thread_answers_like_unknown(client, thread, make_user):
 def test_bearer_post_needs_no_csrf_token(csrf_client, thread, secret):
     """A bearer-authenticated POST is exempt from CSRF: no cookie, no CSRF token, accepted."""
     response = csrf_client.post(
-        f"/api/threads/{thread.id}/messages", data=json.dumps({"content": "Hi"}), content_type="application/json", **bearer(secret)
+        f"/api/threads/{thread.id}/messages",
+        data=json.dumps({"content": "Hi"}),
+        content_type="application/json",
+        **bearer(secret),
     )
     assert response.status_code == 202
     assert Message.objects.filter(thread=thread, role="user").count() == 1
@@ -87,7 +90,9 @@ def test_only_a_hash_is_stored(user):
     """The secret is shown once and never stored: the row holds its sha256."""
     token, secret = api_token_create(user=user, name="ci")
     assert secret.startswith("chs_") and len(secret) > 40
-    assert token.hashed_token == hash_secret(secret) and secret not in str(ApiToken.objects.filter(pk=token.pk).values().get())
+    assert token.hashed_token == hash_secret(secret) and secret not in str(
+        ApiToken.objects.filter(pk=token.pk).values().get()
+    )
 
 
 async def ws_close_code(communicator: ProtocolCommunicator) -> int:
@@ -99,7 +104,9 @@ async def ws_close_code(communicator: ProtocolCommunicator) -> int:
 
 def ws_with_bearer(thread_id, secret: str) -> ProtocolCommunicator:
     """A WebSocket handshake as a non-browser client makes it: a bearer header and no Origin."""
-    return ProtocolCommunicator(application, f"/ws/threads/{thread_id}/", headers=[(b"authorization", f"Bearer {secret}".encode())])
+    return ProtocolCommunicator(
+        application, f"/ws/threads/{thread_id}/", headers=[(b"authorization", f"Bearer {secret}".encode())]
+    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
-from streaming.services import Claim, generation_claim_many
+from streaming.services.claims import Claim, generation_claim_many
 from threads.models import Message
 from threads.services import message_post, reply_retry, thread_create
 
@@ -85,7 +85,11 @@ def test_each_reply_in_a_batch_gets_its_own_conversation(user):
 
     requests = {claim.message_id: claim.request for claim in claimed(10)[0]}
 
-    assert requests[follow_up.id].turns == [Turn("user", "Hello"), Turn("assistant", "Hi there"), Turn("user", "And then?")]
+    assert requests[follow_up.id].turns == [
+        Turn("user", "Hello"),
+        Turn("assistant", "Hi there"),
+        Turn("user", "And then?"),
+    ]
     # A retry answers its message again: the failed reply after that message is not part of it.
     assert requests[retry.id].turns == [Turn("user", "Hello")]
     assert requests[fresh.id].turns == [Turn("user", "Alone")]

@@ -5,7 +5,8 @@ from django.conf import settings
 
 from streaming.compaction import ended_deltas, replies_compaction
 from streaming.models import Chunk
-from streaming.services import Claim, LeaseLost, Write, Written, generation_claim_many, generation_commit
+from streaming.services.claims import Claim, generation_claim_many
+from streaming.services.commits import LeaseLost, Write, Written, generation_commit
 from threads.models import Message, Thread
 from threads.services import message_post
 

@@ -1,5 +1,6 @@
 """Admin for threads and messages: read-only views of what people wrote and what the replies did."""
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib import admin
 from django.contrib.auth import get_user_model
@@ -11,6 +12,7 @@ from django.db.models import (
     Exists,
     ExpressionWrapper,
     F,
+    Manager,
     Min,
     OuterRef,
     QuerySet,
@@ -25,18 +27,35 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from streaming.admin import ReadOnlyAdmin, ReadOnlyPermissions, UUIDSearchMixin, compact_time, excerpt
-from streaming.selectors import reply_check, timeline_page
+from streaming.errors import Busy, ChatError
 from streaming.models import Chunk
 from streaming.retention import thread_chunks_purge
+from streaming.selectors import reply_check, timeline_page
 
-from streaming.errors import Busy, ChatError
 from .models import Message, Thread
 from .services import reply_retry
 from .sessions import user_deactivate
 from .signin import ThrottledAdminAuthenticationForm
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
-def count_of(queryset: QuerySet, *, per: str) -> Coalesce:
+    class MessageCount(TypedDict):
+        message_count: int
+
+    class ReplyFigures(TypedDict):
+        """What MessageAdmin.get_queryset adds to each message."""
+
+        tokens_in: int | None
+        tokens_out: int | None
+        first_token_at: datetime | None
+        ttft: timedelta | None
+        total: timedelta | None
+        chunk_count: int
+        event_count: int
+
+
+def count_of(queryset: QuerySet | Manager, *, per: str) -> Coalesce:
     """Count `queryset`'s rows whose `per` field is the outer row, as a subquery.
 
     A subquery runs for the rows of one admin page only, where a JOIN with
@@ -46,7 +65,7 @@ def count_of(queryset: QuerySet, *, per: str) -> Coalesce:
     return Coalesce(Subquery(counted), 0)
 
 
-def sum_of(queryset: QuerySet, field: str, *, per: str) -> Coalesce:
+def sum_of(queryset: QuerySet | Manager, field: str, *, per: str) -> Coalesce:
     """Sum `field` over `queryset`'s rows whose `per` field is the outer row, as a subquery (see count_of)."""
     summed = queryset.filter(**{per: OuterRef("pk")}).order_by().values(per).annotate(n=Sum(field)).values("n")
     return Coalesce(Subquery(summed), 0)
@@ -78,8 +97,7 @@ class ReplyStreamingFilter(admin.SimpleListFilter):
 
 class MessageInline(ReadOnlyPermissions, admin.TabularInline):
     model = Message
-    fields = ["seq", "role", "status", "content_excerpt", "model", "created_at", "completed_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("seq", "role", "status", "content_excerpt", "model", "created_at", "completed_at")
     ordering = ["seq"]
     show_change_link = True
     extra = 0
@@ -96,8 +114,16 @@ class ThreadAdmin(UUIDSearchMixin, ReadOnlyAdmin):
     list_select_related = ["owner"]
     search_fields = ["title", "owner__username"]
     ordering = ["-updated_at"]
-    fields = ["id", "title", "owner", "created_at", "last_activity", "last_seq", "message_count", "chunk_log"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "id",
+        "title",
+        "owner",
+        "created_at",
+        "last_activity",
+        "last_seq",
+        "message_count",
+        "chunk_log",
+    )
     inlines = [MessageInline]
     actions = ["purge_chunk_log"]
 
@@ -105,7 +131,7 @@ class ThreadAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         return super().get_queryset(request).annotate(message_count=count_of(Message.objects, per="thread"))
 
     @admin.display(description="messages", ordering="message_count")
-    def message_count(self, thread: Thread) -> int:
+    def message_count(self, thread: "WithAnnotations[Thread, MessageCount]") -> int:
         return thread.message_count
 
     @admin.display(description="last activity", ordering="updated_at")
@@ -158,7 +184,7 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
     search_fields = ["content"]
     id_search_fields = ("pk", "thread_id")
     ordering = ["-created_at"]
-    fields = [
+    fields = readonly_fields = (
         "id",
         "thread",
         "role",
@@ -180,8 +206,7 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         "created_at",
         "completed_at",
         "content",
-    ]
-    readonly_fields = fields
+    )
     actions = ["retry"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
@@ -238,30 +263,30 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         return compact_time(message.created_at)
 
     @admin.display(description="tokens in → out", ordering="tokens_out")
-    def tokens(self, message: Message) -> str:
+    def tokens(self, message: "WithAnnotations[Message, ReplyFigures]") -> str:
         if message.tokens_in is None and message.tokens_out is None:
             return "—"
         return f"{message.tokens_in or 0} → {message.tokens_out or 0}"
 
     @admin.display(description="in", ordering="tokens_in")
-    def tokens_in(self, message: Message) -> int | None:
+    def tokens_in(self, message: "WithAnnotations[Message, ReplyFigures]") -> int | None:
         return message.tokens_in
 
     @admin.display(description="out", ordering="tokens_out")
-    def tokens_out(self, message: Message) -> int | None:
+    def tokens_out(self, message: "WithAnnotations[Message, ReplyFigures]") -> int | None:
         return message.tokens_out
 
     @admin.display(description="first token", ordering="ttft")
-    def time_to_first_token(self, message: Message) -> str:
+    def time_to_first_token(self, message: "WithAnnotations[Message, ReplyFigures]") -> str:
         """How long the person waited for the first text, queueing included."""
         return seconds(message.ttft)
 
     @admin.display(description="duration", ordering="total")
-    def duration(self, message: Message) -> str:
+    def duration(self, message: "WithAnnotations[Message, ReplyFigures]") -> str:
         return seconds(message.total)
 
     @admin.display(description="tokens/s")
-    def tokens_per_second(self, message: Message) -> str:
+    def tokens_per_second(self, message: "WithAnnotations[Message, ReplyFigures]") -> str:
         """Streaming speed: output tokens over the time from the first token to the end."""
         if not (message.tokens_out and message.first_token_at and message.completed_at):
             return "—"
@@ -269,12 +294,12 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         return f"{message.tokens_out / streaming_s:.1f}" if streaming_s > 0 else "—"
 
     @admin.display(description="log rows", ordering="chunk_count")
-    def chunk_count(self, message: Message) -> int:
+    def chunk_count(self, message: "WithAnnotations[Message, ReplyFigures]") -> int:
         """Rows of the chunk log: a finished reply's deltas are compacted into segment rows."""
         return message.chunk_count
 
     @admin.display(description="log events", ordering="event_count")
-    def event_count(self, message: Message) -> int:
+    def event_count(self, message: "WithAnnotations[Message, ReplyFigures]") -> int:
         """Events of the chunk log (the start, each delta, the end): the timeline's count."""
         return message.event_count
 

@@ -17,23 +17,26 @@ and finally `data: [DONE]`. A stream always replays the reply from its start, as
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+
+from streaming import events
+from streaming.errors import BadRequest
+from streaming.services.endings import generation_cancel
+from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
 from .api import api_view, json_body, no_content
-from streaming.errors import BadRequest
+from .http import AuthenticatedHttpRequest
 from .inputs import parse_thread_id
 from .models import Message, Thread
 from .selectors import thread_get_for_user
-from streaming.services import generation_cancel
 from .services import reply_retry, thread_start, validate_content
 from .sessions import request_stream_grant
-
-from streaming import events
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
-from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
+from .tokens.selectors import api_token_grant, request_api_token_id
 
 UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
 # A UIMessage id (a nanoid) maps to the same client_id every time, so a repeated send posts once (I7).
@@ -47,7 +50,8 @@ def ui_message_text(message: dict[str, Any]) -> str:
     if isinstance(parts, list):
         texts = [part.get("text") for part in parts if isinstance(part, dict) and part.get("type") == "text"]
         return "".join(text for text in texts if isinstance(text, str))
-    return message.get("content") if isinstance(message.get("content"), str) else ""
+    content = message.get("content")
+    return content if isinstance(content, str) else ""
 
 
 def terminal_chunks(ended: dict[str, Any], text_id: str) -> list[dict[str, Any]]:
@@ -58,10 +62,12 @@ def terminal_chunks(ended: dict[str, Any], text_id: str) -> list[dict[str, Any]]
     if ended["status"] == Message.Status.FAILED:
         detail = (ended.get("error") or {}).get("detail") or "The reply failed."
         return closing + [{"type": "error", "errorText": detail}, {"type": "finish", "finishReason": "error"}]
-    return closing + [{"type": "finish", "finishReason": FINISH_REASONS.get(ended.get("stop_reason"), "other")}]
+    return closing + [{"type": "finish", "finishReason": FINISH_REASONS.get(ended.get("stop_reason", ""), "other")}]
 
 
-async def ui_message_chunks(frames: AsyncIterator[Frame | None], *, reply_id: str) -> AsyncIterator[dict | None]:
+async def ui_message_chunks(
+    frames: AsyncGenerator[Frame | None, None], *, reply_id: str
+) -> AsyncGenerator[dict | None, None]:
     """Turn a subscription that starts at the reply's `start` event into UI message chunks (None: keep-alive)."""
     text_id = f"text-{reply_id}"
     opening = [{"type": "start", "messageId": reply_id}, {"type": "text-start", "id": text_id}]
@@ -100,7 +106,7 @@ async def ui_message_chunks(frames: AsyncIterator[Frame | None], *, reply_id: st
             return
 
 
-async def ui_message_stream_body(chunks: AsyncIterator[dict | None]) -> AsyncIterator[str]:
+async def ui_message_stream_body(chunks: AsyncGenerator[dict | None, None]) -> AsyncGenerator[str, None]:
     async with contextlib.aclosing(chunks):
         try:
             async for chunk in chunks:
@@ -115,7 +121,10 @@ def reply_stream_response(
 ) -> StreamingHttpResponse:
     """Answer with `reply` as a UI message stream from its start event; it ends when the request's token or session does."""
     subscription = ThreadSubscription(
-        thread=thread, after=reply.seq - 1, keepalive_seconds=KEEPALIVE_SECONDS, grant=request_stream_grant(request)
+        thread=thread,
+        after=reply.seq - 1,
+        keepalive_seconds=KEEPALIVE_SECONDS,
+        grant=request_stream_grant(request),
     )
     chunks = ui_message_chunks(subscription.frames(), reply_id=str(reply.id))
     response = event_stream_response(ui_message_stream_body(chunks), slot=slot)
@@ -123,7 +132,7 @@ def reply_stream_response(
     return response
 
 
-def aisdk_send(request: HttpRequest, body: dict[str, Any]) -> StreamingHttpResponse:
+def aisdk_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> StreamingHttpResponse:
     messages = body["messages"]
     if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
         raise BadRequest("messages must be a non-empty list of UI messages.")
@@ -145,7 +154,7 @@ def aisdk_send(request: HttpRequest, body: dict[str, Any]) -> StreamingHttpRespo
     return reply_stream_response(request, posted.message.thread, posted.reply, slot)
 
 
-def seed_send(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
+def seed_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> JsonResponse:
     message = body.get("message")
     if not isinstance(message, dict) or message.get("role") != "user":
         raise BadRequest('message must be {"role": "user", "content": "…"}.')
@@ -156,13 +165,13 @@ def seed_send(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
 
 
 @api_view("POST")
-def chat(request: HttpRequest) -> HttpResponse:
+def chat(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     body = json_body(request)
     return aisdk_send(request, body) if "messages" in body else seed_send(request, body)
 
 
 @api_view("GET")
-def chat_resume(request: HttpRequest, chat_id: str) -> HttpResponse:
+def chat_resume(request: AuthenticatedHttpRequest, chat_id: str) -> HttpResponseBase:
     """Resume the reply being written, from its start; 204 when none is (what the AI SDK expects)."""
     thread = thread_get_for_user(user=request.user, thread_id=chat_id)
     reply = Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING).first()
@@ -172,7 +181,7 @@ def chat_resume(request: HttpRequest, chat_id: str) -> HttpResponse:
 
 
 @api_view("POST")
-def chat_stop(request: HttpRequest, chat_id: str) -> JsonResponse:
+def chat_stop(request: AuthenticatedHttpRequest, chat_id: str) -> JsonResponse:
     """Stop the reply being written; 409 `not_running` when none is."""
     thread = thread_get_for_user(user=request.user, thread_id=chat_id)
     return JsonResponse({"reply": events.message_payload(generation_cancel(thread=thread))}, status=202)

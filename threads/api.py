@@ -18,17 +18,18 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.csrf import csrf_failure as default_csrf_failure
 from django.views.decorators.http import require_GET
 
-from streaming.events import message_page_payload, message_payload, snapshot_payload
-
-from streaming.errors import BadRequest, ChatError, TooLong
 from streaming.cursors import parse_digits
+from streaming.errors import BadRequest, ChatError, TooLong
+from streaming.events import message_page_payload, message_payload, snapshot_payload
+from streaming.selectors import message_page, thread_snapshot
+from streaming.services.endings import generation_cancel
+
 from .errors import Forbidden, MethodNotAllowed, Unauthenticated, error_response
+from .http import AuthenticatedHttpRequest
 from .inputs import parse_client_id, parse_json_object
 from .models import Thread
 from .openapi import openapi_document
-from streaming.selectors import message_page, thread_snapshot
 from .selectors import thread_get_for_user, thread_page
-from streaming.services import generation_cancel
 from .services import message_post, thread_create_for_self, thread_delete, thread_rename
 
 # Page sizes when `limit` is not given; API_MAX_PAGE_SIZE bounds what it may ask for.
@@ -89,7 +90,9 @@ def query_int(
 def page_limit(request: HttpRequest, *, default: int) -> int:
     """Return the page size a request asks for with `limit`, at most API_MAX_PAGE_SIZE."""
     largest = settings.API_MAX_PAGE_SIZE
-    return query_int(request, "limit", default=min(default, largest), minimum=1, maximum=largest)
+    limit = query_int(request, "limit", default=min(default, largest), minimum=1, maximum=largest)
+    assert limit is not None, "a default is given"
+    return limit
 
 
 def thread_summary(thread: Thread) -> dict:
@@ -118,7 +121,7 @@ def decode_thread_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 @api_view("GET", "POST")
-def threads(request: HttpRequest) -> JsonResponse:
+def threads(request: AuthenticatedHttpRequest) -> JsonResponse:
     if request.method == "POST":
         title = json_body(request).get("title", "")
         if not isinstance(title, str):
@@ -133,7 +136,7 @@ def threads(request: HttpRequest) -> JsonResponse:
 
 
 @api_view("GET", "PATCH", "DELETE")
-def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
+def thread_detail(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     if request.method == "PATCH":
         return JsonResponse(thread_summary(thread_rename(thread=thread, title=json_body(request).get("title"))))
@@ -153,7 +156,7 @@ def messages_response(page: Mapping[str, object]) -> JsonResponse:
 
 
 @api_view("GET", "POST")
-def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
+def thread_messages(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     if request.method == "GET":
         before = query_int(request, "before", default=None, minimum=1)
@@ -170,7 +173,7 @@ def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
 
 
 @api_view("POST")
-def thread_cancel(request: HttpRequest, thread_id: str) -> JsonResponse:
+def thread_cancel(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     reply = generation_cancel(thread=thread)
     return JsonResponse({"reply": message_payload(reply)}, status=202)

@@ -2,21 +2,24 @@
 import asyncio
 import contextlib
 import logging
+from typing import cast
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-
-from streaming.errors import BadRequest, ChatError, RateLimited
-from .inputs import parse_client_id, parse_json_object
-from .selectors import thread_get_for_user
-from streaming.services import generation_cancel
-from .services import message_post
+from django.contrib.auth.models import User
 
 from streaming import events
 from streaming.cursors import parse_cursor
+from streaming.errors import BadRequest, ChatError, RateLimited
 from streaming.protocol import CloseCode
+from streaming.services.endings import generation_cancel
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
+
+from .inputs import parse_client_id, parse_json_object
+from .models import Thread
+from .selectors import thread_get_for_user
+from .services import message_post
 from .sessions import scope_stream_grant
 
 logger = logging.getLogger(__name__)
@@ -32,18 +35,20 @@ def query_cursor(query_string: bytes) -> int | None:
 class ThreadConsumer(AsyncWebsocketConsumer):
     # No channel of the consumer's own: nothing is sent to it, its subscription has one. An
     # unconfigured alias spares every socket a layer subscription and a receive held open.
-    channel_layer_alias = None
-    thread = None
+    # (get_channel_layer answers None for any unknown alias; channels' stubs allow only strings.)
+    channel_layer_alias = None  # type: ignore[assignment]
+    thread: Thread | None = None
     slot: StreamSlot | None = None
     grant: AccessGrant | None = None
     streamer: asyncio.Task | None = None
 
     async def connect(self) -> None:
         await self.accept()  # accepted first, so that the close codes below reach the client
-        user = self.scope["user"]
-        if not user.is_authenticated:
+        scope_user = self.scope["user"]
+        if scope_user is None or not scope_user.is_authenticated:
             await self.close_with(CloseCode.NOT_SIGNED_IN)
             return
+        user = cast(User, scope_user)  # AuthMiddleware's lazy user, signed in
         try:
             thread = await database_sync_to_async(thread_get_for_user)(
                 user=user, thread_id=self.scope["url_route"]["kwargs"]["thread_id"]
@@ -75,6 +80,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         """Send the subscription's frames as they come, until the socket closes."""
         try:
             async for frame in subscription.frames():
+                assert frame is not None, "the subscription has no keep-alives"
                 await self.send(frame.data)
         except ThreadGone:
             logger.info("thread %s: deleted; closing its socket", self.thread.id)
@@ -83,7 +89,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             logger.info("thread %s: closing a socket whose access ended (%s)", self.thread.id, revoked.detail)
             await self.close_with(CloseCode.NOT_SIGNED_IN)
         except Exception:
-            logger.exception("thread %s: subscription failed; closing so the client resumes", self.thread.id)
+            logger.exception("thread %s: subscription failed; closing so the client resumes", subscription.thread.id)
             await self.close_with(CloseCode.SERVER_ERROR)
 
     async def disconnect(self, code: int) -> None:
@@ -98,13 +104,13 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         if self.thread is None:
             return
         try:
-            await self._handle_frame(text_data)
+            await self._handle_frame(self.thread, text_data)
         except ChatError as error:
             await self.send(events.encode(events.error_frame(error.code, error.detail)))
         except AccessRevoked:
             await self.close_with(CloseCode.NOT_SIGNED_IN)
 
-    async def _handle_frame(self, text_data: str | None) -> None:
+    async def _handle_frame(self, thread: Thread, text_data: str | None) -> None:
         if text_data is None:
             raise BadRequest("Binary frames are not supported; send JSON text frames.")
         frame = parse_json_object(text_data, what="frame")
@@ -114,11 +120,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         elif kind == "send":
             await self._refuse_if_access_revoked()
             await database_sync_to_async(message_post)(
-                thread=self.thread, content=frame.get("content"), client_id=parse_client_id(frame.get("client_id"))
+                thread=thread, content=frame.get("content"), client_id=parse_client_id(frame.get("client_id"))
             )
         elif kind == "cancel":
             await self._refuse_if_access_revoked()
-            await database_sync_to_async(generation_cancel)(thread=self.thread)
+            await database_sync_to_async(generation_cancel)(thread=thread)
         else:
             raise BadRequest("Unknown frame type; expected send, cancel or ping.")
 

@@ -116,7 +116,7 @@ CHAT_OPERATIONS = {
 
 def protocol_schema(annotation: Any, **extra: Any) -> dict[str, Any]:
     """Return the schema of a protocol type, naming the types of NAMED_SCHEMAS by reference."""
-    refs = {named: name for named, name in NAMED_SCHEMAS.items() if named != annotation}
+    refs: dict[Any, str] = {named: name for named, name in NAMED_SCHEMAS.items() if named != annotation}
     return json_schema(annotation, refs=refs) | extra
 
 
@@ -202,7 +202,9 @@ def paths() -> dict[str, Any]:
                 "requestBody": {"required": False, **json_content(ref("CreateThread"))},
                 "responses": {
                     "201": answer(
-                        "the new thread's snapshot", ref("Snapshot"), links=links("$response.body#/id", THREAD_OPERATIONS)
+                        "the new thread's snapshot",
+                        ref("Snapshot"),
+                        links=links("$response.body#/id", THREAD_OPERATIONS),
                     ),
                     **errors(400, 413, 429),
                 },
@@ -231,7 +233,12 @@ def paths() -> dict[str, Any]:
             "get": {
                 "summary": "Page through a thread's messages, newest page first",
                 "parameters": [
-                    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}, "description": "seq"},
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1},
+                        "description": "seq",
+                    },
                     {"name": "limit", "in": "query", "schema": PAGE_LIMIT},
                 ],
                 "responses": {"200": answer("the messages before `before`", ref("MessagePage")), **errors(400, 404)},
@@ -271,7 +278,8 @@ def paths() -> dict[str, Any]:
                 "requestBody": {"required": True, **json_content({"oneOf": [ref("SeedChat"), ref("AiSdkChat")]})},
                 "responses": {
                     "200": {
-                        "description": "where to stream the reply, or the reply itself (`x-vercel-ai-ui-message-stream`)",
+                        "description": "where to stream the reply, or the reply itself "
+                        "(`x-vercel-ai-ui-message-stream`)",
                         "links": links("$response.body#/threadId", CHAT_OPERATIONS),
                         "content": {
                             "application/json": {"schema": ref("SeedChatStarted")},

@@ -1,18 +1,27 @@
 """Reads of threads and messages, always scoped to the person asking (I11)."""
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING, TypedDict
 from uuid import UUID
 
-from django.contrib.auth.models import AbstractBaseUser
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-
 from streaming.errors import NotFound
+
 from .models import Message, Thread
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
-def thread_get_for_user(*, user: AbstractBaseUser, thread_id: UUID | str) -> Thread:
+    class Replying(TypedDict):
+        replying: bool
+
+
+def thread_get_for_user(*, user: User, thread_id: UUID | str) -> Thread:
     """Return the user's thread; unknown, foreign and malformed ids all raise the same NotFound."""
     try:
         thread_uuid = thread_id if isinstance(thread_id, UUID) else UUID(str(thread_id))
@@ -24,12 +33,15 @@ def thread_get_for_user(*, user: AbstractBaseUser, thread_id: UUID | str) -> Thr
     return thread
 
 
-def thread_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Thread]:
+athread_get_for_user = database_sync_to_async(thread_get_for_user)
+
+
+def thread_list_for_user(*, user: User) -> QuerySet[Thread]:
     return Thread.objects.filter(owner_id=user.pk).order_by("-updated_at")
 
 
 def thread_page(
-    *, user: AbstractBaseUser, after: tuple[datetime, UUID] | None, limit: int
+    *, user: User, after: tuple[datetime, UUID] | None, limit: int
 ) -> tuple[list[Thread], bool]:
     """Return a page of the user's threads, newest activity first, and whether more follow.
 
@@ -46,8 +58,8 @@ def thread_page(
 
 
 def thread_activity_for_user(
-    *, user: AbstractBaseUser, limit: int, query: str = "", archived: bool = False
-) -> list[Thread]:
+    *, user: User, limit: int, query: str = "", archived: bool = False
+) -> "list[WithAnnotations[Thread, Replying]]":
     """Return the user's newest threads, listed or archived, matching `query` if given.
 
     Each is annotated with `replying`: a reply is being written.
@@ -71,13 +83,13 @@ class ThreadGroup:
     threads: list[Thread]
 
 
-def thread_list_for_sidebar(*, user: AbstractBaseUser, limit: int, query: str = "") -> list[ThreadGroup]:
+def thread_list_for_sidebar(*, user: User, limit: int, query: str = "") -> list[ThreadGroup]:
     """Return the user's listed threads matching `query`, newest activity first, grouped by date."""
     threads = thread_activity_for_user(user=user, limit=limit, query=query)
     return thread_groups_by_date(threads=threads, today=timezone.localdate())
 
 
-def thread_groups_by_date(*, threads: list[Thread], today: date) -> list[ThreadGroup]:
+def thread_groups_by_date(*, threads: Sequence[Thread], today: date) -> list[ThreadGroup]:
     """Group threads (newest first) as Today, Yesterday, Previous 7 days, Previous 30 days, then by month."""
     groups: dict[str, list[Thread]] = {}
     for thread in threads:

@@ -4,28 +4,29 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from markdown_it import MarkdownIt
 
 from streaming.broadcast import notify_workers_on_commit, publish_thread_renamed_on_commit
-from streaming.models import Chunk, Generation
-from streaming.services import ACTIVE_STATUSES, chunks_record, seq_allocate
-
 from streaming.errors import BadRequest, Busy, NotFound, TooLong
+from streaming.models import Chunk, Generation
+from streaming.services.endings import ACTIVE_STATUSES
+from streaming.services.log import chunks_record, seq_allocate
+
 from .limits import person_lock, reply_count, thread_count
 from .models import Message, Thread
 
 TITLE_CHARS = 60
 
 
-def thread_create(*, owner: AbstractBaseUser, title: str = "") -> Thread:
+def thread_create(*, owner: User, title: str = "") -> Thread:
     """Make a thread for `owner`, not counted: fixtures and operators; a person's own request counts."""
     return Thread.objects.create(owner=owner, title=title.strip()[: Thread._meta.get_field("title").max_length])
 
 
-def thread_create_for_self(*, owner: AbstractBaseUser, title: str = "") -> Thread:
+def thread_create_for_self(*, owner: User, title: str = "") -> Thread:
     """Make a thread a person asked for: past CHAT_THREADS_PER_HOUR, RateLimited and nothing made."""
     with transaction.atomic():
         person_lock(user_id=owner.pk)
@@ -36,6 +37,7 @@ def thread_create_for_self(*, owner: AbstractBaseUser, title: str = "") -> Threa
 def thread_rename(*, thread: Thread, title: object) -> Thread:
     """Give `thread` the title, stripped; BadRequest for anything but a non-blank string within the column."""
     max_length = Thread._meta.get_field("title").max_length
+    assert max_length is not None, "title is a CharField"
     if not isinstance(title, str) or not title.strip() or len(title) > max_length:
         raise BadRequest(f"title must be a non-empty string of at most {max_length} characters.")
     thread.title = title.strip()
@@ -81,7 +83,7 @@ def _first_line_of_text(content: str) -> str:
             return token.content.strip().splitlines()[0].strip()
         if token.type != "inline":
             continue
-        words = []
+        words: list[str] = []
         for child in token.children or []:
             if child.type in ("softbreak", "hardbreak") and "".join(words).strip():
                 break
@@ -169,7 +171,9 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
         if client_id is not None:
             earlier = Message.objects.filter(thread=locked, client_id=client_id).first()
             if earlier is not None:
-                return Posted(message=earlier, reply=earlier.replies.order_by("seq").first())
+                first_reply = earlier.replies.order_by("seq").first()
+                assert first_reply is not None, "a message is written with its reply"
+                return Posted(message=earlier, reply=first_reply)
         _refuse_if_busy(locked)
         reply_count(user_id=locked.owner_id)  # past CHAT_SENDS_PER_MINUTE over all their threads: RateLimited
         seq = seq_allocate(thread_id=locked.pk, count=2, touched_at=timezone.now())
@@ -194,7 +198,7 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
     return Posted(message=message, reply=reply)
 
 
-def thread_start(*, owner: AbstractBaseUser, thread_id: UUID, content: object, client_id: UUID | None) -> Posted:
+def thread_start(*, owner: User, thread_id: UUID, content: object, client_id: UUID | None) -> Posted:
     """Create the owner's thread `thread_id` with its first message, and queue the reply.
 
     A thread exists once its first message is sent: a refused send (too long, too
@@ -224,6 +228,7 @@ def reply_retry(*, thread: Thread, reply: Message) -> Message:
         _refuse_if_busy(locked)
         reply_count(user_id=locked.owner_id)  # a retry is a provider request like a send
         seq = seq_allocate(thread_id=locked.pk, touched_at=timezone.now())
+        assert isinstance(reply.reply_to, Message), "a reply answers a message of its thread"
         retry = _reply(thread=locked, message=reply.reply_to, seq=seq)
         retry.save()
         start = _reply_queue(retry)

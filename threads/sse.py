@@ -10,7 +10,7 @@ when the token is revoked, and one opened with a session when the session ends (
 out, deactivated); an EventSource that reconnects then gets 401 and stops.
 """
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from django.http import HttpRequest, StreamingHttpResponse
 
@@ -21,7 +21,13 @@ from .sessions import request_stream_grant
 
 from streaming import events
 from streaming.cursors import parse_cursor
+from streaming.errors import BadRequest
 from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
+
+from .api import api_view
+from .http import AuthenticatedHttpRequest
+from .selectors import thread_get_for_user
+from .tokens.selectors import api_token_grant, request_api_token_id
 
 # Proxies and load balancers close idle connections (often after 30-60 s): a comment keeps this one busy.
 KEEPALIVE_SECONDS = 15.0
@@ -35,7 +41,7 @@ def sse_record(frame: Frame) -> str:
     return f"{head}event: {frame.type}\ndata: {frame.data}\n\n"
 
 
-async def sse_body(frames: AsyncIterator[Frame | None]) -> AsyncIterator[str]:
+async def sse_body(frames: AsyncGenerator[Frame | None, None]) -> AsyncGenerator[str, None]:
     """Yield a subscription's frames as SSE records until the client goes (Django then closes this generator)."""
     async with contextlib.aclosing(frames):
         try:
@@ -45,7 +51,7 @@ async def sse_body(frames: AsyncIterator[Frame | None]) -> AsyncIterator[str]:
             yield sse_record(Frame("error", events.encode(events.error_frame(ended.code, ended.detail))))
 
 
-async def holding(slot: StreamSlot, body: AsyncIterator[str]) -> AsyncIterator[str]:
+async def holding(slot: StreamSlot, body: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
     """Yield `body`, holding the person's stream slot until it ends or the client goes."""
     async with contextlib.aclosing(body):
         try:
@@ -55,7 +61,7 @@ async def holding(slot: StreamSlot, body: AsyncIterator[str]) -> AsyncIterator[s
             slot.release()
 
 
-def event_stream_response(body: AsyncIterator[str], *, slot: StreamSlot) -> StreamingHttpResponse:
+def event_stream_response(body: AsyncGenerator[str, None], *, slot: StreamSlot) -> StreamingHttpResponse:
     """Answer with `body` as an event stream, which holds `slot` while it runs."""
     response = StreamingHttpResponse(holding(slot, body), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -69,7 +75,7 @@ def request_cursor(request: HttpRequest) -> int | None:
     return parse_cursor(last_event_id if last_event_id is not None else request.GET.get("after"))
 
 
-def thread_event_stream(request: HttpRequest, thread_id: str) -> StreamingHttpResponse:
+def thread_event_stream(request: AuthenticatedHttpRequest, thread_id: str) -> StreamingHttpResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     slot = StreamSlot(user_id=request.user.pk)
     subscription = ThreadSubscription(
@@ -82,13 +88,13 @@ def thread_event_stream(request: HttpRequest, thread_id: str) -> StreamingHttpRe
 
 
 @api_view("GET")
-def thread_events(request: HttpRequest, thread_id: str) -> StreamingHttpResponse:
+def thread_events(request: AuthenticatedHttpRequest, thread_id: str) -> StreamingHttpResponse:
     """Stream a thread's log from the cursor on, then live."""
     return thread_event_stream(request, thread_id)
 
 
 @api_view("GET")
-def chat_stream(request: HttpRequest) -> StreamingHttpResponse:
+def chat_stream(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
     """The seed API's `GET /api/chat/stream?id=<thread id>`: the thread's records from the beginning, then live."""
     thread_id = request.GET.get("id")
     if not thread_id:

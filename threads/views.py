@@ -5,11 +5,14 @@ redirect back, so they work without JavaScript; the page script posts the same
 forms with `Accept: application/json` and gets JSON instead of a redirect.
 """
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -18,16 +21,17 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from streaming.errors import BadRequest, ChatError, NotFound
 from streaming.events import message_payload, message_payloads, snapshot_payload
+from streaming.selectors import message_page, thread_snapshot
 
 from .api import api_view
-from streaming.errors import BadRequest, ChatError, NotFound
+from .demo import DEMO_PASSWORD, DEMO_USERNAME
 from .errors import error_response
 from .forms import ThreadTitleForm
-from .demo import DEMO_PASSWORD, DEMO_USERNAME
+from .http import AuthenticatedHttpRequest
 from .inputs import parse_client_id
 from .models import Message, Thread
-from streaming.selectors import message_page, thread_snapshot
 from .selectors import message_get_in_thread, thread_activity_for_user, thread_get_for_user, thread_list_for_sidebar
 from .services import (
     reply_retry,
@@ -55,7 +59,7 @@ def wants_json(request: HttpRequest) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
 
-def owned_thread(request: HttpRequest, thread_id: str) -> Thread:
+def owned_thread(request: AuthenticatedHttpRequest, thread_id: str) -> Thread:
     """Return the signed-in user's thread, or raise Http404 for any other id (I11)."""
     try:
         return thread_get_for_user(user=request.user, thread_id=thread_id)
@@ -124,7 +128,7 @@ def sign_up(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def thread_list(request: HttpRequest) -> HttpResponse:
+def thread_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     """List the person's threads, newest activity first; `?q=` searches titles and message text."""
     query = search_query(request)
     threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE, query=query)
@@ -133,14 +137,14 @@ def thread_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def thread_archived(request: HttpRequest) -> HttpResponse:
+def thread_archived(request: AuthenticatedHttpRequest) -> HttpResponse:
     """List the person's archived threads, newest activity first."""
     threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE, archived=True)
     return render(request, "threads/thread_list.html", {"threads": threads, "query": "", "archived": True})
 
 
 @api_view("GET")
-def thread_activity(request: HttpRequest) -> JsonResponse:
+def thread_activity(request: AuthenticatedHttpRequest) -> JsonResponse:
     """Answer the thread list page's poll: titles, last activity and whether a reply is being written."""
     query = search_query(request)
     threads = thread_activity_for_user(user=request.user, limit=THREAD_LIST_SIZE, query=query)
@@ -158,7 +162,7 @@ def thread_activity(request: HttpRequest) -> JsonResponse:
 
 
 @api_view("GET")
-def thread_sidebar(request: HttpRequest) -> JsonResponse:
+def thread_sidebar(request: AuthenticatedHttpRequest) -> JsonResponse:
     """Return the sidebar's thread list as HTML: `?q=` searches, `?current=` marks the open thread."""
     query = search_query(request)
     context = {
@@ -169,7 +173,9 @@ def thread_sidebar(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"html": render_to_string("threads/_sidebar_groups.html", context, request)})
 
 
-def thread_page_context(request: HttpRequest, thread: Thread, snapshot: dict, *, draft: bool) -> dict:
+def thread_page_context(
+    request: AuthenticatedHttpRequest, thread: Thread, snapshot: Mapping[str, Any], *, draft: bool
+) -> dict:
     """Return what the thread page (a saved thread, or a draft not saved until its first message) renders."""
     return {
         "thread": thread,
@@ -189,7 +195,7 @@ def thread_page_context(request: HttpRequest, thread: Thread, snapshot: dict, *,
 
 @login_required
 @require_GET
-def thread_new(request: HttpRequest) -> HttpResponse:
+def thread_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Open a new chat: a thread page under a fresh id, saved only when its first message is sent."""
     thread = Thread(id=uuid.uuid4(), owner=request.user)
     context = thread_page_context(request, thread, {"seq": 0, "messages": []}, draft=True)
@@ -198,7 +204,7 @@ def thread_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
+def thread_detail(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     thread = owned_thread(request, thread_id)
     page = thread_snapshot(thread=thread, limit=THREAD_PAGE_MESSAGES)
     snapshot = snapshot_payload(thread, page)
@@ -208,7 +214,7 @@ def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def thread_start_view(request: HttpRequest, thread_id: str) -> HttpResponse:
+def thread_start_view(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     """Save a new chat with its first message; the page script then follows the reply like any other."""
     try:
         new_id = uuid.UUID(thread_id)
@@ -241,7 +247,7 @@ def thread_start_view(request: HttpRequest, thread_id: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def thread_archive_view(request: HttpRequest, thread_id: str) -> HttpResponse:
+def thread_archive_view(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     """Archive the thread (or, with `archived=0`, bring it back), then go back where the person came from."""
     thread = owned_thread(request, thread_id)
     if request.POST.get("archived", "1") == "0":
@@ -255,7 +261,7 @@ def thread_archive_view(request: HttpRequest, thread_id: str) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def thread_delete_view(request: HttpRequest, thread_id: str) -> HttpResponse:
+def thread_delete_view(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     """Ask before deleting (GET, the page without JavaScript), then delete the thread for good (POST)."""
     thread = owned_thread(request, thread_id)
     if request.method == "GET":
@@ -268,7 +274,7 @@ def thread_delete_view(request: HttpRequest, thread_id: str) -> HttpResponse:
 
 
 @api_view("GET")
-def thread_earlier(request: HttpRequest, thread_id: str) -> JsonResponse:
+def thread_earlier(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResponse:
     """Return the messages before `?before=<message id>` (the newest ones when empty) as HTML, like the page's own."""
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     before_id = request.GET.get("before", "")
@@ -281,7 +287,7 @@ def thread_earlier(request: HttpRequest, thread_id: str) -> JsonResponse:
 
 @login_required
 @require_POST
-def thread_rename_view(request: HttpRequest, thread_id: str) -> HttpResponse:
+def thread_rename_view(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     thread = owned_thread(request, thread_id)
     form = ThreadTitleForm(request.POST, instance=thread)
     if form.is_valid():
@@ -289,15 +295,15 @@ def thread_rename_view(request: HttpRequest, thread_id: str) -> HttpResponse:
         if wants_json(request):
             return JsonResponse({"title": thread.title})
     elif wants_json(request):
-        return error_response(BadRequest(" ".join(form.errors["title"])))
+        return error_response(BadRequest(" ".join(str(error) for error in form.errors["title"])))
     else:
-        messages.error(request, " ".join(form.errors["title"]))
+        messages.error(request, " ".join(str(error) for error in form.errors["title"]))
     return redirect("thread-detail", thread_id=thread.id)
 
 
 @login_required
 @require_POST
-def reply_retry_view(request: HttpRequest, thread_id: str, message_id: str) -> HttpResponse:
+def reply_retry_view(request: AuthenticatedHttpRequest, thread_id: str, message_id: str) -> HttpResponse:
     """Answer the user message of a failed or cancelled reply again; the new reply streams like any other."""
     thread = owned_thread(request, thread_id)
     try:

@@ -46,6 +46,6 @@ def run_benchmark(config: BenchConfig, log_dir: Path) -> dict[str, Any]:
         if "capacity" in config.phases:
             report["capacity"] = capacity(session)
         report["peak_memory"] = peak_memory(session)
-        report["crashed_processes"] = session.topology.crashed()
+        report["crashed_processes"] = session.running_topology.crashed()
     report["targets"] = targets(report)
     return report

@@ -11,22 +11,21 @@ from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
-
-from threads.models import Message, Thread
 
 from streaming.compaction import deltas_compacted
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply_tokens
+from threads.models import Message, Thread
 
 BENCH_USERNAME = "streambench"
 BULK_BATCH_ROWS = 2000
 
 
-def session_cookie(user: AbstractBaseUser) -> str:
+def session_cookie(user: User) -> str:
     """Return a Cookie header value signed in as `user`, as a sign-in through the login page would set it."""
     session = import_module(settings.SESSION_ENGINE).SessionStore()
     session[SESSION_KEY] = user._meta.pk.value_to_string(user)
@@ -36,7 +35,7 @@ def session_cookie(user: AbstractBaseUser) -> str:
     return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
 
 
-def bench_user() -> tuple[AbstractBaseUser, str]:
+def bench_user() -> tuple[User, str]:
     """Return the user who owns the benchmark's fixed threads, and a Cookie header signed in as them."""
     user, _ = get_user_model().objects.get_or_create(username=BENCH_USERNAME)
     return user, session_cookie(user)
@@ -55,12 +54,12 @@ def streams_create(*, count: int) -> list[dict[str, str]]:
     get_user_model().objects.bulk_create(users, batch_size=BULK_BATCH_ROWS)
     threads = [Thread(owner=user, title="bench stream") for user in users]
     Thread.objects.bulk_create(threads, batch_size=BULK_BATCH_ROWS)
-    return [{"id": str(thread.id), "cookie": session_cookie(user)} for thread, user in zip(threads, users)]
+    return [{"id": str(thread.id), "cookie": session_cookie(user)} for thread, user in zip(threads, users, strict=True)]
 
 
 @transaction.atomic
 def thread_with_log(
-    *, owner: AbstractBaseUser, title: str, replies: int, reply_deltas: Callable[[list[Turn]], list[str]]
+    *, owner: User, title: str, replies: int, reply_deltas: Callable[[list[Turn]], list[str]]
 ) -> tuple[str, int]:
     """Create a thread of `replies` finished exchanges; `reply_deltas(turns)` gives each reply's delta texts.
 
@@ -121,7 +120,7 @@ def thread_with_log(
     return str(thread.id), seq
 
 
-def long_log_thread(*, owner: AbstractBaseUser, events: int, deltas_per_reply: int = 500) -> tuple[str, int]:
+def long_log_thread(*, owner: User, events: int, deltas_per_reply: int = 500) -> tuple[str, int]:
     """Create a thread whose log holds at least `events` events, in replies of `deltas_per_reply` deltas."""
     replies = max(1, -(-events // (deltas_per_reply + 3)))
     return thread_with_log(
@@ -132,7 +131,7 @@ def long_log_thread(*, owner: AbstractBaseUser, events: int, deltas_per_reply: i
     )
 
 
-def long_page_thread(*, owner: AbstractBaseUser, messages: int, reply_tokens: int = 120) -> tuple[str, int]:
+def long_page_thread(*, owner: User, messages: int, reply_tokens: int = 120) -> tuple[str, int]:
     """Create a thread of `messages` messages with scripted (markdown) replies, one delta each."""
     return thread_with_log(
         owner=owner,

@@ -17,18 +17,26 @@ RESULT_TIMEOUT_SECONDS = 300.0
 FLOOR_APPLICATION = "chatsite.bench.floor_app:application"
 
 
+def rss_kib(pid: int) -> int:
+    """Return the resident memory of the running process `pid`."""
+    sample = process_sample(pid)
+    if sample is None:
+        raise RuntimeError(f"process {pid} exited")
+    return sample.rss_kib
+
+
 def idle_memory(session: BenchSession) -> dict[str, Any]:
     """Open N idle sockets (one person's tab each) on the first web process; return its memory growth per socket."""
-    streams, web_pid = session.seeded["idle_streams"], session.topology.webs[0].popen.pid
+    streams, web_pid = session.seeded["idle_streams"], session.running_topology.webs[0].popen.pid
     plan = {"mode": "idle", "port": session.ports[0]}
     for client in session.clients([plan | {"streams": streams[:IDLE_WARMUP_SOCKETS]}], name="idle-warmup"):
         client.send({"type": "close"})
         client.receive(RESULT_TIMEOUT_SECONDS)
     time.sleep(IDLE_SETTLE_SECONDS)
-    before = process_sample(web_pid).rss_kib
+    before = rss_kib(web_pid)
     (client,) = session.clients([plan | {"streams": streams}], name="idle")
     time.sleep(IDLE_SETTLE_SECONDS)
-    after = process_sample(web_pid).rss_kib
+    after = rss_kib(web_pid)
     client.send({"type": "close"})
     opened = client.receive(RESULT_TIMEOUT_SECONDS)["opened"]
     client.stop()
@@ -76,7 +84,7 @@ def resume(session: BenchSession) -> dict[str, Any]:
                     "client_open_to_ready_ms": timing_summary(client_case["open_to_ready_ms"]),
                     "server_ms": timing_summary(server_case["server_ms"]),
                 }
-                for client_case, server_case in zip(by_client, by_server)
+                for client_case, server_case in zip(by_client, by_server, strict=True)
             ],
         }
     return results
@@ -120,7 +128,7 @@ def floor(session: BenchSession) -> dict[str, Any]:
     port = free_port()
     web = web_command(port=port, host="127.0.0.1")
     argv = [FLOOR_APPLICATION if arg.endswith(":application") else arg for arg in web]
-    environment = session.topology.environment | {"FLOOR_FRAME_INTERVAL_MS": str(config.flush_ms)}
+    environment = session.running_topology.environment | {"FLOOR_FRAME_INTERVAL_MS": str(config.flush_ms)}
     server = Process.spawn("floor", argv, environment, session.log_dir)
     try:
         wait_until(lambda: answers(server, port), START_TIMEOUT_SECONDS, f"the floor's daphne on port {port}")
@@ -157,7 +165,7 @@ def floor(session: BenchSession) -> dict[str, Any]:
 
 def peak_memory(session: BenchSession) -> dict[str, Any]:
     """Return each server process's peak resident memory over the whole run (VmHWM)."""
-    pids = session.topology.pids() | ({"redis": session.redis.process.popen.pid} if session.redis else {})
+    pids = session.running_topology.pids() | ({"redis": session.redis.process.popen.pid} if session.redis else {})
     samples = {name: process_sample(pid) for name, pid in pids.items()}
     peaks = {name: round(sample.peak_rss_kib / 1024, 1) for name, sample in samples.items() if sample is not None}
     return {"by_process_mib": peaks, "total_mib": round(sum(peaks.values()), 1)}

@@ -47,7 +47,7 @@ def machine_busy_s() -> tuple[float, float]:
     return (total - idle) / CLOCK_TICKS_PER_SECOND, total / CLOCK_TICKS_PER_SECOND
 
 
-def machine_description() -> dict[str, str | int]:
+def machine_description() -> dict[str, str | int | float]:
     """Return what the figures were measured on."""
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")

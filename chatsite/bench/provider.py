@@ -6,12 +6,13 @@ client can tell, per token, how long it took from the provider to its screen.
 """
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from django.conf import settings
 
 from streaming.providers import ReplyEnd, ReplyEvent, ReplyRequest, TextDelta
 from streaming.providers.scripted import ScriptedProvider
+
 from .stamps import stamp_token
 
 
@@ -19,7 +20,7 @@ class BenchProvider(ScriptedProvider):
     def model_name(self) -> str:
         return "bench"
 
-    async def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyEvent]:
+    async def stream(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
         length = settings.SCRIPTED_REPLY_TOKENS
         interval_s = 1 / settings.SCRIPTED_TOKENS_PER_SECOND
         # Tokens are whole words: an earlier attempt's committed text is a whole number of them.

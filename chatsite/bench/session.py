@@ -79,11 +79,13 @@ class ClientProcess:
         self.send(plan)
 
     def _read(self) -> None:
+        assert self.popen.stdout is not None, "started with stdout=PIPE"
         for line in self.popen.stdout:
             self.lines.put(line)
         self.lines.put("")  # end of output: the process exited
 
     def send(self, message: dict[str, Any]) -> None:
+        assert self.popen.stdin is not None, "started with stdin=PIPE"
         self.popen.stdin.write(json.dumps(message) + "\n")
         self.popen.stdin.flush()
 
@@ -180,11 +182,17 @@ class BenchSession:
             shutil.rmtree(self.sqlite_dir, ignore_errors=True)
 
     @property
+    def running_topology(self) -> Topology:
+        """The topology, started: only inside the session's `with`."""
+        assert self.topology is not None, "the session has not started"
+        return self.topology
+
+    @property
     def ports(self) -> list[int]:
-        return self.topology.ports
+        return self.running_topology.ports
 
     def task(self, name: str, **arguments: Any) -> dict[str, Any]:
-        return run_task(self.topology.environment, name, **arguments)
+        return run_task(self.running_topology.environment, name, **arguments)
 
     def clients(self, plans: list[dict[str, Any]], *, name: str) -> list[ClientProcess]:
         """Start one client process per plan and wait until each has its sockets open."""
@@ -208,7 +216,7 @@ class BenchSession:
 
     def cpu_snapshot(self) -> dict[str, float]:
         """Return CPU seconds used so far by every server process: web, workers, Redis, Postgres backends."""
-        pids = self.topology.pids()
+        pids = self.running_topology.pids()
         if self.redis is not None:
             pids["redis"] = self.redis.process.popen.pid
         if self.database is not None:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Origin
 
 # Handshakes run on a loaded machine, many at once.
 OPEN_TIMEOUT_SECONDS = 30.0
@@ -16,7 +17,7 @@ def open_socket(*, port: int, thread_id: str, after: int, cookie: str) -> connec
     """Return a socket on `thread_id` from cursor `after`, opened as a browser opens it (await it, or `async with`)."""
     return connect(
         f"ws://127.0.0.1:{port}/ws/threads/{thread_id}/?after={after}",
-        origin=f"http://127.0.0.1:{port}",
+        origin=Origin(f"http://127.0.0.1:{port}"),
         additional_headers={"Cookie": cookie},
         open_timeout=OPEN_TIMEOUT_SECONDS,
         max_size=None,
@@ -42,7 +43,7 @@ async def wait_ready(socket: ClientConnection) -> int:
     """
     frames = 0
     async for text in socket:
-        if text.startswith('{"type":"ready"'):
+        if isinstance(text, str) and text.startswith('{"type":"ready"'):
             return frames
         frames += 1
     raise ConnectionError(f"closed before ready (code {socket.close_code})")

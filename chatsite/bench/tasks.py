@@ -12,11 +12,11 @@ from uuid import UUID
 from channels.db import database_sync_to_async
 from django.db.models import Count, Q, Sum
 
-from threads.models import Message, Thread
-from threads.selectors import thread_get_for_user
-
 from streaming.models import Chunk, Generation
 from streaming.subscription import ThreadSubscription
+from threads.models import Message, Thread
+from threads.selectors import athread_get_for_user
+
 from .fixtures import bench_user, long_log_thread, long_page_thread, streams_create
 
 
@@ -74,11 +74,12 @@ def _thread_for_owner(thread_id: str) -> Thread:
 async def _resume_once(thread: Thread, after: int) -> tuple[float, int]:
     """Run what the consumer runs from connect to `ready`; return the time it took (ms) and the events sent."""
     started = time.perf_counter()
-    owned = await database_sync_to_async(thread_get_for_user)(user=thread.owner, thread_id=thread.id)
+    owned = await athread_get_for_user(user=thread.owner, thread_id=thread.id)
     frames = ThreadSubscription(thread=owned, after=after).frames()
     events = 0
     try:
         async for frame in frames:
+            assert frame is not None, "the subscription has no keep-alives"
             if frame.type == "ready":
                 break
             events += 1

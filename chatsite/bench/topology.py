@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -100,7 +101,8 @@ class PrivateRedis:
 
     def _answers(self) -> bool:
         try:
-            return redis.Redis.from_url(self.url).ping()
+            # redis-py types a sync and an async client's answers as one.
+            return redis.Redis.from_url(self.url).ping()  # type: ignore[return-value]
         except redis.ConnectionError:
             return False
 
@@ -111,7 +113,7 @@ class PrivateRedis:
 def redis_info(url: str, section: str) -> dict:
     client = redis.Redis.from_url(url)
     try:
-        return client.info(section)
+        return client.info(section)  # type: ignore[return-value]  # as ping() above
     finally:
         client.close()
 
@@ -189,10 +191,10 @@ class Topology:
         for number in range(self.worker_count):
             name = f"bench-worker-{number}"
             self.workers.append(Process.spawn(name, worker_command(name=name), self.environment, self.log_dir))
-        for web, port in zip(self.webs, self.ports):
-            wait_until(lambda: answers(web, port), START_TIMEOUT_SECONDS, f"{web.name} on port {port}")
+        for web, port in zip(self.webs, self.ports, strict=True):
+            wait_until(partial(answers, web, port), START_TIMEOUT_SECONDS, f"{web.name} on port {port}")
         for worker in self.workers:
-            wait_until(lambda: self._started(worker), START_TIMEOUT_SECONDS, worker.name)
+            wait_until(partial(self._started, worker), START_TIMEOUT_SECONDS, worker.name)
 
     @staticmethod
     def _started(worker: Process) -> bool:

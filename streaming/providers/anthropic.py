@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 
@@ -59,7 +59,7 @@ class AnthropicProvider(BaseProvider):
     def model_name(self) -> str:
         return settings.ANTHROPIC_MODEL
 
-    async def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyEvent]:
+    async def stream(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
         written = request.partial  # the whole reply so far: an earlier attempt's text, then ours
         output_tokens = 0
         backoff_s = settings.ANTHROPIC_RETRY_BACKOFF_SECONDS
@@ -112,7 +112,7 @@ class AnthropicProvider(BaseProvider):
 
     async def _attempt(
         self, client: anthropic.AsyncAnthropic, turns: list[Turn], written: str, result: _AttemptResult
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield the reply's text after `written` from one request, and fill in `result`."""
         # The API rejects a final assistant turn ending in whitespace, so the text goes
         # stripped and the seam gives back only whitespace the stored text lacks.

@@ -1,5 +1,5 @@
 """The contract every reply provider implements."""
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from ..protocol import ErrorCode
@@ -57,5 +57,5 @@ class BaseProvider:
     def model_name(self) -> str:
         raise NotImplementedError("subclasses of BaseProvider must provide model_name()")
 
-    def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyEvent]:
+    def stream(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
         raise NotImplementedError("subclasses of BaseProvider must provide stream()")

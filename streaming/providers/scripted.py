@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import random
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from django.conf import settings
 
@@ -144,7 +144,7 @@ class ScriptedProvider(BaseProvider):
     def model_name(self) -> str:
         return "scripted"
 
-    async def stream(self, request: ReplyRequest) -> AsyncIterator[ReplyEvent]:
+    async def stream(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
         tokens = scripted_reply_tokens(request.turns, settings.SCRIPTED_REPLY_TOKENS)
         interval_s = 1 / settings.SCRIPTED_TOKENS_PER_SECOND
         position = 0  # characters of the reply already written, ours or an earlier attempt's

@@ -5,7 +5,7 @@ package docstring for why that is safe.
 """
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from channels.db import database_sync_to_async
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import sync_and_async_middleware
 
@@ -41,13 +41,15 @@ def api_bearer_secret(request: HttpRequest) -> str | None:
 def _sign_in(request: HttpRequest, token: ApiToken) -> None:
     user = token.user
     request.user = user
-    request.api_token_id = token.id  # streams opened by this request end when the token is revoked
+    # Streams opened by this request end when the token is revoked (read by request_api_token_id).
+    request.api_token_id = token.id  # type: ignore[attr-defined]
 
-    async def auser() -> AbstractBaseUser:
+    async def auser() -> User:
         return user
 
     request.auser = auser
-    request._dont_enforce_csrf_checks = True  # see the package docstring
+    # CsrfViewMiddleware's own opt-out flag, which HttpRequest does not declare; see the package docstring.
+    request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
 
 
 @sync_and_async_middleware
@@ -58,7 +60,7 @@ def bearer_token_middleware(get_response):
     """
     if iscoroutinefunction(get_response):
 
-        async def middleware(request: HttpRequest) -> HttpResponse:
+        async def async_middleware(request: HttpRequest) -> HttpResponse:
             secret = api_bearer_secret(request)
             if secret is not None:
                 token = await sync_to_async(api_token_authenticate)(secret=secret) if secret else None
@@ -67,16 +69,16 @@ def bearer_token_middleware(get_response):
                 _sign_in(request, token)
             return await get_response(request)
 
-    else:
+        return async_middleware
 
-        def middleware(request: HttpRequest) -> HttpResponse:
-            secret = api_bearer_secret(request)
-            if secret is not None:
-                token = api_token_authenticate(secret=secret) if secret else None
-                if token is None:
-                    return _unauthorized()
-                _sign_in(request, token)
-            return get_response(request)
+    def middleware(request: HttpRequest) -> HttpResponse:
+        secret = api_bearer_secret(request)
+        if secret is not None:
+            token = api_token_authenticate(secret=secret) if secret else None
+            if token is None:
+                return _unauthorized()
+            _sign_in(request, token)
+        return get_response(request)
 
     return middleware
 

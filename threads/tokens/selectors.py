@@ -3,7 +3,7 @@ import hashlib
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -26,7 +26,7 @@ def _valid_tokens() -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(revoked_at__isnull=True, user__is_active=True)
 
 
-def api_token_list(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:
+def api_token_list(*, user: User) -> QuerySet[ApiToken]:
     """Return every token of `user`, revoked ones too."""
     return ApiToken.objects.filter(user=user)
 

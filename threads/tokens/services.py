@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -18,14 +18,14 @@ from .selectors import hash_secret, token_group_name
 TOKEN_PREFIX = "chs_"
 
 
-def api_token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+def api_token_create(*, user: User, name: str) -> tuple[ApiToken, str]:
     """Make a token for `user` and return it with its secret, which is not stored and cannot be shown again."""
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(user=user, name=name.strip() or "API token", hashed_token=hash_secret(secret))
     return token, secret
 
 
-def api_token_create_for_self(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+def api_token_create_for_self(*, user: User, name: str) -> tuple[ApiToken, str]:
     """Make a token a person asked for themselves: past API_TOKENS_PER_HOUR, RateLimited.
 
     Operators (`manage.py apitoken create`) are not limited: they may provision many at once.
@@ -42,7 +42,7 @@ def api_token_create_for_self(*, user: AbstractBaseUser, name: str) -> tuple[Api
         return api_token_create(user=user, name=name)
 
 
-def api_token_revoke(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
+def api_token_revoke(*, user: User, token_id: int) -> ApiToken:
     """Revoke one of the user's tokens (again is harmless); another user's answers NotFound."""
     token = ApiToken.objects.filter(pk=token_id, user_id=user.pk).first()
     if token is None:

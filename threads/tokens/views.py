@@ -1,19 +1,20 @@
 """The page where a person lists, makes and revokes their API tokens."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from streaming.errors import NotFound, RateLimited
 
 from ..errors import error_response
+from ..http import AuthenticatedHttpRequest
 from .forms import TokenForm
 from .selectors import api_token_list
 from .services import api_token_create_for_self, api_token_revoke
 
 
-def token_list_page(request: HttpRequest, form: TokenForm, secret: str | None = None) -> HttpResponse:
+def token_list_page(request: AuthenticatedHttpRequest, form: TokenForm, secret: str | None = None) -> HttpResponse:
     """Render the user's tokens with `form`, and a new token's `secret` if one was just made."""
     context = {"form": form, "tokens": api_token_list(user=request.user), "secret": secret}
     return render(request, "tokens/token_list.html", context)
@@ -21,7 +22,7 @@ def token_list_page(request: HttpRequest, form: TokenForm, secret: str | None = 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def token_list(request: HttpRequest) -> HttpResponse:
+def token_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     """List the user's tokens; a POST makes one and shows its secret on this page, once."""
     form = TokenForm(request.POST or None)
     if request.method != "POST" or not form.is_valid():
@@ -38,7 +39,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+def token_revoke(request: AuthenticatedHttpRequest, token_id: int) -> HttpResponse:
     try:
         token = api_token_revoke(user=request.user, token_id=token_id)
     except NotFound:

@@ -1,0 +1,116 @@
+"""Claim generations for a worker, each under a lease and a fresh fencing token (I8), and give them back."""
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..broadcast import notify_workers_on_commit
+from ..models import Generation, get_message_model
+from ..providers import ReplyRequest
+from ..selectors import conversations_turns, logged_reply_text
+from .endings import replies_fail_interrupted
+from .sql import db_id, db_time, update_from_values
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one generation, valid while `lease_token` is the row's token."""
+
+    generation_id: UUID
+    lease_token: UUID
+    thread_id: UUID
+    message_id: UUID
+    attempt: int
+    request: ReplyRequest
+
+
+@transaction.atomic
+def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]:
+    """Take up to `limit` generations, oldest first: queued ones, and ones whose lease expired (takeovers).
+
+    A few statements however many are taken: a loaded worker claims tens of replies a second.
+    A generation out of attempts is not taken: its reply ends, failed.
+    """
+    now = timezone.now()
+    generations = list(
+        Generation.objects.filter(
+            Q(status=Generation.Status.QUEUED) | Q(status=Generation.Status.RUNNING, lease_expires_at__lt=now)
+        )
+        .select_related("message__reply_to")
+        .order_by("created_at")
+        .select_for_update(skip_locked=True, of=("self",))[:limit]
+    )
+    replies_fail_interrupted(
+        [generation.message for generation in generations if generation.attempts >= settings.GENERATION_MAX_ATTEMPTS]
+    )
+    claimed = [generation for generation in generations if generation.attempts < settings.GENERATION_MAX_ATTEMPTS]
+    if not claimed:
+        return []
+    # Only a generation that ran before can have text logged: a first attempt starts from none.
+    partials = {
+        generation.message_id: logged_reply_text(message=generation.message)
+        for generation in claimed
+        if generation.attempts
+    }
+    lease_tokens = {generation.id: uuid.uuid4() for generation in claimed}
+    for generation in claimed:
+        generation.lease_token = lease_tokens[generation.id]
+        generation.attempts += 1
+    _generations_run(claimed, worker=worker, now=now)
+    replies = [generation.message for generation in claimed]
+    # A takeover keeps the model its reply started with.
+    get_message_model().objects.filter(pk__in=[reply.pk for reply in replies], model="").update(model=model)
+    turns = conversations_turns(replies)
+    return [
+        Claim(
+            generation_id=generation.id,
+            lease_token=lease_tokens[generation.id],
+            thread_id=generation.thread_id,
+            message_id=generation.message_id,
+            attempt=generation.attempts,
+            request=ReplyRequest(turns=turns[generation.message_id], partial=partials.get(generation.message_id, "")),
+        )
+        for generation in claimed
+    ]
+
+
+ageneration_claim_many = database_sync_to_async(generation_claim_many)
+
+
+def _generations_run(generations: list[Generation], *, worker: str, now: datetime) -> None:
+    """Mark claimed generations running under `worker`, each with its new lease token: one UPDATE."""
+    lease_token = Generation._meta.get_field("lease_token")
+    update_from_values(
+        Generation,
+        columns=("id", "lease_token"),
+        rows=[
+            (db_id(Generation, generation.id), lease_token.get_db_prep_value(generation.lease_token, connection))
+            for generation in generations
+        ],
+        assignments="status = %s, worker = %s, lease_token = {lease_token}, lease_expires_at = %s, "
+        "attempts = attempts + 1, started_at = COALESCE(started_at, %s)",
+        params=[
+            Generation.Status.RUNNING,
+            worker,
+            db_time(now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)),
+            db_time(now),
+        ],
+    )
+
+
+@transaction.atomic
+def generation_release(*, claim: Claim) -> None:
+    """Give the generation back so that another worker continues it at once (graceful shutdown)."""
+    Generation.objects.filter(pk=claim.generation_id, lease_token=claim.lease_token).update(
+        status=Generation.Status.QUEUED, lease_token=None, lease_expires_at=None, worker=""
+    )
+    notify_workers_on_commit(type="generation.queued")
+
+
+ageneration_release = database_sync_to_async(generation_release)
