@@ -36,7 +36,6 @@ from .selectors import thread_get_for_user
 from .services import reply_retry, thread_start, validate_content
 from .sessions import request_stream_grant
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
-from .tokens.selectors import api_token_grant, request_api_token_id
 
 UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
 # A UIMessage id (a nanoid) maps to the same client_id every time, so a repeated send posts once (I7).
@@ -119,7 +118,7 @@ async def ui_message_stream_body(chunks: AsyncGenerator[dict | None, None]) -> A
 def reply_stream_response(
     request: HttpRequest, thread: Thread, reply: Message, slot: StreamSlot
 ) -> StreamingHttpResponse:
-    """Answer with `reply` as a UI message stream from its start event; it ends when the request's token or session does."""
+    """Answer with `reply` as a UI message stream from its start; it ends when the request's token or session does."""
     subscription = ThreadSubscription(
         thread=thread,
         after=reply.seq - 1,

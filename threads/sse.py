@@ -14,11 +14,6 @@ from collections.abc import AsyncGenerator
 
 from django.http import HttpRequest, StreamingHttpResponse
 
-from .api import api_view
-from streaming.errors import BadRequest
-from .selectors import thread_get_for_user
-from .sessions import request_stream_grant
-
 from streaming import events
 from streaming.cursors import parse_cursor
 from streaming.errors import BadRequest
@@ -27,7 +22,7 @@ from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnd
 from .api import api_view
 from .http import AuthenticatedHttpRequest
 from .selectors import thread_get_for_user
-from .tokens.selectors import api_token_grant, request_api_token_id
+from .sessions import request_stream_grant
 
 # Proxies and load balancers close idle connections (often after 30-60 s): a comment keeps this one busy.
 KEEPALIVE_SECONDS = 15.0

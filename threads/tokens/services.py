@@ -11,8 +11,8 @@ from django.utils import timezone
 from streaming.broadcast import publish_access_revoked_on_commit
 from streaming.errors import NotFound
 
-from ..models import ApiToken
 from ..limits import refuse_if_too_frequent
+from ..models import ApiToken
 from .selectors import hash_secret, token_group_name
 
 TOKEN_PREFIX = "chs_"
