@@ -156,7 +156,9 @@ def pong_frame() -> PongFrame:
 
 def snapshot_payload(thread: AbstractThread, page: ThreadMessages) -> Snapshot:
     """Return the snapshot of `thread` that `page` reads (the HTTP API's and the thread page's)."""
-    return Snapshot(id=str(thread.id), title=thread.title, seq=page.seq, messages=message_payloads(page), next=page.next)
+    return Snapshot(
+        id=str(thread.id), title=thread.title, seq=page.seq, messages=message_payloads(page), next=page.next
+    )
 
 
 def message_page_payload(page: ThreadMessages) -> MessagePage:

@@ -245,5 +245,7 @@ class MessagePage(TypedDict):
     seq: Seq
     next: Annotated[
         int | None,
-        SchemaHint(description="pass as `before` for older ones (left out by `limit` or API_MAX_RESPONSE_BYTES); null: none"),
+        SchemaHint(
+            description="pass as `before` for older ones (left out by `limit` or API_MAX_RESPONSE_BYTES); null: none"
+        ),
     ]

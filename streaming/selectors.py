@@ -331,7 +331,11 @@ def message_page(
         )
         newest_first = list(messages[:count]) if count else []
     page = newest_first[::-1]
-    seq = page[0].snapshot_seq if page else get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread.pk)
+    seq = (
+        page[0].snapshot_seq
+        if page
+        else get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread.pk)
+    )
     reply_texts = reply_texts_at(page, seq=seq)
     if max_bytes is not None:
         fitting = _newest_fitting(page, reply_texts, max_bytes=max_bytes, at_least_one=not strict)

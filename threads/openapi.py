@@ -42,6 +42,7 @@ NAMED_SCHEMAS = {
     protocol.AssistantMessage: "AssistantMessage",
     protocol.MessagePayload: "Message",
 }
+SEQ_CURSOR = {"type": "integer", "minimum": 1}
 PAGE_LIMIT = {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}
 # PostgreSQL text cannot hold NUL, so no body string may contain one.
 NO_NUL = r"^[^\u0000]*$"
@@ -214,7 +215,7 @@ def paths() -> dict[str, Any]:
             "get": {
                 "summary": "Snapshot of a thread: its newest messages, paged like /messages",
                 "parameters": [
-                    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}, "description": "seq"},
+                    {"name": "before", "in": "query", "schema": SEQ_CURSOR, "description": "seq"},
                     {"name": "limit", "in": "query", "schema": PAGE_LIMIT},
                 ],
                 "responses": {"200": answer("the snapshot", ref("Snapshot")), **errors(400, 404)},
