@@ -342,7 +342,7 @@ def message_page(
         more = more or fitting < len(page)
         page = page[len(page) - fitting :]
         if not page and more:
-            newest = (newest_first[0].seq if newest_first else newest_left_out) + 1
+            newest = (newest_first[0].seq if newest_first else newest_left_out or 0) + 1
             return ThreadMessages(messages=[], seq=seq, next=newest, reply_texts={})
     return ThreadMessages(messages=page, seq=seq, next=page[0].seq if more else None, reply_texts=reply_texts)
 
@@ -364,7 +364,7 @@ def _count_fitting(
 
 
 def _newest_fitting(
-    page: list[AbstractMessage], reply_texts: dict[UUID, str], *, max_bytes: int, at_least_one: bool
+    page: Sequence[AbstractMessage], reply_texts: dict[UUID, str], *, max_bytes: int, at_least_one: bool
 ) -> int:
     """Return how many of the newest messages of `page` (oldest first) encode within `max_bytes`, separators counted."""
     size, count = 0, 0

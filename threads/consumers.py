@@ -83,10 +83,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
                 assert frame is not None, "the subscription has no keep-alives"
                 await self.send(frame.data)
         except ThreadGone:
-            logger.info("thread %s: deleted; closing its socket", self.thread.id)
+            logger.info("thread %s: deleted; closing its socket", subscription.thread.id)
             await self.close_with(CloseCode.NOT_FOUND)
         except AccessRevoked as revoked:
-            logger.info("thread %s: closing a socket whose access ended (%s)", self.thread.id, revoked.detail)
+            logger.info("thread %s: closing a socket whose access ended (%s)", subscription.thread.id, revoked.detail)
             await self.close_with(CloseCode.NOT_SIGNED_IN)
         except Exception:
             logger.exception("thread %s: subscription failed; closing so the client resumes", subscription.thread.id)

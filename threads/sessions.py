@@ -10,6 +10,7 @@ checks again every STREAM_ACCESS_RECHECK_SECONDS, and a WebSocket checks before 
 write, so a signed-out socket writes nothing.
 """
 from importlib import import_module
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -66,10 +67,10 @@ def request_stream_grant(request: HttpRequest) -> AccessGrant | None:
     token_id = request_api_token_id(request)
     if token_id is not None:
         return api_token_grant(token_id)
-    return session_grant(session_key=request.session.session_key, user_id=request.user.pk)
+    return session_grant(session_key=request.session.session_key, user_id=int(request.user.pk or 0))
 
 
-def scope_stream_grant(scope: dict) -> AccessGrant | None:
+def scope_stream_grant(scope: Any) -> AccessGrant | None:
     """Return what a WebSocket holds: its API token's grant, else its session's."""
     if scope.get("api_token_id") is not None:
         return api_token_grant(scope["api_token_id"])

@@ -20,9 +20,9 @@ from django.utils import timezone
 from .models import SignInFailure
 
 
-def client_address(request: HttpRequest) -> str:
+def client_address(request: HttpRequest | None) -> str:
     """Return the address a request comes from (daphne's --proxy-headers puts the forwarded one here)."""
-    return request.META.get("REMOTE_ADDR") or "0.0.0.0"
+    return (request.META.get("REMOTE_ADDR") if request is not None else None) or "0.0.0.0"
 
 
 def signin_retry_after(*, username: str, address: str) -> int | None:
@@ -55,7 +55,7 @@ def signin_success_record(*, username: str, address: str) -> None:
     SignInFailure.objects.filter(username=username.lower(), address=address).delete()
 
 
-class ThrottledSignInMixin:
+class ThrottledSignInMixin(AuthenticationForm):
     """An authentication form that refuses throttled attempts before checking the password, and counts failures."""
 
     # Seconds to wait, when the last attempt was refused for throttling; the view answers 429 with it.

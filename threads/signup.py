@@ -12,7 +12,7 @@ import secrets
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
@@ -35,7 +35,7 @@ def hash_code(code: str) -> str:
     return hashlib.sha256(code.strip().encode()).hexdigest()
 
 
-def invite_create(*, created_by: AbstractBaseUser | None) -> str:
+def invite_create(*, created_by: User | None) -> str:
     """Make a single-use invite and return its code, which is not stored and cannot be shown again."""
     code = INVITE_PREFIX + secrets.token_urlsafe(16)
     Invite.objects.create(hashed_code=hash_code(code), created_by=created_by)
@@ -60,7 +60,7 @@ class SignUpForm(UserCreationForm):
             raise forms.ValidationError("This invite code is unknown or already used.", code="invalid_invite")
         return code
 
-    def save(self, commit: bool = True) -> AbstractBaseUser:
+    def save(self, commit: bool = True) -> User:
         """Make the account, spending the invite in the same transaction (refused if spent meanwhile)."""
         if "invite" not in self.fields:
             return super().save(commit=commit)

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -90,11 +91,12 @@ class SignInView(LoginView):
     redirect_authenticated_user = True
     form_class = ThrottledAuthenticationForm
 
-    def form_invalid(self, form: ThrottledAuthenticationForm) -> HttpResponse:
+    def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
         response = super().form_invalid(form)
-        if form.retry_after is not None:  # throttled: say so to programs too
+        retry_after = getattr(form, "retry_after", None)
+        if retry_after is not None:  # throttled: say so to programs too
             response.status_code = 429
-            response["Retry-After"] = str(form.retry_after)
+            response["Retry-After"] = str(retry_after)
         return response
 
     def get_context_data(self, **kwargs) -> dict:
