@@ -4,6 +4,7 @@ Log events are encoded once, when they are produced or read back, and travel as
 `(seq, kind, frame)` triples: the consumer sends the frame text as it is, so no subscriber
 re-encodes JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,23 +68,30 @@ def _reply_outcome(message: AbstractMessage) -> ReplyOutcome:
     )
 
 
-def _message_fields(message: AbstractMessage, *, content: str, status: str) -> dict[str, str]:
-    """Return the fields every shape of a message has, in their order on the wire."""
-    return {
-        "id": str(message.id),
-        "role": message.role,
-        "content": content,
-        "status": status,
-        "created_at": message.created_at.isoformat(),
-    }
-
-
 def message_payload(message: AbstractMessage, *, content: str | None = None) -> MessagePayload:
     """Return a message as clients see it in events and snapshots, with `content` for its text if given."""
-    fields = _message_fields(message, content=message.content if content is None else content, status=message.status)
     if message.role == MessageRole.USER:
-        return UserMessage(**fields, client_id=str(message.client_id) if message.client_id else None)
-    return AssistantMessage(**fields, **_reply_outcome(message))
+        return user_message_payload(message)
+    return AssistantMessage(
+        id=str(message.id),
+        role=MessageRole.ASSISTANT,
+        content=message.content if content is None else content,
+        status=MessageStatus(message.status),
+        created_at=message.created_at.isoformat(),
+        **_reply_outcome(message),
+    )
+
+
+def user_message_payload(message: AbstractMessage) -> UserMessage:
+    """Return a user message as clients see it: written whole, so its content is final."""
+    return UserMessage(
+        id=str(message.id),
+        role=MessageRole.USER,
+        content=message.content,
+        status=MessageStatus(message.status),
+        created_at=message.created_at.isoformat(),
+        client_id=str(message.client_id) if message.client_id else None,
+    )
 
 
 def message_payloads(page: ThreadMessages) -> list[MessagePayload]:
@@ -102,14 +110,26 @@ def chunk_event(chunk: Chunk, message: AbstractMessage | None) -> LogEvent:
         return delta_event(chunk.seq, chunk.message_id, chunk.text)
     assert message is not None, f"a {chunk.kind} event needs its message"
     if chunk.kind == Chunk.Kind.MESSAGE:
-        return MessageEvent(type="message", seq=chunk.seq, message=message_payload(message))
+        return MessageEvent(type="message", seq=chunk.seq, message=user_message_payload(message))
     if chunk.kind == Chunk.Kind.START:
         # Only what is fixed when the reply starts: replayed from the backlog later,
         # the event must be byte for byte what was sent live.
-        started = StartedReply(**_message_fields(message, content="", status=MessageStatus.STREAMING))
+        started = StartedReply(
+            id=str(message.id),
+            role=MessageRole.ASSISTANT,
+            content="",
+            status=MessageStatus.STREAMING,
+            created_at=message.created_at.isoformat(),
+        )
         return StartEvent(type="start", seq=chunk.seq, message=started)
+    # An `end` row is written only with its message's final status (never streaming).
+    status = MessageStatus(message.status)
     return EndEvent(
-        type="end", seq=chunk.seq, message_id=str(message.id), status=message.status, **_reply_outcome(message)
+        type="end",
+        seq=chunk.seq,
+        message_id=str(message.id),
+        status=status,  # type: ignore[typeddict-item]  # the ended statuses are all this column holds here
+        **_reply_outcome(message),
     )
 
 
