@@ -33,6 +33,7 @@ Daphne has no ASGI lifespan events to hang this on; its shutdown step is the pla
 Run as the web process, it serves on uvloop's event loop: per WebSocket frame sent, the
 process spends about a tenth less than on asyncio's own loop (README, "Benchmark").
 """
+
 import asyncio
 import logging
 import weakref
@@ -159,7 +160,6 @@ class BoundedServer(Server):
         # more from this socket on, and sends no second disconnect when it closes.
         protocol.application_queue.put_nowait({"type": "websocket.disconnect", "code": CloseCode.TOO_SLOW.value})
         protocol.muted = True
-
 
     def kill_all_applications(self) -> defer.Deferred:
         """Hand the inline worker's replies over while daphne ends every connection's application.

@@ -5,6 +5,7 @@
 round-trip a message through the channel layer, and, when it runs one, keep its
 inline worker loop turning (readiness: send me no traffic if not).
 """
+
 import asyncio
 import logging
 import time

@@ -6,6 +6,7 @@ prints), then the record's structured fields: a generation's lines (streaming/lo
 plain format writes as `key=value` (`message=` there is `message_id` here, as `message` is the
 text). Inside a traced span a line also carries `trace_id` and `span_id`.
 """
+
 import json
 import logging
 from datetime import UTC, datetime

@@ -5,6 +5,7 @@ deployment shows nothing. A scraper sends the token as the password of HTTP basi
 user name), because `Authorization: Bearer` belongs to the API tokens. When both are set, a
 scrape must pass both.
 """
+
 import base64
 import binascii
 import hmac

@@ -1,4 +1,5 @@
 """A Content-Security-Policy on every response (Django 5.2 has no built-in one)."""
+
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 

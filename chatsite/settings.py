@@ -1,4 +1,5 @@
 """Settings for chatsite, driven by environment variables (see README, "Configuration")."""
+
 from pathlib import Path
 
 import environ

@@ -10,6 +10,7 @@ module never loads a stale neighbour. A file the manifest does not name (a check
 collectstatic never ran, as in development and tests) keeps its plain name and is served
 from the source folders, with WhiteNoise's short cache lifetime.
 """
+
 from whitenoise.storage import CompressedManifestStaticFilesStorage
 
 

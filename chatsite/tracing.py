@@ -10,6 +10,7 @@ reply (`chat.reply`) and group-commit round (`chat.round`), and the Anthropic SD
 provider call (`anthropic.messages.create`, with `gen_ai.*` attributes and no content),
 inside the reply's span.
 """
+
 import os
 from collections.abc import Mapping
 

@@ -8,6 +8,7 @@ Origin must equal the origin the handshake was made to, `<scheme>://<Host header
 that host in ALLOWED_HOSTS, or be one of CSRF_TRUSTED_ORIGINS, as Django's CSRF check
 compares the Origin of a POST.
 """
+
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host

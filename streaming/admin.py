@@ -4,6 +4,7 @@ Nobody edits the log by hand: every admin here shows rows and never changes them
 The few writes an operator needs (cancel, retry, purge) are actions that call the
 same services the app uses, allowed to staff holding the model's "change" permission.
 """
+
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypedDict
 from uuid import UUID
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
     class Stuck(TypedDict):
         stuck: bool
+
 
 EXCERPT_CHARS = 80
 

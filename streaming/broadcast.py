@@ -7,6 +7,7 @@ events are hints too: a tab that misses a rename shows the new title when it nex
 loads the thread, and a stream that misses its token's revocation ends at its own
 periodic check of the token (streaming/subscription.py).
 """
+
 import asyncio
 import contextlib
 import logging

@@ -11,6 +11,7 @@ would with a timer per reply; but a worker commits at most about 1000 / STREAM_F
 transactions a second however many replies it writes, and under load a round that starts
 late simply takes more text.
 """
+
 import asyncio
 import logging
 from typing import Protocol

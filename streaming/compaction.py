@@ -9,6 +9,7 @@ changes: each keeps its seq, its text and its time, and readers split a segment 
 (`segment_texts`, `chunk_events`), so every frame replayed from the log is byte for
 byte the frame that was sent live.
 """
+
 import itertools
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -88,9 +89,7 @@ def _runs(deltas: list[DeltaRowT]) -> Iterator[list[DeltaRowT]]:
     for delta in deltas:
         size = len(delta.text.encode())
         if run and (
-            delta.seq != run[-1].seq + 1
-            or len(run) == SEGMENT_MAX_EVENTS
-            or run_bytes + size > SEGMENT_MAX_TEXT_BYTES
+            delta.seq != run[-1].seq + 1 or len(run) == SEGMENT_MAX_EVENTS or run_bytes + size > SEGMENT_MAX_TEXT_BYTES
         ):
             yield run
             run, run_bytes = [], 0

@@ -1,4 +1,5 @@
 """Errors a person or client can cause, with the code and HTTP status of the protocol (DESIGN.md §4)."""
+
 from .protocol import ErrorCode
 
 

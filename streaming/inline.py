@@ -3,6 +3,7 @@
 Daphne has no ASGI lifespan events, so the worker starts with the first
 connection or request that reaches this process's event loop.
 """
+
 import asyncio
 import contextvars
 import logging

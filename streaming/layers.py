@@ -16,6 +16,7 @@ commands per group send. It adds:
 When Redis restarts, redis-py re-subscribes a process's channels and groups as soon as
 its subscriber connection reconnects; what was published meanwhile is lost and repaired.
 """
+
 import asyncio
 import logging
 from collections import defaultdict

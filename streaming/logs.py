@@ -2,6 +2,7 @@
 
 They carry ids, counts and timings, never message text: at INFO a log holds no content or secrets.
 """
+
 import logging
 
 from .services.claims import Claim

@@ -9,6 +9,7 @@ prometheus-client's multi-process mode: set PROMETHEUS_MULTIPROC_DIR to a direct
 is empty when they start, and any web process on the host serves the sum of them all.
 Without it, a process serves its own figures only.
 """
+
 import os
 from collections.abc import Iterable, Iterator
 

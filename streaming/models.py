@@ -6,6 +6,7 @@ it defines the fields it reads and writes on abstract models, `AbstractThread` a
 settings `STREAM_THREAD_MODEL` and `STREAM_MESSAGE_MODEL`, which the engine resolves with
 `get_thread_model()` and `get_message_model()`.
 """
+
 import uuid
 from typing import ClassVar, Self
 

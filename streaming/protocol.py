@@ -6,6 +6,7 @@ protocoljs` writes the close and error codes into the browser client's
 `static/chat/protocol.js`, and the test suite checks every frame its sockets receive
 against them. A new field or frame starts here.
 """
+
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Annotated, Literal, NotRequired, TypedDict

@@ -11,6 +11,7 @@ Pruning goes by message, and a segment row (streaming.compaction) holds deltas o
 message only, so a segment always goes or stays whole. Counts are of events, not
 rows: a segment counts as the events it holds.
 """
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta

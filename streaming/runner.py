@@ -1,4 +1,5 @@
 """Run one claimed generation: read the provider, and hand its text to the worker's group commit."""
+
 import asyncio
 import contextlib
 import logging

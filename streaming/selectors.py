@@ -1,4 +1,5 @@
 """Reads of the chunk log and of the conversations it builds."""
+
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -156,7 +157,8 @@ def conversations_turns(replies: Sequence[AbstractMessage]) -> dict[UUID, list[T
         answered[reply.id] = reply.reply_to.seq
         earlier |= Q(thread_id=reply.thread_id, seq__lte=answered[reply.id])
     rows = (
-        get_message_model().objects.filter(earlier)
+        get_message_model()
+        .objects.filter(earlier)
         .exclude(content="")
         .order_by("thread_id", "seq")  # type: ignore[misc]  # `thread` is the concrete model's field
         .values_list("thread_id", "seq", "role", "content")

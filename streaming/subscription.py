@@ -25,6 +25,7 @@ its capacity, and the gap is filled from the database when the reader catches up
 Every reader that subscribes for a person (a WebSocket or an event stream) first takes
 a `StreamSlot`: at most CHAT_MAX_STREAMS_PER_USER at once.
 """
+
 import asyncio
 import logging
 import threading

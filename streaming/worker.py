@@ -1,4 +1,5 @@
 """The worker loop: claims generations and runs them, woken through the channel layer."""
+
 import asyncio
 import logging
 import os
@@ -157,8 +158,6 @@ class StreamWorker:
                 await ageneration_release(claim=run.claim)
             except Exception as error:
                 # Its lease runs out instead, and a worker takes it over then.
-                logger.warning(
-                    "worker %s: could not release generation %s (%s)", self.name, run.generation_id, error
-                )
+                logger.warning("worker %s: could not release generation %s (%s)", self.name, run.generation_id, error)
             else:
                 logger.info("worker %s: handed generation %s over", self.name, run.generation_id)

@@ -4,6 +4,7 @@ The real `anthropic` SDK reaches it through ANTHROPIC_BASE_URL, so tests exercis
 the SDK's own SSE parsing, retries and connection handling. Responses are scripted
 per test as a queue of `MockResponse`s; every request body is recorded.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -77,9 +78,7 @@ class MockAnthropic:
         self._ids = itertools.count(1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:

@@ -4,6 +4,7 @@ it runs on, a reader of its database, and WebSocket clients that resume on anoth
 The cluster runs the Procfile's commands, built by `runcluster`, so the tests exercise what
 production runs. Everything listens on loopback.
 """
+
 import asyncio
 import json
 import signal

@@ -1,4 +1,5 @@
 """Fakes of what lies outside the project: a model API that fails, a channel layer that loses messages."""
+
 from channels.layers import InMemoryChannelLayer
 
 from streaming.layers import RedisPubSubChannelLayer

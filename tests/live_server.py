@@ -4,6 +4,7 @@ The browser talks to it over HTTP and WebSockets exactly as in production; the t
 process shares no database with it, so tests read what it stored through its JSON API.
 `procfile_web` runs the Procfile's own `web` command instead, for the tests of its limits.
 """
+
 import contextlib
 import os
 import subprocess

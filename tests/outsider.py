@@ -3,6 +3,7 @@
 Only what any visitor can do: GET and POST pages with their cookies and CSRF token, call
 the JSON API, open WebSockets with any headers it likes.
 """
+
 import http.cookiejar
 import json
 import urllib.error
@@ -102,7 +103,6 @@ def frames_until(socket: ClientConnection, kind: str, *, timeout: float = TIMEOU
         received.append(frame)
         if frame["type"] == kind:
             return received
-
 
 
 class EventStream:

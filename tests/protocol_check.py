@@ -5,6 +5,7 @@ the event-stream reader (tests/test_sse.py's HttpStream) and the clients of live
 (`parse_frame`) pass each frame to `validate_frame`, so a frame that drifts from its type
 fails every test that sees it.
 """
+
 import json
 from functools import cache
 from typing import Any, get_args, get_type_hints

@@ -1,4 +1,5 @@
 """The admin shows threads, messages and streams read-only, times every chunk, and runs the operators' actions."""
+
 import re
 from datetime import timedelta
 

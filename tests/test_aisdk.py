@@ -1,4 +1,5 @@
 """`/api/chat`: the seed API and the AI SDK's UI message stream protocol v1, down to the real `ai` client."""
+
 import json
 import os
 import re
@@ -206,7 +207,10 @@ def live_server_with_token(tmp_path):
     with log.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -233,8 +237,11 @@ def test_ai_sdk_client_reads_and_resumes_the_stream(live_server_with_token):
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_TEST_DIR, check=True, timeout=300)
     done = subprocess.run(
         ["node", "--test", "--test-reporter=spec", "chat.test.mjs"],
-        cwd=NODE_TEST_DIR, env={**os.environ, "CHATSITE_URL": url, "CHATSITE_TOKEN": token},
-        capture_output=True, text=True, timeout=180,
+        cwd=NODE_TEST_DIR,
+        env={**os.environ, "CHATSITE_URL": url, "CHATSITE_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"\bpass 2\b", done.stdout), f"both Node tests ran and passed:\n{done.stdout}"

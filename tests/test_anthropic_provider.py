@@ -1,4 +1,5 @@
 """The Anthropic provider, driven through the real SDK against a local mock of the Messages API."""
+
 import asyncio
 import logging
 

@@ -1,4 +1,5 @@
 """Replies from Claude end to end: worker, chunk log and subscribers, with the SDK talking to a local mock."""
+
 import uuid
 
 import pytest
@@ -83,4 +84,3 @@ async def test_cancel_closes_the_upstream_stream(thread, user, connect, worker, 
     assert end["status"] == "cancelled"
     assert await database_sync_to_async(anthropic.disconnected.wait)(10), "the mock saw its client go"
     assert anthropic.deltas_sent < 200
-

@@ -1,4 +1,5 @@
 """The JSON API of DESIGN.md §5: shapes, status codes and error bodies."""
+
 import json
 import uuid
 

@@ -1,4 +1,5 @@
 """streambench runs end to end at a tiny size: its report is complete and nothing was lost (speed is never asserted)."""
+
 import io
 import json
 

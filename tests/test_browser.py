@@ -3,6 +3,7 @@
 Every wait is for a condition (Playwright's expect / wait_for_function), never a sleep.
 What the server stored is read back through its JSON API with the page's own session.
 """
+
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser

@@ -5,6 +5,7 @@ the Procfile's commands as `runcluster` starts them, on a database of their own 
 under a prefix of their own. Clients are real WebSocket clients on both web processes. Each
 scenario prints a one-line summary and appends it to test-artifacts/chaos-summary.txt.
 """
+
 import asyncio
 import contextlib
 import os
@@ -225,8 +226,7 @@ async def check_logs(chaos_db: ChaosDatabase, conversations: list[Conversation])
     for conversation in conversations:
         last_seq = await chaos_db.value("SELECT last_seq FROM threads_thread WHERE id = %s", conversation.thread_id)
         chunks = await chaos_db.rows(
-            "SELECT seq, seq_last, kind, message_id::text, text FROM streaming_chunk "
-            "WHERE thread_id = %s ORDER BY seq",
+            "SELECT seq, seq_last, kind, message_id::text, text FROM streaming_chunk WHERE thread_id = %s ORDER BY seq",
             conversation.thread_id,
         )
         stored = [seq for first, last, *_ in chunks for seq in range(first, last + 1)]

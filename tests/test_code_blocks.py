@@ -1,4 +1,5 @@
 """Code blocks in replies, in headless Chromium: a bar with the language, a Copy button, highlighting."""
+
 import re
 
 import pytest

@@ -1,4 +1,5 @@
 """A finished reply's delta rows are compacted into segment rows, and every read gives back the very same events."""
+
 from datetime import timedelta
 
 import pytest

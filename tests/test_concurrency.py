@@ -1,4 +1,5 @@
 """Seq allocation under concurrent writers (I1), on PostgreSQL where writers really run in parallel."""
+
 import threading
 
 import pytest

@@ -5,6 +5,7 @@ the thread list, the earlier-messages fragment and the admin (message list, chan
 timeline, thread page, chunk list) must show them as text: no element, attribute or URL
 from them can run, and Django's template syntax in them is never evaluated.
 """
+
 import json
 import re
 from html.parser import HTMLParser

@@ -1,4 +1,5 @@
 """Generations outlive their workers (I8), every message ends (I9), lost live events are repaired (I3)."""
+
 import time
 from datetime import timedelta
 

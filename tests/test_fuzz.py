@@ -7,6 +7,7 @@ Nothing may answer 5xx or crash a consumer; a socket or request fails alone; and
 well-behaved client's log ends complete and exact: seqs 1…N without gaps or doubles, and
 every message rebuilt from its events equals what the database stored.
 """
+
 import asyncio
 import json
 import random

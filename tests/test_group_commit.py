@@ -1,4 +1,5 @@
 """A worker commits all its replies' text together: one transaction per flush tick, each reply fenced alone."""
+
 import asyncio
 
 import pytest

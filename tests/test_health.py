@@ -1,4 +1,5 @@
 """/healthz answers while the process runs; /readyz names the part that keeps it from serving."""
+
 import asyncio
 import json
 import time

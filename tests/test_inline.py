@@ -1,4 +1,5 @@
 """The embedded default: the web process runs the worker loop itself (STREAM_INLINE_WORKER)."""
+
 import asyncio
 
 import pytest

@@ -7,6 +7,7 @@
 The seed API and the AI SDK's POST /api/chat start a thread on an unknown id; a foreign id,
 which cannot be taken, answers `not_found` instead, and writes nothing either.
 """
+
 import json
 import re
 import uuid
@@ -181,9 +182,7 @@ def answer(response) -> tuple:
     return response.status_code, response.get("Location", "").partition("?next=")[0], content
 
 
-@pytest.mark.parametrize(
-    "endpoint, role", CASES, ids=[f"{endpoint.name} as {role}" for endpoint, role in CASES]
-)
+@pytest.mark.parametrize("endpoint, role", CASES, ids=[f"{endpoint.name} as {role}" for endpoint, role in CASES])
 def test_endpoint_answers_each_role_as_it_should(world, endpoint, role):
     """The endpoint refuses anonymous callers, answers another user as an unknown id, and serves its owner."""
     if endpoint.running:

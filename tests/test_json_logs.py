@@ -1,4 +1,5 @@
 """LOG_FORMAT=json: one JSON object a line, with the fields the plain format writes as key=value."""
+
 import json
 import logging
 import os
@@ -44,7 +45,11 @@ def test_log_format_json_is_what_the_processes_write():
     code = "import logging; logging.getLogger('chatsite.check').warning('disk at %d%%', 91)"
     done = subprocess.run(
         [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
-        cwd=REPO, env={**os.environ, "LOG_FORMAT": "json"}, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        env={**os.environ, "LOG_FORMAT": "json"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     (line,) = [json.loads(line) for line in done.stderr.splitlines() if "chatsite.check" in line]

@@ -2,6 +2,7 @@
 
 Run against the Procfile's own `web` command, whose daphne drops any frame over 256 KiB.
 """
+
 import json
 import time
 from collections.abc import Iterator

@@ -1,4 +1,5 @@
 """The Redis pub/sub channel layer (streaming/layers.py) against the real Redis of REDIS_URL."""
+
 import asyncio
 import logging
 import uuid

@@ -1,4 +1,5 @@
 """Configurable limits, each refused with a clear error: token creation, open streams, page and body sizes, frames."""
+
 import contextlib
 import json
 import urllib.request

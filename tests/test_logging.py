@@ -1,4 +1,5 @@
 """A generation's life is logged as structured lines with ids and timings, never with message text."""
+
 import asyncio
 import logging
 import re

@@ -7,6 +7,7 @@ HTML, byte for byte, with no normalisation: both serialise the DOM of the same p
 So must every text a scripted reply passes through while it streams, and the two
 sanitisers given hostile HTML directly.
 """
+
 import json
 import re
 from collections.abc import Iterator
@@ -114,6 +115,7 @@ def test_every_moment_of_a_streaming_reply_renders_as_the_server(module_page: Pa
 
 
 # --- A streamed reply, then the same reply reloaded -------------------------------------
+
 
 def reply_body(page: Page) -> str:
     """Return the HTML of the last reply's body as the page holds it (code blocks decorated)."""

@@ -1,4 +1,5 @@
 """GET /metrics: off unless configured, let in by token or network, and counting what happens."""
+
 import asyncio
 import base64
 import json

@@ -1,4 +1,5 @@
 """The JSON API as /api/openapi.json documents it: the document and the implementation checked against each other."""
+
 import json
 import uuid
 

@@ -1,4 +1,5 @@
 """The server-rendered pages: accounts, thread list, thread page and their small endpoints."""
+
 import re
 import uuid
 from html.parser import HTMLParser
@@ -170,8 +171,8 @@ def test_thread_list_shows_own_threads_with_replying_marker(client, user, make_u
     assert "Bob&#x27;s secret" not in page and "Bob's secret" not in page
     assert page.index("A question being answered") < page.index("Quiet thread")
     items = dict(re.findall(r'data-thread-id="([^"]+)"(.*?)</li>', page, re.S))
-    assert 'data-replying hidden' not in items[str(busy.id)]
-    assert 'data-replying hidden' in items[str(quiet.id)]
+    assert "data-replying hidden" not in items[str(busy.id)]
+    assert "data-replying hidden" in items[str(quiet.id)]
 
 
 def test_thread_activity_reports_replying(client, user, thread):

@@ -4,6 +4,7 @@ chatsite/daphne_server.py and streaming/layers.py reach below these libraries' p
 requirements.in pins them exactly. Before a pin moves, this file says whether what we rely on
 survived: each check names the module of ours that needs it.
 """
+
 import inspect
 from importlib.metadata import version
 from pathlib import Path

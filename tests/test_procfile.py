@@ -5,6 +5,7 @@ line there with a production environment (debug off, a secret key, a SQLite file
 TLS proxy), starts its `web` line on a free port, and fetches a page, the hashed static files
 it names and the modules they import.
 """
+
 import gzip
 import os
 import re
@@ -86,8 +87,12 @@ def test_a_fresh_clone_builds_and_serves_hashed_static_files(clone, production_e
     """release collects and migrates; web serves a page naming hashed files, immutable and compressed."""
     commands = procfile_lines(clone)
     release = subprocess.run(
-        ["sh", "-c", commands["release"]], cwd=clone, env=production_environment,
-        capture_output=True, text=True, timeout=300,
+        ["sh", "-c", commands["release"]],
+        cwd=clone,
+        env=production_environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert release.returncode == 0, release.stderr
     assert (clone / "staticfiles" / "staticfiles.json").exists()
@@ -96,8 +101,12 @@ def test_a_fresh_clone_builds_and_serves_hashed_static_files(clone, production_e
     log = tmp_path / "web.log"
     with log.open("w") as output:
         web = subprocess.Popen(
-            ["sh", "-c", commands["web"]], cwd=clone, env=production_environment | {"PORT": str(port)},
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            ["sh", "-c", commands["web"]],
+            cwd=clone,
+            env=production_environment | {"PORT": str(port)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:

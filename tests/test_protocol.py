@@ -1,4 +1,5 @@
 """WebSocket protocol v1: authorisation, cursors and bad frames each get their documented answer."""
+
 import uuid
 
 import pytest

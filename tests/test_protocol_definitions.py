@@ -1,4 +1,5 @@
 """The protocol's one definition (streaming/protocol.py): the frame checks the suite relies on, and its copies."""
+
 import uuid
 
 import pytest

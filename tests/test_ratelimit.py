@@ -1,4 +1,5 @@
 """Sends per person per minute are limited, on every surface, with a clear error and nothing written."""
+
 import json
 import threading
 import uuid

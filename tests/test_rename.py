@@ -1,4 +1,5 @@
 """Renaming a thread reaches every open tab: the `thread` control frame (protocol v1 extension, no seq)."""
+
 import json
 
 import pytest

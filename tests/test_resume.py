@@ -1,4 +1,5 @@
 """Clients that come and go at random moments and cursors each receive exactly the log they asked for (I3)."""
+
 import asyncio
 import random
 

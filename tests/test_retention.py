@@ -1,4 +1,5 @@
 """Retention deletes old chunk rows, never message contents; a client resuming inside the pruned range gets a reset."""
+
 from datetime import timedelta
 from io import StringIO
 

@@ -1,4 +1,5 @@
 """The scripted provider: exact token counts, the same reply for the same conversation, and rich Markdown."""
+
 import re
 
 import pytest

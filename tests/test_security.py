@@ -1,4 +1,5 @@
 """Security headers on pages and API answers, secure cookies, and the secret key a web process needs."""
+
 import os
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """A signed-out or deactivated person loses every stream they opened with a session, at once."""
+
 import json
 import time
 

@@ -1,4 +1,5 @@
 """Guessing passwords is throttled per (account, address) and per address, with a cool-off and no lock-out."""
+
 from datetime import timedelta
 
 from django.utils import timezone

@@ -1,4 +1,5 @@
 """CHAT_SIGNUP decides who may make an account: open, closed, or with a single-use invite."""
+
 import io
 
 import pytest

@@ -5,6 +5,7 @@ while a fast, long reply streams into it: the kernel's socket buffers take the f
 megabytes of each client on their own (net.ipv4.tcp_wmem autotunes up to 4 MB), so a log
 shorter than that could not show the server holding anything at all.
 """
+
 import base64
 import json
 import os

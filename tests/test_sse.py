@@ -1,4 +1,5 @@
 """Server-sent events: the WebSocket's log and guarantees over plain HTTP (I3), resumable with Last-Event-ID."""
+
 import contextlib
 import random
 from urllib.parse import urlsplit

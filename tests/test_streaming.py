@@ -1,4 +1,5 @@
 """A reply streams from the worker to every subscriber, exactly once and in order."""
+
 import uuid
 
 import pytest

@@ -1,4 +1,5 @@
 """Revoking an API token ends what it opened: WebSockets close with 4401, event streams end."""
+
 import asyncio
 import json
 

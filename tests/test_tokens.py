@@ -1,4 +1,5 @@
 """API tokens: bearer authentication on HTTP, SSE and WebSockets, CSRF for cookies only, and their management."""
+
 import json
 import uuid
 

@@ -1,4 +1,5 @@
 """Traces: off unless an OTEL_* exporter is configured; then requests, replies, rounds and provider calls are spans."""
+
 import uuid
 
 import pytest

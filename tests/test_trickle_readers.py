@@ -6,6 +6,7 @@ through (all of those messages, tens of megabytes) for minutes; now a page ends 
 STREAM_BACKLOG_PAGE_BYTES, and a reader that stays behind the buffer bound for
 STREAM_CLIENT_BEHIND_SECONDS is closed with 4008, to resume from its cursor.
 """
+
 import threading
 import time
 from collections.abc import Iterator

@@ -1,4 +1,5 @@
 """A web process running the inline worker hands its replies over at once when it is stopped."""
+
 import asyncio
 import os
 import signal
@@ -89,6 +90,7 @@ async def test_sigterm_hands_the_inline_workers_replies_over(web_process, make_u
     worker = StreamWorker(name="after-shutdown")
     running = asyncio.create_task(worker.run())
     try:
+
         async def ended() -> Message | None:
             reply = await Message.objects.aget(pk=posted.reply.id)
             return reply if reply.status != Message.Status.STREAMING else None

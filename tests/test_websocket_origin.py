@@ -1,4 +1,5 @@
 """Cookie WebSockets need the site's own Origin: scheme, host and port, not the host alone."""
+
 import pytest
 from websockets.exceptions import InvalidStatus
 

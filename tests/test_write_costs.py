@@ -1,4 +1,5 @@
 """The writes every reply makes cost a fixed handful of statements: a send, and a worker's batch of claims."""
+
 import uuid
 
 import pytest

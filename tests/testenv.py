@@ -1,4 +1,5 @@
 """Environment for the test run, loaded as a plugin (`-p tests.testenv`) before Django is set up."""
+
 import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")

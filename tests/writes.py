@@ -1,4 +1,5 @@
 """Replies written in tests the way the worker writes them, through its own services, one reply at a time."""
+
 from typing import Any
 
 from django.conf import settings

@@ -1,4 +1,5 @@
 """Admin for threads and messages: read-only views of what people wrote and what the replies did."""
+
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypedDict
 

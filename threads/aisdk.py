@@ -14,6 +14,7 @@ The chunk shapes follow the `ai` package's `uiMessageChunkSchema` (v5 and later)
 and finally `data: [DONE]`. A stream always replays the reply from its start, as
 `DefaultChatTransport` expects of a resumed stream (`resumeStreamIsReplay`).
 """
+
 import contextlib
 import json
 import uuid

@@ -5,6 +5,7 @@ with `Authorization: Bearer <token>` (threads/tokens/). Every view here is sync;
 streaming ones (streaming/sse.py, streaming/aisdk.py) return an async body that the
 ASGI handler runs on the event loop after the view has returned.
 """
+
 import binascii
 import functools
 from base64 import urlsafe_b64decode, urlsafe_b64encode

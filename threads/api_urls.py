@@ -1,4 +1,5 @@
 """Routes beyond threads/urls.py: event streams, the chat APIs, the OpenAPI document and API tokens."""
+
 from django.urls import path
 
 from . import aisdk, api, sse

@@ -1,4 +1,5 @@
 """The WebSocket endpoint of protocol v1: a thread's subscription out, send/cancel/ping frames in."""
+
 import asyncio
 import contextlib
 import logging
@@ -23,7 +24,6 @@ from .services import message_post
 from .sessions import scope_stream_grant
 
 logger = logging.getLogger(__name__)
-
 
 
 def query_cursor(query_string: bytes) -> int | None:
@@ -68,7 +68,6 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             thread=self.thread, after=query_cursor(self.scope["query_string"]), grant=self.grant
         )
         self.streamer = asyncio.create_task(self._stream(subscription))
-
 
     async def close_with(self, code: CloseCode) -> None:
         """Close the socket with a protocol close code."""

@@ -4,6 +4,7 @@ Every error answer the site gives (the JSON API, the API tokens, the pages' scri
 forms) goes through `error_response`, so the status and headers of an error are picked
 in one place: the error's own `http_status` and `http_headers()`.
 """
+
 from collections.abc import Sequence
 
 from django.http import HttpResponse, JsonResponse

@@ -1,4 +1,5 @@
 """Forms of the pages (sign-up is Django's own UserCreationForm)."""
+
 from django import forms
 
 from .models import Thread

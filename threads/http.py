@@ -1,4 +1,5 @@
 """The request type of the views that only a signed-in person reaches."""
+
 from django.contrib.auth.models import User
 from django.http import HttpRequest
 

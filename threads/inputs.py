@@ -1,4 +1,5 @@
 """Parsing of client-supplied values shared by the HTTP API and the WebSocket."""
+
 import json
 from uuid import UUID
 

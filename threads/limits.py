@@ -4,6 +4,7 @@ Every count locks the person's row first, so that concurrent requests of one per
 any web process, to any thread) count one after the other: on PostgreSQL, 100 sends at
 once against a limit of 20 accept exactly 20.
 """
+
 import math
 from datetime import datetime, timedelta
 

@@ -7,6 +7,7 @@ defines (messages, snapshots, errors) are derived from streaming/protocol.py, so
 field there is one here too. Request bodies may carry more than they describe, which is
 ignored.
 """
+
 from typing import Any
 
 from django.conf import settings
@@ -211,7 +212,8 @@ def paths() -> dict[str, Any]:
                 },
             },
         },
-        "/api/threads/{thread_id}": thread_path | {
+        "/api/threads/{thread_id}": thread_path
+        | {
             "get": {
                 "summary": "Snapshot of a thread: its newest messages, paged like /messages",
                 "parameters": [
@@ -230,7 +232,8 @@ def paths() -> dict[str, Any]:
                 "responses": {"204": {"description": "deleted"}, **errors(404)},
             },
         },
-        "/api/threads/{thread_id}/messages": thread_path | {
+        "/api/threads/{thread_id}/messages": thread_path
+        | {
             "get": {
                 "summary": "Page through a thread's messages, newest page first",
                 "parameters": [
@@ -253,14 +256,17 @@ def paths() -> dict[str, Any]:
                 },
             },
         },
-        "/api/threads/{thread_id}/cancel": thread_path | {
+        "/api/threads/{thread_id}/cancel": thread_path
+        | {
             "post": {
                 "summary": "Stop the reply being written",
                 "responses": {"202": answer("the reply, to end `cancelled`", ref("Reply")), **errors(404, 409)},
             },
         },
-        "/api/threads/{thread_id}/events": thread_path | {
-            "get": streams | {
+        "/api/threads/{thread_id}/events": thread_path
+        | {
+            "get": streams
+            | {
                 "summary": "The thread's log as server-sent events, then live",
                 "description": "Records `id: <seq>`, `event: <type>`, `data: <frame>` carry the frames of WebSocket "
                 "protocol v1, exactly once and in order; a `: keep-alive` comment every 15 s of quiet. Control "
@@ -292,7 +298,8 @@ def paths() -> dict[str, Any]:
             },
         },
         "/api/chat/stream": {
-            "get": streams | {
+            "get": streams
+            | {
                 "summary": "The seed API's stream: a thread's records from the beginning, then live",
                 "parameters": [{"name": "id", "in": "query", "required": True, "schema": STRING}],
                 "responses": {
@@ -301,8 +308,10 @@ def paths() -> dict[str, Any]:
                 },
             },
         },
-        "/api/chat/{chat_id}/stream": chat_path | {
-            "get": streams | {
+        "/api/chat/{chat_id}/stream": chat_path
+        | {
+            "get": streams
+            | {
                 "summary": "Resume the reply being written (AI SDK), replayed from its start",
                 "responses": {
                     "200": event_stream("the reply as a UI message stream"),
@@ -311,7 +320,8 @@ def paths() -> dict[str, Any]:
                 },
             },
         },
-        "/api/chat/{chat_id}/stop": chat_path | {
+        "/api/chat/{chat_id}/stop": chat_path
+        | {
             "post": {
                 "summary": "Stop the reply being written (AI SDK)",
                 "responses": {"202": answer("the reply, to end `cancelled`", ref("Reply")), **errors(404, 409)},

@@ -1,4 +1,5 @@
 """Reads of threads and messages, always scoped to the person asking (I11)."""
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -40,9 +41,7 @@ def thread_list_for_user(*, user: User) -> QuerySet[Thread]:
     return Thread.objects.filter(owner_id=user.pk).order_by("-updated_at")
 
 
-def thread_page(
-    *, user: User, after: tuple[datetime, UUID] | None, limit: int
-) -> tuple[list[Thread], bool]:
+def thread_page(*, user: User, after: tuple[datetime, UUID] | None, limit: int) -> tuple[list[Thread], bool]:
     """Return a page of the user's threads, newest activity first, and whether more follow.
 
     Keyset pagination on (updated_at, id), from the position `after` (the last thread of

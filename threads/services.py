@@ -1,4 +1,5 @@
 """Writes a person makes: threads, messages, retries, cancels."""
+
 import functools
 from dataclasses import dataclass
 from uuid import UUID

@@ -9,6 +9,7 @@ alone, and deactivating a person ends all of them. Should a notice be lost, each
 checks again every STREAM_ACCESS_RECHECK_SECONDS, and a WebSocket checks before every
 write, so a signed-out socket writes nothing.
 """
+
 from importlib import import_module
 from typing import Any
 

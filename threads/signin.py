@@ -7,6 +7,7 @@ at SIGNIN_FAILURES_PER_ADDRESS. Nothing locks for good: failures older than
 SIGNIN_COOLOFF_SECONDS count for nothing, and a right password clears its pair's count.
 Throttled, even the right password is refused, with a message saying when to try again.
 """
+
 import math
 from datetime import timedelta
 

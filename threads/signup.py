@@ -6,6 +6,7 @@ staff member makes single-use codes (`manage.py invite`), stored as their sha256
 tokens, and the sign-up form asks for one; a code is spent in the transaction that makes
 the account, so two sign-ups cannot share it.
 """
+
 import hashlib
 import secrets
 

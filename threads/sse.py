@@ -9,6 +9,7 @@ A stream opened with an API token ends, after an `error` record with code `forbi
 when the token is revoked, and one opened with a session when the session ends (signed
 out, deactivated); an EventSource that reconnects then gets 401 and stops.
 """
+
 import contextlib
 from collections.abc import AsyncGenerator
 

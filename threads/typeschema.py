@@ -6,6 +6,7 @@ Literal and Enum types an enum of their values, `list[T]` an array, `dict[str, T
 object of T, a union `anyOf` (or a `type` list where the members are plain types), and
 `Annotated[T, SchemaHint(…)]` adds the hint's keywords.
 """
+
 import types
 from collections.abc import Mapping
 from enum import Enum

@@ -4,6 +4,7 @@ Starting, renaming, retrying, archiving and deleting are plain form posts that
 redirect back, so they work without JavaScript; the page script posts the same
 forms with `Accept: application/json` and gets JSON instead of a redirect.
 """
+
 import uuid
 from collections.abc import Mapping
 from typing import Any

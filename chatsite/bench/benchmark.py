@@ -1,4 +1,5 @@
 """Run the phases a configuration asks for on one session and assemble the report."""
+
 import dataclasses
 import platform
 from pathlib import Path

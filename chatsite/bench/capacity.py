@@ -1,4 +1,5 @@
 """Find the most concurrent streams the topology serves within the latency bound, by stepping the load."""
+
 import math
 import time
 from typing import Any

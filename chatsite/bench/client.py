@@ -7,6 +7,7 @@ posts a message, waits for the reply's `end` and posts the next, until the run's
 up. Every tab records each log event's seq and each token's latency; at the end it checks
 what it received against the thread's snapshot from the HTTP API.
 """
+
 import asyncio
 import json
 import random

@@ -5,6 +5,7 @@ assistant message's content the concatenation of its deltas, a finished generati
 per reply, each reply's deltas compacted as its end compacts them), only without
 streaming them in real time.
 """
+
 import uuid
 from collections.abc import Callable
 from importlib import import_module

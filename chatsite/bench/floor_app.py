@@ -6,6 +6,7 @@ is what the web server alone costs per frame, below anything the application doe
 Django, no channel layer, no subscription. No imports from the project either, so the
 process holds only daphne.
 """
+
 import asyncio
 import os
 

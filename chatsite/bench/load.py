@@ -3,6 +3,7 @@
 It returns token-to-screen latency, throughput and correctness as the clients measured them,
 and what the load cost the servers: rows, channel-layer traffic and CPU, per 1,000 tokens.
 """
+
 import time
 from collections import Counter
 from typing import Any

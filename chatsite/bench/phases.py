@@ -1,4 +1,5 @@
 """The phases that measure one thing at a time: idle memory, resume, the thread page, the floor, peak memory."""
+
 import time
 import urllib.request
 from typing import Any

@@ -1,4 +1,5 @@
 """Client-side probes that are not load: resume timing, idle sockets, and the floor's frame counting."""
+
 import asyncio
 import contextlib
 import sys

@@ -1,4 +1,5 @@
 """CPU and memory of processes, read from /proc (Linux), so no extra package is needed."""
+
 import os
 from dataclasses import dataclass
 from pathlib import Path

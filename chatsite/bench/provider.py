@@ -4,6 +4,7 @@ Select it with CHAT_PROVIDER=chatsite.bench.provider.BenchProvider (streambench 
 in the processes it starts). Every token is ` <emit time>` (see stamps.py), so each
 client can tell, per token, how long it took from the provider to its screen.
 """
+
 import asyncio
 import time
 from collections.abc import AsyncGenerator

@@ -1,4 +1,5 @@
 """The report: the issue's targets checked against the figures, and a table for people to read."""
+
 from typing import Any
 
 LOSS = ("lost", "duplicated", "out_of_order", "text_mismatches", "incomplete_replies", "stalled_replies")

@@ -1,4 +1,5 @@
 """One benchmark session: its settings, the services and topology it starts, its data and its clients."""
+
 import json
 import queue
 import secrets
@@ -222,4 +223,3 @@ class BenchSession:
         if self.database is not None:
             pids |= {f"postgres:{pid}": pid for pid in self.database.backend_pids()}
         return cpu_seconds(pids)
-

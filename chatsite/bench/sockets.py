@@ -1,6 +1,7 @@
 """What every benchmark client shares: opening a protocol v1 socket as a signed-in browser does,
 and the JSON-lines conversation with the orchestrator. No Django here: client processes stay light.
 """
+
 import asyncio
 import json
 import sys

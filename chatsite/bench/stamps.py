@@ -6,6 +6,7 @@ reads the numbers back and subtracts them from its receive time; both ends read 
 same machine's wall clock. The text stays ordinary text, so the reply is stored,
 replayed and rebuilt exactly like any other.
 """
+
 import time
 
 # 1,000 s: a number stays short (at most 9 digits) and no latency comes near it, so

@@ -1,4 +1,5 @@
 """Mergeable latency histograms and the summaries the report prints."""
+
 from collections import Counter
 from collections.abc import Iterable, Mapping
 

@@ -1,4 +1,5 @@
 """One browser tab of the load: a socket on a thread that records every event it receives."""
+
 import asyncio
 import json
 import time

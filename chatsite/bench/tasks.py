@@ -3,6 +3,7 @@
 These run in a process started by `tool.py` with the servers' environment, so they see
 the bench database and channel layer exactly as the servers do.
 """
+
 import asyncio
 import time
 from collections.abc import Callable

@@ -6,6 +6,7 @@ its own connections, it runs the few Django-side tasks in a child process with t
 environment: `python -m chatsite.bench.tool`, one JSON request on stdin, one JSON
 answer on stdout.
 """
+
 import json
 import os
 import subprocess

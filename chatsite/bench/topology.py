@@ -9,6 +9,7 @@ By default the cluster gets a Redis server of its own (`redis-server` on a free 
 command counts and CPU then belong to this run alone, and nothing else sharing the machine's
 Redis (a test suite restarting it, say) disturbs the figures.
 """
+
 import shutil
 import signal
 import socket

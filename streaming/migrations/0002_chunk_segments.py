@@ -6,40 +6,43 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('streaming', '0001_initial'),
-        ('threads', '0002_apitoken'),
+        ("streaming", "0001_initial"),
+        ("threads", "0002_apitoken"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='chunk',
-            name='event_lengths',
+            model_name="chunk",
+            name="event_lengths",
             field=models.JSONField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='chunk',
-            name='event_offsets_ms',
+            model_name="chunk",
+            name="event_offsets_ms",
             field=models.JSONField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='chunk',
-            name='span',
+            model_name="chunk",
+            name="span",
             field=models.PositiveIntegerField(db_default=1, default=1),
         ),
         migrations.AlterField(
-            model_name='chunk',
-            name='created_at',
+            model_name="chunk",
+            name="created_at",
             field=models.DateTimeField(default=django.utils.timezone.now),
         ),
         migrations.AddField(
-            model_name='chunk',
-            name='seq_last',
-            field=models.GeneratedField(db_persist=True, expression=models.F('seq') + models.F('span') - 1, output_field=models.BigIntegerField()),
+            model_name="chunk",
+            name="seq_last",
+            field=models.GeneratedField(
+                db_persist=True,
+                expression=models.F("seq") + models.F("span") - 1,
+                output_field=models.BigIntegerField(),
+            ),
         ),
         migrations.AddIndex(
-            model_name='chunk',
-            index=models.Index(fields=['thread', 'seq_last'], name='chunk_thread_seq_last'),
+            model_name="chunk",
+            index=models.Index(fields=["thread", "seq_last"], name="chunk_thread_seq_last"),
         ),
     ]

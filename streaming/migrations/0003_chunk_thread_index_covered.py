@@ -5,16 +5,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('streaming', '0002_chunk_segments'),
-        ('threads', '0002_apitoken'),
+        ("streaming", "0002_chunk_segments"),
+        ("threads", "0002_apitoken"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='chunk',
-            name='thread',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='threads.thread'),
+            model_name="chunk",
+            name="thread",
+            field=models.ForeignKey(
+                db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name="chunks", to="threads.thread"
+            ),
         ),
     ]

@@ -1,4 +1,5 @@
 """Reply providers, chosen by the CHAT_PROVIDER setting like Django's SESSION_ENGINE."""
+
 import functools
 
 from django.conf import settings

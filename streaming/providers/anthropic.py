@@ -6,6 +6,7 @@ we ask again for the rest of the reply, sending the text so far as an assistant
 prefill, or, for models that refuse prefill, as an assistant turn followed by a
 user turn asking to continue it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -88,7 +89,10 @@ class AnthropicProvider(BaseProvider):
                     delay_s = backoff_s * 2 ** (attempt - 1)
                     logger.warning(
                         "Anthropic stream interrupted (%s); continuing the reply in %.2fs (attempt %d of %d)",
-                        _log_summary(cause), delay_s, attempt + 1, STREAM_ATTEMPTS,
+                        _log_summary(cause),
+                        delay_s,
+                        attempt + 1,
+                        STREAM_ATTEMPTS,
                     )
                     await asyncio.sleep(delay_s)
                     continue

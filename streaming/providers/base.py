@@ -1,4 +1,5 @@
 """The contract every reply provider implements."""
+
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 

@@ -8,6 +8,7 @@ A reply shows what the page renders: a heading, an ordered list with sub-lists, 
 table, a fenced code block with its language, and prose with bold, italic, inline
 code and links, as far as SCRIPTED_REPLY_TOKENS allows; prose fills the rest.
 """
+
 import asyncio
 import hashlib
 import itertools

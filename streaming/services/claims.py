@@ -1,4 +1,5 @@
 """Claim generations for a worker, each under a lease and a fresh fencing token (I8), and give them back."""
+
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta

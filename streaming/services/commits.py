@@ -1,4 +1,5 @@
 """The group commit of a worker's round: its replies' new text and ends in one transaction, each fenced on its lease."""
+
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any

@@ -1,4 +1,5 @@
 """End replies: write their text and outcome, log their `end` events (I9), and cancel the reply being written."""
+
 import itertools
 from datetime import datetime
 from typing import Any

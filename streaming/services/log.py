@@ -1,4 +1,5 @@
 """Allocate seqs in a thread's log and insert its chunk rows (I1)."""
+
 from datetime import datetime
 from typing import Any
 from uuid import UUID

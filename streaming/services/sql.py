@@ -5,6 +5,7 @@ tenth of its CPU; an UPDATE joined to a VALUES list costs one parameter per valu
 statements run unchanged on PostgreSQL and SQLite: both name the columns of a VALUES
 list column1, column2…
 """
+
 from collections.abc import Mapping, Sequence, Sized
 from datetime import datetime
 from typing import Any

@@ -5,6 +5,7 @@ row version lands on another page, which means an entry in every index of the ta
 a quarter of each page kept free, those updates stay on their page as heap-only tuples,
 touching no index.
 """
+
 from django.db import migrations
 
 FILLFACTOR = 75

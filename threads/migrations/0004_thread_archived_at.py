@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('threads', '0003_hot_update_room'),
+        ("threads", "0003_hot_update_room"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='thread',
-            name='archived_at',
+            model_name="thread",
+            name="archived_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -4,22 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('threads', '0005_usage_stamp'),
+        ("threads", "0005_usage_stamp"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SignInFailure',
+            name="SignInFailure",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('username', models.CharField(max_length=150)),
-                ('address', models.GenericIPAddressField()),
-                ('created_at', models.DateTimeField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("username", models.CharField(max_length=150)),
+                ("address", models.GenericIPAddressField()),
+                ("created_at", models.DateTimeField()),
             ],
             options={
-                'indexes': [models.Index(fields=['address', '-created_at'], name='signin_failure_address'), models.Index(fields=['username', 'address', '-created_at'], name='signin_failure_pair')],
+                "indexes": [
+                    models.Index(fields=["address", "-created_at"], name="signin_failure_address"),
+                    models.Index(fields=["username", "address", "-created_at"], name="signin_failure_pair"),
+                ],
             },
         ),
     ]

@@ -1,4 +1,5 @@
 """Filters of the chat pages: `markdown` renders untrusted message text as safe HTML; `moment` and `ago` say when."""
+
 import functools
 import re
 from datetime import datetime, timedelta
@@ -32,11 +33,7 @@ JUST_NOW = timedelta(minutes=1)
 def markdown_parser() -> MarkdownIt:
     # Raw HTML is escaped, never passed through; images are off (no remote fetches from
     # a message). `breaks` keeps the line breaks people type, as the browser renderer does.
-    return (
-        MarkdownIt("commonmark", {"html": False, "breaks": True})
-        .enable(["table", "strikethrough"])
-        .disable("image")
-    )
+    return MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"]).disable("image")
 
 
 def render_markdown(text: str) -> str:

@@ -1,4 +1,5 @@
 """The form that names a new API token."""
+
 from django import forms
 
 from ..models import ApiToken

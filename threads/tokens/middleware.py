@@ -3,6 +3,7 @@
 A request signed with a token is the token's user and skips the CSRF check; see the
 package docstring for why that is safe.
 """
+
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser, User

@@ -1,4 +1,5 @@
 """Reads of API tokens: authenticate a secret, check a token still holds, and the grant of a stream it opened."""
+
 import hashlib
 from datetime import timedelta
 

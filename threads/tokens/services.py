@@ -1,4 +1,5 @@
 """Writes of API tokens: make one (for an operator or for oneself) and revoke one."""
+
 import secrets
 from datetime import timedelta
 

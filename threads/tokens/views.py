@@ -1,4 +1,5 @@
 """The page where a person lists, makes and revokes their API tokens."""
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse

@@ -4,6 +4,7 @@ The close and error codes are defined once, in streaming/protocol.py; the client
 plain ES modules with no build step, so the module is generated here and checked in.
 `--check` fails when the checked-in module disagrees with the enums (tests run it).
 """
+
 import json
 from enum import Enum
 from pathlib import Path

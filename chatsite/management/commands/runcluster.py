@@ -4,6 +4,7 @@ It runs the Procfile's own commands, so what runs here is what runs in productio
 the `release` command once, then one `web` (daphne) process per port and `--workers`
 stream workers, all on PostgreSQL and Redis, with STREAM_INLINE_WORKER off.
 """
+
 import argparse
 import os
 import re

@@ -1,4 +1,5 @@
 """`python manage.py streambench`: benchmark the streaming path on a real topology (see chatsite/bench)."""
+
 import argparse
 import json
 import os

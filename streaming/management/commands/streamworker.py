@@ -3,6 +3,7 @@
 In this deployment web processes run with STREAM_INLINE_WORKER=false and any number
 of these processes write the replies.
 """
+
 import argparse
 import asyncio
 import logging

@@ -1,4 +1,5 @@
 """`manage.py invite [--count N] [--by USERNAME]`: make single-use sign-up codes for CHAT_SIGNUP=invite."""
+
 import argparse
 
 from django.contrib.auth import get_user_model
