@@ -39,10 +39,11 @@ TOO_LONG = "A message may be at most 32000 characters long."
 
 # Runs in the server's database: threads of `username` titled and aged as given (days since their last activity).
 AGED_THREADS = """
+import time
 from datetime import timedelta
 from django.contrib.auth.models import User
 from django.utils import timezone
-from threads.models import Thread
+from threads.models import Message, Thread
 from streaming.services.endings import generation_cancel
 from threads.services import message_post, thread_create
 
@@ -50,8 +51,14 @@ owner = User.objects.get(username={username!r})
 for title, age_days, text in {threads!r}:
     thread = thread_create(owner=owner, title=title)
     if text:
-        message_post(thread=thread, content=text, client_id=None)
+        posted = message_post(thread=thread, content=text, client_id=None)
         generation_cancel(thread=thread)
+        # A worker that claimed the reply first ends it itself, and its end touches the thread:
+        # age the thread only once the reply has ended.
+        deadline = time.monotonic() + 10
+        while Message.objects.get(pk=posted.reply.pk).status == Message.Status.STREAMING:
+            assert time.monotonic() < deadline, "the cancelled reply did not end"
+            time.sleep(0.05)
     Thread.objects.filter(pk=thread.pk).update(updated_at=timezone.now() - timedelta(days=age_days))
 print("ok")
 """
