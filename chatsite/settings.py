@@ -149,6 +149,8 @@ SIGNIN_COOLOFF_SECONDS = env.int("SIGNIN_COOLOFF_SECONDS", default=15 * 60)
 # Who may make an account: `open` (anyone), `closed` (operators only) or `invite` (with a
 # single-use code from `manage.py invite`). Every per-person limit is per account.
 CHAT_SIGNUP = env.str("CHAT_SIGNUP", default="open")
+# Whether a signed-out visitor may open a thread's share link (read only); signed-in people always may.
+CHAT_PUBLIC_LINKS = env.bool("CHAT_PUBLIC_LINKS", default=False)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "thread-list"
 LOGOUT_REDIRECT_URL = "login"
@@ -263,6 +265,9 @@ STREAM_REPAIR_SECONDS = env.float("STREAM_REPAIR_SECONDS", default=1.0)
 # A stream opened under a revocable grant (an API token) ends at once on the revocation
 # notice; should that notice be lost, its own check of the grant this often ends it.
 STREAM_ACCESS_RECHECK_SECONDS = env.float("STREAM_ACCESS_RECHECK_SECONDS", default=30.0)
+# A watcher of a thread renews their presence this often; one not renewed for three times as
+# long (their web process died) drops out of everyone's `presence` frame.
+STREAM_PRESENCE_HEARTBEAT_SECONDS = env.float("STREAM_PRESENCE_HEARTBEAT_SECONDS", default=3.0)
 GENERATION_LEASE_SECONDS = env.float("GENERATION_LEASE_SECONDS", default=15.0)
 GENERATION_MAX_ATTEMPTS = env.int("GENERATION_MAX_ATTEMPTS", default=3)
 # How long a worker retries a reply's write while the database is unreachable (a restart, a

@@ -91,6 +91,7 @@ def user_message_payload(message: AbstractMessage) -> UserMessage:
         status=MessageStatus(message.status),
         created_at=message.created_at.isoformat(),
         client_id=str(message.client_id) if message.client_id else None,
+        author=message.author_payload(),
     )
 
 

@@ -16,7 +16,7 @@ from django.db import models
 from django.db.models import F
 from django.utils import timezone
 
-from .protocol import MessageRole, MessageStatus
+from .protocol import MessageRole, MessageStatus, Person
 
 
 class AbstractThread(models.Model):
@@ -67,6 +67,10 @@ class AbstractMessage(models.Model):
 
     class Meta:
         abstract = True
+
+    def author_payload(self) -> Person | None:
+        """Return who sent a user message, for its payload; the product's model knows its people."""
+        return None
 
 
 def get_thread_model() -> type[AbstractThread]:

@@ -59,7 +59,7 @@ class CloseCode(IntEnum):
     """The codes a server closes a WebSocket with; the browser client retries all but the first three."""
 
     NOT_SIGNED_IN = 4401  # also an unknown or revoked API token
-    NOT_ALLOWED = 4403
+    NOT_ALLOWED = 4403  # also: the person's access to the thread ended (removed, link revoked)
     NOT_FOUND = 4404  # another person's thread answers the same
     TOO_SLOW = 4008  # the client did not read: reconnect with your cursor (I10)
     TOO_MANY_STREAMS = 4429  # extension, as HTTP's 429: CHAT_MAX_STREAMS_PER_USER are open
@@ -91,6 +91,13 @@ class ReplyOutcome(TypedDict):
     error: ErrorObject | None
 
 
+class Person(TypedDict):
+    """Extension: a person as the product names them: the author of a user message, a watcher in `presence`."""
+
+    id: int
+    name: str
+
+
 class UserMessage(TypedDict):
     """A person's message, as the `message` event and snapshots carry it."""
 
@@ -100,6 +107,8 @@ class UserMessage(TypedDict):
     status: MessageStatus
     created_at: Timestamp
     client_id: Annotated[UuidText | None, SchemaHint(description="the send's idempotency key (I7)")]
+    # Extension: null for messages written before authors were recorded, or whose sender was deleted.
+    author: Annotated[Person | None, SchemaHint(description="who sent it (shared threads have several people)")]
 
 
 class AssistantMessage(ReplyOutcome):
@@ -200,7 +209,14 @@ class ThreadFrame(TypedDict):
     title: str
 
 
-ControlFrame = ReadyFrame | ResetFrame | ErrorFrame | PongFrame | ThreadFrame
+class PresenceFrame(TypedDict):
+    """Extension: the people watching the thread now (each once, however many tabs they have open)."""
+
+    type: Literal["presence"]
+    people: list[Person]
+
+
+ControlFrame = ReadyFrame | ResetFrame | ErrorFrame | PongFrame | ThreadFrame | PresenceFrame
 ServerFrame = LogEvent | ControlFrame
 
 

@@ -13,10 +13,10 @@ The WebSocket consumer and the SSE views both read a thread through
   `reset` snapshot.
 
 Besides log events it passes on the `thread` control frame of a rename. A subscription
-opened under a revocable grant (an `AccessGrant`: an API token, say) ends with
-AccessRevoked once the grant is revoked: on the revocation notice sent to the grant's
-group (streaming/broadcast.py), or, should that notice be lost, at its own check of the
-grant every STREAM_ACCESS_RECHECK_SECONDS.
+opened under revocable grants (`AccessGrant`s: an API token, a session, a membership or
+share link, say) ends with AccessRevoked once any of them is revoked: on the revocation
+notice sent to a grant's group or the thread's (streaming/broadcast.py), or, should that
+notice be lost, at its own check of the grants every STREAM_ACCESS_RECHECK_SECONDS.
 
 The subscription pulls from its own channel only when its reader asks for the next
 frame: a slow reader leaves messages in the channel layer, which drops the excess at
@@ -31,7 +31,7 @@ import logging
 import threading
 import weakref
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -40,7 +40,7 @@ from . import events, metrics
 from .broadcast import channel_layer
 from .errors import RateLimited
 from .models import AbstractThread, Chunk, get_thread_model
-from .protocol import ErrorCode, MessageStatus
+from .protocol import CloseCode, ErrorCode, MessageStatus
 from .selectors import achunk_events_after, athread_last_seq, athread_snapshot, athread_streaming
 
 logger = logging.getLogger(__name__)
@@ -73,13 +73,14 @@ class ThreadGone(SubscriptionEnded):
 
 
 class AccessRevoked(SubscriptionEnded):
-    """The grant the subscription was opened under no longer holds."""
+    """A grant the subscription was opened under no longer holds; a WebSocket closes with `close_code`."""
 
     code = ErrorCode.FORBIDDEN
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, close_code: CloseCode = CloseCode.NOT_SIGNED_IN) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.close_code = close_code
 
 
 @dataclass(frozen=True)
@@ -95,20 +96,22 @@ class AccessGrant:
     group: str
     still_valid: Callable[[], Awaitable[bool]]
     detail: str
+    # How a WebSocket closes when it ends: signed out (4401, the default) or no longer allowed (4403).
+    close_code: CloseCode = CloseCode.NOT_SIGNED_IN
 
     async def check(self) -> None:
         """Raise AccessRevoked unless the grant still holds."""
         if not await self.still_valid():
-            raise AccessRevoked(self.detail)
+            raise AccessRevoked(self.detail, self.close_code)
 
 
 # Streams are long-lived and cheap to open: a refused one should not be retried at once.
 STREAM_LIMIT_RETRY_AFTER_SECONDS = 10
-_open_streams: Counter[int] = Counter()
+_open_streams: Counter[int | str] = Counter()
 _open_streams_lock = threading.Lock()  # taken by views in their threads and by consumers on the loop
 
 
-def _release_stream(user_id: int) -> None:
+def _release_stream(user_id: int | str) -> None:
     with _open_streams_lock:
         _open_streams[user_id] -= 1
         metrics.OPEN_STREAMS.dec()
@@ -124,8 +127,11 @@ class StreamSlot:
     without shared state that a crashed process would leave stale.
     """
 
-    def __init__(self, *, user_id: int) -> None:
-        """Take a slot for `user_id`; RateLimited when they hold CHAT_MAX_STREAMS_PER_USER already."""
+    def __init__(self, *, user_id: int | str) -> None:
+        """Take a slot for `user_id` (a signed-out visitor: their session key); RateLimited past the limit.
+
+        The limit is CHAT_MAX_STREAMS_PER_USER streams held at once.
+        """
         limit = settings.CHAT_MAX_STREAMS_PER_USER
         with _open_streams_lock:
             if _open_streams[user_id] >= limit:
@@ -146,17 +152,17 @@ class ThreadSubscription:
         thread: AbstractThread,
         after: int | None,
         keepalive_seconds: float | None = None,
-        grant: AccessGrant | None = None,
+        grants: Sequence[AccessGrant] = (),
     ) -> None:
         """Subscribe to `thread` from cursor `after` (None: a malformed cursor, answered with error and reset).
 
-        `grant` is what the reader was let in under that may be revoked, if anything: the
-        subscription ends with AccessRevoked when it is.
+        `grants` are what the reader was let in under that may be revoked: the subscription
+        ends with AccessRevoked when any of them is.
         """
         self.thread = thread
         self.after = after
         self.keepalive_seconds = keepalive_seconds
-        self.grant = grant
+        self.grants = tuple(grants)
         # Read once: the loop below runs per message.
         self.repair_seconds = settings.STREAM_REPAIR_SECONDS
         self.recheck_seconds = settings.STREAM_ACCESS_RECHECK_SECONDS
@@ -170,24 +176,23 @@ class ThreadSubscription:
         """Yield the frames of this subscription until the reader stops; KEEPALIVE in quiet times if asked."""
         layer = channel_layer()
         groups = [events.thread_group_name(self.thread.id)]
-        if self.grant is not None:
-            groups.append(self.grant.group)
+        groups.extend(grant.group for grant in self.grants)
         channel = await layer.new_channel()
         for group in groups:  # before the backlog is read and the grant checked: see the module docstring
             await layer.group_add(group, channel)
         receiving = asyncio.ensure_future(layer.receive(channel))
         try:
             # Revoked between the handshake and joining its group, the grant would otherwise stream until the recheck.
-            await self._check_grant()
+            await self._check_grants()
             async for frame in self._open():
                 yield frame
             while True:
                 if not receiving.done():  # under load the next message is often there already
                     await asyncio.wait({receiving}, timeout=self._quiet_timeout())
                 now = asyncio.get_running_loop().time()
-                if self.grant is not None and now - self.grant_checked >= self.recheck_seconds:
+                if self.grants and now - self.grant_checked >= self.recheck_seconds:
                     # Ahead of the messages: a reader that always has one waiting must not postpone it.
-                    await self._check_grant()
+                    await self._check_grants()
                 if receiving.done():
                     message, receiving = receiving.result(), asyncio.ensure_future(layer.receive(channel))
                     async for frame in self._receive(message):
@@ -215,10 +220,10 @@ class ThreadSubscription:
     async def _receive(self, message: dict) -> AsyncIterator[Frame]:
         """Yield the frames a channel-layer message brings: log events, a rename; check the grant at a notice."""
         kind = message.get("type")
-        if kind == events.ACCESS_REVOKED and self.grant is not None:
-            # The notice names a group, which may hold more than this grant (a person's sessions):
-            # each stream asks whether its own grant still holds.
-            await self._check_grant()
+        if kind == events.ACCESS_REVOKED:
+            # The notice names a group, which may hold more than this grant (a person's sessions, a
+            # deleted thread's readers): each stream asks whether its own grants still hold.
+            await self._check_grants()
         if kind == events.THREAD_RENAMED:
             self.last_frame = asyncio.get_running_loop().time()
             yield Frame("thread", message["frame"])
@@ -226,19 +231,18 @@ class ThreadSubscription:
             async for frame in self._deliver(message["events"]):
                 yield frame
 
-    async def _check_grant(self) -> None:
-        """Raise AccessRevoked if the subscription's grant no longer holds (nothing to check without one)."""
-        if self.grant is None:
-            return
+    async def _check_grants(self) -> None:
+        """Raise AccessRevoked if any of the subscription's grants no longer holds."""
         self.grant_checked = asyncio.get_running_loop().time()
-        await self.grant.check()
+        for grant in self.grants:
+            await grant.check()
 
     def _quiet_timeout(self) -> float | None:
         """Return how long to wait for a live message before the next timed duty; None: as long as it takes."""
         deadlines = []
         if self.streaming:
             deadlines.append(self.last_delivery + self.repair_seconds)
-        if self.grant is not None:
+        if self.grants:
             deadlines.append(self.grant_checked + self.recheck_seconds)
         if self.keepalive_seconds is not None:
             deadlines.append(self.last_frame + self.keepalive_seconds)

@@ -1,5 +1,8 @@
 """Isolation (I11) on every surface, as a table: what each endpoint answers anonymous, another user and the owner.
 
+(The roles a thread is shared with, viewer, participant and share-link holder, are tests/test_sharing_matrix.py,
+over this same table.)
+
 - anonymous: the API's 401 JSON, the sign-in redirect, the admin's sign-in redirect, or close 4401;
 - another user: exactly the answer an unknown id gets (status, body, redirect), and nothing written;
 - the owner: success. The admin is staff only: there the owner is refused like anyone, and staff succeed.
@@ -21,8 +24,9 @@ from django.test import Client
 from chatsite.asgi import application
 from streaming.models import Generation
 from streaming.services.endings import generation_cancel
-from threads.models import ApiToken, Message, Thread
+from threads.models import ApiToken, Membership, Message, ShareLink, Thread
 from threads.services import message_post, thread_create
+from threads.sharing import link_create, member_add
 from threads.tokens.services import api_token_create
 
 from .conftest import RECEIVE_TIMEOUT_S
@@ -40,6 +44,8 @@ class Ids:
     reply: str
     token: int
     generation: str
+    member: str
+    link: str
 
 
 @dataclass
@@ -54,15 +60,25 @@ class World:
 
 @pytest.fixture
 def world(make_user) -> World:
-    """Alice's thread with a question and a stopped reply, her API token; Mallory; and a staff member."""
+    """Alice's thread with a question and a stopped reply, her API token, a member and a share link; Mallory; staff."""
     owner, other = make_user("alice"), make_user("mallory")
     staff = make_user("root", is_staff=True, is_superuser=True)
+    make_user("carol")  # whom the "add member" requests name
     thread = thread_create(owner=owner, title=TITLE)
     posted = message_post(thread=thread, content="What are my plans?", client_id=None)
     generation_cancel(thread=thread)
     token, _ = api_token_create(user=owner, name=TOKEN_NAME)
-    ids = Ids(str(thread.id), str(posted.reply.id), token.id, str(posted.reply.generation.id))
-    unknown = Ids(str(uuid.uuid4()), str(uuid.uuid4()), 10**9, str(uuid.uuid4()))
+    member = member_add(thread=thread, username=make_user("bob").username, role="viewer", added_by=owner)
+    link, _ = link_create(thread=thread, created_by=owner)
+    ids = Ids(
+        str(thread.id),
+        str(posted.reply.id),
+        token.id,
+        str(posted.reply.generation.id),
+        str(member.user_id),
+        str(link.pk),
+    )
+    unknown = Ids(str(uuid.uuid4()), str(uuid.uuid4()), 10**9, str(uuid.uuid4()), str(10**9), str(10**9))
     return World(owner, other, staff, thread, ids, unknown)
 
 
@@ -136,6 +152,27 @@ ENDPOINTS = [
     Endpoint("AI SDK send", "POST", lambda ids: "/api/chat", "api", 200, body=aisdk_body, creates=True),
     Endpoint("AI SDK resume", "GET", lambda ids: f"/api/chat/{ids.thread}/stream", "api", 200, running=True),
     Endpoint("AI SDK stop", "POST", lambda ids: f"/api/chat/{ids.thread}/stop", "api", 202, running=True),
+    Endpoint("members", "GET", lambda ids: f"/api/threads/{ids.thread}/members", "api", 200),
+    Endpoint(
+        "add member",
+        "POST",
+        lambda ids: f"/api/threads/{ids.thread}/members",
+        "api",
+        201,
+        body=lambda ids: {"username": "carol", "role": "viewer"},
+    ),
+    Endpoint(
+        "change role",
+        "PATCH",
+        lambda ids: f"/api/threads/{ids.thread}/members/{ids.member}",
+        "api",
+        200,
+        body=lambda ids: {"role": "participant"},
+    ),
+    Endpoint("remove member", "DELETE", lambda ids: f"/api/threads/{ids.thread}/members/{ids.member}", "api", 204),
+    Endpoint("share links", "GET", lambda ids: f"/api/threads/{ids.thread}/links", "api", 200),
+    Endpoint("make link", "POST", lambda ids: f"/api/threads/{ids.thread}/links", "api", 201, body=lambda ids: {}),
+    Endpoint("revoke link", "DELETE", lambda ids: f"/api/threads/{ids.thread}/links/{ids.link}", "api", 200),
     Endpoint("tokens page", "GET", lambda ids: "/account/tokens/", "page", 200, listing=True),
     Endpoint("revoke token", "POST", lambda ids: f"/account/tokens/{ids.token}/revoke", "page", 302),
     Endpoint("admin: thread", "GET", lambda ids: f"/admin/threads/thread/{ids.thread}/change/", "admin", 200),
@@ -161,6 +198,8 @@ def state() -> tuple:
         list(Message.objects.order_by("id").values_list("id", "status", "content")),
         list(Generation.objects.order_by("id").values_list("id", "status", "cancel_requested")),
         list(ApiToken.objects.order_by("id").values_list("id", "revoked_at")),
+        list(Membership.objects.order_by("id").values_list("id", "user_id", "role")),
+        list(ShareLink.objects.order_by("id").values_list("id", "revoked_at")),
     )
 
 
@@ -303,10 +342,13 @@ def test_table_covers_every_route():
     """Every route of the app that takes a thread, message or token id is in the table above."""
     from threads import api_urls, urls
 
-    covered = {endpoint.path(Ids("T", "M", 1, "G")).partition("?")[0] for endpoint in ENDPOINTS}
+    covered = {endpoint.path(Ids("T", "M", 1, "G", "U", "L")).partition("?")[0] for endpoint in ENDPOINTS}
+    # A share link's page is named by its token, which opens it to whoever holds it: tests/test_share_links.py.
+    covered.add("/s/<str:token>")
     for pattern in urls.urlpatterns + api_urls.urlpatterns:
         route = str(pattern.pattern)
         if "<" in route:
             example = "/" + route.replace("<str:thread_id>", "T").replace("<str:chat_id>", "T")
             example = example.replace("<str:message_id>", "M").replace("<int:token_id>", "1")
+            example = example.replace("<str:user_id>", "U").replace("<str:link_id>", "L")
             assert example in covered, f"{route} is not in the isolation table"

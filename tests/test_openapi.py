@@ -223,10 +223,10 @@ def test_every_body_over_the_upload_limit_is_413_as_documented(client, thread, b
         for method, operation in item.items()
         if isinstance(operation, dict) and "requestBody" in operation
     ]
-    assert len(with_bodies) == 4, "an operation with a body was added or lost: it belongs in this test"
+    assert len(with_bodies) == 7, "an operation with a body was added or lost: it belongs in this test"
     oversized = json.dumps({"title": "x" * 2000, "content": "x" * 2000, "id": str(thread.id)})
     for method, path, operation in with_bodies:
-        url = path.format(thread_id=thread.id, chat_id=thread.id)
+        url = path.format(thread_id=thread.id, chat_id=thread.id, user_id=thread.owner_id)
         response = client.generic(method.upper(), url, data=oversized, content_type="application/json", headers=bearer)
         assert response.status_code == 413, (method, path, response.content)
         assert response.json()["error"]["code"] == "too_long"

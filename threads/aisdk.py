@@ -29,13 +29,12 @@ from streaming.errors import BadRequest
 from streaming.services.endings import generation_cancel
 from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
-from .api import api_view, json_body, no_content
+from .access import Action, ThreadAccess, request_link_ids, request_stream_grants, thread_access
+from .api import api_view, json_body, no_content, request_thread
 from .http import AuthenticatedHttpRequest
 from .inputs import parse_thread_id
-from .models import Message, Thread
-from .selectors import thread_get_for_user
+from .models import Message
 from .services import reply_retry, thread_start, validate_content
-from .sessions import request_stream_grant
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
 
 UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
@@ -117,14 +116,14 @@ async def ui_message_stream_body(chunks: AsyncGenerator[dict | None, None]) -> A
 
 
 def reply_stream_response(
-    request: HttpRequest, thread: Thread, reply: Message, slot: StreamSlot
+    request: HttpRequest, access: ThreadAccess, reply: Message, slot: StreamSlot
 ) -> StreamingHttpResponse:
-    """Answer with `reply` as a UI message stream from its start; it ends when the request's token or session does."""
+    """Answer with `reply` as a UI message stream from its start; it ends when the request's grants do."""
     subscription = ThreadSubscription(
-        thread=thread,
+        thread=access.thread,
         after=reply.seq - 1,
         keepalive_seconds=KEEPALIVE_SECONDS,
-        grant=request_stream_grant(request),
+        grants=request_stream_grants(request, access),
     )
     chunks = ui_message_chunks(subscription.frames(), reply_id=str(reply.id))
     response = event_stream_response(ui_message_stream_body(chunks), slot=slot)
@@ -137,12 +136,14 @@ def aisdk_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> Strea
     if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
         raise BadRequest("messages must be a non-empty list of UI messages.")
     if body.get("trigger") == "regenerate-message":
-        thread = thread_get_for_user(user=request.user, thread_id=str(body.get("id")))
+        access = thread_access(user=request.user, thread_id=str(body.get("id")), link_ids=request_link_ids(request))
+        thread = access.require(Action.WRITE)
         last_reply = Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT).order_by("seq").last()
         if last_reply is None:
             raise BadRequest("There is no reply to regenerate.")
         slot = StreamSlot(user_id=request.user.pk)  # before writing: a refused stream writes nothing
-        return reply_stream_response(request, thread, reply_retry(thread=thread, reply=last_reply), slot)
+        retry = reply_retry(thread=thread, reply=last_reply, person=request.user)
+        return reply_stream_response(request, access, retry, slot)
     last = messages[-1]
     if last.get("role") != "user":
         raise BadRequest("The last of messages must be the user's new message.")
@@ -150,8 +151,9 @@ def aisdk_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> Strea
     client_id = uuid.uuid5(UI_MESSAGE_NAMESPACE, last["id"]) if isinstance(last.get("id"), str) and last["id"] else None
     slot = StreamSlot(user_id=request.user.pk)
     thread_id = parse_thread_id(body.get("id"))
-    posted = thread_start(owner=request.user, thread_id=thread_id, content=content, client_id=client_id)
-    return reply_stream_response(request, posted.message.thread, posted.reply, slot)
+    posted = thread_start(person=request.user, thread_id=thread_id, content=content, client_id=client_id)
+    access = thread_access(user=request.user, thread_id=thread_id)
+    return reply_stream_response(request, access, posted.reply, slot)
 
 
 def seed_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> JsonResponse:
@@ -160,7 +162,7 @@ def seed_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> JsonRe
         raise BadRequest('message must be {"role": "user", "content": "…"}.')
     content = validate_content(message.get("content"))
     thread_id = parse_thread_id(body.get("id"))
-    posted = thread_start(owner=request.user, thread_id=thread_id, content=content, client_id=None)
+    posted = thread_start(person=request.user, thread_id=thread_id, content=content, client_id=None)
     return JsonResponse({"success": True, "threadId": str(posted.message.thread_id), "streamId": str(posted.reply.id)})
 
 
@@ -173,15 +175,18 @@ def chat(request: AuthenticatedHttpRequest) -> HttpResponseBase:
 @api_view("GET")
 def chat_resume(request: AuthenticatedHttpRequest, chat_id: str) -> HttpResponseBase:
     """Resume the reply being written, from its start; 204 when none is (what the AI SDK expects)."""
-    thread = thread_get_for_user(user=request.user, thread_id=chat_id)
-    reply = Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING).first()
+    access = thread_access(user=request.user, thread_id=chat_id, link_ids=request_link_ids(request))
+    streaming = Message.objects.filter(
+        thread=access.thread, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING
+    )
+    reply = streaming.first()
     if reply is None:
         return no_content()
-    return reply_stream_response(request, thread, reply, StreamSlot(user_id=request.user.pk))
+    return reply_stream_response(request, access, reply, StreamSlot(user_id=request.user.pk))
 
 
 @api_view("POST")
 def chat_stop(request: AuthenticatedHttpRequest, chat_id: str) -> JsonResponse:
     """Stop the reply being written; 409 `not_running` when none is."""
-    thread = thread_get_for_user(user=request.user, thread_id=chat_id)
+    thread = request_thread(request, chat_id, Action.WRITE)
     return JsonResponse({"reply": events.message_payload(generation_cancel(thread=thread))}, status=202)

@@ -25,12 +25,13 @@ from streaming.events import message_page_payload, message_payload, snapshot_pay
 from streaming.selectors import message_page, thread_snapshot
 from streaming.services.endings import generation_cancel
 
+from .access import Action, request_link_ids, thread_for
 from .errors import Forbidden, MethodNotAllowed, Unauthenticated, error_response
 from .http import AuthenticatedHttpRequest
 from .inputs import parse_client_id, parse_json_object
 from .models import Thread
 from .openapi import openapi_document
-from .selectors import thread_get_for_user, thread_page
+from .selectors import thread_page
 from .services import message_post, thread_create_for_self, thread_delete, thread_rename
 
 # Page sizes when `limit` is not given; API_MAX_PAGE_SIZE bounds what it may ask for.
@@ -96,12 +97,19 @@ def page_limit(request: HttpRequest, *, default: int) -> int:
     return limit
 
 
+def request_thread(request: AuthenticatedHttpRequest, thread_id: str, action: Action) -> Thread:
+    """Return the thread if the request's person may do `action` with it (threads/access.py)."""
+    return thread_for(user=request.user, thread_id=thread_id, action=action, link_ids=request_link_ids(request))
+
+
 def thread_summary(thread: Thread) -> dict:
     return {
         "id": str(thread.id),
         "title": thread.title,
         "created_at": thread.created_at.isoformat(),
         "updated_at": thread.updated_at.isoformat(),
+        # Listed threads carry it annotated; any other summary is of the asker's own thread.
+        "shared": getattr(thread, "shared", False),
     }
 
 
@@ -138,7 +146,7 @@ def threads(request: AuthenticatedHttpRequest) -> JsonResponse:
 
 @api_view("GET", "PATCH", "DELETE")
 def thread_detail(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
-    thread = thread_get_for_user(user=request.user, thread_id=thread_id)
+    thread = request_thread(request, thread_id, Action.READ if request.method == "GET" else Action.MANAGE)
     if request.method == "PATCH":
         return JsonResponse(thread_summary(thread_rename(thread=thread, title=json_body(request).get("title"))))
     if request.method == "DELETE":
@@ -158,7 +166,7 @@ def messages_response(page: Mapping[str, object]) -> JsonResponse:
 
 @api_view("GET", "POST")
 def thread_messages(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResponse:
-    thread = thread_get_for_user(user=request.user, thread_id=thread_id)
+    thread = request_thread(request, thread_id, Action.READ if request.method == "GET" else Action.WRITE)
     if request.method == "GET":
         before = query_int(request, "before", default=None, minimum=1)
         limit = page_limit(request, default=MESSAGES_PAGE_SIZE)
@@ -166,7 +174,12 @@ def thread_messages(request: AuthenticatedHttpRequest, thread_id: str) -> JsonRe
         page = message_page(thread=thread, before=before, limit=limit, max_bytes=max_bytes)
         return messages_response(message_page_payload(page))
     body = json_body(request)
-    posted = message_post(thread=thread, content=body.get("content"), client_id=parse_client_id(body.get("client_id")))
+    posted = message_post(
+        thread=thread,
+        content=body.get("content"),
+        client_id=parse_client_id(body.get("client_id")),
+        author=request.user,
+    )
     return JsonResponse(
         {"message": message_payload(posted.message), "reply": message_payload(posted.reply), "seq": posted.reply.seq},
         status=202,
@@ -175,7 +188,7 @@ def thread_messages(request: AuthenticatedHttpRequest, thread_id: str) -> JsonRe
 
 @api_view("POST")
 def thread_cancel(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResponse:
-    thread = thread_get_for_user(user=request.user, thread_id=thread_id)
+    thread = request_thread(request, thread_id, Action.WRITE)
     reply = generation_cancel(thread=thread)
     return JsonResponse({"reply": message_payload(reply)}, status=202)
 

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 
 from streaming import events
 from streaming.cursors import parse_cursor
@@ -17,11 +17,10 @@ from streaming.protocol import CloseCode
 from streaming.services.endings import generation_cancel
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
 
+from .access import Action, athread_access, scope_link_ids, scope_stream_grants
 from .inputs import parse_client_id, parse_json_object
 from .models import Thread
-from .selectors import thread_get_for_user
 from .services import message_post
-from .sessions import scope_stream_grant
 
 logger = logging.getLogger(__name__)
 
@@ -39,33 +38,43 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = None  # type: ignore[assignment]
     thread: Thread | None = None
     slot: StreamSlot | None = None
-    grant: AccessGrant | None = None
+    grants: list[AccessGrant]
+    link_ids: tuple[int, ...] = ()
     streamer: asyncio.Task | None = None
+
+    @property
+    def person(self) -> User | AnonymousUser:
+        """Return who the socket is: AuthMiddleware's lazy user, or a signed-out visitor."""
+        return cast(User | AnonymousUser, self.scope["user"] or AnonymousUser())
 
     async def connect(self) -> None:
         await self.accept()  # accepted first, so that the close codes below reach the client
-        scope_user = self.scope["user"]
-        if scope_user is None or not scope_user.is_authenticated:
+        user = self.person
+        signed_in = user.is_authenticated
+        # Signed out, only a share link opened in this browser session lets a visitor in (CHAT_PUBLIC_LINKS).
+        self.link_ids = await database_sync_to_async(scope_link_ids)(self.scope)
+        if not signed_in and not self.link_ids:
             await self.close_with(CloseCode.NOT_SIGNED_IN)
             return
-        user = cast(User, scope_user)  # AuthMiddleware's lazy user, signed in
         try:
-            thread = await database_sync_to_async(thread_get_for_user)(
-                user=user, thread_id=self.scope["url_route"]["kwargs"]["thread_id"]
+            access = await athread_access(
+                user=user, thread_id=self.scope["url_route"]["kwargs"]["thread_id"], link_ids=self.link_ids
             )
         except ChatError:
-            await self.close_with(CloseCode.NOT_FOUND)
+            await self.close_with(CloseCode.NOT_FOUND if signed_in else CloseCode.NOT_SIGNED_IN)
             return
         try:
-            self.slot = StreamSlot(user_id=user.pk)
+            visitor = int(user.pk or 0) if signed_in else f"session:{self.scope['session'].session_key}"
+            self.slot = StreamSlot(user_id=visitor)
         except RateLimited:
             await self.close_with(CloseCode.TOO_MANY_STREAMS)
             return
-        self.thread = thread  # from here on, frames are taken
-        # What the socket was let in under that may be revoked: its API token or its session (threads/sessions.py).
-        self.grant = scope_stream_grant(self.scope)
+        self.thread = access.thread  # from here on, frames are taken
+        # What the socket was let in under that may be revoked: its API token or its session
+        # (threads/sessions.py), and its access to the thread (threads/access.py).
+        self.grants = scope_stream_grants(self.scope, access, self.link_ids)
         subscription = ThreadSubscription(
-            thread=self.thread, after=query_cursor(self.scope["query_string"]), grant=self.grant
+            thread=self.thread, after=query_cursor(self.scope["query_string"]), grants=self.grants
         )
         self.streamer = asyncio.create_task(self._stream(subscription))
 
@@ -86,7 +95,7 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.close_with(CloseCode.NOT_FOUND)
         except AccessRevoked as revoked:
             logger.info("thread %s: closing a socket whose access ended (%s)", subscription.thread.id, revoked.detail)
-            await self.close_with(CloseCode.NOT_SIGNED_IN)
+            await self.close_with(revoked.close_code)
         except Exception:
             logger.exception("thread %s: subscription failed; closing so the client resumes", subscription.thread.id)
             await self.close_with(CloseCode.SERVER_ERROR)
@@ -106,8 +115,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self._handle_frame(self.thread, text_data)
         except ChatError as error:
             await self.send(events.encode(events.error_frame(error.code, error.detail)))
-        except AccessRevoked:
-            await self.close_with(CloseCode.NOT_SIGNED_IN)
+        except AccessRevoked as revoked:
+            await self.close_with(revoked.close_code)
 
     async def _handle_frame(self, thread: Thread, text_data: str | None) -> None:
         if text_data is None:
@@ -117,17 +126,27 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         if kind == "ping":
             await self.send(events.encode(events.pong_frame()))
         elif kind == "send":
-            await self._refuse_if_access_revoked()
+            await self._refuse_unless_writer()
             await database_sync_to_async(message_post)(
-                thread=thread, content=frame.get("content"), client_id=parse_client_id(frame.get("client_id"))
+                thread=thread,
+                content=frame.get("content"),
+                client_id=parse_client_id(frame.get("client_id")),
+                author=cast(User, self.person),  # a writer is signed in: visitors only read
             )
         elif kind == "cancel":
-            await self._refuse_if_access_revoked()
+            await self._refuse_unless_writer()
             await database_sync_to_async(generation_cancel)(thread=thread)
         else:
             raise BadRequest("Unknown frame type; expected send, cancel or ping.")
 
-    async def _refuse_if_access_revoked(self) -> None:
-        """Raise AccessRevoked before a write if the socket's grant was revoked (the notice closing it may be lost)."""
-        if self.grant is not None:
-            await self.grant.check()
+    async def _refuse_unless_writer(self) -> None:
+        """Refuse a write unless the person may still write here, as read now: a lowered role writes nothing more.
+
+        AccessRevoked if a grant was revoked (the notice closing the socket may be lost),
+        Forbidden (an `error` frame, the socket stays open) if the role only reads.
+        """
+        for grant in self.grants:
+            await grant.check()
+        assert self.thread is not None, "frames are taken once the thread is known"
+        access = await athread_access(user=self.person, thread_id=self.thread.id, link_ids=self.link_ids)
+        access.require(Action.WRITE)

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 
 from streaming.models import AbstractMessage, AbstractThread
+from streaming.protocol import Person
 
 
 class Thread(AbstractThread):
@@ -22,6 +23,12 @@ class Thread(AbstractThread):
 
 class Message(AbstractMessage):
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
+    # Who sent a user message, and their name as it was then: a replayed event must be byte for byte
+    # the live one, so the name is not looked up again. Null for replies, and once the sender is deleted.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    author_name = models.CharField(max_length=150, blank=True)
 
     class Meta:
         ordering = ["seq"]
@@ -37,6 +44,61 @@ class Message(AbstractMessage):
 
     def __str__(self) -> str:
         return f"{self.role} message {self.id}"
+
+    def author_payload(self) -> Person | None:
+        if self.author_id is None:
+            return None
+        return Person(id=self.author_id, name=self.author_name)
+
+
+class ThreadRole(models.TextChoices):
+    """What a person may do with a thread: read it (viewer), also write to it (participant), or everything (owner)."""
+
+    OWNER = "owner"
+    PARTICIPANT = "participant"
+    VIEWER = "viewer"
+
+
+class Membership(models.Model):
+    """A person the owner shared a thread with, as a viewer or a participant."""
+
+    ROLES = [(role.value, role.label) for role in (ThreadRole.PARTICIPANT, ThreadRole.VIEWER)]
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=ROLES)
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [models.UniqueConstraint(fields=["thread", "user"], name="membership_unique_thread_user")]
+        indexes = [models.Index(fields=["user", "thread"], name="membership_user_thread")]
+
+    def __str__(self) -> str:
+        return f"{self.user} as {self.role} of {self.thread_id}"
+
+
+class ShareLink(models.Model):
+    """A read-only link to a thread; only the sha256 of its token is stored, and `prefix` to tell links apart."""
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="share_links")
+    hashed_token = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"link {self.prefix}… to {self.thread_id}"
 
 
 class ApiToken(models.Model):

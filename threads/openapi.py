@@ -19,7 +19,8 @@ from .typeschema import json_schema
 ERROR_MEANINGS = {
     400: "bad_request: the input is malformed",
     401: "not signed in, or the bearer token is unknown or revoked",
-    403: "a cookie request without the CSRF token",
+    403: "forbidden: a cookie request without the CSRF token, or a thread shared with you without the right to "
+    "do this (a viewer writing; anyone but the owner renaming, deleting or sharing)",
     404: "not_found: unknown, foreign and malformed ids alike",
     405: "the method is not allowed here",
     409: "busy (a reply is being written) or not_running (nothing to stop)",
@@ -140,7 +141,15 @@ def schemas() -> dict[str, Any]:
             protocol.MessagePayload,
             description="As in the `message` event of WebSocket protocol v1; a reply in progress has its text so far.",
         ),
-        "ThreadSummary": answer_object({"id": UUID, "title": STRING, "created_at": DATE_TIME, "updated_at": DATE_TIME}),
+        "ThreadSummary": answer_object(
+            {
+                "id": UUID,
+                "title": STRING,
+                "created_at": DATE_TIME,
+                "updated_at": DATE_TIME,
+                "shared": {"type": "boolean", "description": "shared with you by its owner (not yours)"},
+            }
+        ),
         "ThreadList": answer_object(
             {
                 "threads": {"type": "array", "items": ref("ThreadSummary")},
@@ -181,6 +190,49 @@ def schemas() -> dict[str, Any]:
             },
             required=("id", "messages"),
             description="The body of the AI SDK's DefaultChatTransport; the last message is the user's new one.",
+        ),
+    } | sharing_schemas()
+
+
+MEMBER_ROLE = {"enum": ["viewer", "participant"], "description": "viewer reads; participant also writes"}
+USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": STRING, "description": "the member's user id"}
+LINK_ID = {"name": "link_id", "in": "path", "required": True, "schema": STRING}
+
+
+def sharing_schemas() -> dict[str, Any]:
+    person = protocol_schema(protocol.Person)
+    link_fields = {
+        "id": {"type": "integer"},
+        "prefix": {**STRING, "description": "the token's first characters, to tell links apart"},
+        "created_at": DATE_TIME,
+        "expires_at": {**DATE_TIME, "type": ["string", "null"]},
+        "revoked_at": {**DATE_TIME, "type": ["string", "null"]},
+    }
+    return {
+        "Member": answer_object({"user": person, "role": MEMBER_ROLE, "created_at": DATE_TIME}),
+        "MemberList": answer_object({"owner": person, "members": {"type": "array", "items": ref("Member")}}),
+        "AddMember": body_object(
+            {"username": {**STRING, "pattern": NOT_BLANK}, "role": MEMBER_ROLE}, required=("username", "role")
+        ),
+        "ChangeRole": body_object({"role": MEMBER_ROLE}, required=("role",)),
+        "ShareLink": answer_object(link_fields),
+        "ShareLinkList": answer_object({"links": {"type": "array", "items": ref("ShareLink")}}),
+        "NewShareLink": answer_object(
+            link_fields
+            | {
+                "token": {**STRING, "description": "the secret, shown this once; only its hash is stored"},
+                "url": {**STRING, "description": "the page that opens the thread read-only: /s/<token>"},
+            }
+        ),
+        "CreateShareLink": body_object(
+            {
+                "expires_in_seconds": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "maximum": 366 * 24 * 3600,
+                    "description": "null or absent: the link lasts until revoked",
+                }
+            }
         ),
     }
 
@@ -279,6 +331,7 @@ def paths() -> dict[str, Any]:
                 "responses": {"200": event_stream("the event stream"), **errors(404, 429, meanings=STREAM_LIMITED)},
             },
         },
+        **sharing_paths(),
         "/api/chat": {
             "post": {
                 "summary": "Send a message: a seed API body answers JSON, an AI SDK body the reply's UI message stream",
@@ -325,6 +378,56 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "Stop the reply being written (AI SDK)",
                 "responses": {"202": answer("the reply, to end `cancelled`", ref("Reply")), **errors(404, 409)},
+            },
+        },
+    }
+
+
+def sharing_paths() -> dict[str, Any]:
+    thread_path = {"parameters": [THREAD_ID]}
+    return {
+        "/api/threads/{thread_id}/members": thread_path
+        | {
+            "get": {
+                "summary": "The thread's owner and members (anyone who reads the thread)",
+                "responses": {"200": answer("the owner and members", ref("MemberList")), **errors(404)},
+            },
+            "post": {
+                "summary": "Share the thread with a person, as viewer or participant (the owner); "
+                "a member already there takes the new role",
+                "requestBody": {"required": True, **json_content(ref("AddMember"))},
+                "responses": {"201": answer("the membership", ref("Member")), **errors(400, 404, 413)},
+            },
+        },
+        "/api/threads/{thread_id}/members/{user_id}": {"parameters": [THREAD_ID, USER_ID]}
+        | {
+            "patch": {
+                "summary": "Change a member's role (the owner); a lowered role writes nothing more at once",
+                "requestBody": {"required": True, **json_content(ref("ChangeRole"))},
+                "responses": {"200": answer("the membership", ref("Member")), **errors(400, 404, 413)},
+            },
+            "delete": {
+                "summary": "Remove a member (the owner), or leave (your own user id); their open streams end at once",
+                "responses": {"204": {"description": "removed"}, **errors(400, 404)},
+            },
+        },
+        "/api/threads/{thread_id}/links": thread_path
+        | {
+            "get": {
+                "summary": "The thread's share links, revoked and expired ones too (the owner)",
+                "responses": {"200": answer("the links", ref("ShareLinkList")), **errors(404)},
+            },
+            "post": {
+                "summary": "Make a read-only share link (the owner); its token is in this answer only",
+                "requestBody": {"required": False, **json_content(ref("CreateShareLink"))},
+                "responses": {"201": answer("the link with its token", ref("NewShareLink")), **errors(400, 404, 413)},
+            },
+        },
+        "/api/threads/{thread_id}/links/{link_id}": {"parameters": [THREAD_ID, LINK_ID]}
+        | {
+            "delete": {
+                "summary": "Revoke a share link (the owner): whoever watches through it is cut off at once",
+                "responses": {"200": answer("the revoked link", ref("ShareLink")), **errors(404)},
             },
         },
     }

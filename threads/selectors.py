@@ -1,4 +1,4 @@
-"""Reads of threads and messages, always scoped to the person asking (I11)."""
+"""Reads of threads and messages, always scoped to the person asking (I11); access to one thread is access.py's."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -6,42 +6,45 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, TypedDict
 from uuid import UUID
 
-from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from streaming.errors import NotFound
 
-from .models import Message, Thread
+from .models import Membership, Message, ShareLink, Thread
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
 
+    class Shared(TypedDict):
+        shared: bool
+
     class Replying(TypedDict):
         replying: bool
+        shared: bool
 
 
-def thread_get_for_user(*, user: User, thread_id: UUID | str) -> Thread:
-    """Return the user's thread; unknown, foreign and malformed ids all raise the same NotFound."""
-    try:
-        thread_uuid = thread_id if isinstance(thread_id, UUID) else UUID(str(thread_id))
-    except ValueError:
-        raise NotFound("No such thread.") from None
-    thread = Thread.objects.filter(pk=thread_uuid, owner_id=user.pk).first() if user.is_authenticated else None
-    if thread is None:
-        raise NotFound("No such thread.")
-    return thread
+def thread_list_for_user(*, user: User, archived: bool | None = None) -> "QuerySet[WithAnnotations[Thread, Shared]]":
+    """Return the threads the user owns and those shared with them, each annotated `shared` (not their own).
+
+    `archived`: only their own threads they archived (True), or all but those (False); a
+    shared thread is listed until its owner removes the person, however the owner files it.
+    """
+    membership = Membership.objects.filter(thread=OuterRef("pk"), user_id=user.pk)
+    mine = Q(owner_id=user.pk)
+    if archived is True:
+        visible = mine & Q(archived_at__isnull=False)
+    elif archived is False:
+        visible = (mine & Q(archived_at__isnull=True)) | Q(Exists(membership))
+    else:
+        visible = mine | Q(Exists(membership))
+    return Thread.objects.filter(visible).annotate(shared=Exists(membership)).order_by("-updated_at")
 
 
-athread_get_for_user = database_sync_to_async(thread_get_for_user)
-
-
-def thread_list_for_user(*, user: User) -> QuerySet[Thread]:
-    return Thread.objects.filter(owner_id=user.pk).order_by("-updated_at")
-
-
-def thread_page(*, user: User, after: tuple[datetime, UUID] | None, limit: int) -> tuple[list[Thread], bool]:
+def thread_page(
+    *, user: User, after: tuple[datetime, UUID] | None, limit: int
+) -> "tuple[list[WithAnnotations[Thread, Shared]], bool]":
     """Return a page of the user's threads, newest activity first, and whether more follow.
 
     Keyset pagination on (updated_at, id), from the position `after` (the last thread of
@@ -64,7 +67,7 @@ def thread_activity_for_user(
     Each is annotated with `replying`: a reply is being written.
     """
     streaming = Message.objects.filter(thread=OuterRef("pk"), status=Message.Status.STREAMING)
-    threads = thread_list_for_user(user=user).filter(archived_at__isnull=not archived)
+    threads = thread_list_for_user(user=user, archived=archived)
     if query.strip():
         threads = threads.filter(thread_search_filter(query=query.strip()))
     return list(threads.annotate(replying=Exists(streaming))[:limit])
@@ -119,3 +122,13 @@ def message_get_in_thread(*, thread: Thread, message_id: UUID | str) -> Message:
     if message is None:
         raise NotFound("No such message.")
     return message
+
+
+def member_list(*, thread: Thread) -> QuerySet[Membership]:
+    """Return the thread's members, first added first, with their people."""
+    return Membership.objects.filter(thread=thread).select_related("user").order_by("created_at", "pk")
+
+
+def link_list(*, thread: Thread) -> QuerySet[ShareLink]:
+    """Return the thread's share links, newest first, revoked and expired ones too."""
+    return ShareLink.objects.filter(thread=thread).order_by("-created_at", "-pk")

@@ -10,12 +10,18 @@ from django.db import transaction
 from django.utils import timezone
 from markdown_it import MarkdownIt
 
-from streaming.broadcast import notify_workers_on_commit, publish_thread_renamed_on_commit
-from streaming.errors import BadRequest, Busy, NotFound, TooLong
+from streaming.broadcast import (
+    notify_workers_on_commit,
+    publish_access_revoked_on_commit,
+    publish_thread_renamed_on_commit,
+)
+from streaming.errors import BadRequest, Busy, TooLong
+from streaming.events import thread_group_name
 from streaming.models import Chunk, Generation
 from streaming.services.endings import ACTIVE_STATUSES
 from streaming.services.log import chunks_record, seq_allocate
 
+from .access import Action, thread_for
 from .limits import person_lock, reply_count, thread_count
 from .models import Message, Thread
 
@@ -49,9 +55,12 @@ def thread_rename(*, thread: Thread, title: object) -> Thread:
 
 
 def thread_delete(*, thread: Thread) -> None:
-    """Delete `thread` with its messages and log."""
+    """Delete `thread` with its messages and log; everyone's open streams of it end."""
     # A reply being written stops at its next write: its generation row is gone, so its lease is.
+    thread_id = thread.id
     thread.delete()
+    # Each stream then finds the thread gone when it checks its access grants.
+    publish_access_revoked_on_commit(thread_group_name(thread_id))
 
 
 def thread_archive(*, thread: Thread) -> Thread:
@@ -128,9 +137,16 @@ class Posted:
     reply: Message
 
 
-def _lock_thread(thread: Thread) -> Thread:
-    """Lock the thread's row and its owner's: writers to one thread, and the owner's counted writes, queue up."""
-    return Thread.objects.select_related("owner").select_for_update(of=("self", "owner")).get(pk=thread.pk)
+def _lock_thread(thread: Thread, *, person_id: int) -> Thread:
+    """Lock the thread's row, then the writing person's: writers to one thread, and one person's counted writes, queue.
+
+    Always the thread first, then the person, and one of each: two writers never wait on each other in a cycle.
+    """
+    if person_id == thread.owner_id:  # the owner's own thread: both rows in one statement
+        return Thread.objects.select_related("owner").select_for_update(of=("self", "owner")).get(pk=thread.pk)
+    locked = Thread.objects.select_for_update().get(pk=thread.pk)
+    person_lock(user_id=person_id)
+    return locked
 
 
 def _refuse_if_busy(thread: Thread) -> None:
@@ -158,17 +174,18 @@ def _reply_queue(reply: Message) -> Chunk:
     return Chunk(thread=reply.thread, seq=reply.seq, message=reply, kind=Chunk.Kind.START)
 
 
-def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> Posted:
-    """Post a user message and queue the assistant's reply.
+def message_post(*, thread: Thread, content: object, client_id: UUID | None, author: User | None = None) -> Posted:
+    """Post `author`'s message (the owner's when not given) and queue the assistant's reply.
 
     A send with a client_id already used in this thread returns the first message
-    and its reply, and writes nothing (I7). A send while a reply is being written
-    is refused with Busy and writes nothing (I6), and one past the owner's rate
-    limit with RateLimited.
+    and its reply, and writes nothing (I7). A send while a reply is being written,
+    whoever asked for it, is refused with Busy and writes nothing (I6), and one past
+    the author's rate limit with RateLimited.
     """
     content = validate_content(content)
     with transaction.atomic():
-        locked = _lock_thread(thread)
+        locked = _lock_thread(thread, person_id=author.pk if author is not None else thread.owner_id)
+        sender = author if author is not None else locked.owner
         if client_id is not None:
             earlier = Message.objects.filter(thread=locked, client_id=client_id).first()
             if earlier is not None:
@@ -176,7 +193,7 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
                 assert first_reply is not None, "a message is written with its reply"
                 return Posted(message=earlier, reply=first_reply)
         _refuse_if_busy(locked)
-        reply_count(user_id=locked.owner_id)  # past CHAT_SENDS_PER_MINUTE over all their threads: RateLimited
+        reply_count(user_id=sender.pk)  # past CHAT_SENDS_PER_MINUTE over all their threads: RateLimited
         seq = seq_allocate(thread_id=locked.pk, count=2, touched_at=timezone.now())
         message = Message(
             thread=locked,
@@ -186,6 +203,8 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
             seq=seq,
             content_seq=seq,
             client_id=client_id,
+            author=sender,
+            author_name=sender.get_username(),
         )
         reply = _reply(thread=locked, message=message, seq=seq + 1)
         # One INSERT for both: the reply refers to its message by an id set on creation.
@@ -199,35 +218,40 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
     return Posted(message=message, reply=reply)
 
 
-def thread_start(*, owner: User, thread_id: UUID, content: object, client_id: UUID | None) -> Posted:
-    """Create the owner's thread `thread_id` with its first message, and queue the reply.
+def thread_start(*, person: User, thread_id: UUID, content: object, client_id: UUID | None) -> Posted:
+    """Send `person`'s message to thread `thread_id`, creating it as theirs if it does not exist yet.
 
     A thread exists once its first message is sent: a refused send (too long, too
     frequent) leaves no empty thread behind, and a new thread counts against
     CHAT_THREADS_PER_HOUR. Repeating the same start (same id and client_id) answers the
-    first message and writes nothing (I7); another person's id answers NotFound (I11).
+    first message and writes nothing (I7). An existing thread takes the message only
+    from someone who may write to it; a thread the person cannot see answers NotFound (I11).
     """
     content = validate_content(content)
     with transaction.atomic():
-        thread, created = Thread.objects.get_or_create(pk=thread_id, defaults={"owner": owner})
-        if thread.owner_id != owner.pk:
-            raise NotFound("No such thread.")
+        thread, created = Thread.objects.get_or_create(pk=thread_id, defaults={"owner": person})
         if created:
-            person_lock(user_id=owner.pk)
-            thread_count(user_id=owner.pk)
-        return message_post(thread=thread, content=content, client_id=client_id)
+            person_lock(user_id=person.pk)
+            thread_count(user_id=person.pk)
+        else:
+            thread_for(user=person, thread_id=thread.pk, action=Action.WRITE)
+        return message_post(thread=thread, content=content, client_id=client_id, author=person)
 
 
-def reply_retry(*, thread: Thread, reply: Message) -> Message:
-    """Answer the user message of a failed or cancelled reply again, with a new reply; counted as a send."""
+def reply_retry(*, thread: Thread, reply: Message, person: User | None = None) -> Message:
+    """Answer the user message of a failed or cancelled reply again, with a new reply; counted as `person`'s send.
+
+    `person` is who asked (the owner when not given).
+    """
     if reply.thread_id != thread.pk or reply.role != Message.Role.ASSISTANT:
         raise BadRequest("Only a reply in this thread can be retried.")
     if reply.status not in (Message.Status.FAILED, Message.Status.CANCELLED):
         raise BadRequest("Only a failed or cancelled reply can be retried.")
     with transaction.atomic():
-        locked = _lock_thread(thread)
+        locked = _lock_thread(thread, person_id=person.pk if person is not None else thread.owner_id)
         _refuse_if_busy(locked)
-        reply_count(user_id=locked.owner_id)  # a retry is a provider request like a send
+        # A retry is a provider request like a send, counted for whoever asked.
+        reply_count(user_id=person.pk if person is not None else locked.owner_id)
         seq = seq_allocate(thread_id=locked.pk, touched_at=timezone.now())
         assert isinstance(reply.reply_to, Message), "a reply answers a message of its thread"
         retry = _reply(thread=locked, message=reply.reply_to, seq=seq)

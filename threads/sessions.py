@@ -64,17 +64,24 @@ def session_grant(*, session_key: str | None, user_id: int) -> AccessGrant | Non
 
 
 def request_stream_grant(request: HttpRequest) -> AccessGrant | None:
-    """Return what a stream opened by `request` holds: its API token's grant, else its session's."""
+    """Return what a stream opened by `request` holds: its API token's grant, else its session's.
+
+    None for a signed-out visitor (a share link's reader): no session signs them in to end.
+    """
     token_id = request_api_token_id(request)
     if token_id is not None:
         return api_token_grant(token_id)
-    return session_grant(session_key=request.session.session_key, user_id=int(request.user.pk or 0))
+    if not request.user.is_authenticated:
+        return None
+    return session_grant(session_key=request.session.session_key, user_id=int(request.user.pk))
 
 
 def scope_stream_grant(scope: Any) -> AccessGrant | None:
-    """Return what a WebSocket holds: its API token's grant, else its session's."""
+    """Return what a WebSocket holds: its API token's grant, else its session's (None when signed out)."""
     if scope.get("api_token_id") is not None:
         return api_token_grant(scope["api_token_id"])
+    if not scope["user"].is_authenticated:
+        return None
     session = scope.get("session")
     return session_grant(session_key=session.session_key if session is not None else None, user_id=scope["user"].pk)
 

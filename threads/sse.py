@@ -7,7 +7,9 @@ header (which EventSource sends by itself on reconnecting) or `?after=<seq>`.
 
 A stream opened with an API token ends, after an `error` record with code `forbidden`,
 when the token is revoked, and one opened with a session when the session ends (signed
-out, deactivated); an EventSource that reconnects then gets 401 and stops.
+out, deactivated); an EventSource that reconnects then gets 401 and stops. A stream of a
+shared thread ends the same way once its reader may no longer read it (removed, their
+link revoked), and one of a deleted thread with `not_found`; reconnecting then gets 404.
 """
 
 import contextlib
@@ -20,10 +22,9 @@ from streaming.cursors import parse_cursor
 from streaming.errors import BadRequest
 from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
+from .access import request_link_ids, request_stream_grants, thread_access
 from .api import api_view
 from .http import AuthenticatedHttpRequest
-from .selectors import thread_get_for_user
-from .sessions import request_stream_grant
 
 # Proxies and load balancers close idle connections (often after 30-60 s): a comment keeps this one busy.
 KEEPALIVE_SECONDS = 15.0
@@ -72,13 +73,13 @@ def request_cursor(request: HttpRequest) -> int | None:
 
 
 def thread_event_stream(request: AuthenticatedHttpRequest, thread_id: str) -> StreamingHttpResponse:
-    thread = thread_get_for_user(user=request.user, thread_id=thread_id)
+    access = thread_access(user=request.user, thread_id=thread_id, link_ids=request_link_ids(request))
     slot = StreamSlot(user_id=request.user.pk)
     subscription = ThreadSubscription(
-        thread=thread,
+        thread=access.thread,
         after=request_cursor(request),
         keepalive_seconds=KEEPALIVE_SECONDS,
-        grant=request_stream_grant(request),
+        grants=request_stream_grants(request, access),
     )
     return event_stream_response(sse_body(subscription.frames()), slot=slot)
 

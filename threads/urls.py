@@ -15,6 +15,7 @@ urlpatterns = [
     path("threads/<str:thread_id>/archive", views.thread_archive_view, name="thread-archive"),
     path("threads/<str:thread_id>/delete", views.thread_delete_view, name="thread-delete"),
     path("threads/<str:thread_id>/replies/<str:message_id>/retry", views.reply_retry_view, name="reply-retry"),
+    path("s/<str:token>", views.share_link_open, name="share-link"),
     path("accounts/login/", views.SignInView.as_view(), name="login"),
     path("accounts/logout/", sessions.SignOutView.as_view(), name="logout"),
     path("accounts/signup/", views.sign_up, name="signup"),

@@ -14,7 +14,8 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -26,14 +27,15 @@ from streaming.errors import BadRequest, ChatError, NotFound
 from streaming.events import message_payload, message_payloads, snapshot_payload
 from streaming.selectors import message_page, thread_snapshot
 
-from .api import api_view
+from .access import REFUSALS, Action, ThreadAccess, remember_link, request_link_ids, thread_access
+from .api import api_view, request_thread
 from .demo import DEMO_PASSWORD, DEMO_USERNAME
 from .errors import error_response
 from .forms import ThreadTitleForm
 from .http import AuthenticatedHttpRequest
 from .inputs import parse_client_id
-from .models import Message, Thread
-from .selectors import message_get_in_thread, thread_activity_for_user, thread_get_for_user, thread_list_for_sidebar
+from .models import Message, Thread, ThreadRole
+from .selectors import message_get_in_thread, thread_activity_for_user, thread_list_for_sidebar
 from .services import (
     reply_retry,
     thread_archive,
@@ -43,6 +45,7 @@ from .services import (
     thread_unarchive,
     too_long_detail,
 )
+from .sharing import link_open
 from .signin import ThrottledAuthenticationForm
 from .signup import InviteSpent, SignUpForm, signup_mode
 
@@ -60,12 +63,20 @@ def wants_json(request: HttpRequest) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
 
-def owned_thread(request: AuthenticatedHttpRequest, thread_id: str) -> Thread:
-    """Return the signed-in user's thread, or raise Http404 for any other id (I11)."""
+def page_access(request: HttpRequest, thread_id: str) -> ThreadAccess:
+    """Return the visitor's access to a thread (threads/access.py), or raise Http404 without any (I11)."""
     try:
-        return thread_get_for_user(user=request.user, thread_id=thread_id)
+        return thread_access(user=request.user, thread_id=thread_id, link_ids=request_link_ids(request))
     except NotFound:
         raise Http404("No such thread.") from None
+
+
+def page_thread(request: HttpRequest, thread_id: str, action: Action) -> Thread:
+    """Return the thread if the visitor may do `action`: Http404 without access, PermissionDenied without the right."""
+    access = page_access(request, thread_id)
+    if not access.can(action):
+        raise PermissionDenied(REFUSALS[action])
+    return access.thread
 
 
 def search_query(request: HttpRequest) -> str:
@@ -157,6 +168,7 @@ def thread_activity(request: AuthenticatedHttpRequest) -> JsonResponse:
             "url": reverse("thread-detail", args=[thread.id]),
             "updated_at": thread.updated_at.isoformat(),
             "replying": thread.replying,
+            "shared": thread.shared,
         }
         for thread in threads
     ]
@@ -176,16 +188,22 @@ def thread_sidebar(request: AuthenticatedHttpRequest) -> JsonResponse:
 
 
 def thread_page_context(
-    request: AuthenticatedHttpRequest, thread: Thread, snapshot: Mapping[str, Any], *, draft: bool
+    request: HttpRequest, access: ThreadAccess, snapshot: Mapping[str, Any], *, draft: bool
 ) -> dict:
     """Return what the thread page (a saved thread, or a draft not saved until its first message) renders."""
+    thread = access.thread
     return {
         "thread": thread,
+        "access": access,
+        "can_write": access.can(Action.WRITE),
+        "is_owner": access.is_owner,
         "draft": draft,
         "snapshot": snapshot,
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "too_long_detail": too_long_detail(),
-        "groups": thread_list_for_sidebar(user=request.user, limit=SIDEBAR_SIZE),
+        "groups": thread_list_for_sidebar(user=request.user, limit=SIDEBAR_SIZE)
+        if request.user.is_authenticated
+        else [],
         "current_id": "" if draft else str(thread.id),
         # Rendered into <template>s that the page script clones for messages that arrive live.
         "message_templates": [
@@ -199,19 +217,34 @@ def thread_page_context(
 @require_GET
 def thread_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Open a new chat: a thread page under a fresh id, saved only when its first message is sent."""
-    thread = Thread(id=uuid.uuid4(), owner=request.user)
-    context = thread_page_context(request, thread, {"seq": 0, "messages": []}, draft=True)
+    draft = ThreadAccess(thread=Thread(id=uuid.uuid4(), owner=request.user), role=ThreadRole.OWNER)
+    context = thread_page_context(request, draft, {"seq": 0, "messages": []}, draft=True)
     return render(request, "threads/thread_detail.html", context)
 
 
-@login_required
 @require_GET
-def thread_detail(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
-    thread = owned_thread(request, thread_id)
-    page = thread_snapshot(thread=thread, limit=THREAD_PAGE_MESSAGES)
-    snapshot = snapshot_payload(thread, page)
-    context = thread_page_context(request, thread, snapshot, draft=False) | {"has_earlier": page.next is not None}
+def thread_detail(request: HttpRequest, thread_id: str) -> HttpResponse:
+    """Show a thread to whoever may read it: its owner, its members, a visitor holding a share link."""
+    if not request.user.is_authenticated and not request_link_ids(request):
+        return redirect_to_login(request.get_full_path())
+    access = page_access(request, thread_id)
+    page = thread_snapshot(thread=access.thread, limit=THREAD_PAGE_MESSAGES)
+    snapshot = snapshot_payload(access.thread, page)
+    context = thread_page_context(request, access, snapshot, draft=False) | {"has_earlier": page.next is not None}
     return render(request, "threads/thread_detail.html", context)
+
+
+@require_GET
+def share_link_open(request: HttpRequest, token: str) -> HttpResponse:
+    """Open a share link: keep it in the browser session, then show its thread read-only, with its live replies."""
+    try:
+        link = link_open(token=token)
+    except NotFound:
+        raise Http404("This link is unknown, revoked or expired.") from None
+    if not request.user.is_authenticated and not settings.CHAT_PUBLIC_LINKS:
+        return redirect_to_login(request.get_full_path())
+    remember_link(request, link.pk)
+    return redirect("thread-detail", thread_id=link.thread_id)
 
 
 @login_required
@@ -224,7 +257,7 @@ def thread_start_view(request: AuthenticatedHttpRequest, thread_id: str) -> Http
         raise Http404("No such thread.") from None
     try:
         posted = thread_start(
-            owner=request.user,
+            person=request.user,
             thread_id=new_id,
             content=request.POST.get("content", ""),
             client_id=parse_client_id(request.POST.get("client_id") or None),
@@ -251,7 +284,7 @@ def thread_start_view(request: AuthenticatedHttpRequest, thread_id: str) -> Http
 @require_POST
 def thread_archive_view(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     """Archive the thread (or, with `archived=0`, bring it back), then go back where the person came from."""
-    thread = owned_thread(request, thread_id)
+    thread = page_thread(request, thread_id, Action.MANAGE)
     if request.POST.get("archived", "1") == "0":
         thread_unarchive(thread=thread)
     else:
@@ -265,7 +298,7 @@ def thread_archive_view(request: AuthenticatedHttpRequest, thread_id: str) -> Ht
 @require_http_methods(["GET", "POST"])
 def thread_delete_view(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
     """Ask before deleting (GET, the page without JavaScript), then delete the thread for good (POST)."""
-    thread = owned_thread(request, thread_id)
+    thread = page_thread(request, thread_id, Action.MANAGE)
     if request.method == "GET":
         return render(request, "threads/thread_delete.html", {"thread": thread, "next": safe_next(request)})
     thread_delete(thread=thread)
@@ -278,7 +311,7 @@ def thread_delete_view(request: AuthenticatedHttpRequest, thread_id: str) -> Htt
 @api_view("GET")
 def thread_earlier(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResponse:
     """Return the messages before `?before=<message id>` (the newest ones when empty) as HTML, like the page's own."""
-    thread = thread_get_for_user(user=request.user, thread_id=thread_id)
+    thread = request_thread(request, thread_id, Action.READ)
     before_id = request.GET.get("before", "")
     before = message_get_in_thread(thread=thread, message_id=before_id).seq if before_id else None
     page = message_page(thread=thread, before=before, limit=THREAD_PAGE_MESSAGES)
@@ -290,7 +323,7 @@ def thread_earlier(request: AuthenticatedHttpRequest, thread_id: str) -> JsonRes
 @login_required
 @require_POST
 def thread_rename_view(request: AuthenticatedHttpRequest, thread_id: str) -> HttpResponse:
-    thread = owned_thread(request, thread_id)
+    thread = page_thread(request, thread_id, Action.MANAGE)
     form = ThreadTitleForm(request.POST, instance=thread)
     if form.is_valid():
         thread_rename(thread=thread, title=form.cleaned_data["title"])
@@ -307,10 +340,10 @@ def thread_rename_view(request: AuthenticatedHttpRequest, thread_id: str) -> Htt
 @require_POST
 def reply_retry_view(request: AuthenticatedHttpRequest, thread_id: str, message_id: str) -> HttpResponse:
     """Answer the user message of a failed or cancelled reply again; the new reply streams like any other."""
-    thread = owned_thread(request, thread_id)
+    thread = page_thread(request, thread_id, Action.WRITE)
     try:
         reply = message_get_in_thread(thread=thread, message_id=message_id)
-        retry = reply_retry(thread=thread, reply=reply)
+        retry = reply_retry(thread=thread, reply=reply, person=request.user)
     except ChatError as error:
         return refused(request, error, redirect_to=reverse("thread-detail", args=[thread.id]))
     if wants_json(request):

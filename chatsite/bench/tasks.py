@@ -15,8 +15,8 @@ from django.db.models import Count, Q, Sum
 
 from streaming.models import Chunk, Generation
 from streaming.subscription import ThreadSubscription
+from threads.access import athread_access
 from threads.models import Message, Thread
-from threads.selectors import athread_get_for_user
 
 from .fixtures import bench_user, long_log_thread, long_page_thread, streams_create
 
@@ -75,8 +75,8 @@ def _thread_for_owner(thread_id: str) -> Thread:
 async def _resume_once(thread: Thread, after: int) -> tuple[float, int]:
     """Run what the consumer runs from connect to `ready`; return the time it took (ms) and the events sent."""
     started = time.perf_counter()
-    owned = await athread_get_for_user(user=thread.owner, thread_id=thread.id)
-    frames = ThreadSubscription(thread=owned, after=after).frames()
+    access = await athread_access(user=thread.owner, thread_id=thread.id)
+    frames = ThreadSubscription(thread=access.thread, after=after).frames()
     events = 0
     try:
         async for frame in frames:
