@@ -151,7 +151,13 @@ def aisdk_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> Strea
     client_id = uuid.uuid5(UI_MESSAGE_NAMESPACE, last["id"]) if isinstance(last.get("id"), str) and last["id"] else None
     slot = StreamSlot(user_id=request.user.pk)
     thread_id = parse_thread_id(body.get("id"))
-    posted = thread_start(person=request.user, thread_id=thread_id, content=content, client_id=client_id)
+    posted = thread_start(
+        person=request.user,
+        thread_id=thread_id,
+        content=content,
+        client_id=client_id,
+        link_ids=request_link_ids(request),
+    )
     access = thread_access(user=request.user, thread_id=thread_id)
     return reply_stream_response(request, access, posted.reply, slot)
 
@@ -162,7 +168,9 @@ def seed_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> JsonRe
         raise BadRequest('message must be {"role": "user", "content": "…"}.')
     content = validate_content(message.get("content"))
     thread_id = parse_thread_id(body.get("id"))
-    posted = thread_start(person=request.user, thread_id=thread_id, content=content, client_id=None)
+    posted = thread_start(
+        person=request.user, thread_id=thread_id, content=content, client_id=None, link_ids=request_link_ids(request)
+    )
     return JsonResponse({"success": True, "threadId": str(posted.message.thread_id), "streamId": str(posted.reply.id)})
 
 

@@ -218,14 +218,17 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None, aut
     return Posted(message=message, reply=reply)
 
 
-def thread_start(*, person: User, thread_id: UUID, content: object, client_id: UUID | None) -> Posted:
+def thread_start(
+    *, person: User, thread_id: UUID, content: object, client_id: UUID | None, link_ids: tuple[int, ...] = ()
+) -> Posted:
     """Send `person`'s message to thread `thread_id`, creating it as theirs if it does not exist yet.
 
     A thread exists once its first message is sent: a refused send (too long, too
     frequent) leaves no empty thread behind, and a new thread counts against
     CHAT_THREADS_PER_HOUR. Repeating the same start (same id and client_id) answers the
     first message and writes nothing (I7). An existing thread takes the message only
-    from someone who may write to it; a thread the person cannot see answers NotFound (I11).
+    from someone who may write to it; a thread the person cannot see (with the share
+    links `link_ids` they opened) answers NotFound (I11).
     """
     content = validate_content(content)
     with transaction.atomic():
@@ -234,7 +237,7 @@ def thread_start(*, person: User, thread_id: UUID, content: object, client_id: U
             person_lock(user_id=person.pk)
             thread_count(user_id=person.pk)
         else:
-            thread_for(user=person, thread_id=thread.pk, action=Action.WRITE)
+            thread_for(user=person, thread_id=thread.pk, action=Action.WRITE, link_ids=link_ids)
         return message_post(thread=thread, content=content, client_id=client_id, author=person)
 
 

@@ -30,7 +30,7 @@ from streaming.selectors import message_page, thread_snapshot
 from .access import REFUSALS, Action, ThreadAccess, remember_link, request_link_ids, thread_access
 from .api import api_view, request_thread
 from .demo import DEMO_PASSWORD, DEMO_USERNAME
-from .errors import error_response
+from .errors import Forbidden, error_response
 from .forms import ThreadTitleForm
 from .http import AuthenticatedHttpRequest
 from .inputs import parse_client_id
@@ -261,8 +261,9 @@ def thread_start_view(request: AuthenticatedHttpRequest, thread_id: str) -> Http
             thread_id=new_id,
             content=request.POST.get("content", ""),
             client_id=parse_client_id(request.POST.get("client_id") or None),
+            link_ids=request_link_ids(request),
         )
-    except NotFound as error:  # another person's id: answered as the API answers it (I11)
+    except (NotFound, Forbidden) as error:  # a thread the person cannot write to: answered as the API answers it
         return error_response(error)
     except ChatError as error:
         return refused(request, error, redirect_to=reverse("thread-new"))

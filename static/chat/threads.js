@@ -35,6 +35,9 @@ function item(thread) {
   remove.dataset.title = title;
   remove.setAttribute("aria-label", `Delete ${title}`);
   element.querySelector("[data-replying]").hidden = !thread.replying;
+  // A thread shared with the person is marked, and only its owner files or deletes it.
+  element.querySelector("[data-shared]").hidden = !thread.shared;
+  element.querySelector(".thread-item__actions").hidden = thread.shared;
   showTime(element.querySelector("[data-updated]"), thread.updated_at);
   return element;
 }
