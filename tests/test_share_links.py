@@ -1,0 +1,170 @@
+"""Share links: made by the owner, opened by anyone signed in (signed out with CHAT_PUBLIC_LINKS), revoked, expired."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import Client
+from django.utils import timezone
+
+from threads.models import Message, ShareLink
+from threads.services import message_post
+from threads.sharing import hash_link_token
+
+from .conftest import RECEIVE_TIMEOUT_S, ThreadSocket
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def owner_client(thread) -> Client:
+    client = Client()
+    client.force_login(thread.owner)
+    return client
+
+
+@pytest.fixture
+def reader(make_user) -> Client:
+    client = Client()
+    client.force_login(make_user("lina"))
+    return client
+
+
+def make_link(owner_client: Client, thread, **body) -> dict:
+    made = owner_client.post(f"/api/threads/{thread.id}/links", body, content_type="application/json")
+    assert made.status_code == 201, made.content
+    return made.json()
+
+
+def test_a_link_is_shown_once_and_stored_hashed(owner_client, thread):
+    """The token is in the answer that makes the link only: the list shows its prefix, the database its sha256."""
+    made = make_link(owner_client, thread)
+    assert made["url"].endswith(f"/s/{made['token']}") and made["token"].startswith(made["prefix"])
+    stored = ShareLink.objects.get()
+    assert stored.hashed_token == hash_link_token(made["token"]) and made["token"] not in stored.hashed_token
+    listed = owner_client.get(f"/api/threads/{thread.id}/links").json()["links"]
+    assert [link["id"] for link in listed] == [made["id"]] and made["token"] not in json.dumps(listed)
+
+
+def test_a_signed_in_person_opens_a_link_and_reads_without_writing(owner_client, reader, thread):
+    """Opening a link leads to the thread page, read only; the API serves the same person reads, refuses writes."""
+    message_post(thread=thread, content="Shared question", client_id=None)
+    made = make_link(owner_client, thread)
+    opened = reader.get(f"/s/{made['token']}")
+    assert opened.status_code == 302 and opened["Location"] == f"/threads/{thread.id}/"
+    page = reader.get(opened["Location"])
+    assert page.status_code == 200 and "Shared question" in page.content.decode()
+    assert "data-composer" not in page.content.decode(), "a reader gets no composer"
+    assert reader.get(f"/api/threads/{thread.id}").status_code == 200
+    refused = reader.post(f"/api/threads/{thread.id}/messages", {"content": "Hi"}, content_type="application/json")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+
+
+def test_a_revoked_link_opens_nothing_and_its_readers_lose_the_thread(owner_client, reader, thread):
+    """Once revoked, the link answers 404, and whoever opened it before no longer reads the thread."""
+    made = make_link(owner_client, thread)
+    assert reader.get(f"/s/{made['token']}").status_code == 302
+    assert owner_client.delete(f"/api/threads/{thread.id}/links/{made['id']}").status_code == 200
+    assert reader.get(f"/s/{made['token']}").status_code == 404
+    assert reader.get(f"/threads/{thread.id}/").status_code == 404
+    assert reader.get(f"/api/threads/{thread.id}").status_code == 404
+
+
+def test_an_expired_link_opens_nothing_and_its_readers_lose_the_thread(owner_client, reader, thread):
+    """A link past its expiry answers 404, and whoever opened it before no longer reads the thread."""
+    made = make_link(owner_client, thread, expires_in_seconds=3600)
+    assert made["expires_at"] is not None
+    assert reader.get(f"/s/{made['token']}").status_code == 302
+    assert reader.get(f"/api/threads/{thread.id}").status_code == 200
+    ShareLink.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert reader.get(f"/s/{made['token']}").status_code == 404
+    assert reader.get(f"/api/threads/{thread.id}").status_code == 404
+
+
+@pytest.mark.parametrize("expires", [0, -5, "soon", 10**9, True])
+def test_a_bad_expiry_is_refused(owner_client, thread, expires):
+    """expires_in_seconds must be an integer from 1 second to a year: anything else is 400 and makes no link."""
+    made = owner_client.post(
+        f"/api/threads/{thread.id}/links", {"expires_in_seconds": expires}, content_type="application/json"
+    )
+    assert made.status_code == 400 and made.json()["error"]["code"] == "bad_request"
+    assert not ShareLink.objects.exists()
+
+
+def test_an_unknown_token_is_404(reader):
+    assert reader.get("/s/chl_not-a-real-token").status_code == 404
+
+
+def test_a_signed_out_visitor_is_sent_to_sign_in_while_public_links_are_off(owner_client, thread):
+    """With CHAT_PUBLIC_LINKS off (the default), a signed-out visitor is asked to sign in and sees nothing."""
+    made = make_link(owner_client, thread)
+    visitor = Client()
+    opened = visitor.get(f"/s/{made['token']}")
+    assert opened.status_code == 302 and opened["Location"].startswith("/accounts/login/?next=")
+    page = visitor.get(f"/threads/{thread.id}/")
+    assert page.status_code == 302 and page["Location"].startswith("/accounts/login/?next=")
+
+
+def test_a_signed_out_visitor_reads_through_a_link_when_public_links_are_on(owner_client, thread, settings):
+    """With CHAT_PUBLIC_LINKS on, a signed-out visitor who opens a link reads the thread page."""
+    settings.CHAT_PUBLIC_LINKS = True
+    message_post(thread=thread, content="For everyone", client_id=None)
+    made = make_link(owner_client, thread)
+    visitor = Client()
+    assert visitor.get(f"/s/{made['token']}").status_code == 302
+    page = visitor.get(f"/threads/{thread.id}/")
+    assert page.status_code == 200 and "For everyone" in page.content.decode()
+    settings.CHAT_PUBLIC_LINKS = False  # turned off again: the same session is refused
+    assert visitor.get(f"/threads/{thread.id}/").status_code == 404
+
+
+def visitor_cookie(token: str) -> str:
+    visitor = Client()
+    visitor.get(f"/s/{token}")
+    cookie = visitor.cookies.get("sessionid")
+    return f"sessionid={cookie.value}" if cookie else ""
+
+
+async def socket_close_or_ready(thread_id, cookie: str) -> int | str:
+    socket = ThreadSocket(thread_id, cookie or None)
+    await socket.connect()
+    output = await socket.communicator.receive_output(timeout=RECEIVE_TIMEOUT_S)
+    try:
+        if output["type"] == "websocket.close":
+            return output["code"]
+        return json.loads(output["text"])["type"]
+    finally:
+        await socket.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("public", [False, True])
+async def test_a_signed_out_visitors_socket_needs_public_links(thread, settings, public):
+    """A signed-out visitor's WebSocket through a link: 4401 while public links are off, the log when on."""
+    from threads.sharing import link_create
+
+    settings.CHAT_PUBLIC_LINKS = public
+    await database_sync_to_async(message_post)(thread=thread, content="Hello", client_id=None)
+    _, token = await database_sync_to_async(link_create)(thread=thread, created_by=thread.owner)
+    cookie = await database_sync_to_async(visitor_cookie)(token)
+    answered = await socket_close_or_ready(thread.id, cookie)
+    assert answered == ("message" if public else 4401)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_signed_out_visitor_cannot_write_through_a_link(thread, settings):
+    """A public link's visitor reads live but every write frame is refused `forbidden`, and nothing is written."""
+    from threads.sharing import link_create
+
+    settings.CHAT_PUBLIC_LINKS = True
+    _, token = await database_sync_to_async(link_create)(thread=thread, created_by=thread.owner)
+    socket = ThreadSocket(thread.id, await database_sync_to_async(visitor_cookie)(token))
+    await socket.connect()
+    try:
+        await socket.receive_until(lambda frame: frame["type"] == "ready")
+        await socket.send({"type": "send", "content": "Sneaky", "client_id": None})
+        assert (await socket.receive_until(lambda frame: frame["type"] == "error"))["code"] == "forbidden"
+        assert not await Message.objects.aexists()
+    finally:
+        await socket.disconnect()
