@@ -22,6 +22,7 @@ from django.db import transaction
 
 from .events import (
     ACCESS_REVOKED,
+    PRESENCE_CHANGED,
     THREAD_RENAMED,
     WORKERS_GROUP,
     EncodedEvent,
@@ -104,3 +105,8 @@ def publish_thread_renamed_on_commit(thread: AbstractThread) -> None:
 def publish_access_revoked_on_commit(group: str) -> None:
     """Tell every stream opened under the AccessGrant of `group` to end, once the transaction commits."""
     _send_on_commit(group, {"type": ACCESS_REVOKED})
+
+
+async def apublish_presence_changed(thread_id: UUID) -> None:
+    """Tell a thread's watchers that someone started or stopped watching it (streaming/presence.py)."""
+    await _agroup_send(thread_group_name(thread_id), {"type": PRESENCE_CHANGED})

@@ -26,7 +26,9 @@ from .protocol import (
     MessagePayload,
     MessageRole,
     MessageStatus,
+    Person,
     PongFrame,
+    PresenceFrame,
     ReadyFrame,
     ReplyOutcome,
     ResetFrame,
@@ -55,6 +57,8 @@ def thread_group_name(thread_id: UUID | str) -> str:
 THREAD_RENAMED = "thread.renamed"
 # Sent to an AccessGrant's group: the streams opened under it end (streaming/subscription.py).
 ACCESS_REVOKED = "access.revoked"
+# Sent to a thread's group when someone starts or stops watching it: each watcher reads the room (presence.py).
+PRESENCE_CHANGED = "presence.changed"
 
 
 def encode(frame: Mapping[str, object]) -> str:
@@ -173,6 +177,11 @@ def error_frame(code: ErrorCode, detail: str) -> ErrorFrame:
 
 def pong_frame() -> PongFrame:
     return PongFrame(type="pong")
+
+
+def presence_frame(people: list[Person]) -> PresenceFrame:
+    """Return the `presence` control frame (an extension, without seq): who is watching the thread now."""
+    return PresenceFrame(type="presence", people=people)
 
 
 def snapshot_payload(thread: AbstractThread, page: ThreadMessages) -> Snapshot:

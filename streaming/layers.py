@@ -11,7 +11,8 @@ commands per group send. It adds:
   the process without bound (I10);
 - `group_send_many`, which publishes many groups' messages in one round trip, for a
   worker publishing every thread it wrote in a group commit;
-- timeouts, so a publish or subscribe against an unreachable Redis fails instead of hanging.
+- timeouts, so a publish or subscribe against an unreachable Redis fails instead of hanging;
+- `presence_update`, the rooms of streaming/presence.py: a sorted set per thread in Redis.
 
 When Redis restarts, redis-py re-subscribes a process's channels and groups as soon as
 its subscriber connection reconnects; what was published meanwhile is lost and repaired.
@@ -19,6 +20,7 @@ its subscriber connection reconnects; what was published meanwhile is lost and r
 
 import asyncio
 import logging
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -110,6 +112,29 @@ class _LoopLayer(pubsub.RedisPubSubLoopLayer):
         await super().group_add(group, channel)
         _raise_swallowed_cancel()
 
+    async def presence_update(self, room: str, *, touch: dict[str, float], leave: list[str], now: float) -> list[str]:
+        """Score `touch`'s members with their expiry, drop `leave`'s and the expired; return who is left.
+
+        One sorted set per room in Redis, shared by every web process: a process that dies
+        stops renewing its members, whose scores then fall behind `now`, and the next
+        update by anyone drops them. The key itself expires once nobody renews anything.
+        """
+        key = f"{self.prefix}presence.{room}"
+        shard = self._get_shard(key)
+        shard._ensure_redis()
+        pipeline = shard._redis.pipeline(transaction=False)
+        if touch:
+            pipeline.zadd(key, touch)
+        if leave:
+            pipeline.zrem(key, *leave)
+        pipeline.zremrangebyscore(key, "-inf", now)
+        pipeline.zrange(key, 0, -1)
+        if touch:
+            pipeline.expireat(key, math.ceil(max(touch.values())))
+        results = await pipeline.execute()
+        members = results[-2] if touch else results[-1]
+        return [member.decode() for member in members]
+
     async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
         batches: dict[_Shard, list[tuple[str, bytes]]] = defaultdict(list)
         for group, message in messages:
@@ -136,6 +161,10 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
     async def group_send(self, group: str, message: dict) -> None:
         # A method here rather than the parent's __getattr__ proxy, which super() in a subclass does not reach.
         await self._get_layer().group_send(group, message)
+
+    async def presence_update(self, room: str, *, touch: dict[str, float], leave: list[str], now: float) -> list[str]:
+        """Update the members of a presence room shared by every process; see `_LoopLayer.presence_update`."""
+        return await self._get_layer().presence_update(room, touch=touch, leave=leave, now=now)
 
     async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
         """Send each (group, message) to its group, each group's in the order given, in one round trip per Redis host.

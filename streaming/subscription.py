@@ -12,7 +12,9 @@ The WebSocket consumer and the SSE views both read a thread through
 - answer a cursor the log cannot serve (ahead of it, malformed, or pruned) with a
   `reset` snapshot.
 
-Besides log events it passes on the `thread` control frame of a rename. A subscription
+Besides log events it passes on the `thread` control frame of a rename, and, for a reader
+who asked for presence, the `presence` frame whenever the people watching the thread change
+(streaming/presence.py). A subscription
 opened under revocable grants (`AccessGrant`s: an API token, a session, a membership or
 share link, say) ends with AccessRevoked once any of them is revoked: on the revocation
 notice sent to a grant's group or the thread's (streaming/broadcast.py), or, should that
@@ -40,7 +42,8 @@ from . import events, metrics
 from .broadcast import channel_layer
 from .errors import RateLimited
 from .models import AbstractThread, Chunk, get_thread_model
-from .protocol import CloseCode, ErrorCode, MessageStatus
+from .presence import Watcher
+from .protocol import CloseCode, ErrorCode, MessageStatus, Person
 from .selectors import achunk_events_after, athread_last_seq, athread_snapshot, athread_streaming
 
 logger = logging.getLogger(__name__)
@@ -153,16 +156,22 @@ class ThreadSubscription:
         after: int | None,
         keepalive_seconds: float | None = None,
         grants: Sequence[AccessGrant] = (),
+        presence: bool = False,
+        person: Person | None = None,
     ) -> None:
         """Subscribe to `thread` from cursor `after` (None: a malformed cursor, answered with error and reset).
 
         `grants` are what the reader was let in under that may be revoked: the subscription
-        ends with AccessRevoked when any of them is.
+        ends with AccessRevoked when any of them is. The reader is counted among the
+        thread's watchers as `person` if given, and with `presence` (asked for by the
+        client) is sent `presence` frames: who watches the thread now (streaming/presence.py).
         """
         self.thread = thread
         self.after = after
         self.keepalive_seconds = keepalive_seconds
         self.grants = tuple(grants)
+        self.watcher = Watcher(thread.id, person) if presence or person is not None else None
+        self.sends_presence = presence
         # Read once: the loop below runs per message.
         self.repair_seconds = settings.STREAM_REPAIR_SECONDS
         self.recheck_seconds = settings.STREAM_ACCESS_RECHECK_SECONDS
@@ -170,7 +179,7 @@ class ThreadSubscription:
         self.streaming = False
         # Loop times of the last log event yielded (or repair attempt), of the last frame of
         # any kind, and of the last check of the grant.
-        self.last_delivery = self.last_frame = self.grant_checked = 0.0
+        self.last_delivery = self.last_frame = self.grant_checked = self.presence_renewed = 0.0
 
     async def frames(self) -> AsyncGenerator[Frame | None, None]:
         """Yield the frames of this subscription until the reader stops; KEEPALIVE in quiet times if asked."""
@@ -186,6 +195,11 @@ class ThreadSubscription:
             await self._check_grants()
             async for frame in self._open():
                 yield frame
+            if self.watcher is not None:
+                people = await self.watcher.join()
+                self.presence_renewed = asyncio.get_running_loop().time()
+                if self.sends_presence:
+                    yield self._presence(people)
             while True:
                 if not receiving.done():  # under load the next message is often there already
                     await asyncio.wait({receiving}, timeout=self._quiet_timeout())
@@ -193,6 +207,9 @@ class ThreadSubscription:
                 if self.grants and now - self.grant_checked >= self.recheck_seconds:
                     # Ahead of the messages: a reader that always has one waiting must not postpone it.
                     await self._check_grants()
+                if self.watcher is not None and now - self.presence_renewed >= self.watcher.heartbeat_seconds:
+                    if (presence := await self._renew_presence()) is not None:
+                        yield presence
                 if receiving.done():
                     message, receiving = receiving.result(), asyncio.ensure_future(layer.receive(channel))
                     async for frame in self._receive(message):
@@ -216,6 +233,8 @@ class ThreadSubscription:
             receiving.cancel()
             for group in groups:
                 await layer.group_discard(group, channel)
+            if self.watcher is not None and self.watcher.people is not None:
+                await self.watcher.leave()
 
     async def _receive(self, message: dict) -> AsyncIterator[Frame]:
         """Yield the frames a channel-layer message brings: log events, a rename; check the grant at a notice."""
@@ -227,6 +246,9 @@ class ThreadSubscription:
         if kind == events.THREAD_RENAMED:
             self.last_frame = asyncio.get_running_loop().time()
             yield Frame("thread", message["frame"])
+        elif kind == events.PRESENCE_CHANGED and self.sends_presence and self.watcher is not None:
+            if (presence := await self._renew_presence()) is not None:
+                yield presence
         elif "events" in message:
             async for frame in self._deliver(message["events"]):
                 yield frame
@@ -244,11 +266,24 @@ class ThreadSubscription:
             deadlines.append(self.last_delivery + self.repair_seconds)
         if self.grants:
             deadlines.append(self.grant_checked + self.recheck_seconds)
+        if self.watcher is not None:
+            deadlines.append(self.presence_renewed + self.watcher.heartbeat_seconds)
         if self.keepalive_seconds is not None:
             deadlines.append(self.last_frame + self.keepalive_seconds)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - asyncio.get_running_loop().time())
+
+    def _presence(self, people: list[Person]) -> Frame:
+        self.presence_renewed = self.last_frame = asyncio.get_running_loop().time()
+        return Frame("presence", events.encode(events.presence_frame(people)))
+
+    async def _renew_presence(self) -> Frame | None:
+        """Renew the reader's place among the watchers; return a `presence` frame if the people changed."""
+        assert self.watcher is not None, "only a subscription with presence renews it"
+        self.presence_renewed = asyncio.get_running_loop().time()
+        people = await self.watcher.renew()
+        return self._presence(people) if people is not None and self.sends_presence else None
 
     async def _open(self) -> AsyncIterator[Frame]:
         """Yield the backlog after the cursor (or a reset), then `ready`."""

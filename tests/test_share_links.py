@@ -55,7 +55,7 @@ def test_a_signed_in_person_opens_a_link_and_reads_without_writing(owner_client,
     assert opened.status_code == 302 and opened["Location"] == f"/threads/{thread.id}/"
     page = reader.get(opened["Location"])
     assert page.status_code == 200 and "Shared question" in page.content.decode()
-    assert "data-composer" not in page.content.decode(), "a reader gets no composer"
+    assert "data-read-only" in page.content.decode(), "a reader gets no composer"
     assert reader.get(f"/api/threads/{thread.id}").status_code == 200
     refused = reader.post(f"/api/threads/{thread.id}/messages", {"content": "Hi"}, content_type="application/json")
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"

@@ -11,7 +11,7 @@ from threads.models import Membership, Message, Thread
 from threads.services import thread_delete
 from threads.sharing import link_create, link_revoke, member_add, member_remove, member_set_role
 
-from .conftest import RECEIVE_TIMEOUT_S, ThreadSocket, reply_text
+from .conftest import ThreadSocket, reply_text
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 - one_sync_thread is an autouse fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,8 +48,11 @@ async def share(thread, user, role: str) -> Membership:
     )
 
 
-async def link_socket(thread, user=None) -> tuple[ThreadSocket, int]:
-    """Open a WebSocket from a browser session that opened a new share link of `thread` (signed out if no user)."""
+async def link_socket(thread, user=None, query: str = "") -> tuple[ThreadSocket, int]:
+    """Open a WebSocket (`query` after its cursor) from a browser session that opened a new share link of `thread`.
+
+    Signed out if no user is given.
+    """
     link, token = await database_sync_to_async(link_create)(thread=thread, created_by=thread.owner)
 
     def open_link() -> str:
@@ -59,7 +62,7 @@ async def link_socket(thread, user=None) -> tuple[ThreadSocket, int]:
         assert client.get(f"/s/{token}").status_code == 302
         return f"sessionid={client.cookies['sessionid'].value}"
 
-    socket = ThreadSocket(thread.id, await database_sync_to_async(open_link)())
+    socket = ThreadSocket(thread.id, await database_sync_to_async(open_link)(), after=f"0{query}")
     await socket.connect()
     return socket, link.pk
 

@@ -31,7 +31,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from streaming.errors import NotFound
-from streaming.protocol import CloseCode
+from streaming.protocol import CloseCode, Person
 from streaming.subscription import AccessGrant, ThreadGone
 
 from .errors import Forbidden
@@ -204,3 +204,8 @@ def scope_stream_grants(scope: Any, access: ThreadAccess, link_ids: tuple[int, .
     """Return every grant a WebSocket holds: its token's or session's, and its access's."""
     grant = scope_stream_grant(scope)
     return ([grant] if grant else []) + access_grants(user=scope["user"], access=access, link_ids=link_ids)
+
+
+def person_of(user: User | AnonymousUser) -> Person | None:
+    """Return how others see a reader among a thread's watchers: a signed-in person by name, a visitor unseen."""
+    return Person(id=int(user.pk or 0), name=user.get_username()) if user.is_authenticated else None

@@ -17,7 +17,7 @@ from streaming.protocol import CloseCode
 from streaming.services.endings import generation_cancel
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
 
-from .access import Action, athread_access, scope_link_ids, scope_stream_grants
+from .access import Action, athread_access, person_of, scope_link_ids, scope_stream_grants
 from .inputs import parse_client_id, parse_json_object
 from .models import Thread
 from .services import message_post
@@ -29,6 +29,11 @@ def query_cursor(query_string: bytes) -> int | None:
     """Return the `after` cursor of a query string (0 when absent), or None when it is malformed."""
     values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("after")
     return parse_cursor(values[-1] if values else None)
+
+
+def query_flag(query_string: bytes, name: str) -> bool:
+    """Return whether a query string turns `name` on (`name=1`)."""
+    return parse_qs(query_string.decode("latin-1")).get(name, [""])[-1] == "1"
 
 
 class ThreadConsumer(AsyncWebsocketConsumer):
@@ -74,7 +79,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         # (threads/sessions.py), and its access to the thread (threads/access.py).
         self.grants = scope_stream_grants(self.scope, access, self.link_ids)
         subscription = ThreadSubscription(
-            thread=self.thread, after=query_cursor(self.scope["query_string"]), grants=self.grants
+            thread=self.thread,
+            after=query_cursor(self.scope["query_string"]),
+            grants=self.grants,
+            presence=query_flag(self.scope["query_string"], "presence"),
+            person=person_of(user),
         )
         self.streamer = asyncio.create_task(self._stream(subscription))
 

@@ -22,7 +22,7 @@ from streaming.cursors import parse_cursor
 from streaming.errors import BadRequest
 from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
-from .access import request_link_ids, request_stream_grants, thread_access
+from .access import person_of, request_link_ids, request_stream_grants, thread_access
 from .api import api_view
 from .http import AuthenticatedHttpRequest
 
@@ -80,6 +80,8 @@ def thread_event_stream(request: AuthenticatedHttpRequest, thread_id: str) -> St
         after=request_cursor(request),
         keepalive_seconds=KEEPALIVE_SECONDS,
         grants=request_stream_grants(request, access),
+        presence=request.GET.get("presence") == "1",
+        person=person_of(request.user),
     )
     return event_stream_response(sse_body(subscription.frames()), slot=slot)
 

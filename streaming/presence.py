@@ -1,0 +1,104 @@
+"""Who is watching a thread now: people, not sockets, correct across web processes.
+
+Every subscription that counts a person (the product decides who: a signed-in reader of a
+WebSocket or an event stream) is a *watcher* in its thread's room: a member
+`<watcher id> <person as JSON>` with an expiry, which it renews every
+STREAM_PRESENCE_HEARTBEAT_SECONDS and which lapses after EXPIRY_HEARTBEATS of them. A
+watcher that ends leaves at once and tells the thread's subscribers (a `presence.changed`
+notice on the thread's group, streaming/broadcast.py); one whose web process died simply
+stops renewing, and drops out at the next read by anyone after its expiry, so no entry
+stays behind a dead process. Each watcher reads the room at every notice and heartbeat,
+and sends its reader the `presence` frame when the people in it changed.
+
+With the Redis channel layer the room is a sorted set in Redis scored by expiry, shared
+by every web process (`presence_update` in streaming/layers.py); with the in-memory layer,
+one process only, it is a dict here.
+"""
+
+import json
+import time
+import uuid
+from uuid import UUID
+
+from django.conf import settings
+
+from .broadcast import apublish_presence_changed, channel_layer
+from .events import encode
+from .protocol import Person
+
+# A watcher not renewed for this many heartbeats is gone (its process died).
+EXPIRY_HEARTBEATS = 3
+
+# The in-memory layer's rooms: room -> member -> expiry (time.time()).
+_local_rooms: dict[str, dict[str, float]] = {}
+
+
+def _local_update(room: str, *, touch: dict[str, float], leave: list[str], now: float) -> list[str]:
+    members = _local_rooms.setdefault(room, {})
+    members.update(touch)
+    for member in leave:
+        members.pop(member, None)
+    for member, expiry in list(members.items()):
+        if expiry <= now:
+            del members[member]
+    if not members:
+        del _local_rooms[room]
+    return list(members)
+
+
+def people_in(members: list[str]) -> list[Person]:
+    """Return the people of a room's members, each once however many watchers they have, by name."""
+    people: dict[int, Person] = {}
+    for member in members:
+        _, _, person = member.partition(" ")
+        found: Person = json.loads(person)
+        people[found["id"]] = found
+    return sorted(people.values(), key=lambda person: (person["name"], person["id"]))
+
+
+class Watcher:
+    """One subscription's place in its thread's room."""
+
+    def __init__(self, thread_id: UUID, person: Person | None) -> None:
+        """Watch `thread_id`'s room: as `person`, or unseen (None) to only hear who is there."""
+        self.thread_id = thread_id
+        self.room = str(thread_id)
+        self.member = f"{uuid.uuid4().hex} {encode(person)}" if person is not None else None
+        self.heartbeat_seconds = settings.STREAM_PRESENCE_HEARTBEAT_SECONDS
+        self.people: list[Person] | None = None  # as last told to the reader
+
+    async def _update(self, *, leave: bool = False) -> list[Person]:
+        now = time.time()
+        touch, gone = {}, []
+        if self.member is not None:
+            if leave:
+                gone.append(self.member)
+            else:
+                touch[self.member] = now + EXPIRY_HEARTBEATS * self.heartbeat_seconds
+        layer = channel_layer()
+        if hasattr(layer, "presence_update"):
+            members = await layer.presence_update(self.room, touch=touch, leave=gone, now=now)
+        else:
+            members = _local_update(self.room, touch=touch, leave=gone, now=now)
+        return people_in(members)
+
+    async def join(self) -> list[Person]:
+        """Enter the room, tell the thread's other watchers, and return who is there."""
+        self.people = await self._update()
+        if self.member is not None:
+            await apublish_presence_changed(self.thread_id)
+        return self.people
+
+    async def renew(self) -> list[Person] | None:
+        """Renew this watcher and read the room: return the people if they changed since last told, else None."""
+        people = await self._update()
+        if people == self.people:
+            return None
+        self.people = people
+        return people
+
+    async def leave(self) -> None:
+        """Leave the room at once and tell the thread's other watchers."""
+        if self.member is not None:
+            await self._update(leave=True)
+            await apublish_presence_changed(self.thread_id)
