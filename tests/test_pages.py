@@ -188,6 +188,7 @@ def test_thread_activity_reports_replying(client, user, thread):
             "url": reverse("thread-detail", args=[thread.id]),
             "updated_at": listed[0]["updated_at"],
             "replying": True,
+            "shared": False,
         }
     ]
 

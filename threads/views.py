@@ -197,6 +197,7 @@ def thread_page_context(
         "access": access,
         "can_write": access.can(Action.WRITE),
         "is_owner": access.is_owner,
+        "public_links": settings.CHAT_PUBLIC_LINKS,
         "draft": draft,
         "snapshot": snapshot,
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,

@@ -47,6 +47,17 @@ export async function postJSON(url, body = {}) {
   return answer(response);
 }
 
+/** Send a JSON request with any method (PATCH, DELETE…) as the page script; 204 answers null. */
+export async function sendJSON(method, url, body = undefined) {
+  const response = await fetch(url, {
+    method,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+    credentials: "same-origin",
+  });
+  return response.status === 204 ? null : answer(response);
+}
+
 export async function getJSON(url) {
   const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
   return answer(response);

@@ -16,6 +16,8 @@ const COPIED_MS = 1_500;
 export class MessageList {
   constructor(root) {
     this.list = root.querySelector("[data-messages]");
+    // Who reads the page: their own messages sit on the right, other people's on the left under their names.
+    this.personId = root.dataset.personId;
     this.empty = root.querySelector("[data-empty]");
     this.templates = Object.fromEntries(
       [...root.querySelectorAll("template[data-message-template]")].map((t) => [t.dataset.messageTemplate, t]),
@@ -86,9 +88,20 @@ export class MessageList {
     item.dataset.content = message.content;
     item.querySelector("[data-body]").replaceChildren(renderMarkdown(message.content));
     showTime(item.querySelector("[data-time]"), message.created_at);
+    if (message.role === "user") this.showAuthor(item, message.author);
     this.setStatus(item, message.status, message.error);
     if (message.status === "streaming") this.texts.set(message.id, message.content);
     return item;
+  }
+
+  /** Name a user message's author unless it is the reader's own (or from before authors were kept). */
+  showAuthor(item, author) {
+    const others = Boolean(author) && String(author.id) !== this.personId;
+    item.classList.toggle("message--others", others);
+    const name = item.querySelector("[data-author]");
+    name.textContent = others ? author.name : "";
+    name.hidden = !others;
+    item.querySelector("h2").textContent = `${others ? author.name : "You"} said`;
   }
 
   setStatus(item, status, error) {

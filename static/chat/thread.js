@@ -40,7 +40,7 @@ const BUSY_UNSEEN =
   "A reply is still being written, perhaps from another tab. Wait for it to finish, or press Stop (Esc), then send again.";
 const OFFLINE = "Couldn’t reach the server, so nothing was sent. Check your connection and send again.";
 // Errors a refused send can cause; its text goes back into the composer.
-const SEND_ERRORS = new Set(["busy", "too_long", "bad_request", "rate_limited"]);
+const SEND_ERRORS = new Set(["busy", "too_long", "bad_request", "rate_limited", "forbidden"]);
 
 let draft = root.hasAttribute("data-draft"); // a new chat, not saved yet
 let cursor = Number(root.dataset.seq); // seq of the last event applied
@@ -55,7 +55,8 @@ let ownReplyNext = false; // this tab's message was confirmed: the next reply to
 const socket = new ThreadSocket({
   url: () => {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    return `${scheme}://${location.host}/ws/threads/${root.dataset.threadId}/?after=${cursor}`;
+    // With presence=1 the server also sends who is watching the thread now (`presence` frames).
+    return `${scheme}://${location.host}/ws/threads/${root.dataset.threadId}/?after=${cursor}&presence=1`;
   },
   onFrame,
   onState,
@@ -87,6 +88,8 @@ function onFrame(frame) {
     onError(frame);
   } else if (frame.type === "thread") {
     title.renamed(frame.title); // renamed in another tab or by another client
+  } else if (frame.type === "presence") {
+    showPresence(frame.people);
   } else if (Number.isInteger(frame.seq)) {
     onLogEvent(frame);
   }
@@ -144,6 +147,7 @@ function refuseSend(code, detail) {
 }
 
 function onError(frame) {
+  if (frame.code === "forbidden") becomeReadOnly(); // the owner made this person a viewer
   if (pending && SEND_ERRORS.has(frame.code)) {
     refuseSend(frame.code, frame.detail);
     return;
@@ -168,8 +172,11 @@ function onState(state, detail) {
     showNotice(
       detail.code === CloseCode.NOT_SIGNED_IN
         ? "You were signed out. Sign in again to keep chatting."
-        : "This thread is no longer available.",
+        : detail.code === CloseCode.NOT_ALLOWED
+          ? "Your access to this chat ended: its owner stopped sharing it with you."
+          : "This thread is no longer available.",
     );
+    showPresence([]);
     refreshControls();
   }
 }
@@ -182,6 +189,31 @@ function refreshControls() {
   textarea.disabled = closed;
   root.querySelector("[data-hint-idle]").hidden = Boolean(replying);
   root.querySelector("[data-hint-busy]").hidden = !replying;
+}
+
+/** Show who else is watching the thread now (people, each once), by name. */
+function showPresence(people) {
+  const list = root.querySelector("[data-presence]");
+  const others = people.filter((person) => String(person.id) !== root.dataset.personId);
+  list.replaceChildren(
+    ...others.map((person) => {
+      const item = document.createElement("li");
+      item.className = "presence__person";
+      item.textContent = person.name.slice(0, 1).toUpperCase();
+      item.title = `${person.name} is watching`;
+      item.setAttribute("aria-label", item.title);
+      return item;
+    }),
+  );
+  list.hidden = others.length === 0;
+}
+
+/** Take the composer away: this person may read the thread but no longer write to it. */
+function becomeReadOnly() {
+  root.toggleAttribute("data-read-only", true);
+  composer.hidden = true;
+  root.querySelector(".composer__meta").hidden = true;
+  root.querySelector("[data-read-only-note]").hidden = false;
 }
 
 function showNotice(text, code = "") {
