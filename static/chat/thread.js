@@ -177,6 +177,7 @@ function onState(state, detail) {
           : "This thread is no longer available.",
     );
     showPresence([]);
+    if (detail.code === CloseCode.NOT_ALLOWED) root.querySelector("[data-read-only-note]").hidden = true;
     refreshControls();
   }
 }
