@@ -16,6 +16,7 @@ one process only, it is a dict here.
 """
 
 import json
+import logging
 import time
 import uuid
 from uuid import UUID
@@ -25,6 +26,8 @@ from django.conf import settings
 from .broadcast import apublish_presence_changed, channel_layer
 from .events import encode
 from .protocol import Person
+
+logger = logging.getLogger(__name__)
 
 # A watcher not renewed for this many heartbeats is gone (its process died).
 EXPIRY_HEARTBEATS = 3
@@ -67,7 +70,19 @@ class Watcher:
         self.heartbeat_seconds = settings.STREAM_PRESENCE_HEARTBEAT_SECONDS
         self.people: list[Person] | None = None  # as last told to the reader
 
-    async def _update(self, *, leave: bool = False) -> list[Person]:
+    async def _update(self, *, leave: bool = False) -> list[Person] | None:
+        """Renew (or end) this watcher and read the room; None when the room cannot be reached.
+
+        Presence is a hint like every live message: with Redis unreachable the stream goes
+        on, the room is read again at the next heartbeat, and a lost leave is an expiry.
+        """
+        try:
+            return await self._update_room(leave=leave)
+        except Exception:
+            logger.warning("thread %s: presence room unreachable; trying again at the next heartbeat", self.room)
+            return None
+
+    async def _update_room(self, *, leave: bool) -> list[Person]:
         now = time.time()
         touch, gone = {}, []
         if self.member is not None:
@@ -84,7 +99,7 @@ class Watcher:
 
     async def join(self) -> list[Person]:
         """Enter the room, tell the thread's other watchers, and return who is there."""
-        self.people = await self._update()
+        self.people = await self._update() or []
         if self.member is not None:
             await apublish_presence_changed(self.thread_id)
         return self.people
@@ -92,7 +107,7 @@ class Watcher:
     async def renew(self) -> list[Person] | None:
         """Renew this watcher and read the room: return the people if they changed since last told, else None."""
         people = await self._update()
-        if people == self.people:
+        if people is None or people == self.people:
             return None
         self.people = people
         return people

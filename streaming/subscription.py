@@ -13,12 +13,12 @@ The WebSocket consumer and the SSE views both read a thread through
   `reset` snapshot.
 
 Besides log events it passes on the `thread` control frame of a rename, and, for a reader
-who asked for presence, the `presence` frame whenever the people watching the thread change
-(streaming/presence.py). A subscription
-opened under revocable grants (`AccessGrant`s: an API token, a session, a membership or
-share link, say) ends with AccessRevoked once any of them is revoked: on the revocation
-notice sent to a grant's group or the thread's (streaming/broadcast.py), or, should that
-notice be lost, at its own check of the grants every STREAM_ACCESS_RECHECK_SECONDS.
+who asked for presence, the `presence` frame whenever the people watching the thread
+change (streaming/presence.py). A subscription opened under revocable grants
+(`AccessGrant`s: an API token, a session, a membership or share link, say) ends with
+AccessRevoked once any of them is revoked: on the revocation notice sent to a grant's
+group or the thread's (streaming/broadcast.py), or, should that notice be lost, at its own
+check of the grants every STREAM_ACCESS_RECHECK_SECONDS.
 
 The subscription pulls from its own channel only when its reader asks for the next
 frame: a slow reader leaves messages in the channel layer, which drops the excess at

@@ -168,3 +168,14 @@ async def test_a_signed_out_visitor_cannot_write_through_a_link(thread, settings
         assert not await Message.objects.aexists()
     finally:
         await socket.disconnect()
+
+
+def test_ids_past_any_row_are_refused_before_the_database(owner_client, thread):
+    """A member or link id too big for a column is refused (400, 404), not passed on to fail in the database."""
+    huge = "9" * 30
+    revoked = owner_client.delete(f"/api/threads/{thread.id}/links/{huge}")
+    assert revoked.status_code == 404 and revoked.json()["error"]["code"] == "not_found"
+    changed = owner_client.patch(
+        f"/api/threads/{thread.id}/members/{huge}", {"role": "viewer"}, content_type="application/json"
+    )
+    assert changed.status_code == 400 and changed.json()["error"]["code"] == "bad_request"

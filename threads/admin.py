@@ -33,7 +33,7 @@ from streaming.models import Chunk
 from streaming.retention import thread_chunks_purge
 from streaming.selectors import reply_check, timeline_page
 
-from .models import Message, Thread
+from .models import Membership, Message, ShareLink, Thread
 from .services import reply_retry
 from .sessions import user_deactivate
 from .signin import ThrottledAdminAuthenticationForm
@@ -108,6 +108,23 @@ class MessageInline(ReadOnlyPermissions, admin.TabularInline):
         return excerpt(message.content)
 
 
+class MembershipInline(ReadOnlyPermissions, admin.TabularInline):
+    """Whom the owner shared the thread with: read only here, as sharing is the owner's (threads/sharing.py)."""
+
+    model = Membership
+    fk_name = "thread"
+    fields = readonly_fields = ("user", "role", "added_by", "created_at")
+    extra = 0
+
+
+class ShareLinkInline(ReadOnlyPermissions, admin.TabularInline):
+    """The thread's share links: their prefixes and lifetimes, never a token (only its hash is stored)."""
+
+    model = ShareLink
+    fields = readonly_fields = ("prefix", "created_by", "created_at", "expires_at", "revoked_at")
+    extra = 0
+
+
 @admin.register(Thread)
 class ThreadAdmin(UUIDSearchMixin, ReadOnlyAdmin):
     list_display = ["__str__", "owner", "message_count", "last_activity", "last_seq", "created_at"]
@@ -125,7 +142,7 @@ class ThreadAdmin(UUIDSearchMixin, ReadOnlyAdmin):
         "message_count",
         "chunk_log",
     )
-    inlines = [MessageInline]
+    inlines = [MembershipInline, ShareLinkInline, MessageInline]
     actions = ["purge_chunk_log"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Thread]:

@@ -322,10 +322,19 @@ def paths() -> dict[str, Any]:
                 "summary": "The thread's log as server-sent events, then live",
                 "description": "Records `id: <seq>`, `event: <type>`, `data: <frame>` carry the frames of WebSocket "
                 "protocol v1, exactly once and in order; a `: keep-alive` comment every 15 s of quiet. Control "
-                "frames come without `id`: `thread` when the thread is renamed, and `error` (code `forbidden`) "
-                "just before the stream ends when the API token it was opened with is revoked.",
+                "frames come without `id`: `thread` when the thread is renamed, `presence` (with `presence=1`: "
+                '`{"type": "presence", "people": [{"id", "name"}]}`, who watches the thread now) '
+                "after `ready` and whenever the people change, and `error` (code `forbidden`, or `not_found` for a "
+                "deleted thread) just before the stream ends when the API token or session it was opened with is "
+                "revoked, or its reader may no longer read the thread (removed, share link revoked).",
                 "parameters": [
                     {"name": "after", "in": "query", "schema": SEQ, "description": "resume after this seq (default 0)"},
+                    {
+                        "name": "presence",
+                        "in": "query",
+                        "schema": {"enum": ["1"]},
+                        "description": "1: also send `presence` records",
+                    },
                     {"name": "Last-Event-ID", "in": "header", "schema": STRING, "description": "wins over `after`"},
                 ],
                 "responses": {"200": event_stream("the event stream"), **errors(404, 429, meanings=STREAM_LIMITED)},

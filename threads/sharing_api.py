@@ -6,6 +6,7 @@ or removes one; a member removes themselves (leaves). Links: the owner only.
 
 from django.http import HttpResponse, JsonResponse
 
+from streaming.cursors import parse_digits
 from streaming.errors import BadRequest
 
 from .access import Action
@@ -34,10 +35,21 @@ def link_payload(link: ShareLink) -> dict:
     }
 
 
+# The largest id a row here has: a bigger number in a path names nothing and must not reach the database.
+LARGEST_ID = 2**31 - 1
+
+
+def path_id(value: str) -> int | None:
+    """Return the id a path segment names, or None for anything but digits within LARGEST_ID."""
+    number = parse_digits(value)
+    return number if number is not None and number <= LARGEST_ID else None
+
+
 def _user_id(value: str) -> int:
-    if not value.isdigit():
+    member_id = path_id(value)
+    if member_id is None:
         raise BadRequest("The member is named by their user id.")
-    return int(value)
+    return member_id
 
 
 @api_view("GET", "POST")
@@ -85,4 +97,4 @@ def thread_links(request: AuthenticatedHttpRequest, thread_id: str) -> JsonRespo
 def thread_link(request: AuthenticatedHttpRequest, thread_id: str, link_id: str) -> JsonResponse:
     """Revoke a share link: whoever watches through it is cut off at once."""
     thread = request_thread(request, thread_id, Action.MANAGE)
-    return JsonResponse(link_payload(link_revoke(thread=thread, link_id=int(link_id) if link_id.isdigit() else None)))
+    return JsonResponse(link_payload(link_revoke(thread=thread, link_id=path_id(link_id))))
