@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from django.test import Client
 
 from threads.models import Membership, Message, Thread
-from threads.services import thread_delete
+from threads.services import message_post, thread_delete
 from threads.sharing import link_create, link_revoke, member_add, member_remove, member_set_role
 
 from .conftest import ThreadSocket, reply_text
@@ -183,3 +183,21 @@ async def test_a_lost_removal_notice_is_caught_by_the_recheck(thread, vera, conn
     await socket.receive_until(lambda frame: frame["type"] == "ready")
     await Membership.objects.filter(thread=thread, user=viewer).adelete()
     assert await closed_within(socket, 5 * settings.STREAM_ACCESS_RECHECK_SECONDS) == 4403
+
+
+async def test_removing_a_member_ends_their_ai_sdk_stream(thread, pat, session_cookie):
+    """A resumed AI SDK stream of a removed participant ends with an `error` chunk, then `[DONE]`."""
+    await share(thread, pat, "participant")
+    # No worker runs: the reply stays in progress, so the stream would go on waiting for it.
+    await database_sync_to_async(message_post)(thread=thread, content="Hi", client_id=None)
+    cookie = await database_sync_to_async(session_cookie)(pat)
+    stream = HttpStream(f"/api/chat/{thread.id}/stream", headers={"cookie": cookie})
+    assert (await stream.start())[0] == 200
+    try:
+        while '"text-start"' not in stream.buffer:
+            assert await stream.read_chunk()
+        await database_sync_to_async(member_remove)(thread=thread, user_id=pat.pk)
+        body = await stream.read_all()
+        assert '"errorText":"Your access to this thread ended."' in body and body.endswith("data: [DONE]\n\n")
+    finally:
+        await stream.close()
