@@ -91,3 +91,16 @@ def test_two_people_share_a_thread_live(open_context, chat_server):  # noqa: F81
     expect(watching(alice, "bob")).to_have_count(0)
     screenshot(bob, "sharing-removed")
     expect_connected(alice)
+
+
+def test_a_member_leaves_a_shared_thread(open_context):
+    """Bob, a viewer, leaves Alice's thread from its page: he is back on his list, without it."""
+    alice_context, bob_context = open_context("alice"), open_context("bob")
+    thread_id = api_post(alice_context, "/api/threads", {"title": "Leaving soon"})["id"]
+    api_post(alice_context, f"/api/threads/{thread_id}/members", {"username": "bob", "role": "viewer"})
+    bob = open_thread(bob_context, f"/threads/{thread_id}/")
+    expect(bob.get_by_text("Shared by alice · viewer")).to_be_visible()
+    bob.get_by_role("button", name="Leave").click()
+    expect(bob.get_by_role("heading", name="Your threads")).to_be_visible()
+    expect(bob.get_by_text("Leaving soon")).to_have_count(0)
+    assert bob_context.request.get(f"/api/threads/{thread_id}").status == 404

@@ -11,7 +11,7 @@
 import { setUpThreadActions } from "./actions.js";
 import { ComposerLimit } from "./composer.js";
 import { keepFollowing } from "./follow.js";
-import { getJSON, postFields, postForm, postJSON } from "./http.js";
+import { getJSON, postFields, postForm, postJSON, sendJSON } from "./http.js";
 import { MessageList } from "./messages.js";
 import { CloseCode } from "./protocol.js";
 import { setUpSidebar } from "./sidebar.js";
@@ -208,6 +208,16 @@ function showPresence(people) {
   );
   list.hidden = others.length === 0;
 }
+
+// A member leaves a thread shared with them: it is gone from their list, and they go back to it.
+root.querySelector("[data-leave]")?.addEventListener("click", async () => {
+  try {
+    await sendJSON("DELETE", `${root.dataset.membersUrl}/${root.dataset.personId}`);
+    location.assign("/");
+  } catch (error) {
+    showNotice(error.message);
+  }
+});
 
 /** Take the composer away: this person may read the thread but no longer write to it. */
 function becomeReadOnly() {
