@@ -6,10 +6,12 @@ survived: each check names the module of ours that needs it.
 """
 
 import inspect
+import threading
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from asgiref.sync import AsyncToSync, SyncToAsync
 from autobahn.websocket.protocol import WebSocketProtocol as AutobahnWebSocketProtocol
 from channels_redis import pubsub, utils
 from daphne.cli import CommandLineInterface
@@ -33,7 +35,7 @@ def assigns(cls: type, *attributes: str) -> None:
         assert hasattr(cls, attribute) or f"self.{attribute} =" in source, f"{cls.__qualname__}.{attribute} is gone"
 
 
-@pytest.mark.parametrize("distribution", ["Twisted", "autobahn", "channels-redis", "daphne"])
+@pytest.mark.parametrize("distribution", ["Twisted", "autobahn", "channels-redis", "daphne", "asgiref"])
 def test_libraries_read_below_their_api_are_pinned_to_what_is_installed(distribution):
     """requirements.in pins each of them exactly, at the version these checks ran against."""
     pins = dict(
@@ -104,3 +106,12 @@ def test_channels_redis_pubsub_internals():
     assert callable(layer._get_layer) and callable(layer.serialize)
     assert parameters(utils._wrap_close) == ["proxy", "loop"]
     assert callable(utils.decode_hosts)
+
+
+def test_asgiref_records_the_calling_loop_per_thread():
+    """broadcast._calling_loop reads the loop SyncToAsync records for its thread, as AsyncToSync does."""
+    assert isinstance(SyncToAsync.threadlocal, threading.local)
+    handler = inspect.getsource(SyncToAsync.thread_handler)
+    assert "self.threadlocal.main_event_loop = loop" in handler
+    assert "self.threadlocal.main_event_loop_pid = os.getpid()" in handler
+    assert '"main_event_loop"' in inspect.getsource(AsyncToSync.__call__)
