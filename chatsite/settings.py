@@ -263,6 +263,9 @@ STREAM_REPAIR_SECONDS = env.float("STREAM_REPAIR_SECONDS", default=1.0)
 # A stream opened under a revocable grant (an API token) ends at once on the revocation
 # notice; should that notice be lost, its own check of the grant this often ends it.
 STREAM_ACCESS_RECHECK_SECONDS = env.float("STREAM_ACCESS_RECHECK_SECONDS", default=30.0)
+# The live frames a web process queues for one reader (streaming/hub.py): a reader further
+# behind loses them and catches up from the database when it reads again (I10).
+STREAM_SUBSCRIBER_QUEUE_FRAMES = env.int("STREAM_SUBSCRIBER_QUEUE_FRAMES", default=2000)
 GENERATION_LEASE_SECONDS = env.float("GENERATION_LEASE_SECONDS", default=15.0)
 GENERATION_MAX_ATTEMPTS = env.int("GENERATION_MAX_ATTEMPTS", default=3)
 # How long a worker retries a reply's write while the database is unreachable (a restart, a

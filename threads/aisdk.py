@@ -120,11 +120,12 @@ def reply_stream_response(
     request: HttpRequest, thread: Thread, reply: Message, slot: StreamSlot
 ) -> StreamingHttpResponse:
     """Answer with `reply` as a UI message stream from its start; it ends when the request's token or session does."""
+    grant = request_stream_grant(request)
     subscription = ThreadSubscription(
         thread=thread,
         after=reply.seq - 1,
         keepalive_seconds=KEEPALIVE_SECONDS,
-        grant=request_stream_grant(request),
+        grants=[grant] if grant is not None else [],
     )
     chunks = ui_message_chunks(subscription.frames(), reply_id=str(reply.id))
     response = event_stream_response(ui_message_stream_body(chunks), slot=slot)

@@ -65,7 +65,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         # What the socket was let in under that may be revoked: its API token or its session (threads/sessions.py).
         self.grant = scope_stream_grant(self.scope)
         subscription = ThreadSubscription(
-            thread=self.thread, after=query_cursor(self.scope["query_string"]), grant=self.grant
+            thread=self.thread,
+            after=query_cursor(self.scope["query_string"]),
+            grants=[self.grant] if self.grant is not None else [],
         )
         self.streamer = asyncio.create_task(self._stream(subscription))
 

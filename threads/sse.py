@@ -74,11 +74,12 @@ def request_cursor(request: HttpRequest) -> int | None:
 def thread_event_stream(request: AuthenticatedHttpRequest, thread_id: str) -> StreamingHttpResponse:
     thread = thread_get_for_user(user=request.user, thread_id=thread_id)
     slot = StreamSlot(user_id=request.user.pk)
+    grant = request_stream_grant(request)
     subscription = ThreadSubscription(
         thread=thread,
         after=request_cursor(request),
         keepalive_seconds=KEEPALIVE_SECONDS,
-        grant=request_stream_grant(request),
+        grants=[grant] if grant is not None else [],
     )
     return event_stream_response(sse_body(subscription.frames()), slot=slot)
 
