@@ -181,7 +181,20 @@ class ThreadSubscription:
                     hub.plan(inbox, self._next_duty_at())
                 batch = inbox.take()
                 if batch is not None:
-                    async for frame in self._deliver(batch):
+                    # The batch's frames are shared with the thread's other readers: only the cursor is ours.
+                    for frame in batch:
+                        seq = frame.seq
+                        if seq is not None:  # a log event; the others (a rename) carry no seq
+                            if seq <= self.last_sent:
+                                continue
+                            if seq > self.last_sent + 1:
+                                async for missed in self._catch_up(until=seq - 1):
+                                    yield missed
+                                if seq <= self.last_sent:  # a reset covered it
+                                    continue
+                            self.last_sent = seq
+                        if self.keepalive_seconds is not None:
+                            self.last_frame = asyncio.get_running_loop().time()
                         yield frame
                 elif inbox.overflowed:
                     inbox.overflowed = False
@@ -243,23 +256,6 @@ class ThreadSubscription:
                 yield frame
         self.last_frame = asyncio.get_running_loop().time()
         yield Frame("ready", events.encode(events.ready_frame(self.last_sent)), seq=self.last_sent)
-
-    async def _deliver(self, batch: tuple[Frame, ...]) -> AsyncIterator[Frame]:
-        """Yield a batch's frames past last_sent, filling any gap before them from the database."""
-        for frame in batch:
-            seq = frame.seq
-            if seq is not None:  # a log event; the others (a rename) carry no seq
-                if seq <= self.last_sent:
-                    continue
-                if seq > self.last_sent + 1:
-                    async for missed in self._catch_up(until=seq - 1):
-                        yield missed
-                    if seq <= self.last_sent:  # a reset covered it
-                        continue
-                self.last_sent = seq
-            if self.keepalive_seconds is not None:
-                self.last_frame = asyncio.get_running_loop().time()
-            yield frame
 
     async def _catch_up(self, until: int | None = None) -> AsyncIterator[Frame]:
         """Yield the logged events after last_sent (up to `until`), page by page.

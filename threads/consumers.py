@@ -33,8 +33,8 @@ def query_cursor(query_string: bytes) -> int | None:
 
 
 class ThreadConsumer(AsyncWebsocketConsumer):
-    # No channel of the consumer's own: nothing is sent to it, its subscription has one. An
-    # unconfigured alias spares every socket a layer subscription and a receive held open.
+    # No channel of the consumer's own: nothing is sent to it, and the process's hub receives its
+    # thread's events. An unconfigured alias spares every socket a layer subscription and a receive held open.
     # (get_channel_layer answers None for any unknown alias; channels' stubs allow only strings.)
     channel_layer_alias = None  # type: ignore[assignment]
     thread: Thread | None = None
