@@ -31,26 +31,17 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from uuid import UUID
 
 from django.conf import settings
 
 from . import events
 from .broadcast import channel_layer
+from .frames import Frame
 from .models import Chunk, get_thread_model
 from .selectors import achunk_events_after, athread_last_seq, athread_streaming
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """A protocol v1 frame: its type, its JSON text, and the seq it brings a reader to (log events, ready, reset)."""
-
-    type: str
-    data: str
-    seq: int | None = None
 
 
 class Inbox:

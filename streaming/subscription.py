@@ -46,7 +46,8 @@ from django.conf import settings
 
 from . import events, metrics
 from .errors import RateLimited
-from .hub import Frame, Inbox, process_hub
+from .frames import Frame
+from .hub import Inbox, process_hub
 from .models import AbstractThread, get_thread_model
 from .protocol import ErrorCode
 from .selectors import achunk_events_after, athread_last_seq, athread_snapshot

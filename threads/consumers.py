@@ -3,7 +3,8 @@
 import asyncio
 import contextlib
 import logging
-from typing import cast
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -13,6 +14,7 @@ from django.contrib.auth.models import User
 from streaming import events
 from streaming.cursors import parse_cursor
 from streaming.errors import BadRequest, ChatError, RateLimited
+from streaming.frames import SEND_FRAME_EXTENSION, Frame
 from streaming.protocol import CloseCode
 from streaming.services.endings import generation_cancel
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
@@ -79,10 +81,16 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     async def _stream(self, subscription: ThreadSubscription) -> None:
         """Send the subscription's frames as they come, until the socket closes."""
+        # The web server's way to send a frame framed once for all its sockets, where it has one.
+        extensions: dict[str, Any] = self.scope.get("extensions") or {}
+        send_frame: Callable[[Frame], Awaitable[None]] | None = extensions.get(SEND_FRAME_EXTENSION)
         try:
             async for frame in subscription.frames():
                 assert frame is not None, "the subscription has no keep-alives"
-                await self.send(frame.data)
+                if send_frame is not None:
+                    await send_frame(frame)
+                else:
+                    await self.send(frame.data)
         except ThreadGone:
             logger.info("thread %s: deleted; closing its socket", subscription.thread.id)
             await self.close_with(CloseCode.NOT_FOUND)
