@@ -30,7 +30,8 @@ import contextlib
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from uuid import UUID
 
 from django.conf import settings
@@ -310,7 +311,7 @@ class Hub:
     async def join(self, inbox: Inbox) -> None:
         """Put `inbox` in its thread's feed and its grant groups' feeds; return once they receive."""
         feeds = [self._feed(events.thread_group_name(inbox.thread_id), lambda: ThreadFeed(self, inbox.thread_id))]
-        feeds += [self._feed(group, lambda group=group: NoticeFeed(self, group)) for group in inbox.grant_groups]
+        feeds += [self._feed(group, partial(NoticeFeed, self, group)) for group in inbox.grant_groups]
         for feed in feeds:
             feed.inboxes.add(inbox)
         self.memberships[inbox] = feeds
@@ -321,7 +322,7 @@ class Hub:
             # Shielded: a reader cancelled while joining does not cancel the opening the others share.
             await asyncio.shield(feed.opened)
 
-    def _feed(self, group: str, make) -> GroupFeed:
+    def _feed(self, group: str, make: Callable[[], GroupFeed]) -> GroupFeed:
         feed = self.feeds.get(group)
         if feed is None:
             feed = self.feeds[group] = make()
