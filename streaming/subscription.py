@@ -204,7 +204,8 @@ class ThreadSubscription:
                 elif inbox.gone:
                     raise ThreadGone(str(self.thread.id))
                 elif inbox.failure is not None:
-                    raise inbox.failure
+                    # Raised anew per reader: the feed's failure is shared by all of them.
+                    raise RuntimeError(f"thread {self.thread.id}: its feed stopped receiving") from inbox.failure
                 else:
                     inbox.wake.clear()
                     if not (inbox.noticed or inbox.due):

@@ -293,3 +293,33 @@ async def test_deleting_the_thread_ends_every_reader(thread, settings):
     await eventually(lambda: all(reader.task.done() for reader in readers), "every reader ends")
     assert all(isinstance(reader.ended, ThreadGone) for reader in readers)
     await assert_nothing_left(thread)
+
+
+class BreakingInMemoryChannelLayer(InMemoryChannelLayer):
+    """Fails a receive that brings a `test.break` message, as a layer whose connection broke would."""
+
+    async def receive(self, channel: str) -> dict:
+        message = await super().receive(channel)
+        if message.get("type") == "test.break":
+            raise ConnectionError("the channel layer went away")
+        return message
+
+
+async def test_a_feed_that_fails_ends_its_readers_and_the_next_reader_gets_a_new_one(thread, settings):
+    """Readers of a feed whose receive failed end (to resume, as a socket closed 1011 does); a new reader reads on."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_hub.BreakingInMemoryChannelLayer"}}
+    readers = [Reader(thread), Reader(thread)]
+    await eventually(lambda: all(reader.ready() for reader in readers), "every reader is ready")
+    await channel_layer().group_send(thread_group_name(thread.id), {"type": "test.break"})
+    await eventually(lambda: all(reader.task.done() for reader in readers), "every reader ends")
+    for reader in readers:
+        failure = reader.task.exception()
+        assert isinstance(failure, RuntimeError) and isinstance(failure.__cause__, ConnectionError)
+    await assert_nothing_left(thread)
+    after = Reader(thread)
+    await eventually(after.ready, "a new reader is ready")
+    await post(thread)  # no worker: its message and start events arrive live
+    await eventually(lambda: len(after.log) == 2, "the new reader gets live events")
+    assert after.log == await logged(thread)
+    await after.stop()
+    await assert_nothing_left(thread)
