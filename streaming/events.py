@@ -33,6 +33,7 @@ from .protocol import (
     Snapshot,
     StartedReply,
     StartEvent,
+    SwitchEvent,
     ThreadFrame,
     UserMessage,
 )
@@ -68,16 +69,24 @@ def _reply_outcome(message: AbstractMessage) -> ReplyOutcome:
     )
 
 
+def _parent_id(message: AbstractMessage) -> str | None:
+    return str(message.parent_id) if message.parent_id else None
+
+
 def message_payload(message: AbstractMessage, *, content: str | None = None) -> MessagePayload:
-    """Return a message as clients see it in events and snapshots, with `content` for its text if given."""
+    """Return a message as snapshots carry it, with `content` for its text if given, and whether it is on the path."""
     if message.role == MessageRole.USER:
-        return user_message_payload(message)
+        payload = user_message_payload(message)
+        payload["on_path"] = message.on_path
+        return payload
     return AssistantMessage(
         id=str(message.id),
         role=MessageRole.ASSISTANT,
         content=message.content if content is None else content,
         status=MessageStatus(message.status),
         created_at=message.created_at.isoformat(),
+        parent_id=_parent_id(message),
+        on_path=message.on_path,
         **_reply_outcome(message),
     )
 
@@ -91,6 +100,7 @@ def user_message_payload(message: AbstractMessage) -> UserMessage:
         status=MessageStatus(message.status),
         created_at=message.created_at.isoformat(),
         client_id=str(message.client_id) if message.client_id else None,
+        parent_id=_parent_id(message),
     )
 
 
@@ -120,8 +130,11 @@ def chunk_event(chunk: Chunk, message: AbstractMessage | None) -> LogEvent:
             content="",
             status=MessageStatus.STREAMING,
             created_at=message.created_at.isoformat(),
+            parent_id=_parent_id(message),
         )
         return StartEvent(type="start", seq=chunk.seq, message=started)
+    if chunk.kind == Chunk.Kind.SWITCH:
+        return switch_event(chunk.seq, message, path=chunk.text.split())
     # An `end` row is written only with its message's final status (never streaming).
     status = MessageStatus(message.status)
     return EndEvent(
@@ -150,6 +163,11 @@ def encode_chunks(
         elif after < chunk.seq and (until is None or chunk.seq <= until):
             encoded.append((chunk.seq, chunk.kind, encode(chunk_event(chunk, messages.get(chunk.message_id)))))
     return encoded
+
+
+def switch_event(seq: int, message: AbstractMessage, *, path: list[str]) -> SwitchEvent:
+    """Return the `switch` event (an extension): `message` chosen, the active path from it down is `path`."""
+    return SwitchEvent(type="switch", seq=seq, message_id=str(message.id), parent_id=_parent_id(message), path=path)
 
 
 def thread_frame(thread: AbstractThread) -> ThreadFrame:

@@ -145,10 +145,12 @@ athread_streaming = database_sync_to_async(thread_streaming)
 
 
 def conversations_turns(replies: Sequence[AbstractMessage]) -> dict[UUID, list[Turn]]:
-    """Return each reply's turns, oldest first: its thread's messages with text, up to the one it answers.
+    """Return each reply's turns, oldest first: its thread's active path with text, up to the message it answers.
 
-    A retried reply answers an earlier message again: the replies in between are not part of
-    its conversation. One query for them all (each reply comes with its `reply_to`).
+    The path is the versions shown (streaming.models.AbstractMessage.on_path); other versions of
+    a message, and a regenerated reply's earlier versions, are not part of the conversation. It
+    cannot change while the reply is written: versions are added and chosen only between replies.
+    One query for them all (each reply comes with its `reply_to`).
     """
     answered: dict[UUID, int] = {}
     earlier = Q()
@@ -158,7 +160,7 @@ def conversations_turns(replies: Sequence[AbstractMessage]) -> dict[UUID, list[T
         earlier |= Q(thread_id=reply.thread_id, seq__lte=answered[reply.id])
     rows = (
         get_message_model()
-        .objects.filter(earlier)
+        .objects.filter(earlier, on_path=True)
         .exclude(content="")
         .order_by("thread_id", "seq")  # type: ignore[misc]  # `thread` is the concrete model's field
         .values_list("thread_id", "seq", "role", "content")
