@@ -13,6 +13,7 @@
   once the reply has ended.
 """
 
+import contextlib
 from uuid import UUID
 
 from django.http.response import HttpResponseBase
@@ -54,9 +55,12 @@ def chat_stream_resume(request: AuthenticatedHttpRequest, stream_id: str) -> Htt
     except ValueError:
         raise NotFound("No such stream.") from None
     reply = Message.objects.filter(pk=reply_id, role=Message.Role.ASSISTANT).first()
-    if reply is None:
-        raise NotFound("No such stream.")
-    thread = thread_get_for_user(user=request.user, thread_id=reply.thread_id)  # another person's: NotFound
+    thread = None
+    if reply is not None:
+        with contextlib.suppress(NotFound):
+            thread = thread_get_for_user(user=request.user, thread_id=reply.thread_id)
+    if reply is None or thread is None:
+        raise NotFound("No such stream.")  # another person's answers as an unknown one (I11)
     if reply.status != Message.Status.STREAMING:
         raise StreamEnded("The stream has ended: read the reply from the thread.")
     cursor = request_cursor(request) if "Last-Event-ID" in request.headers else None
