@@ -18,6 +18,7 @@ import { setUpSidebar } from "./sidebar.js";
 import { ThreadSocket } from "./socket.js";
 import { ConnectionStatus } from "./status.js";
 import { setUpTitle } from "./title.js";
+import { Versions } from "./versions.js";
 
 const root = document.querySelector("main[data-thread-id]");
 const view = new MessageList(root);
@@ -31,6 +32,12 @@ const notice = root.querySelector("[data-notice]");
 const jump = root.querySelector("[data-jump]");
 const sidebar = setUpSidebar(document.querySelector("[data-app]"));
 const title = setUpTitle(root, showNotice, (saved) => sidebar.renamed(root.dataset.threadId, saved));
+const versions = new Versions(view, {
+  apiUrl: `/api/threads/${root.dataset.threadId}`,
+  newClientId,
+  replied: (reply) => ownReplies.add(reply.id),
+  refused: (error) => showNotice(error.code === "busy" ? busyExplained() : error.message, error.code),
+});
 
 // What a refused send says, by whose reply is still being written.
 const BUSY_OWN = "The reply is still being written. Wait for the reply to finish or stop it (Esc).";
@@ -75,6 +82,7 @@ function onFrame(frame) {
     sendPending(); // a send the last socket may have lost; its client_id makes it safe to repeat
   } else if (frame.type === "reset") {
     view.reset(frame.messages);
+    versions.refresh();
     sidebar.replying(root.dataset.threadId, Boolean(view.streaming()));
     offerEarlier(frame.next); // a reset holds the newest messages that fit one frame; `next` says more exist
     advance(frame.seq);
@@ -108,6 +116,7 @@ function apply(event) {
   if (event.type === "message") {
     const confirms = pending && event.message.client_id === pending.client_id;
     view.add(event.message, confirms ? pending.element : null);
+    versions.added(event.message);
     if (confirms) {
       pending = null;
       ownReplyNext = true;
@@ -117,6 +126,9 @@ function apply(event) {
     if (ownReplyNext) ownReplies.add(event.message.id);
     ownReplyNext = false;
     view.add(event.message);
+    versions.added(event.message);
+  } else if (event.type === "switch") {
+    versions.switched(event);
   } else if (event.type === "delta") {
     view.appendText(event.message_id, event.text);
   } else if (event.type === "end") {
@@ -293,6 +305,7 @@ async function loadEarlier(button) {
     let first = null;
     view.keepInPlace(() => {
       first = view.prepend(html);
+      versions.refresh();
       if (!hasMore) button.closest("[data-earlier-wrap]").remove();
     });
     if (!hasMore && first) {

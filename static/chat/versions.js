@@ -1,0 +1,175 @@
+// Versions of messages on the thread page. A thread is a tree: each message follows its
+// parent (data-parent-id), and an edited question or a regenerated reply is a sibling
+// under the same parent. One version of each is shown, the active path; the others stay
+// in the list, hidden, and the "‹ 2 / 3 ›" switcher under a message shows another one.
+//
+// The path follows the log: a new message goes on it after its parent, and a `switch`
+// event puts the versions it names there. The list is in seq order and a child is always
+// written after its parent, so "after the parent" is "after it in the list".
+
+import { postJSON } from "./http.js";
+
+export class Versions {
+  /**
+   * @param {MessageList} view the thread's message list
+   * @param {object} options
+   * @param {string} options.apiUrl the thread's JSON API URL (/api/threads/<id>)
+   * @param {() => string} options.newClientId a fresh idempotency key for an edit
+   * @param {(reply: object) => void} options.replied a reply this tab asked for was queued
+   * @param {(error: Error) => void} options.refused the server refused an action
+   */
+  constructor(view, { apiUrl, newClientId, replied, refused }) {
+    this.view = view;
+    this.apiUrl = apiUrl;
+    this.newClientId = newClientId;
+    this.replied = replied;
+    this.refused = refused;
+    view.list.addEventListener("click", (event) => {
+      const step = event.target.closest("[data-version-step]");
+      if (step) this.step(step.closest("[data-message-id]"), Number(step.dataset.versionStep));
+      else if (event.target.closest("[data-edit]")) this.edit(event.target.closest("[data-message-id]"));
+      else if (event.target.closest("[data-regenerate]")) this.regenerate(event.target.closest("[data-message-id]"));
+    });
+    this.refresh();
+  }
+
+  items() {
+    return [...this.view.list.querySelectorAll(":scope > [data-message-id]")];
+  }
+
+  /** Show `ids` after the message `parentId` (from the start when null), hiding what followed it. */
+  place(parentId, ids) {
+    const items = this.items();
+    // A parent not in the list is older than every message shown: all of them followed it.
+    const start = parentId ? items.findIndex((item) => item.dataset.messageId === parentId) + 1 : 0;
+    for (const item of items.slice(start)) item.hidden = true;
+    for (const id of ids) {
+      const item = this.view.find(id);
+      if (item) item.hidden = false;
+    }
+    this.refresh();
+  }
+
+  /** A `message` or `start` event: the new message is the version shown. */
+  added(message) {
+    this.place(message.parent_id, [message.id]);
+  }
+
+  /** A `switch` event: another version was chosen, in this tab or elsewhere. */
+  switched(event) {
+    this.place(event.parent_id, event.path);
+  }
+
+  /** Return the versions of a message: the messages of its role under its parent, oldest first. */
+  siblings(item) {
+    return this.items().filter(
+      (other) => other.dataset.parentId === item.dataset.parentId && other.dataset.role === item.dataset.role,
+    );
+  }
+
+  /** Show each shown message's switcher ("‹ 2 / 3 ›") when it has other versions. */
+  refresh() {
+    for (const item of this.items()) {
+      if (item.hidden) continue;
+      const versions = this.siblings(item);
+      const index = versions.indexOf(item);
+      const switcher = item.querySelector("[data-versions]");
+      switcher.hidden = versions.length < 2;
+      switcher.querySelector("[data-version-label]").textContent = `${index + 1} / ${versions.length}`;
+      switcher.querySelector('[data-version-step="-1"]').disabled = index === 0;
+      switcher.querySelector('[data-version-step="1"]').disabled = index === versions.length - 1;
+    }
+  }
+
+  async act(path, body = {}) {
+    try {
+      return await postJSON(`${this.apiUrl}/${path}`, body);
+    } catch (error) {
+      this.refused(error);
+      return null;
+    }
+  }
+
+  /** Show the previous or next version; every tab follows by the `switch` event. */
+  async step(item, by) {
+    const versions = this.siblings(item);
+    const target = versions[versions.indexOf(item) + by];
+    if (target) await this.act(`messages/${target.dataset.messageId}/switch`);
+  }
+
+  async regenerate(item) {
+    const answer = await this.act(`replies/${item.dataset.messageId}/regenerate`);
+    if (answer) this.replied(answer.reply);
+  }
+
+  /** Edit a question in place: Enter sends it as a new version, Esc (or Cancel) leaves it as it was. */
+  edit(item) {
+    if (item.querySelector("[data-editor]")) return;
+    const body = item.querySelector("[data-body]");
+    const editor = document.createElement("form");
+    editor.className = "editor";
+    editor.dataset.editor = "";
+    const field = document.createElement("textarea");
+    Object.assign(field, { className: "editor__field", value: this.view.source(item), rows: 1 });
+    field.setAttribute("aria-label", "Edit message");
+    const cancel = Object.assign(document.createElement("button"), {
+      type: "button",
+      className: "button button--small",
+      textContent: "Cancel",
+    });
+    const send = Object.assign(document.createElement("button"), {
+      type: "submit",
+      className: "button button--small button--primary",
+      textContent: "Send",
+    });
+    const buttons = document.createElement("div");
+    buttons.className = "editor__buttons";
+    buttons.append(cancel, send);
+    editor.append(field, buttons);
+    item.classList.add("message--editing");
+    body.replaceWith(editor);
+
+    const close = () => {
+      item.classList.remove("message--editing");
+      editor.replaceWith(body);
+    };
+    const fit = () => {
+      field.style.height = "auto";
+      field.style.height = `${field.scrollHeight}px`;
+    };
+    cancel.addEventListener("click", close);
+    field.addEventListener("input", fit);
+    field.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        event.preventDefault();
+        event.stopPropagation(); // Esc leaves the editor; it does not stop a reply
+        close();
+      } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        editor.requestSubmit();
+      }
+    });
+    editor.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const content = field.value;
+      if (!content.trim()) return;
+      if (content === this.view.source(item)) {
+        close(); // nothing changed: no new version
+        return;
+      }
+      send.disabled = true;
+      const answer = await this.act(`messages/${item.dataset.messageId}/edit`, {
+        content,
+        client_id: this.newClientId(),
+      });
+      send.disabled = false;
+      if (!answer) return; // refused: the editor stays open with the text
+      close(); // the new version arrives as a `message` event, in every tab
+
+      this.replied(answer.reply);
+    });
+    fit();
+    field.focus();
+    field.setSelectionRange(field.value.length, field.value.length);
+  }
+}
