@@ -14,11 +14,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
 from chatsite.bench.topology import free_port
-from threads.models import Message, Thread
+from threads.models import Message
 from threads.services import message_post
 from threads.tokens.services import api_token_create
 
-from .conftest import reply_text
 from .live_server import wait_until_answering
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 (an autouse fixture)
 
@@ -55,28 +54,6 @@ def ui_message_body(text: str, chat_id: uuid.UUID | str) -> dict:
     """An AI SDK DefaultChatTransport request body with one new user message."""
     message = {"id": "msg-" + uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
     return {"id": str(chat_id), "messages": [message], "trigger": "submit-message", "messageId": None}
-
-
-@pytest.mark.django_db(transaction=True)
-async def test_seed_api_round_trip(chat_request, user, worker):
-    """Seed POST starts a new thread and answers its ids; the seed stream then serves its records to the end."""
-    thread_id = uuid.uuid4()
-    started = await chat_request(
-        "/api/chat", method="POST", body={"id": str(thread_id), "message": {"role": "user", "content": "Hi"}}
-    )
-    answer = json.loads(await started.read_all())
-    assert started.status == 200
-    reply = await Message.objects.aget(thread_id=thread_id, role="assistant")
-    assert answer == {"success": True, "threadId": str(thread_id), "streamId": str(reply.id)}
-    assert (await Thread.objects.aget(pk=thread_id)).owner_id == user.id
-    stream = await chat_request(f"/api/chat/stream?id={thread_id}")
-    assert stream.status == 200 and stream.headers["content-type"] == "text/event-stream"
-    events = []
-    while not events or events[-1]["type"] != "end":
-        events.append(await stream.event())
-    log = [event for event in events if event["type"] != "ready"]
-    assert [event["seq"] for event in log] == list(range(1, len(log) + 1)) and log[0]["message"]["content"] == "Hi"
-    assert reply_text(log, str(reply.id)) == (await Message.objects.aget(pk=reply.id)).content
 
 
 def test_seed_post_to_foreign_id_answers_like_unknown(client, thread, make_user):

@@ -120,11 +120,13 @@ async def ui_message_chunks(
 
 
 async def ui_message_stream_body(
-    chunks: AsyncGenerator[UiChunk | None, None], *, event_ids: bool = False
+    chunks: AsyncGenerator[UiChunk | None, None], *, seed_shapes: bool = False
 ) -> AsyncGenerator[str, None]:
-    """Yield UI message chunks as SSE `data:` records, then `[DONE]`; with `event_ids`, each with its seq as `id:`.
+    """Yield UI message chunks as SSE `data:` records, then `[DONE]`.
 
-    The AI SDK ignores `id:`; an EventSource sends the last one back as Last-Event-ID when it reconnects.
+    With `seed_shapes` (threads/seed.py), each record carries its seq as `id:`, which an
+    EventSource sends back as Last-Event-ID when it reconnects, and a `text-delta` its text as
+    `textDelta` too, the field the seed documents; AI SDK readers ignore both.
     """
     async with contextlib.aclosing(chunks):
         try:
@@ -133,7 +135,12 @@ async def ui_message_stream_body(
                     yield KEEPALIVE_COMMENT
                     continue
                 chunk, seq = item
-                head = f"id: {seq}\n" if event_ids and seq is not None else ""
+                if not seed_shapes:
+                    yield f"data: {events.encode(chunk)}\n\n"
+                    continue
+                if chunk["type"] == "text-delta":
+                    chunk = chunk | {"textDelta": chunk["delta"]}
+                head = f"id: {seq}\n" if seq is not None else ""
                 yield f"{head}data: {events.encode(chunk)}\n\n"
         except SubscriptionEnded as ended:
             yield f"data: {events.encode({'type': 'error', 'errorText': ended.detail})}\n\n"
@@ -147,7 +154,7 @@ def reply_stream_response(
     slot: StreamSlot,
     *,
     after: int | None = None,
-    event_ids: bool = False,
+    seed_shapes: bool = False,
 ) -> StreamingHttpResponse:
     """Answer with `reply` as a UI message stream, from its start or after the seq `after` (a client's Last-Event-ID).
 
@@ -163,7 +170,7 @@ def reply_stream_response(
     )
     sent_chars = len(logged_reply_text(message=reply, upto_seq=after)) if resumed else None
     chunks = ui_message_chunks(subscription.frames(), reply_id=str(reply.id), sent_chars=sent_chars)
-    response = event_stream_response(ui_message_stream_body(chunks, event_ids=event_ids), slot=slot)
+    response = event_stream_response(ui_message_stream_body(chunks, seed_shapes=seed_shapes), slot=slot)
     response[UI_MESSAGE_STREAM_HEADER] = "v1"
     response[STREAM_ID_HEADER] = str(reply.id)
     return response

@@ -2,7 +2,8 @@
 
 - `GET /api/chat/stream?id=<thread id>` (the seed S2 client, after its `POST /api/chat`):
   the thread's latest reply on its active path as a UI message stream, from its start:
-  `data: {"type":"text-delta","id":…,"delta":…}` records, then `finish` and `data: [DONE]`
+  `data: {"type":"text-delta","id":…,"delta":…,"textDelta":…}` records (`textDelta` is the
+  seed's field, `delta` the AI SDK's), then `finish` and `data: [DONE]`
   when the reply ends, whether it is still being written or already over. Each record
   carries its log seq as `id:`, so an EventSource that reconnects resumes where it was
   (Last-Event-ID); one that reconnects after the end gets 204 and stops. 204 also when the
@@ -44,7 +45,7 @@ def chat_stream(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     ):
         return no_content()
     slot = StreamSlot(user_id=request.user.pk)
-    return reply_stream_response(request, thread, reply, slot, after=cursor, event_ids=True)
+    return reply_stream_response(request, thread, reply, slot, after=cursor, seed_shapes=True)
 
 
 @api_view("GET")
@@ -65,5 +66,5 @@ def chat_stream_resume(request: AuthenticatedHttpRequest, stream_id: str) -> Htt
         raise StreamEnded("The stream has ended: read the reply from the thread.")
     cursor = request_cursor(request) if "Last-Event-ID" in request.headers else None
     return reply_stream_response(
-        request, thread, reply, StreamSlot(user_id=request.user.pk), after=cursor, event_ids=True
+        request, thread, reply, StreamSlot(user_id=request.user.pk), after=cursor, seed_shapes=True
     )
