@@ -206,14 +206,21 @@ def live_server_with_token(tmp_path):
     django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
     reason="runs in the embedded pass: its server has its own SQLite database whatever this pass uses",
 )
-def test_ai_sdk_client_reads_and_resumes_the_stream(live_server_with_token):
-    """The `ai` package's own reader rebuilds the reply, sent and resumed mid-reply, equal to the stored text."""
+@pytest.mark.parametrize(
+    "script, tests",
+    [
+        ("chat.test.mjs", 2),  # the reply read and resumed mid-way
+        ("versions.test.mjs", 4),  # regenerate, edit, and repeated sends, through the AI SDK's Chat
+    ],
+)
+def test_ai_sdk_client_against_a_live_server(live_server_with_token, script, tests):
+    """The `ai` package's own client against a live server: each Node test of `script` passes."""
     url, token = live_server_with_token
     assert shutil.which("node") and shutil.which("npm"), "Node.js and npm are needed for the AI SDK client test"
     if not (NODE_TEST_DIR / "node_modules").exists():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_TEST_DIR, check=True, timeout=300)
     done = subprocess.run(
-        ["node", "--test", "--test-reporter=spec", "chat.test.mjs"],
+        ["node", "--test", "--test-reporter=spec", script],
         cwd=NODE_TEST_DIR,
         env={**os.environ, "CHATSITE_URL": url, "CHATSITE_TOKEN": token},
         capture_output=True,
@@ -221,4 +228,4 @@ def test_ai_sdk_client_reads_and_resumes_the_stream(live_server_with_token):
         timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert re.search(r"\bpass 2\b", done.stdout), f"both Node tests ran and passed:\n{done.stdout}"
+    assert re.search(rf"\bpass {tests}\b", done.stdout), f"all {tests} Node tests ran and passed:\n{done.stdout}"
