@@ -137,6 +137,21 @@ async def test_regenerate_answers_a_stopped_reply_again(chat_request, thread, wo
     assert "".join(chunk["delta"] for chunk in chunks if chunk["type"] == "text-delta") == retry.content
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("named", ["question", "unknown", "none"])
+async def test_regenerate_names_the_reply_by_its_question_or_takes_the_last(chat_request, thread, worker, named):
+    """`regenerate({messageId})` of a question regenerates its reply; an unknown or no messageId, the last reply."""
+    await ui_chunks(await chat_request("/api/chat", method="POST", body=ui_message_body("One", thread.id)))
+    await ui_chunks(await chat_request("/api/chat", method="POST", body=ui_message_body("Two", thread.id)))
+    first_question = await Message.objects.aget(thread=thread, role="user", content="One")
+    message_id = {"question": str(first_question.id), "unknown": "msg-unknown", "none": None}[named]
+    body = ui_message_body("Two", thread.id) | {"trigger": "regenerate-message", "messageId": message_id}
+    chunks = await ui_chunks(await chat_request("/api/chat", method="POST", body=body))
+    again = await Message.objects.aget(pk=chunks[0]["messageId"])
+    expected_question = first_question.id if named == "question" else (await Message.objects.aget(content="Two")).id
+    assert again.reply_to_id == expected_question and again.on_path
+
+
 def test_aisdk_send_while_busy_is_409_and_writes_nothing(client, thread, user):
     """An AI SDK send while a reply is being written answers 409 busy as JSON, which the AI SDK raises."""
     client.force_login(user)

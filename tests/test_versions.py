@@ -207,6 +207,16 @@ def test_the_provider_is_sent_the_active_path(thread):
     assert claim.request.turns == [Turn("user", "One"), Turn("assistant", "An answer"), Turn("user", "Two, edited")]
 
 
+@pytest.mark.django_db
+def test_a_regenerated_earlier_reply_is_not_sent_what_followed_it(thread):
+    """Regenerating the first reply of two exchanges sends the provider the first question only."""
+    first = answered(thread, "One")
+    answered(thread, "Two")
+    again = reply_regenerate(thread=thread, reply=first)
+    (claim,) = generation_claim_many(worker="test-worker", model="scripted", limit=1)
+    assert claim.message_id == again.id and claim.request.turns == [Turn("user", "One")]
+
+
 # --- HTTP ----------------------------------------------------------------------------------------------
 
 
@@ -301,11 +311,16 @@ async def test_websocket_frames_and_replay_from_every_cursor(connect, user, thre
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_bad_version_frame_is_an_error_frame(connect, user, thread):
-    """A frame without a message id, or naming an unknown one, gets an error frame; the socket stays open."""
+    """A frame without a message id, or naming one not of this thread, gets an error frame; the socket stays open."""
     socket = await connect(thread.id, user)
     await socket.send({"type": "switch"})
     assert (await socket.receive_until(lambda frame: frame["type"] == "error"))["code"] == "bad_request"
     await socket.send({"type": "edit", "message_id": str(uuid.uuid4()), "content": "x"})
+    assert (await socket.receive_until(lambda frame: frame["type"] == "error"))["code"] == "not_found"
+    foreign = await database_sync_to_async(message_post)(
+        thread=await database_sync_to_async(thread_create)(owner=user), content="Elsewhere", client_id=None
+    )
+    await socket.send({"type": "regenerate", "message_id": str(foreign.reply.id)})
     assert (await socket.receive_until(lambda frame: frame["type"] == "error"))["code"] == "not_found"
     await socket.send({"type": "ping"})
     assert (await socket.receive_until(lambda frame: frame["type"] == "pong"))["type"] == "pong"

@@ -321,7 +321,8 @@ def paths() -> dict[str, Any]:
             | {
                 "summary": "The thread's log as server-sent events, then live",
                 "description": "Records `id: <seq>`, `event: <type>`, `data: <frame>` carry the frames of WebSocket "
-                "protocol v1, exactly once and in order; a `: keep-alive` comment every 15 s of quiet. Control "
+                "protocol v1, exactly once and in order (with the extension `switch`: another version of a message "
+                "was chosen); a `: keep-alive` comment every 15 s of quiet. Control "
                 "frames come without `id`: `thread` when the thread is renamed, and `error` (code `forbidden`) "
                 "just before the stream ends when the API token it was opened with is revoked.",
                 "parameters": [
