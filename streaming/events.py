@@ -36,6 +36,7 @@ from .protocol import (
     SwitchEvent,
     ThreadFrame,
     UserMessage,
+    Versions,
 )
 
 if TYPE_CHECKING:
@@ -73,12 +74,23 @@ def _parent_id(message: AbstractMessage) -> str | None:
     return str(message.parent_id) if message.parent_id else None
 
 
-def message_payload(message: AbstractMessage, *, content: str | None = None) -> MessagePayload:
-    """Return a message as snapshots carry it, with `content` for its text if given, and whether it is on the path."""
+def message_payload(
+    message: AbstractMessage, *, content: str | None = None, versions: list[UUID] | None = None
+) -> MessagePayload:
+    """Return a message as snapshots carry it, with `content` for its text if given, and whether it is on the path.
+
+    With `versions` (the ids of its versions, itself among them, oldest first), it carries them too.
+    """
+    payload = _message_payload(message, content=content)
+    payload["on_path"] = message.on_path
+    if versions is not None:
+        payload["versions"] = Versions(index=versions.index(message.id), ids=[str(version) for version in versions])
+    return payload
+
+
+def _message_payload(message: AbstractMessage, *, content: str | None) -> MessagePayload:
     if message.role == MessageRole.USER:
-        payload = user_message_payload(message)
-        payload["on_path"] = message.on_path
-        return payload
+        return user_message_payload(message)
     return AssistantMessage(
         id=str(message.id),
         role=MessageRole.ASSISTANT,
@@ -86,7 +98,6 @@ def message_payload(message: AbstractMessage, *, content: str | None = None) -> 
         status=MessageStatus(message.status),
         created_at=message.created_at.isoformat(),
         parent_id=_parent_id(message),
-        on_path=message.on_path,
         **_reply_outcome(message),
     )
 
@@ -106,7 +117,10 @@ def user_message_payload(message: AbstractMessage) -> UserMessage:
 
 def message_payloads(page: ThreadMessages) -> list[MessagePayload]:
     """Return the messages of a page, each reply still streaming with its text at the page's seq (I4)."""
-    return [message_payload(message, content=page.reply_texts.get(message.id)) for message in page.messages]
+    return [
+        message_payload(message, content=page.reply_texts.get(message.id), versions=page.versions.get(message.id))
+        for message in page.messages
+    ]
 
 
 def delta_event(seq: int, message_id: UUID | str, text: str) -> DeltaEvent:

@@ -92,6 +92,13 @@ class ReplyOutcome(TypedDict):
     error: ErrorObject | None
 
 
+class Versions(TypedDict):
+    """Extension, in snapshots: a message's versions, the messages of its role under its parent, oldest first."""
+
+    index: Annotated[int, SchemaHint(minimum=0, description="this message's place in `ids`")]
+    ids: list[UuidText]
+
+
 class UserMessage(TypedDict):
     """A person's message, as the `message` event and snapshots carry it."""
 
@@ -107,6 +114,7 @@ class UserMessage(TypedDict):
     on_path: NotRequired[
         Annotated[bool, SchemaHint(description="extension, in snapshots: on the thread's active path (shown)")]
     ]
+    versions: NotRequired[Versions]
 
 
 class AssistantMessage(ReplyOutcome):
@@ -123,6 +131,7 @@ class AssistantMessage(ReplyOutcome):
     on_path: NotRequired[
         Annotated[bool, SchemaHint(description="extension, in snapshots: on the thread's active path (shown)")]
     ]
+    versions: NotRequired[Versions]
 
 
 MessagePayload = UserMessage | AssistantMessage

@@ -255,6 +255,20 @@ def test_http_edit_regenerate_and_switch(signed_in, thread):
 
 
 @pytest.mark.django_db
+def test_snapshots_name_each_messages_versions_even_those_left_out_of_the_page(signed_in, thread):
+    """A page of the newest messages gives each its versions, with ids of versions older than the page."""
+    first = answered(thread, "One")
+    edited = message_edit(thread=thread, message=first.reply_to, content="Uno", client_id=None)
+    reply_finish()
+    snapshot = signed_in.get(f"/api/threads/{thread.id}?limit=2").json()
+    question, reply = snapshot["messages"]
+    assert question["id"] == str(edited.message.id) and snapshot["next"] is not None
+    assert question["versions"] == {"index": 1, "ids": [str(first.reply_to_id), str(edited.message.id)]}
+    assert reply["versions"] == {"index": 0, "ids": [str(edited.reply.id)]}
+    assert question["on_path"] and reply["on_path"]
+
+
+@pytest.mark.django_db
 def test_http_refusals(signed_in, thread):
     """A question is not regenerated (400), an unknown message is 404, an empty edit 400."""
     reply = answered(thread)
