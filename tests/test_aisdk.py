@@ -226,6 +226,7 @@ def live_server_with_token(tmp_path):
     [
         ("chat.test.mjs", 2),  # the reply read and resumed mid-way
         ("versions.test.mjs", 4),  # regenerate, edit, and repeated sends, through the AI SDK's Chat
+        ("seed.test.mjs", 1),  # the seed client's transport, reading /api/chat/stream, under the AI SDK's Chat
     ],
 )
 def test_ai_sdk_client_against_a_live_server(live_server_with_token, script, tests):
