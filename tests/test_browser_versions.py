@@ -11,6 +11,7 @@ from .test_browser import (  # noqa: F401 - browser, sessions and open_context a
     DESKTOP,
     PHONE,
     REPLY_TIMEOUT_MS,
+    api_post,
     browser,
     expect_reply_status,
     new_thread,
@@ -146,3 +147,58 @@ def test_screenshots_of_versions(open_context, color_scheme, viewport):
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]
     name = "phone" if viewport is PHONE else "desktop"
     screenshot(page, f"versions-{name}-{color_scheme}")
+
+
+def long_thread(server, exchanges: int) -> tuple[str, str]:
+    """Write alice a thread of `exchanges` complete exchanges as its log would hold them; return its id, its first's."""
+    created = server.shell(
+        f"""
+from django.contrib.auth.models import User
+from django.utils import timezone
+from streaming.models import Chunk
+from threads.models import Message, Thread
+thread = Thread.objects.create(owner=User.objects.get(username="alice"), title="A long thread")
+messages, chunks, parent = [], [], None
+for n in range({exchanges}):
+    seq = 4 * n + 1
+    question = Message(thread=thread, role="user", content=f"Question {{n}}", status="complete", seq=seq,
+                       content_seq=seq, parent=parent)
+    reply = Message(thread=thread, role="assistant", content=f"Answer {{n}}", status="complete", seq=seq + 1,
+                    content_seq=seq + 3, parent=question, reply_to=question, completed_at=timezone.now())
+    chunks += [Chunk(thread=thread, seq=seq, message=question, kind="message"),
+               Chunk(thread=thread, seq=seq + 1, message=reply, kind="start"),
+               Chunk(thread=thread, seq=seq + 2, message=reply, kind="delta", text=f"Answer {{n}}"),
+               Chunk(thread=thread, seq=seq + 3, message=reply, kind="end")]
+    messages += [question, reply]
+    parent = reply
+Message.objects.bulk_create(messages)
+Chunk.objects.bulk_create(chunks)
+Thread.objects.filter(pk=thread.pk).update(last_seq=4 * {exchanges})
+print(thread.id, messages[0].id)
+"""
+    )
+    thread_id, first_id = created.split()
+    return thread_id, first_id
+
+
+def test_versions_older_than_the_page_are_counted_and_shown(open_context, chat_server):
+    """In a thread longer than its page, editing the first question counts its first version, and switching back
+    to it shows the path's newest messages, though the page never held them as shown."""
+    thread_id, first_id = long_thread(chat_server, 30)
+    context = open_context()
+    page = open_thread(context, f"/threads/{thread_id}/")
+    expect(page.locator(SHOWN)).to_have_count(50)  # the newest page of the 60
+    api_post(context, f"/api/threads/{thread_id}/messages/{first_id}/edit", {"content": "Question 0, again"})
+    edited = page.locator(f"{SHOWN}[data-role=user]")
+    expect(edited).to_have_count(1)
+    expect(edited.locator("[data-version-label]")).to_have_text("2 / 2")
+    expect(shown_reply(page)).to_have_attribute("data-status", "complete", timeout=REPLY_TIMEOUT_MS)
+    expect_path_matches_store(page)
+
+    edited.hover()
+    edited.get_by_role("button", name="Previous version").click()
+    expect(shown_reply(page).locator("[data-body]")).to_have_text("Answer 29")
+    path = stored_path(page)
+    assert len(path) == 60
+    shown = shown_ids(page)
+    assert len(shown) >= 40 and shown == path[-len(shown) :]

@@ -37,6 +37,8 @@ const versions = new Versions(view, {
   newClientId,
   replied: (reply) => ownReplies.add(reply.id),
   refused: (error) => showNotice(error.code === "busy" ? busyExplained() : error.message, error.code),
+  partial: () => Boolean(root.querySelector("[data-earlier-wrap]")),
+  missing: () => resync(),
 });
 
 // What a refused send says, by whose reply is still being written.
@@ -46,6 +48,8 @@ const BUSY_ELSEWHERE =
 const BUSY_UNSEEN =
   "A reply is still being written, perhaps from another tab. Wait for it to finish, or press Stop (Esc), then send again.";
 const OFFLINE = "Couldn’t reach the server, so nothing was sent. Check your connection and send again.";
+// Snapshots read before giving up and reloading the page, should each be behind the log.
+const RESYNC_ATTEMPTS = 3;
 // Errors a refused send can cause; its text goes back into the composer.
 const SEND_ERRORS = new Set(["busy", "too_long", "bad_request", "rate_limited"]);
 
@@ -135,6 +139,27 @@ function apply(event) {
     view.end(event.message_id, event.status, event.error);
     if (notice.dataset.code === "busy") hideNotice(); // the reply it was about has ended
   }
+}
+
+/**
+ * Replace the messages shown with a fresh snapshot, as a `reset` does: the active path moved to
+ * versions older than the page holds. A snapshot behind the events already applied is read again.
+ */
+async function resync() {
+  for (let attempt = 0; attempt < RESYNC_ATTEMPTS; attempt += 1) {
+    let snapshot;
+    try {
+      snapshot = await getJSON(`/api/threads/${root.dataset.threadId}`);
+    } catch (error) {
+      showNotice(error.message);
+      return;
+    }
+    if (snapshot.seq >= cursor) {
+      onFrame({ type: "reset", seq: snapshot.seq, messages: snapshot.messages, next: snapshot.next });
+      return;
+    }
+  }
+  location.reload();
 }
 
 /** Return what to say when a send is refused because a reply is still being written. */

@@ -17,9 +17,13 @@ export class Versions {
    * @param {() => string} options.newClientId a fresh idempotency key for an edit
    * @param {(reply: object) => void} options.replied a reply this tab asked for was queued
    * @param {(error: Error) => void} options.refused the server refused an action
+   * @param {() => boolean} options.partial whether earlier messages exist that the page does not hold
+   * @param {() => void} options.missing the path names messages older than the page: it needs a fresh snapshot
    */
-  constructor(view, { apiUrl, newClientId, replied, refused }) {
+  constructor(view, { apiUrl, newClientId, replied, refused, partial, missing }) {
     this.view = view;
+    this.partial = partial;
+    this.missing = missing;
     this.apiUrl = apiUrl;
     this.newClientId = newClientId;
     this.replied = replied;
@@ -43,11 +47,11 @@ export class Versions {
     // A parent not in the list is older than every message shown: all of them followed it.
     const start = parentId ? items.findIndex((item) => item.dataset.messageId === parentId) + 1 : 0;
     for (const item of items.slice(start)) item.hidden = true;
-    for (const id of ids) {
-      const item = this.view.find(id);
-      if (item) item.hidden = false;
-    }
+    const shown = ids.map((id) => this.view.find(id));
+    for (const item of shown) if (item) item.hidden = false;
     this.refresh();
+    // Messages the page does not hold are now shown, or versions of these may be among the earlier ones.
+    if (shown.includes(null) || (start === 0 && this.partial())) this.missing();
   }
 
   /** A `message` or `start` event: the new message is the version shown. */
@@ -60,19 +64,29 @@ export class Versions {
     this.place(event.parent_id, event.path);
   }
 
-  /** Return the versions of a message: the messages of its role under its parent, oldest first. */
-  siblings(item) {
-    return this.items().filter(
+  /**
+   * Return the ids of a message's versions, oldest first: the messages of its role under its parent
+   * that the page holds, with those older than the page that a snapshot named (data-version-ids).
+   */
+  versionIds(item) {
+    const held = this.items().filter(
       (other) => other.dataset.parentId === item.dataset.parentId && other.dataset.role === item.dataset.role,
     );
+    // The longest list a snapshot gave: versions are only ever added, so it holds the others.
+    const named = held
+      .map((other) => (other.dataset.versionIds ?? "").split(" ").filter(Boolean))
+      .reduce((longest, ids) => (ids.length > longest.length ? ids : longest), []);
+    // Those it does not name arrived since, so they are newer than all it names.
+    const newer = held.map((other) => other.dataset.messageId).filter((id) => !named.includes(id));
+    return [...named, ...newer];
   }
 
   /** Show each shown message's switcher ("‹ 2 / 3 ›") when it has other versions. */
   refresh() {
     for (const item of this.items()) {
       if (item.hidden) continue;
-      const versions = this.siblings(item);
-      const index = versions.indexOf(item);
+      const versions = this.versionIds(item);
+      const index = versions.indexOf(item.dataset.messageId);
       const switcher = item.querySelector("[data-versions]");
       switcher.hidden = versions.length < 2;
       switcher.querySelector("[data-version-label]").textContent = `${index + 1} / ${versions.length}`;
@@ -92,9 +106,9 @@ export class Versions {
 
   /** Show the previous or next version; every tab follows by the `switch` event. */
   async step(item, by) {
-    const versions = this.siblings(item);
-    const target = versions[versions.indexOf(item) + by];
-    if (target) await this.act(`messages/${target.dataset.messageId}/switch`);
+    const versions = this.versionIds(item);
+    const target = versions[versions.indexOf(item.dataset.messageId) + by];
+    if (target) await this.act(`messages/${target}/switch`);
   }
 
   async regenerate(item) {
