@@ -21,13 +21,7 @@ export class Versions {
    * @param {() => void} options.missing the path names messages older than the page: it needs a fresh snapshot
    */
   constructor(view, { apiUrl, newClientId, replied, refused, partial, missing }) {
-    this.view = view;
-    this.partial = partial;
-    this.missing = missing;
-    this.apiUrl = apiUrl;
-    this.newClientId = newClientId;
-    this.replied = replied;
-    this.refused = refused;
+    Object.assign(this, { view, apiUrl, newClientId, replied, refused, partial, missing });
     view.list.addEventListener("click", (event) => {
       const step = event.target.closest("[data-version-step]");
       if (step) this.step(step.closest("[data-message-id]"), Number(step.dataset.versionStep));
