@@ -390,7 +390,7 @@ def paths() -> dict[str, Any]:
             | {
                 "summary": "Resume the reply being written (AI SDK), replayed from its start",
                 "responses": {
-                    "200": event_stream("the reply as a UI message stream"),
+                    "200": ui_message_stream("the reply as a UI message stream"),
                     "204": {"description": "no reply is being written"},
                     **errors(404, 429, meanings=STREAM_LIMITED),
                 },
