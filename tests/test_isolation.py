@@ -40,6 +40,7 @@ class Ids:
     reply: str
     token: int
     generation: str
+    message: str
 
 
 @dataclass
@@ -61,8 +62,8 @@ def world(make_user) -> World:
     posted = message_post(thread=thread, content="What are my plans?", client_id=None)
     generation_cancel(thread=thread)
     token, _ = api_token_create(user=owner, name=TOKEN_NAME)
-    ids = Ids(str(thread.id), str(posted.reply.id), token.id, str(posted.reply.generation.id))
-    unknown = Ids(str(uuid.uuid4()), str(uuid.uuid4()), 10**9, str(uuid.uuid4()))
+    ids = Ids(str(thread.id), str(posted.reply.id), token.id, str(posted.reply.generation.id), str(posted.message.id))
+    unknown = Ids(str(uuid.uuid4()), str(uuid.uuid4()), 10**9, str(uuid.uuid4()), str(uuid.uuid4()))
     return World(owner, other, staff, thread, ids, unknown)
 
 
@@ -130,9 +131,22 @@ ENDPOINTS = [
         body=lambda ids: {"content": "Hi"},
     ),
     Endpoint("cancel", "POST", lambda ids: f"/api/threads/{ids.thread}/cancel", "api", 202, running=True),
+    Endpoint(
+        "edit",
+        "POST",
+        lambda ids: f"/api/threads/{ids.thread}/messages/{ids.message}/edit",
+        "api",
+        202,
+        body=lambda ids: {"content": "What are my plans now?"},
+    ),
+    Endpoint("regenerate", "POST", lambda ids: f"/api/threads/{ids.thread}/replies/{ids.reply}/regenerate", "api", 202),
+    # The version shown already: the owner is answered, and nothing changes.
+    Endpoint("switch", "POST", lambda ids: f"/api/threads/{ids.thread}/messages/{ids.message}/switch", "api", 200),
     Endpoint("event stream", "GET", lambda ids: f"/api/threads/{ids.thread}/events", "api", 200),
     Endpoint("seed send", "POST", lambda ids: "/api/chat", "api", 200, body=seed_body, creates=True),
     Endpoint("seed stream", "GET", lambda ids: f"/api/chat/stream?id={ids.thread}", "api", 200),
+    # The owner reaches the stream, which has ended (its reply was stopped): 410, where others get 404.
+    Endpoint("seed resume", "GET", lambda ids: f"/api/chat/resume/{ids.reply}", "api", 410),
     Endpoint("AI SDK send", "POST", lambda ids: "/api/chat", "api", 200, body=aisdk_body, creates=True),
     Endpoint("AI SDK resume", "GET", lambda ids: f"/api/chat/{ids.thread}/stream", "api", 200, running=True),
     Endpoint("AI SDK stop", "POST", lambda ids: f"/api/chat/{ids.thread}/stop", "api", 202, running=True),
@@ -158,7 +172,7 @@ def state() -> tuple:
     """Everything a request could change that isolation protects."""
     return (
         list(Thread.objects.order_by("id").values_list("id", "title", "last_seq", "archived_at")),
-        list(Message.objects.order_by("id").values_list("id", "status", "content")),
+        list(Message.objects.order_by("id").values_list("id", "status", "content", "on_path")),
         list(Generation.objects.order_by("id").values_list("id", "status", "cancel_requested")),
         list(ApiToken.objects.order_by("id").values_list("id", "revoked_at")),
     )
@@ -303,10 +317,11 @@ def test_table_covers_every_route():
     """Every route of the app that takes a thread, message or token id is in the table above."""
     from threads import api_urls, urls
 
-    covered = {endpoint.path(Ids("T", "M", 1, "G")).partition("?")[0] for endpoint in ENDPOINTS}
+    covered = {endpoint.path(Ids("T", "M", 1, "G", "M")).partition("?")[0] for endpoint in ENDPOINTS}
     for pattern in urls.urlpatterns + api_urls.urlpatterns:
         route = str(pattern.pattern)
         if "<" in route:
             example = "/" + route.replace("<str:thread_id>", "T").replace("<str:chat_id>", "T")
-            example = example.replace("<str:message_id>", "M").replace("<int:token_id>", "1")
+            example = example.replace("<str:message_id>", "M").replace("<str:stream_id>", "M")
+            example = example.replace("<int:token_id>", "1")
             assert example in covered, f"{route} is not in the isolation table"

@@ -24,6 +24,7 @@ from .models import Thread
 from .selectors import thread_get_for_user
 from .services import message_post
 from .sessions import scope_stream_grant
+from .versions import version_frame_apply
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +135,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         elif kind == "cancel":
             await self._refuse_if_access_revoked()
             await database_sync_to_async(generation_cancel)(thread=thread)
+        elif kind in ("edit", "regenerate", "switch"):
+            await self._refuse_if_access_revoked()
+            await database_sync_to_async(version_frame_apply)(thread=thread, frame=frame)
         else:
-            raise BadRequest("Unknown frame type; expected send, cancel or ping.")
+            raise BadRequest("Unknown frame type; expected send, cancel, ping, edit, regenerate or switch.")
 
     async def _refuse_if_access_revoked(self) -> None:
         """Raise AccessRevoked before a write if the socket's grant was revoked (the notice closing it may be lost)."""

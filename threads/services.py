@@ -18,6 +18,7 @@ from streaming.services.log import chunks_record, seq_allocate
 
 from .limits import person_lock, reply_count, thread_count
 from .models import Message, Thread
+from .paths import path_branch, path_tail
 
 TITLE_CHARS = 60
 
@@ -148,6 +149,7 @@ def _reply(*, thread: Thread, message: Message, seq: int) -> Message:
         seq=seq,
         content_seq=seq,
         reply_to=message,
+        parent=message,
     )
 
 
@@ -159,7 +161,7 @@ def _reply_queue(reply: Message) -> Chunk:
 
 
 def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> Posted:
-    """Post a user message and queue the assistant's reply.
+    """Post a user message at the end of the active path and queue the assistant's reply.
 
     A send with a client_id already used in this thread returns the first message
     and its reply, and writes nothing (I7). A send while a reply is being written
@@ -169,33 +171,48 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None) -> 
     content = validate_content(content)
     with transaction.atomic():
         locked = _lock_thread(thread)
-        if client_id is not None:
-            earlier = Message.objects.filter(thread=locked, client_id=client_id).first()
-            if earlier is not None:
-                first_reply = earlier.replies.order_by("seq").first()
-                assert first_reply is not None, "a message is written with its reply"
-                return Posted(message=earlier, reply=first_reply)
-        _refuse_if_busy(locked)
-        reply_count(user_id=locked.owner_id)  # past CHAT_SENDS_PER_MINUTE over all their threads: RateLimited
-        seq = seq_allocate(thread_id=locked.pk, count=2, touched_at=timezone.now())
-        message = Message(
-            thread=locked,
-            role=Message.Role.USER,
-            content=content,
-            status=Message.Status.COMPLETE,
-            seq=seq,
-            content_seq=seq,
-            client_id=client_id,
-        )
-        reply = _reply(thread=locked, message=message, seq=seq + 1)
-        # One INSERT for both: the reply refers to its message by an id set on creation.
-        Message.objects.bulk_create([message, reply])
-        start = _reply_queue(reply)
-        if not locked.title:
-            locked.title = title_from_content(content)
-            locked.save(update_fields=["title"])
-        posted = Chunk(thread=locked, seq=seq, message=message, kind=Chunk.Kind.MESSAGE)
-        chunks_record(thread_id=locked.pk, chunks=[posted, start], messages=[message, reply])
+        tail = path_tail(thread=locked)
+        return exchange_write(thread=locked, content=content, client_id=client_id, parent=tail, branches=False)
+
+
+def exchange_write(
+    *, thread: Thread, content: str, client_id: UUID | None, parent: Message | None, branches: bool
+) -> Posted:
+    """Write a user message following `parent`, and queue its reply, in a transaction that locked `thread`.
+
+    Both go on the active path; when the message `branches` (a new version of one), what
+    followed `parent` on the path leaves it first. As message_post: idempotent, Busy, RateLimited.
+    """
+    if client_id is not None:
+        earlier = Message.objects.filter(thread=thread, client_id=client_id).first()
+        if earlier is not None:
+            first_reply = earlier.replies.order_by("seq").first()
+            assert first_reply is not None, "a message is written with its reply"
+            return Posted(message=earlier, reply=first_reply)
+    _refuse_if_busy(thread)
+    reply_count(user_id=thread.owner_id)  # past CHAT_SENDS_PER_MINUTE over all their threads: RateLimited
+    if branches:
+        path_branch(thread=thread, parent=parent)
+    seq = seq_allocate(thread_id=thread.pk, count=2, touched_at=timezone.now())
+    message = Message(
+        thread=thread,
+        role=Message.Role.USER,
+        content=content,
+        status=Message.Status.COMPLETE,
+        seq=seq,
+        content_seq=seq,
+        client_id=client_id,
+        parent=parent,
+    )
+    reply = _reply(thread=thread, message=message, seq=seq + 1)
+    # One INSERT for both: the reply refers to its message by an id set on creation.
+    Message.objects.bulk_create([message, reply])
+    start = _reply_queue(reply)
+    if not thread.title:
+        thread.title = title_from_content(content)
+        thread.save(update_fields=["title"])
+    posted = Chunk(thread=thread, seq=seq, message=message, kind=Chunk.Kind.MESSAGE)
+    chunks_record(thread_id=thread.pk, chunks=[posted, start], messages=[message, reply])
     return Posted(message=message, reply=reply)
 
 
@@ -218,20 +235,32 @@ def thread_start(*, owner: User, thread_id: UUID, content: object, client_id: UU
         return message_post(thread=thread, content=content, client_id=client_id)
 
 
+def reply_regenerate(*, thread: Thread, reply: Message) -> Message:
+    """Answer the user message of `reply` again, with a new version of the reply on the active path; counted as a send.
+
+    The earlier versions are kept, with what followed them, and can be shown again
+    (threads.versions.version_switch).
+    """
+    if reply.thread_id != thread.pk or reply.role != Message.Role.ASSISTANT:
+        raise BadRequest("Only a reply in this thread can be regenerated.")
+    assert isinstance(reply.reply_to, Message), "a reply answers a message of its thread"
+    with transaction.atomic():
+        locked = _lock_thread(thread)
+        _refuse_if_busy(locked)
+        reply_count(user_id=locked.owner_id)  # a provider request like a send
+        path_branch(thread=locked, parent=reply.reply_to)
+        seq = seq_allocate(thread_id=locked.pk, touched_at=timezone.now())
+        again = _reply(thread=locked, message=reply.reply_to, seq=seq)
+        again.save()
+        start = _reply_queue(again)
+        chunks_record(thread_id=locked.pk, chunks=[start], messages=[again])
+    return again
+
+
 def reply_retry(*, thread: Thread, reply: Message) -> Message:
-    """Answer the user message of a failed or cancelled reply again, with a new reply; counted as a send."""
+    """Regenerate a failed or cancelled reply: what the pages' Retry button and the admin's action do."""
     if reply.thread_id != thread.pk or reply.role != Message.Role.ASSISTANT:
         raise BadRequest("Only a reply in this thread can be retried.")
     if reply.status not in (Message.Status.FAILED, Message.Status.CANCELLED):
         raise BadRequest("Only a failed or cancelled reply can be retried.")
-    with transaction.atomic():
-        locked = _lock_thread(thread)
-        _refuse_if_busy(locked)
-        reply_count(user_id=locked.owner_id)  # a retry is a provider request like a send
-        seq = seq_allocate(thread_id=locked.pk, touched_at=timezone.now())
-        assert isinstance(reply.reply_to, Message), "a reply answers a message of its thread"
-        retry = _reply(thread=locked, message=reply.reply_to, seq=seq)
-        retry.save()
-        start = _reply_queue(retry)
-        chunks_record(thread_id=locked.pk, chunks=[start], messages=[retry])
-    return retry
+    return reply_regenerate(thread=thread, reply=reply)
