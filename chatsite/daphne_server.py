@@ -19,6 +19,14 @@ event streams (responses of type text/event-stream):
   dropping the connection (EventSource reconnects with Last-Event-ID). The application is
   told at once, so it stops producing for that client.
 
+The frames of a thread's log go out through `send_frame`, which BoundedServer offers each
+WebSocket application in its scope (streaming/frames.py's SEND_FRAME_EXTENSION): the
+hub (streaming/hub.py) hands every reader of a thread the same Frame object, and a
+server's WebSocket frames are unmasked, so the frame's bytes are built once, as
+autobahn's PreparedMessage, and written to each socket; with the same bound and the
+same closing as `send`. Applications served by another server (runserver, the tests'
+communicators) find no such extension and use `send`.
+
 So one client makes this process hold at most the bound plus the frame that crossed it,
 and, for at most the stall time, the backlog page and channel-layer queue its paused
 subscription keeps. The kernel's socket buffers come on top (net.ipv4.tcp_wmem). Other
@@ -37,6 +45,7 @@ process spends about a tenth less than on asyncio's own loop (README, "Benchmark
 import asyncio
 import logging
 import weakref
+from functools import partial
 from typing import Any
 
 import uvloop
@@ -45,7 +54,8 @@ if __name__ == "__main__":
     # daphne creates its event loop when daphne.server is first imported, just below.
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
-from daphne.cli import CommandLineInterface  # noqa: E402 (after the loop policy)
+from autobahn.websocket.protocol import PreparedMessage  # noqa: E402 (after the loop policy)
+from daphne.cli import CommandLineInterface  # noqa: E402
 from daphne.server import Server  # noqa: E402
 from daphne.ws_protocol import WebSocketProtocol  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -54,6 +64,7 @@ from twisted.internet.abstract import FileDescriptor  # noqa: E402
 from twisted.protocols.policies import ProtocolWrapper  # noqa: E402
 
 from streaming import metrics  # noqa: E402
+from streaming.frames import SEND_FRAME_EXTENSION, Frame  # noqa: E402
 from streaming.protocol import CloseCode  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -82,6 +93,26 @@ def unsent_bytes(transport: FileDescriptor) -> int:
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
+# Each frame's WebSocket message, built on its first send and kept while the frame is in use.
+_prepared: weakref.WeakKeyDictionary[Frame, PreparedMessage] = weakref.WeakKeyDictionary()
+_FRAMES_BUILT = metrics.WEBSOCKET_FRAMES.labels(framing="built")
+_FRAMES_REUSED = metrics.WEBSOCKET_FRAMES.labels(framing="reused")
+
+
+def prepared_message(frame: Frame) -> PreparedMessage:
+    """Return `frame` as a WebSocket text message from server to client, framed once for every socket."""
+    message = _prepared.get(frame)
+    if message is None:
+        # Unmasked, as from a server; a socket that negotiated compression compresses the payload itself.
+        message = _prepared[frame] = PreparedMessage(
+            frame.data.encode(), isBinary=False, applyMask=False, doNotCompress=False
+        )
+        _FRAMES_BUILT.inc()
+    else:
+        _FRAMES_REUSED.inc()
+    return message
+
+
 def is_event_stream(start: dict) -> bool:
     return any(
         name.lower() == b"content-type" and value.startswith(EVENT_STREAM) for name, value in start.get("headers", [])
@@ -98,6 +129,25 @@ class BoundedServer(Server):
         self.closed_as_slow: weakref.WeakSet = weakref.WeakSet()
         # Loop time at which each client last went over the bound without catching up since.
         self.behind_since: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def create_application(self, protocol: object, scope: dict) -> asyncio.Queue | None:
+        if isinstance(protocol, WebSocketProtocol):
+            extensions = {**scope.get("extensions", {}), SEND_FRAME_EXTENSION: partial(self.send_frame, protocol)}
+            scope = {**scope, "extensions": extensions}
+        return super().create_application(protocol, scope)
+
+    # `protocol` is daphne's WebSocketProtocol, untyped: what is read here are its internals.
+    async def send_frame(self, protocol: Any, frame: Frame) -> None:
+        """Send `frame` as `websocket.send` of its text would, from bytes framed once for every socket."""
+        if protocol in self.closed_as_slow:
+            return
+        # What daphne's handle_reply checks before a send: the connection is gone, or not accepted yet.
+        if protocol not in self.connections or self.connections[protocol].get("disconnected"):
+            return
+        if protocol.state == protocol.STATE_CONNECTING:
+            raise ValueError("Socket has not been accepted, so cannot send over it")
+        protocol.sendPreparedMessage(prepared_message(frame))
+        await self.wait_for_client(protocol)
 
     async def handle_reply(self, protocol: object, message: dict) -> None:
         if protocol in self.closed_as_slow:

@@ -268,6 +268,9 @@ STREAM_ACCESS_RECHECK_SECONDS = env.float("STREAM_ACCESS_RECHECK_SECONDS", defau
 # A watcher of a thread renews their presence this often; one not renewed for three times as
 # long (their web process died) drops out of everyone's `presence` frame.
 STREAM_PRESENCE_HEARTBEAT_SECONDS = env.float("STREAM_PRESENCE_HEARTBEAT_SECONDS", default=3.0)
+# The live frames a web process queues for one reader (streaming/hub.py): a reader further
+# behind loses them and catches up from the database when it reads again (I10).
+STREAM_SUBSCRIBER_QUEUE_FRAMES = env.int("STREAM_SUBSCRIBER_QUEUE_FRAMES", default=2000)
 GENERATION_LEASE_SECONDS = env.float("GENERATION_LEASE_SECONDS", default=15.0)
 GENERATION_MAX_ATTEMPTS = env.int("GENERATION_MAX_ATTEMPTS", default=3)
 # How long a worker retries a reply's write while the database is unreachable (a restart, a

@@ -6,16 +6,26 @@ subscribers repair what they miss from the database. The notices that are not lo
 events are hints too: a tab that misses a rename shows the new title when it next
 loads the thread, and a stream that misses its token's revocation ends at its own
 periodic check of the token (streaming/subscription.py).
+
+There is one publish path. Async code (the committer) awaits the `apublish_*`
+coroutines. Sync services publish with `*_on_commit`, whose callbacks run on the thread
+that committed: usually the single thread where Channels runs every ORM call of the
+process's coroutines. A callback there must not wait for the channel layer (a slow
+`group_send` would hold up every other coroutine's reads), so it hands the send to the
+event loop that called into the sync code and returns at once. Only sync code that no
+event loop called (a management command, a WSGI request) waits for its sends.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import Future
 from typing import Any
 from uuid import UUID
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
@@ -83,9 +93,42 @@ async def apublish_many(batches: list[tuple[UUID, list[EncodedEvent]]]) -> None:
         await asyncio.gather(*(_agroup_send(group, message) for group, message in messages))
 
 
+def _calling_loop() -> asyncio.AbstractEventLoop | None:
+    """Return the running event loop that called into this thread's sync code, if one did.
+
+    asgiref's SyncToAsync (which `database_sync_to_async` and Django's handling of sync
+    views are) records the loop in a thread-local of the thread it runs sync code in;
+    AsyncToSync finds it the same way (tests/test_pins.py checks that it still does).
+    """
+    threadlocal = SyncToAsync.threadlocal
+    if getattr(threadlocal, "main_event_loop_pid", None) != os.getpid():
+        return None
+    loop = getattr(threadlocal, "main_event_loop", None)
+    return loop if loop is not None and loop.is_running() else None
+
+
+# Sends handed to a loop and not done yet, held so that they run to the end.
+_handed_over: set[Future] = set()
+
+
+def hand_over(send: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+    """Run `send(*args)` on the event loop that called into this sync code, without waiting for it.
+
+    With no such loop (a management command, a WSGI request), run it here and wait:
+    nothing else shares this thread.
+    """
+    loop = _calling_loop()
+    if loop is None:
+        async_to_sync(send)(*args)
+        return
+    future = asyncio.run_coroutine_threadsafe(send(*args), loop)
+    _handed_over.add(future)
+    future.add_done_callback(_handed_over.discard)
+
+
 def publish_events_on_commit(thread_id: UUID, events: list[EncodedEvent]) -> None:
     """Publish a thread's new log events once the current transaction commits."""
-    transaction.on_commit(lambda: async_to_sync(apublish_events)(thread_id, events))
+    transaction.on_commit(lambda: hand_over(apublish_events, thread_id, events))
 
 
 def notify_workers_on_commit(**message: Any) -> None:
@@ -94,7 +137,7 @@ def notify_workers_on_commit(**message: Any) -> None:
 
 
 def _send_on_commit(group: str, message: dict[str, Any]) -> None:
-    transaction.on_commit(lambda: async_to_sync(_agroup_send)(group, message))
+    transaction.on_commit(lambda: hand_over(_agroup_send, group, message))
 
 
 def publish_thread_renamed_on_commit(thread: AbstractThread) -> None:

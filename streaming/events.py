@@ -35,8 +35,10 @@ from .protocol import (
     Snapshot,
     StartedReply,
     StartEvent,
+    SwitchEvent,
     ThreadFrame,
     UserMessage,
+    Versions,
 )
 
 if TYPE_CHECKING:
@@ -72,8 +74,25 @@ def _reply_outcome(message: AbstractMessage) -> ReplyOutcome:
     )
 
 
-def message_payload(message: AbstractMessage, *, content: str | None = None) -> MessagePayload:
-    """Return a message as clients see it in events and snapshots, with `content` for its text if given."""
+def _parent_id(message: AbstractMessage) -> str | None:
+    return str(message.parent_id) if message.parent_id else None
+
+
+def message_payload(
+    message: AbstractMessage, *, content: str | None = None, versions: list[UUID] | None = None
+) -> MessagePayload:
+    """Return a message as snapshots carry it, with `content` for its text if given, and whether it is on the path.
+
+    With `versions` (the ids of its versions, itself among them, oldest first), it carries them too.
+    """
+    payload = _message_payload(message, content=content)
+    payload["on_path"] = message.on_path
+    if versions is not None:
+        payload["versions"] = Versions(index=versions.index(message.id), ids=[str(version) for version in versions])
+    return payload
+
+
+def _message_payload(message: AbstractMessage, *, content: str | None) -> MessagePayload:
     if message.role == MessageRole.USER:
         return user_message_payload(message)
     return AssistantMessage(
@@ -82,6 +101,7 @@ def message_payload(message: AbstractMessage, *, content: str | None = None) -> 
         content=message.content if content is None else content,
         status=MessageStatus(message.status),
         created_at=message.created_at.isoformat(),
+        parent_id=_parent_id(message),
         **_reply_outcome(message),
     )
 
@@ -96,12 +116,16 @@ def user_message_payload(message: AbstractMessage) -> UserMessage:
         created_at=message.created_at.isoformat(),
         client_id=str(message.client_id) if message.client_id else None,
         author=message.author_payload(),
+        parent_id=_parent_id(message),
     )
 
 
 def message_payloads(page: ThreadMessages) -> list[MessagePayload]:
     """Return the messages of a page, each reply still streaming with its text at the page's seq (I4)."""
-    return [message_payload(message, content=page.reply_texts.get(message.id)) for message in page.messages]
+    return [
+        message_payload(message, content=page.reply_texts.get(message.id), versions=page.versions.get(message.id))
+        for message in page.messages
+    ]
 
 
 def delta_event(seq: int, message_id: UUID | str, text: str) -> DeltaEvent:
@@ -125,8 +149,11 @@ def chunk_event(chunk: Chunk, message: AbstractMessage | None) -> LogEvent:
             content="",
             status=MessageStatus.STREAMING,
             created_at=message.created_at.isoformat(),
+            parent_id=_parent_id(message),
         )
         return StartEvent(type="start", seq=chunk.seq, message=started)
+    if chunk.kind == Chunk.Kind.SWITCH:
+        return switch_event(chunk.seq, message, path=chunk.text.split())
     # An `end` row is written only with its message's final status (never streaming).
     status = MessageStatus(message.status)
     return EndEvent(
@@ -155,6 +182,11 @@ def encode_chunks(
         elif after < chunk.seq and (until is None or chunk.seq <= until):
             encoded.append((chunk.seq, chunk.kind, encode(chunk_event(chunk, messages.get(chunk.message_id)))))
     return encoded
+
+
+def switch_event(seq: int, message: AbstractMessage, *, path: list[str]) -> SwitchEvent:
+    """Return the `switch` event (an extension): `message` chosen, the active path from it down is `path`."""
+    return SwitchEvent(type="switch", seq=seq, message_id=str(message.id), parent_id=_parent_id(message), path=path)
 
 
 def thread_frame(thread: AbstractThread) -> ThreadFrame:

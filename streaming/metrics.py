@@ -69,6 +69,11 @@ SLOW_CLIENT_CLOSES = Counter(
     "Clients closed for not reading (WebSocket close 4008, event stream dropped), by transport.",
     ["transport"],
 )
+WEBSOCKET_FRAMES = Counter(
+    "chatsite_websocket_frames",
+    "Frames sent by the web server's send_frame: framed for this send (`built`), or as framed before (`reused`).",
+    ["framing"],
+)
 PROVIDER_ERRORS = Counter(
     "chatsite_provider_errors",
     "Provider requests that failed or streams that broke, by provider and code (HTTP status or error type).",

@@ -53,6 +53,13 @@ class AbstractMessage(models.Model):
     client_id = models.UUIDField(null=True, blank=True)
     # For an assistant message: the user message it answers (a retry answers it again).
     reply_to = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="replies")
+    # The message this one follows: None for a first message. Editing a message or regenerating a
+    # reply adds a sibling (a version) under the same parent, so a thread is a tree of versions.
+    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="children")
+    # Whether the message is on the thread's active path: the versions shown, and the conversation
+    # the provider is sent. Children are written after their parents, so the path in seq order is
+    # the conversation in order.
+    on_path = models.BooleanField(default=True)
     model = models.CharField(max_length=100, blank=True)
     stop_reason = models.CharField(max_length=50, blank=True)
     usage = models.JSONField(null=True, blank=True)
@@ -64,6 +71,7 @@ class AbstractMessage(models.Model):
     # column of its `thread` foreign key.
     objects: ClassVar[models.Manager[Self]]
     thread_id: uuid.UUID
+    parent_id: uuid.UUID | None
 
     class Meta:
         abstract = True
@@ -98,6 +106,8 @@ class Chunk(models.Model):
         START = "start"
         DELTA = "delta"
         END = "end"
+        # Another version of a message was chosen: the active path below its parent changed.
+        SWITCH = "switch"
 
     id = models.BigAutoField(primary_key=True)
     # Not indexed alone: the (thread, seq) and (thread, seq_last) indexes serve every lookup by thread.

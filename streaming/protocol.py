@@ -53,6 +53,7 @@ class ErrorCode(StrEnum):
     PROVIDER_ERROR = "provider_error"
     INTERRUPTED = "interrupted"
     NOT_RUNNING = "not_running"  # extension: a cancel with nothing running
+    STREAM_ENDED = "stream_ended"  # extension: a resumable stream asked for after its reply ended (HTTP 410)
 
 
 class CloseCode(IntEnum):
@@ -98,6 +99,13 @@ class Person(TypedDict):
     name: str
 
 
+class Versions(TypedDict):
+    """Extension, in snapshots: a message's versions, the messages of its role under its parent, oldest first."""
+
+    index: Annotated[int, SchemaHint(minimum=0, description="this message's place in `ids`")]
+    ids: list[UuidText]
+
+
 class UserMessage(TypedDict):
     """A person's message, as the `message` event and snapshots carry it."""
 
@@ -109,6 +117,13 @@ class UserMessage(TypedDict):
     client_id: Annotated[UuidText | None, SchemaHint(description="the send's idempotency key (I7)")]
     # Extension: null for messages written before authors were recorded, or whose sender was deleted.
     author: Annotated[Person | None, SchemaHint(description="who sent it (shared threads have several people)")]
+    parent_id: Annotated[
+        UuidText | None, SchemaHint(description="extension: the message this one follows; null for a first message")
+    ]
+    on_path: NotRequired[
+        Annotated[bool, SchemaHint(description="extension, in snapshots: on the thread's active path (shown)")]
+    ]
+    versions: NotRequired[Versions]
 
 
 class AssistantMessage(ReplyOutcome):
@@ -119,6 +134,13 @@ class AssistantMessage(ReplyOutcome):
     content: str
     status: MessageStatus
     created_at: Timestamp
+    parent_id: Annotated[
+        UuidText | None, SchemaHint(description="extension: the message this one follows; null for a first message")
+    ]
+    on_path: NotRequired[
+        Annotated[bool, SchemaHint(description="extension, in snapshots: on the thread's active path (shown)")]
+    ]
+    versions: NotRequired[Versions]
 
 
 MessagePayload = UserMessage | AssistantMessage
@@ -132,6 +154,9 @@ class StartedReply(TypedDict):
     content: Literal[""]
     status: Literal[MessageStatus.STREAMING]
     created_at: Timestamp
+    parent_id: Annotated[
+        UuidText | None, SchemaHint(description="extension: the message this one follows; null for a first message")
+    ]
 
 
 # Server → client, log events: each carries its seq.
@@ -165,7 +190,21 @@ class EndEvent(ReplyOutcome):
     status: Literal[MessageStatus.COMPLETE, MessageStatus.CANCELLED, MessageStatus.FAILED]
 
 
-LogEvent = MessageEvent | StartEvent | DeltaEvent | EndEvent
+class SwitchEvent(TypedDict):
+    """Extension: another version of a message was chosen, so the active path below its parent is now `path`.
+
+    A new message (a `message` or `start` event) goes on the path after its parent the same way,
+    without a `switch`: the path is what the log says, replayed from any cursor.
+    """
+
+    type: Literal["switch"]
+    seq: Seq
+    message_id: UuidText
+    parent_id: UuidText | None
+    path: Annotated[list[UuidText], SchemaHint(description="the active path from message_id down, oldest first")]
+
+
+LogEvent = MessageEvent | StartEvent | DeltaEvent | EndEvent | SwitchEvent
 
 
 # Server → client, control frames: no seq of their own.
@@ -237,7 +276,30 @@ class PingFrame(TypedDict):
     type: Literal["ping"]
 
 
-ClientFrame = SendFrame | CancelFrame | PingFrame
+class EditFrame(TypedDict):
+    """Extension: send a new version of the user message `message_id`, answered by a new reply."""
+
+    type: Literal["edit"]
+    message_id: UuidText
+    content: str
+    client_id: NotRequired[UuidText | None]
+
+
+class RegenerateFrame(TypedDict):
+    """Extension: answer the user message of the reply `message_id` again, with a new version of the reply."""
+
+    type: Literal["regenerate"]
+    message_id: UuidText
+
+
+class SwitchFrame(TypedDict):
+    """Extension: show the version `message_id` (a sibling of a message on the active path)."""
+
+    type: Literal["switch"]
+    message_id: UuidText
+
+
+ClientFrame = SendFrame | CancelFrame | PingFrame | EditFrame | RegenerateFrame | SwitchFrame
 
 
 # Snapshots (HTTP, DESIGN.md §5): messages as in the `message` event, a reply in progress with its text so far.

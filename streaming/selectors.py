@@ -2,7 +2,7 @@
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from uuid import UUID
 
@@ -145,10 +145,12 @@ athread_streaming = database_sync_to_async(thread_streaming)
 
 
 def conversations_turns(replies: Sequence[AbstractMessage]) -> dict[UUID, list[Turn]]:
-    """Return each reply's turns, oldest first: its thread's messages with text, up to the one it answers.
+    """Return each reply's turns, oldest first: its thread's active path with text, up to the message it answers.
 
-    A retried reply answers an earlier message again: the replies in between are not part of
-    its conversation. One query for them all (each reply comes with its `reply_to`).
+    The path is the versions shown (streaming.models.AbstractMessage.on_path); other versions of
+    a message, and a regenerated reply's earlier versions, are not part of the conversation. It
+    cannot change while the reply is written: versions are added and chosen only between replies.
+    One query for them all (each reply comes with its `reply_to`).
     """
     answered: dict[UUID, int] = {}
     earlier = Q()
@@ -158,7 +160,7 @@ def conversations_turns(replies: Sequence[AbstractMessage]) -> dict[UUID, list[T
         earlier |= Q(thread_id=reply.thread_id, seq__lte=answered[reply.id])
     rows = (
         get_message_model()
-        .objects.filter(earlier)
+        .objects.filter(earlier, on_path=True)
         .exclude(content="")
         .order_by("thread_id", "seq")  # type: ignore[misc]  # `thread` is the concrete model's field
         .values_list("thread_id", "seq", "role", "content")
@@ -278,6 +280,8 @@ class ThreadMessages:
     next: int | None
     # The text at `seq` of each reply still streaming, by message id: a reply's content is written when it ends.
     reply_texts: dict[UUID, str]
+    # The versions of each message at `seq`, by message id: the messages of its role under its parent, oldest first.
+    versions: dict[UUID, list[UUID]] = field(default_factory=dict)
 
 
 def thread_snapshot(
@@ -339,14 +343,42 @@ def message_page(
         else get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread.pk)
     )
     reply_texts = reply_texts_at(page, seq=seq)
+    versions = message_versions(thread=thread, messages=page, seq=seq)
     if max_bytes is not None:
-        fitting = _newest_fitting(page, reply_texts, max_bytes=max_bytes, at_least_one=not strict)
+        fitting = _newest_fitting(page, reply_texts, versions, max_bytes=max_bytes, at_least_one=not strict)
         more = more or fitting < len(page)
         page = page[len(page) - fitting :]
         if not page and more:
             newest = (newest_first[0].seq if newest_first else newest_left_out or 0) + 1
             return ThreadMessages(messages=[], seq=seq, next=newest, reply_texts={})
-    return ThreadMessages(messages=page, seq=seq, next=page[0].seq if more else None, reply_texts=reply_texts)
+    return ThreadMessages(
+        messages=page, seq=seq, next=page[0].seq if more else None, reply_texts=reply_texts, versions=versions
+    )
+
+
+def message_versions(
+    *, thread: AbstractThread, messages: Sequence[AbstractMessage], seq: int
+) -> dict[UUID, list[UUID]]:
+    """Return the versions of each of `messages` as of `seq`, by id: the ids of its role's messages under its parent.
+
+    One query for them all, however many messages of the thread are left out of the page.
+    """
+    if not messages:
+        return {}
+    parent_ids = {message.parent_id for message in messages}
+    under = Q(parent_id__in=[parent_id for parent_id in parent_ids if parent_id is not None])
+    if None in parent_ids:
+        under |= Q(parent__isnull=True)
+    siblings: dict[tuple[UUID | None, str], list[UUID]] = {}
+    rows = (
+        get_message_model()
+        .objects.filter(under, thread=thread, seq__lte=seq)  # type: ignore[misc]  # `thread` is the concrete model's field
+        .order_by("seq")
+        .values_list("id", "parent_id", "role")
+    )
+    for message_id, parent_id, role in rows:
+        siblings.setdefault((parent_id, role), []).append(message_id)
+    return {message.id: siblings.get((message.parent_id, message.role), [message.id]) for message in messages}
 
 
 def _count_fitting(
@@ -366,12 +398,18 @@ def _count_fitting(
 
 
 def _newest_fitting(
-    page: Sequence[AbstractMessage], reply_texts: dict[UUID, str], *, max_bytes: int, at_least_one: bool
+    page: Sequence[AbstractMessage],
+    reply_texts: dict[UUID, str],
+    versions: dict[UUID, list[UUID]],
+    *,
+    max_bytes: int,
+    at_least_one: bool,
 ) -> int:
     """Return how many of the newest messages of `page` (oldest first) encode within `max_bytes`, separators counted."""
     size, count = 0, 0
     for message in reversed(page):
-        size += len(encode(message_payload(message, content=reply_texts.get(message.id))).encode()) + 1
+        payload = message_payload(message, content=reply_texts.get(message.id), versions=versions.get(message.id))
+        size += len(encode(payload).encode()) + 1
         if size > max_bytes and (count or not at_least_one):
             break
         count += 1

@@ -3,26 +3,33 @@
 The WebSocket consumer and the SSE views both read a thread through
 `ThreadSubscription.frames()`, so the guarantee lives here and only here:
 
-- join the thread's group before reading the backlog, so an event committed in between
-  arrives live as well and is dropped as a duplicate, never missed;
+- join the thread's feed in the process's hub (streaming/hub.py) before reading the
+  backlog, so an event committed in between arrives live as well and is dropped as a
+  duplicate, never missed;
 - drop every event with `seq <= last_sent`, and fill a gap before a live event from the
   database;
-- while a reply streams, ask the database after STREAM_REPAIR_SECONDS of quiet, so a
-  lost live event is repaired even when no later one arrives;
+- catch up from the database after live frames were dropped because this reader fell
+  too far behind (the hub bounds each reader's queue);
 - answer a cursor the log cannot serve (ahead of it, malformed, or pruned) with a
   `reset` snapshot.
+
+The hub receives each thread's events once per process, fills a gap before them once
+for all its readers, and, while a reply streams, asks the database after
+STREAM_REPAIR_SECONDS of quiet, so a lost live event is repaired even when no later one
+arrives; that read also ends the subscription with ThreadGone once the thread is deleted.
 
 Besides log events it passes on the `thread` control frame of a rename, and, for a reader
 who asked for presence, the `presence` frame whenever the people watching the thread
 change (streaming/presence.py). A subscription opened under revocable grants
-(`AccessGrant`s: an API token, a session, a membership or share link, say) ends with
-AccessRevoked once any of them is revoked: on the revocation notice sent to a grant's
-group or the thread's (streaming/broadcast.py), or, should that notice be lost, at its own
-check of the grants every STREAM_ACCESS_RECHECK_SECONDS.
+(`AccessGrant`s: an API token, a session, a membership or share link) ends with
+AccessRevoked once one is revoked: on the revocation notice sent to the grant's group or
+the thread's (streaming/broadcast.py), or, should that notice be lost, at its own check
+of the grants every STREAM_ACCESS_RECHECK_SECONDS, which the hub's timer wakes it for (as
+it does for keep-alives and presence heartbeats).
 
-The subscription pulls from its own channel only when its reader asks for the next
-frame: a slow reader leaves messages in the channel layer, which drops the excess at
-its capacity, and the gap is filled from the database when the reader catches up.
+The subscription takes the next live frames only when its reader asks for the next
+frame: a slow reader leaves them in its inbox, which drops them past its bound, and the
+gap is filled from the database when the reader catches up.
 
 Every reader that subscribes for a person (a WebSocket or an event stream) first takes
 a `StreamSlot`: at most CHAT_MAX_STREAMS_PER_USER at once.
@@ -30,6 +37,7 @@ a `StreamSlot`: at most CHAT_MAX_STREAMS_PER_USER at once.
 
 import asyncio
 import logging
+import math
 import threading
 import weakref
 from collections import Counter
@@ -39,23 +47,15 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from . import events, metrics
-from .broadcast import channel_layer
 from .errors import RateLimited
-from .models import AbstractThread, Chunk, get_thread_model
+from .frames import Frame
+from .hub import Inbox, process_hub
+from .models import AbstractThread, get_thread_model
 from .presence import Watcher
-from .protocol import CloseCode, ErrorCode, MessageStatus, Person
-from .selectors import achunk_events_after, athread_last_seq, athread_snapshot, athread_streaming
+from .protocol import CloseCode, ErrorCode, Person
+from .selectors import achunk_events_after, athread_last_seq, athread_snapshot
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Frame:
-    """A protocol v1 frame for one subscriber: its type, its JSON text, and the seq it brings the subscriber to."""
-
-    type: str
-    data: str
-    seq: int | None = None
 
 
 # Yielded instead of a frame after `keepalive_seconds` without one, for transports that need traffic.
@@ -90,7 +90,7 @@ class AccessRevoked(SubscriptionEnded):
 class AccessGrant:
     """A revocable right a reader subscribed under, which the product defines (an API token, say).
 
-    The subscription joins `group`, where a revocation notice makes it await `still_valid()` at
+    The subscription listens on `group`, where a revocation notice makes it await `still_valid()` at
     once (a group may hold several grants: a person's sessions, say), and awaits it every
     STREAM_ACCESS_RECHECK_SECONDS in case the notice was lost; when it fails, the subscription
     ends with AccessRevoked(`detail`).
@@ -161,8 +161,8 @@ class ThreadSubscription:
     ) -> None:
         """Subscribe to `thread` from cursor `after` (None: a malformed cursor, answered with error and reset).
 
-        `grants` are what the reader was let in under that may be revoked: the subscription
-        ends with AccessRevoked when any of them is. The reader is counted among the
+        `grants` are what the reader was let in under that may be revoked: the
+        subscription ends with AccessRevoked when one is. The reader is counted among the
         thread's watchers as `person` if given, and with `presence` (asked for by the
         client) is sent `presence` frames: who watches the thread now (streaming/presence.py).
         """
@@ -172,26 +172,20 @@ class ThreadSubscription:
         self.grants = tuple(grants)
         self.watcher = Watcher(thread.id, person) if presence or person is not None else None
         self.sends_presence = presence
-        # Read once: the loop below runs per message.
-        self.repair_seconds = settings.STREAM_REPAIR_SECONDS
+        self.presence_renewed = 0.0  # loop time of the watcher's last renewal
         self.recheck_seconds = settings.STREAM_ACCESS_RECHECK_SECONDS
         self.last_sent = 0
-        self.streaming = False
-        # Loop times of the last log event yielded (or repair attempt), of the last frame of
-        # any kind, and of the last check of the grant.
-        self.last_delivery = self.last_frame = self.grant_checked = self.presence_renewed = 0.0
+        # Loop times of the last frame yielded (kept only for keep-alives) and of the last check of the grants.
+        self.last_frame = self.grants_checked = 0.0
 
     async def frames(self) -> AsyncGenerator[Frame | None, None]:
         """Yield the frames of this subscription until the reader stops; KEEPALIVE in quiet times if asked."""
-        layer = channel_layer()
-        groups = [events.thread_group_name(self.thread.id)]
-        groups.extend(grant.group for grant in self.grants)
-        channel = await layer.new_channel()
-        for group in groups:  # before the backlog is read and the grant checked: see the module docstring
-            await layer.group_add(group, channel)
-        receiving = asyncio.ensure_future(layer.receive(channel))
+        hub = process_hub()
+        inbox = Inbox(thread_id=self.thread.id, grant_groups=[grant.group for grant in self.grants])
         try:
-            # Revoked between the handshake and joining its group, the grant would otherwise stream until the recheck.
+            # Joined before the backlog is read and the grants checked: see the module docstring.
+            await hub.join(inbox)
+            # Revoked between the handshake and joining its group, a grant would otherwise stream until the recheck.
             await self._check_grants()
             async for frame in self._open():
                 yield frame
@@ -200,90 +194,103 @@ class ThreadSubscription:
                 self.presence_renewed = asyncio.get_running_loop().time()
                 if self.sends_presence:
                     yield self._presence(people)
+            hub.plan(inbox, self._next_duty_at())
             while True:
-                if not receiving.done():  # under load the next message is often there already
-                    await asyncio.wait({receiving}, timeout=self._quiet_timeout())
-                now = asyncio.get_running_loop().time()
-                if self.grants and now - self.grant_checked >= self.recheck_seconds:
-                    # Ahead of the messages: a reader that always has one waiting must not postpone it.
-                    await self._check_grants()
-                if self.watcher is not None and now - self.presence_renewed >= self.watcher.heartbeat_seconds:
-                    if (presence := await self._renew_presence()) is not None:
-                        yield presence
-                if receiving.done():
-                    message, receiving = receiving.result(), asyncio.ensure_future(layer.receive(channel))
-                    async for frame in self._receive(message):
+                if inbox.noticed or inbox.due or inbox.presence_changed:
+                    # Ahead of the live frames: a reader that always has some waiting must not postpone it.
+                    async for duty_frame in self._timed_duties(inbox):
+                        yield duty_frame
+                    hub.plan(inbox, self._next_duty_at())
+                batch = inbox.take()
+                if batch is not None:
+                    # The batch's frames are shared with the thread's other readers: only the cursor is ours.
+                    for frame in batch:
+                        seq = frame.seq
+                        if seq is not None:  # a log event; the others (a rename) carry no seq
+                            if seq <= self.last_sent:
+                                continue
+                            if seq > self.last_sent + 1:
+                                async for missed in self._catch_up(until=seq - 1):
+                                    yield missed
+                                if seq <= self.last_sent:  # a reset covered it
+                                    continue
+                            self.last_sent = seq
+                        if self.keepalive_seconds is not None:
+                            self.last_frame = asyncio.get_running_loop().time()
                         yield frame
-                elif self.streaming and now - self.last_delivery >= self.repair_seconds:
-                    # A primary-key read first (it also raises ThreadGone once the thread is
-                    # deleted); the backlog is read only when the log moved past us.
-                    before = self.last_sent
-                    if await self._last_seq() > before:
-                        async for frame in self._catch_up():
-                            yield frame
-                        logger.info("thread %s: repaired events %d..%d", self.thread.id, before + 1, self.last_sent)
-                        # Events went missing: the channel layer may have lost our memberships (a restart).
-                        for group in groups:
-                            await layer.group_add(group, channel)
-                    self.last_delivery = asyncio.get_running_loop().time()
-                elif self.keepalive_seconds is not None and now - self.last_frame >= self.keepalive_seconds:
-                    self.last_frame = now
-                    yield KEEPALIVE
+                elif inbox.overflowed:
+                    inbox.overflowed = False
+                    async for frame in self._catch_up():
+                        yield frame
+                elif inbox.gone:
+                    raise ThreadGone(str(self.thread.id))
+                elif inbox.failure is not None:
+                    # Raised anew per reader: the feed's failure is shared by all of them.
+                    raise RuntimeError(f"thread {self.thread.id}: its feed stopped receiving") from inbox.failure
+                else:
+                    inbox.wake.clear()
+                    if not (inbox.noticed or inbox.due or inbox.presence_changed):
+                        await inbox.wake.wait()
         finally:
-            receiving.cancel()
-            for group in groups:
-                await layer.group_discard(group, channel)
+            closing = hub.leave(inbox)
             if self.watcher is not None and self.watcher.people is not None:
-                await self.watcher.leave()
+                closing.append(asyncio.ensure_future(self.watcher.leave()))
+            if closing:
+                # Shielded: a second cancellation must not leave the layer's groups joined.
+                await asyncio.shield(asyncio.gather(*closing, return_exceptions=True))
 
-    async def _receive(self, message: dict) -> AsyncIterator[Frame]:
-        """Yield the frames a channel-layer message brings: log events, a rename; check the grant at a notice."""
-        kind = message.get("type")
-        if kind == events.ACCESS_REVOKED:
-            # The notice names a group, which may hold more than this grant (a person's sessions, a
+    async def _timed_duties(self, inbox: Inbox) -> AsyncIterator[Frame | None]:
+        """Do the reader's timed duties: check the grants, renew presence, send a keep-alive.
+
+        The grants on a notice or when due; presence at a heartbeat or a change of watchers
+        (yielding a `presence` frame when the people changed); KEEPALIVE when the reader has
+        had no frame for long.
+        """
+        now = asyncio.get_running_loop().time()
+        if inbox.noticed or (self.grants and now - self.grants_checked >= self.recheck_seconds):
+            # A notice names a group, which may hold more than this grant (a person's sessions, a
             # deleted thread's readers): each stream asks whether its own grants still hold.
+            inbox.noticed = False
             await self._check_grants()
-        if kind == events.THREAD_RENAMED:
-            self.last_frame = asyncio.get_running_loop().time()
-            yield Frame("thread", message["frame"])
-        elif kind == events.PRESENCE_CHANGED and self.sends_presence and self.watcher is not None:
+        inbox.due = False
+        renew_due = self.watcher is not None and now - self.presence_renewed >= self.watcher.heartbeat_seconds
+        if renew_due or (inbox.presence_changed and self.sends_presence):
+            inbox.presence_changed = False
             if (presence := await self._renew_presence()) is not None:
                 yield presence
-        elif "events" in message:
-            async for frame in self._deliver(message["events"]):
-                yield frame
+        inbox.presence_changed = False
+        if self.keepalive_seconds is not None and now - self.last_frame >= self.keepalive_seconds:
+            self.last_frame = now
+            yield KEEPALIVE
 
-    async def _check_grants(self) -> None:
-        """Raise AccessRevoked if any of the subscription's grants no longer holds."""
-        self.grant_checked = asyncio.get_running_loop().time()
-        for grant in self.grants:
-            await grant.check()
-
-    def _quiet_timeout(self) -> float | None:
-        """Return how long to wait for a live message before the next timed duty; None: as long as it takes."""
-        deadlines = []
-        if self.streaming:
-            deadlines.append(self.last_delivery + self.repair_seconds)
+    def _next_duty_at(self) -> float:
+        """Return the loop time of the next grant check or keep-alive; infinity when there is neither."""
+        duties = [math.inf]
         if self.grants:
-            deadlines.append(self.grant_checked + self.recheck_seconds)
-        if self.watcher is not None:
-            deadlines.append(self.presence_renewed + self.watcher.heartbeat_seconds)
+            duties.append(self.grants_checked + self.recheck_seconds)
         if self.keepalive_seconds is not None:
-            deadlines.append(self.last_frame + self.keepalive_seconds)
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - asyncio.get_running_loop().time())
+            duties.append(self.last_frame + self.keepalive_seconds)
+        if self.watcher is not None:
+            duties.append(self.presence_renewed + self.watcher.heartbeat_seconds)
+        return min(duties)
 
     def _presence(self, people: list[Person]) -> Frame:
-        self.presence_renewed = self.last_frame = asyncio.get_running_loop().time()
+        self.last_frame = asyncio.get_running_loop().time()
         return Frame("presence", events.encode(events.presence_frame(people)))
 
     async def _renew_presence(self) -> Frame | None:
         """Renew the reader's place among the watchers; return a `presence` frame if the people changed."""
-        assert self.watcher is not None, "only a subscription with presence renews it"
+        assert self.watcher is not None, "only a subscription with a watcher renews it"
         self.presence_renewed = asyncio.get_running_loop().time()
         people = await self.watcher.renew()
         return self._presence(people) if people is not None and self.sends_presence else None
+
+    async def _check_grants(self) -> None:
+        """Raise AccessRevoked if one of the subscription's grants no longer holds."""
+        if self.grants:
+            self.grants_checked = asyncio.get_running_loop().time()
+            for grant in self.grants:
+                await grant.check()
 
     async def _open(self) -> AsyncIterator[Frame]:
         """Yield the backlog after the cursor (or a reset), then `ready`."""
@@ -294,23 +301,10 @@ class ThreadSubscription:
             yield await self._reset()
         else:
             self.last_sent = self.after
-            self.streaming = await athread_streaming(thread_id=self.thread.id)
             async for frame in self._catch_up():
                 yield frame
-        self.last_delivery = self.last_frame = asyncio.get_running_loop().time()
+        self.last_frame = asyncio.get_running_loop().time()
         yield Frame("ready", events.encode(events.ready_frame(self.last_sent)), seq=self.last_sent)
-
-    async def _deliver(self, live: list[events.EncodedEvent]) -> AsyncIterator[Frame]:
-        """Yield live events past last_sent, filling any gap before them from the database."""
-        for seq, kind, data in live:
-            if seq <= self.last_sent:
-                continue
-            if seq > self.last_sent + 1:
-                async for frame in self._catch_up(until=seq - 1):
-                    yield frame
-                if seq <= self.last_sent:  # a reset covered it
-                    continue
-            yield self._event(seq, kind, data)
 
     async def _catch_up(self, until: int | None = None) -> AsyncIterator[Frame]:
         """Yield the logged events after last_sent (up to `until`), page by page.
@@ -333,24 +327,17 @@ class ThreadSubscription:
             page.reverse()
             while page:
                 seq, kind, data = page.pop()
-                yield self._event(seq, kind, data)
+                self.last_sent = seq
+                if self.keepalive_seconds is not None:
+                    self.last_frame = asyncio.get_running_loop().time()
+                yield Frame(kind, data, seq=seq)
             if until is not None and self.last_sent >= until:
                 return
-
-    def _event(self, seq: int, kind: str, data: str) -> Frame:
-        self.last_sent = seq
-        self.last_delivery = self.last_frame = asyncio.get_running_loop().time()
-        if kind == Chunk.Kind.START:
-            self.streaming = True
-        elif kind == Chunk.Kind.END:
-            self.streaming = False
-        return Frame(kind, data, seq=seq)
 
     async def _reset(self) -> Frame:
         # The newest messages that fit one frame, with `next` for the earlier ones (fetched over HTTP).
         snapshot = await athread_snapshot(thread=self.thread, max_bytes=settings.STREAM_RESET_MAX_BYTES, strict=True)
         self.last_sent = snapshot.seq
-        self.streaming = any(message.status == MessageStatus.STREAMING for message in snapshot.messages)
         return Frame("reset", events.encode(events.reset_frame(snapshot)), seq=snapshot.seq)
 
     async def _last_seq(self) -> int:

@@ -14,11 +14,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
 from chatsite.bench.topology import free_port
-from threads.models import Message, Thread
+from threads.models import Message
 from threads.services import message_post
 from threads.tokens.services import api_token_create
 
-from .conftest import reply_text
 from .live_server import wait_until_answering
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 (an autouse fixture)
 
@@ -55,28 +54,6 @@ def ui_message_body(text: str, chat_id: uuid.UUID | str) -> dict:
     """An AI SDK DefaultChatTransport request body with one new user message."""
     message = {"id": "msg-" + uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
     return {"id": str(chat_id), "messages": [message], "trigger": "submit-message", "messageId": None}
-
-
-@pytest.mark.django_db(transaction=True)
-async def test_seed_api_round_trip(chat_request, user, worker):
-    """Seed POST starts a new thread and answers its ids; the seed stream then serves its records to the end."""
-    thread_id = uuid.uuid4()
-    started = await chat_request(
-        "/api/chat", method="POST", body={"id": str(thread_id), "message": {"role": "user", "content": "Hi"}}
-    )
-    answer = json.loads(await started.read_all())
-    assert started.status == 200
-    reply = await Message.objects.aget(thread_id=thread_id, role="assistant")
-    assert answer == {"success": True, "threadId": str(thread_id), "streamId": str(reply.id)}
-    assert (await Thread.objects.aget(pk=thread_id)).owner_id == user.id
-    stream = await chat_request(f"/api/chat/stream?id={thread_id}")
-    assert stream.status == 200 and stream.headers["content-type"] == "text/event-stream"
-    events = []
-    while not events or events[-1]["type"] != "end":
-        events.append(await stream.event())
-    log = [event for event in events if event["type"] != "ready"]
-    assert [event["seq"] for event in log] == list(range(1, len(log) + 1)) and log[0]["message"]["content"] == "Hi"
-    assert reply_text(log, str(reply.id)) == (await Message.objects.aget(pk=reply.id)).content
 
 
 def test_seed_post_to_foreign_id_answers_like_unknown(client, thread, make_user):
@@ -160,6 +137,21 @@ async def test_regenerate_answers_a_stopped_reply_again(chat_request, thread, wo
     assert "".join(chunk["delta"] for chunk in chunks if chunk["type"] == "text-delta") == retry.content
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("named", ["question", "unknown", "none"])
+async def test_regenerate_names_the_reply_by_its_question_or_takes_the_last(chat_request, thread, worker, named):
+    """`regenerate({messageId})` of a question regenerates its reply; an unknown or no messageId, the last reply."""
+    await ui_chunks(await chat_request("/api/chat", method="POST", body=ui_message_body("One", thread.id)))
+    await ui_chunks(await chat_request("/api/chat", method="POST", body=ui_message_body("Two", thread.id)))
+    first_question = await Message.objects.aget(thread=thread, role="user", content="One")
+    message_id = {"question": str(first_question.id), "unknown": "msg-unknown", "none": None}[named]
+    body = ui_message_body("Two", thread.id) | {"trigger": "regenerate-message", "messageId": message_id}
+    chunks = await ui_chunks(await chat_request("/api/chat", method="POST", body=body))
+    again = await Message.objects.aget(pk=chunks[0]["messageId"])
+    expected_question = first_question.id if named == "question" else (await Message.objects.aget(content="Two")).id
+    assert again.reply_to_id == expected_question and again.on_path
+
+
 def test_aisdk_send_while_busy_is_409_and_writes_nothing(client, thread, user):
     """An AI SDK send while a reply is being written answers 409 busy as JSON, which the AI SDK raises."""
     client.force_login(user)
@@ -229,14 +221,22 @@ def live_server_with_token(tmp_path):
     django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
     reason="runs in the embedded pass: its server has its own SQLite database whatever this pass uses",
 )
-def test_ai_sdk_client_reads_and_resumes_the_stream(live_server_with_token):
-    """The `ai` package's own reader rebuilds the reply, sent and resumed mid-reply, equal to the stored text."""
+@pytest.mark.parametrize(
+    "script, tests",
+    [
+        ("chat.test.mjs", 2),  # the reply read and resumed mid-way
+        ("versions.test.mjs", 4),  # regenerate, edit, and repeated sends, through the AI SDK's Chat
+        ("seed.test.mjs", 1),  # the seed client's transport, reading /api/chat/stream, under the AI SDK's Chat
+    ],
+)
+def test_ai_sdk_client_against_a_live_server(live_server_with_token, script, tests):
+    """The `ai` package's own client against a live server: each Node test of `script` passes."""
     url, token = live_server_with_token
     assert shutil.which("node") and shutil.which("npm"), "Node.js and npm are needed for the AI SDK client test"
     if not (NODE_TEST_DIR / "node_modules").exists():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_TEST_DIR, check=True, timeout=300)
     done = subprocess.run(
-        ["node", "--test", "--test-reporter=spec", "chat.test.mjs"],
+        ["node", "--test", "--test-reporter=spec", script],
         cwd=NODE_TEST_DIR,
         env={**os.environ, "CHATSITE_URL": url, "CHATSITE_TOKEN": token},
         capture_output=True,
@@ -244,4 +244,4 @@ def test_ai_sdk_client_reads_and_resumes_the_stream(live_server_with_token):
         timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert re.search(r"\bpass 2\b", done.stdout), f"both Node tests ran and passed:\n{done.stdout}"
+    assert re.search(rf"\bpass {tests}\b", done.stdout), f"all {tests} Node tests ran and passed:\n{done.stdout}"

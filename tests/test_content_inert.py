@@ -167,12 +167,15 @@ def test_admin_page_shows_payloads_as_text(staff_client, conversation, page):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("path", ["/api/threads/{thread}/events", "/api/chat/stream?id={thread}"])
+@pytest.mark.parametrize(
+    "path", ["/api/threads/{thread}/events", "/api/chat/stream?id={thread}", "/api/chat/resume/{reply}"]
+)
 async def test_event_streams_carry_the_security_headers(user, session_cookie, path):
     """Event streams carry the CSP and nosniff like every answer: their data is never taken for a page."""
     thread = await database_sync_to_async(thread_create)(owner=user)
+    posted = await database_sync_to_async(message_post)(thread=thread, content="Hi", client_id=None)
     cookie = await database_sync_to_async(session_cookie)(user)
-    stream = HttpStream(path.format(thread=thread.id), headers={"cookie": cookie})
+    stream = HttpStream(path.format(thread=thread.id, reply=posted.reply.id), headers={"cookie": cookie})
     status, headers = await stream.start()
     await stream.close()
     assert status == 200 and headers["content-type"] == "text/event-stream"

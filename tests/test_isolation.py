@@ -44,6 +44,7 @@ class Ids:
     reply: str
     token: int
     generation: str
+    message: str
     member: str
     link: str
 
@@ -75,10 +76,13 @@ def world(make_user) -> World:
         str(posted.reply.id),
         token.id,
         str(posted.reply.generation.id),
+        str(posted.message.id),
         str(member.user_id),
         str(link.pk),
     )
-    unknown = Ids(str(uuid.uuid4()), str(uuid.uuid4()), 10**9, str(uuid.uuid4()), str(10**9), str(10**9))
+    unknown = Ids(
+        str(uuid.uuid4()), str(uuid.uuid4()), 10**9, str(uuid.uuid4()), str(uuid.uuid4()), str(10**9), str(10**9)
+    )
     return World(owner, other, staff, thread, ids, unknown)
 
 
@@ -146,9 +150,22 @@ ENDPOINTS = [
         body=lambda ids: {"content": "Hi"},
     ),
     Endpoint("cancel", "POST", lambda ids: f"/api/threads/{ids.thread}/cancel", "api", 202, running=True),
+    Endpoint(
+        "edit",
+        "POST",
+        lambda ids: f"/api/threads/{ids.thread}/messages/{ids.message}/edit",
+        "api",
+        202,
+        body=lambda ids: {"content": "What are my plans now?"},
+    ),
+    Endpoint("regenerate", "POST", lambda ids: f"/api/threads/{ids.thread}/replies/{ids.reply}/regenerate", "api", 202),
+    # The version shown already: the owner is answered, and nothing changes.
+    Endpoint("switch", "POST", lambda ids: f"/api/threads/{ids.thread}/messages/{ids.message}/switch", "api", 200),
     Endpoint("event stream", "GET", lambda ids: f"/api/threads/{ids.thread}/events", "api", 200),
     Endpoint("seed send", "POST", lambda ids: "/api/chat", "api", 200, body=seed_body, creates=True),
     Endpoint("seed stream", "GET", lambda ids: f"/api/chat/stream?id={ids.thread}", "api", 200),
+    # The owner reaches the stream, which has ended (its reply was stopped): 410, where others get 404.
+    Endpoint("seed resume", "GET", lambda ids: f"/api/chat/resume/{ids.reply}", "api", 410),
     Endpoint("AI SDK send", "POST", lambda ids: "/api/chat", "api", 200, body=aisdk_body, creates=True),
     Endpoint("AI SDK resume", "GET", lambda ids: f"/api/chat/{ids.thread}/stream", "api", 200, running=True),
     Endpoint("AI SDK stop", "POST", lambda ids: f"/api/chat/{ids.thread}/stop", "api", 202, running=True),
@@ -195,7 +212,7 @@ def state() -> tuple:
     """Everything a request could change that isolation protects."""
     return (
         list(Thread.objects.order_by("id").values_list("id", "title", "last_seq", "archived_at")),
-        list(Message.objects.order_by("id").values_list("id", "status", "content")),
+        list(Message.objects.order_by("id").values_list("id", "status", "content", "on_path")),
         list(Generation.objects.order_by("id").values_list("id", "status", "cancel_requested")),
         list(ApiToken.objects.order_by("id").values_list("id", "revoked_at")),
         list(Membership.objects.order_by("id").values_list("id", "user_id", "role")),
@@ -342,13 +359,14 @@ def test_table_covers_every_route():
     """Every route of the app that takes a thread, message or token id is in the table above."""
     from threads import api_urls, urls
 
-    covered = {endpoint.path(Ids("T", "M", 1, "G", "U", "L")).partition("?")[0] for endpoint in ENDPOINTS}
+    covered = {endpoint.path(Ids("T", "M", 1, "G", "M", "U", "L")).partition("?")[0] for endpoint in ENDPOINTS}
     # A share link's page is named by its token, which opens it to whoever holds it: tests/test_share_links.py.
     covered.add("/s/<str:token>")
     for pattern in urls.urlpatterns + api_urls.urlpatterns:
         route = str(pattern.pattern)
         if "<" in route:
             example = "/" + route.replace("<str:thread_id>", "T").replace("<str:chat_id>", "T")
-            example = example.replace("<str:message_id>", "M").replace("<int:token_id>", "1")
+            example = example.replace("<str:message_id>", "M").replace("<str:stream_id>", "M")
+            example = example.replace("<int:token_id>", "1")
             example = example.replace("<str:user_id>", "U").replace("<str:link_id>", "L")
             assert example in covered, f"{route} is not in the isolation table"

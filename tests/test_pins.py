@@ -1,15 +1,18 @@
-"""The private internals of Twisted, autobahn, daphne and channels_redis that our code reads are still there.
+"""The private internals of Twisted, autobahn, daphne, channels_redis and asgiref that our code reads are still there.
 
-chatsite/daphne_server.py and streaming/layers.py reach below these libraries' public APIs, so
+chatsite/daphne_server.py, streaming/layers.py and streaming/broadcast.py reach below these libraries' public APIs, so
 requirements.in pins them exactly. Before a pin moves, this file says whether what we rely on
 survived: each check names the module of ours that needs it.
 """
 
 import inspect
+import threading
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from asgiref.sync import AsyncToSync, SyncToAsync
+from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.protocol import WebSocketProtocol as AutobahnWebSocketProtocol
 from channels_redis import pubsub, utils
 from daphne.cli import CommandLineInterface
@@ -33,7 +36,7 @@ def assigns(cls: type, *attributes: str) -> None:
         assert hasattr(cls, attribute) or f"self.{attribute} =" in source, f"{cls.__qualname__}.{attribute} is gone"
 
 
-@pytest.mark.parametrize("distribution", ["Twisted", "autobahn", "channels-redis", "daphne"])
+@pytest.mark.parametrize("distribution", ["Twisted", "autobahn", "channels-redis", "daphne", "asgiref"])
 def test_libraries_read_below_their_api_are_pinned_to_what_is_installed(distribution):
     """requirements.in pins each of them exactly, at the version these checks ran against."""
     pins = dict(
@@ -104,3 +107,27 @@ def test_channels_redis_pubsub_internals():
     assert callable(layer._get_layer) and callable(layer.serialize)
     assert parameters(utils._wrap_close) == ["proxy", "loop"]
     assert callable(utils.decode_hosts)
+
+
+def test_asgiref_records_the_calling_loop_per_thread():
+    """broadcast._calling_loop reads the loop SyncToAsync records for its thread, as AsyncToSync does."""
+    assert isinstance(SyncToAsync.threadlocal, threading.local)
+    handler = inspect.getsource(SyncToAsync.thread_handler)
+    assert "self.threadlocal.main_event_loop = loop" in handler
+    assert "self.threadlocal.main_event_loop_pid = os.getpid()" in handler
+    assert '"main_event_loop"' in inspect.getsource(AsyncToSync.__call__)
+
+
+def test_daphne_and_autobahn_internals_for_send_frame():
+    """BoundedServer.send_frame writes a frame's autobahn PreparedMessage where daphne's handle_reply would send."""
+    # create_application hands the application the scope it is given, extensions included.
+    assert parameters(Server.create_application) == ["self", "protocol", "scope"]
+    assert "scope=scope" in inspect.getsource(Server.create_application)
+    # send_frame checks what handle_reply and WebSocketProtocol.handle_reply check before a send.
+    assert 'self.connections[protocol].get(\n            "disconnected"' in inspect.getsource(Server.handle_reply)
+    assert "self.STATE_CONNECTING" in inspect.getsource(WebSocketProtocol.handle_reply)
+    assert "self.sendMessage(content.encode(" in inspect.getsource(WebSocketProtocol.serverSend)
+    # A PreparedMessage is framed once; a socket sends its bytes, or compresses the payload itself.
+    assert parameters(PreparedMessage.__init__) == ["self", "payload", "isBinary", "applyMask", "doNotCompress"]
+    assigns(PreparedMessage, "payloadHybi", "payload", "binary", "doNotCompress")
+    assert parameters(AutobahnWebSocketProtocol.sendPreparedMessage) == ["self", "preparedMsg"]

@@ -3,7 +3,8 @@
 import asyncio
 import contextlib
 import logging
-from typing import cast
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -13,6 +14,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from streaming import events
 from streaming.cursors import parse_cursor
 from streaming.errors import BadRequest, ChatError, RateLimited
+from streaming.frames import SEND_FRAME_EXTENSION, Frame
 from streaming.protocol import CloseCode
 from streaming.services.endings import generation_cancel
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
@@ -21,6 +23,7 @@ from .access import Action, athread_access, person_of, scope_link_ids, scope_str
 from .inputs import parse_client_id, parse_json_object
 from .models import Thread
 from .services import message_post
+from .versions import version_frame_apply
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +40,8 @@ def query_flag(query_string: bytes, name: str) -> bool:
 
 
 class ThreadConsumer(AsyncWebsocketConsumer):
-    # No channel of the consumer's own: nothing is sent to it, its subscription has one. An
-    # unconfigured alias spares every socket a layer subscription and a receive held open.
+    # No channel of the consumer's own: nothing is sent to it, and the process's hub receives its
+    # thread's events. An unconfigured alias spares every socket a layer subscription and a receive held open.
     # (get_channel_layer answers None for any unknown alias; channels' stubs allow only strings.)
     channel_layer_alias = None  # type: ignore[assignment]
     thread: Thread | None = None
@@ -95,10 +98,16 @@ class ThreadConsumer(AsyncWebsocketConsumer):
 
     async def _stream(self, subscription: ThreadSubscription) -> None:
         """Send the subscription's frames as they come, until the socket closes."""
+        # The web server's way to send a frame framed once for all its sockets, where it has one.
+        extensions: dict[str, Any] = self.scope.get("extensions") or {}
+        send_frame: Callable[[Frame], Awaitable[None]] | None = extensions.get(SEND_FRAME_EXTENSION)
         try:
             async for frame in subscription.frames():
                 assert frame is not None, "the subscription has no keep-alives"
-                await self.send(frame.data)
+                if send_frame is not None:
+                    await send_frame(frame)
+                else:
+                    await self.send(frame.data)
         except ThreadGone:
             logger.info("thread %s: deleted; closing its socket", subscription.thread.id)
             await self.close_with(CloseCode.NOT_FOUND)
@@ -145,8 +154,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         elif kind == "cancel":
             await self._refuse_unless_writer()
             await database_sync_to_async(generation_cancel)(thread=thread)
+        elif kind in ("edit", "regenerate", "switch"):
+            await self._refuse_unless_writer()
+            await database_sync_to_async(version_frame_apply)(thread=thread, frame=frame)
         else:
-            raise BadRequest("Unknown frame type; expected send, cancel or ping.")
+            raise BadRequest("Unknown frame type; expected send, cancel, ping, edit, regenerate or switch.")
 
     async def _refuse_unless_writer(self) -> None:
         """Refuse a write unless the person may still write here, as read now: a lowered role writes nothing more.

@@ -47,6 +47,13 @@ class Forbidden(ChatError):
     http_status = 403
 
 
+class StreamEnded(ChatError):
+    """Refuse to resume a stream whose reply has ended: HTTP's 410 Gone, as resumable-stream clients expect."""
+
+    code = ErrorCode.STREAM_ENDED
+    http_status = 410
+
+
 def error_response(error: ChatError, *, page: HttpResponse | None = None) -> HttpResponse:
     """Answer `error` with its status and headers: as the API's JSON error, or as `page`, a page that shows it."""
     response = page if page is not None else JsonResponse({"error": {"code": error.code, "detail": error.detail}})

@@ -41,6 +41,10 @@ class Message(AbstractMessage):
                 name="message_unique_thread_client_id",
             ),
         ]
+        indexes = [
+            # The active path of a thread in order: the conversation sent to the provider.
+            models.Index(fields=["thread", "seq"], condition=models.Q(on_path=True), name="message_thread_path"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role} message {self.id}"

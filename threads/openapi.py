@@ -34,6 +34,10 @@ STREAM_LIMITED = {
     429: "rate_limited: CHAT_MAX_STREAMS_PER_USER streams (WebSockets and event streams) are open already; "
     "close one, or try again after Retry-After seconds",
 }
+STREAM_ENDED = {
+    404: "not_found: no such stream (an unknown id, or another person's)",
+    410: "stream_ended: the reply has ended; read it from the thread",
+}
 STRING = {"type": "string"}
 UUID = json_schema(protocol.UuidText)
 DATE_TIME = json_schema(protocol.Timestamp)
@@ -50,6 +54,10 @@ PAGE_LIMIT = {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}
 NO_NUL = r"^[^\u0000]*$"
 NOT_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
 THREAD_ID = {"name": "thread_id", "in": "path", "required": True, "schema": STRING}
+MESSAGE_ID = {"name": "message_id", "in": "path", "required": True, "schema": STRING}
+STREAM_ID_HEADER = {
+    "X-Stream-Id": {"schema": UUID, "description": "the reply's id: resume with GET /api/chat/resume/{stream_id}"}
+}
 CHAT_ID = {"name": "chat_id", "in": "path", "required": True, "schema": STRING, "description": "the thread id"}
 
 
@@ -93,6 +101,13 @@ def event_stream(description: str) -> dict[str, Any]:
         },
         "content": {"text/event-stream": {"schema": STRING}},
     }
+
+
+def ui_message_stream(description: str) -> dict[str, Any]:
+    """Return an answer that is a UI message stream (the AI SDK's), naming its stream id."""
+    stream = event_stream(description)
+    stream["headers"] |= {"x-vercel-ai-ui-message-stream": {"schema": {"const": "v1"}}, **STREAM_ID_HEADER}
+    return stream
 
 
 def links(expression: str, operations: dict[str, tuple[str, str, str]]) -> dict[str, Any]:
@@ -171,6 +186,10 @@ def schemas() -> dict[str, Any]:
         ),
         "Sent": answer_object({"message": ref("UserMessage"), "reply": ref("AssistantMessage"), "seq": SEQ}),
         "Reply": answer_object({"reply": ref("AssistantMessage")}),
+        "Regenerated": answer_object({"reply": ref("AssistantMessage"), "seq": SEQ}),
+        "Switched": answer_object(
+            {"seq": {**SEQ, "description": "the `switch` event's (the thread's last seq when nothing changed)"}}
+        ),
         "SeedChat": body_object(
             {
                 "id": {**UUID, "description": "the thread; a new id starts a thread"},
@@ -240,6 +259,7 @@ def sharing_schemas() -> dict[str, Any]:
 def paths() -> dict[str, Any]:
     thread_path = {"parameters": [THREAD_ID]}
     chat_path = {"parameters": [CHAT_ID]}
+    version_path = {"parameters": [THREAD_ID, MESSAGE_ID]}
     streams = {"tags": ["streams"]}  # answers that stay open: the generated test runs leave them out
     return {
         "/api/threads": {
@@ -308,6 +328,38 @@ def paths() -> dict[str, Any]:
                 },
             },
         },
+        "/api/threads/{thread_id}/messages/{message_id}/edit": version_path
+        | {
+            "post": {
+                "summary": "Send a new version of a user message on the active path; answered by a new reply",
+                "description": "The new message follows the edited one's parent; what followed the edited "
+                "message leaves the active path and stays, as the earlier version. Idempotent by `client_id`.",
+                "requestBody": {"required": True, **json_content(ref("Send"))},
+                "responses": {
+                    "202": answer("the new version and its queued reply", ref("Sent")),
+                    **errors(400, 404, 409, 413, 429),
+                },
+            },
+        },
+        "/api/threads/{thread_id}/replies/{message_id}/regenerate": version_path
+        | {
+            "post": {
+                "summary": "Write a new version of a reply (any status), answering its user message again",
+                "responses": {
+                    "202": answer("the new version, queued", ref("Regenerated")),
+                    **errors(400, 404, 409, 429),
+                },
+            },
+        },
+        "/api/threads/{thread_id}/messages/{message_id}/switch": version_path
+        | {
+            "post": {
+                "summary": "Show another version of a message: a `switch` event gives every client the new path",
+                "description": "The message must be a version of one on the active path; below it, the path "
+                "follows the newest version of each message.",
+                "responses": {"200": answer("the seq of the switch", ref("Switched")), **errors(400, 404, 409)},
+            },
+        },
         "/api/threads/{thread_id}/cancel": thread_path
         | {
             "post": {
@@ -321,7 +373,8 @@ def paths() -> dict[str, Any]:
             | {
                 "summary": "The thread's log as server-sent events, then live",
                 "description": "Records `id: <seq>`, `event: <type>`, `data: <frame>` carry the frames of WebSocket "
-                "protocol v1, exactly once and in order; a `: keep-alive` comment every 15 s of quiet. Control "
+                "protocol v1, exactly once and in order (with the extension `switch`: another version of a message "
+                "was chosen); a `: keep-alive` comment every 15 s of quiet. Control "
                 "frames come without `id`: `thread` when the thread is renamed, `presence` (with `presence=1`: "
                 '`{"type": "presence", "people": [{"id", "name"}]}`, who watches the thread now) '
                 "after `ready` and whenever the people change, and `error` (code `forbidden`, or `not_found` for a "
@@ -349,6 +402,7 @@ def paths() -> dict[str, Any]:
                     "200": {
                         "description": "where to stream the reply, or the reply itself "
                         "(`x-vercel-ai-ui-message-stream`)",
+                        "headers": STREAM_ID_HEADER,
                         "links": links("$response.body#/threadId", CHAT_OPERATIONS),
                         "content": {
                             "application/json": {"schema": ref("SeedChatStarted")},
@@ -362,11 +416,33 @@ def paths() -> dict[str, Any]:
         "/api/chat/stream": {
             "get": streams
             | {
-                "summary": "The seed API's stream: a thread's records from the beginning, then live",
-                "parameters": [{"name": "id", "in": "query", "required": True, "schema": STRING}],
+                "summary": "The seed API's stream: the thread's latest reply as a UI message stream, from its start",
+                "description": "`data: {json}` records of the AI SDK's UI message stream (`start`, `text-start`, "
+                "`text-delta` {id, delta}, `text-end`, then `finish`, `abort` or `error`) and `data: [DONE]` once "
+                "the reply has ended, which it may have already. Each record carries its log seq as `id:`: a "
+                "request with Last-Event-ID goes on after it, and gets 204 when the reply ended there.",
+                "parameters": [
+                    {"name": "id", "in": "query", "required": True, "schema": STRING, "description": "the thread"},
+                    {"name": "Last-Event-ID", "in": "header", "schema": STRING, "description": "resume after"},
+                ],
                 "responses": {
-                    "200": event_stream("as /api/threads/{thread_id}/events"),
+                    "200": ui_message_stream("the reply as a UI message stream"),
+                    "204": {"description": "the thread has no reply, or it ended at Last-Event-ID"},
                     **errors(400, 404, 429, meanings=STREAM_LIMITED),
+                },
+            },
+        },
+        "/api/chat/resume/{stream_id}": {
+            "parameters": [{"name": "stream_id", "in": "path", "required": True, "schema": STRING}],
+            "get": streams
+            | {
+                "summary": "Resume the stream a POST /api/chat started (its X-Stream-Id), replayed from its start",
+                "parameters": [
+                    {"name": "Last-Event-ID", "in": "header", "schema": STRING, "description": "resume after"}
+                ],
+                "responses": {
+                    "200": ui_message_stream("the reply as a UI message stream, as /api/chat/stream"),
+                    **errors(404, 410, 429, meanings=STREAM_LIMITED | STREAM_ENDED),
                 },
             },
         },
@@ -376,7 +452,7 @@ def paths() -> dict[str, Any]:
             | {
                 "summary": "Resume the reply being written (AI SDK), replayed from its start",
                 "responses": {
-                    "200": event_stream("the reply as a UI message stream"),
+                    "200": ui_message_stream("the reply as a UI message stream"),
                     "204": {"description": "no reply is being written"},
                     **errors(404, 429, meanings=STREAM_LIMITED),
                 },

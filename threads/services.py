@@ -24,6 +24,7 @@ from streaming.services.log import chunks_record, seq_allocate
 from .access import Action, thread_for
 from .limits import person_lock, reply_count, thread_count
 from .models import Message, Thread
+from .paths import path_branch, path_tail
 
 TITLE_CHARS = 60
 
@@ -137,12 +138,12 @@ class Posted:
     reply: Message
 
 
-def _lock_thread(thread: Thread, *, person_id: int) -> Thread:
+def _lock_thread(thread: Thread, *, person_id: int | None = None) -> Thread:
     """Lock the thread's row, then the writing person's: writers to one thread, and one person's counted writes, queue.
 
     Always the thread first, then the person, and one of each: two writers never wait on each other in a cycle.
     """
-    if person_id == thread.owner_id:  # the owner's own thread: both rows in one statement
+    if person_id is None or person_id == thread.owner_id:  # the owner writes: both rows in one statement
         return Thread.objects.select_related("owner").select_for_update(of=("self", "owner")).get(pk=thread.pk)
     locked = Thread.objects.select_for_update().get(pk=thread.pk)
     person_lock(user_id=person_id)
@@ -164,6 +165,7 @@ def _reply(*, thread: Thread, message: Message, seq: int) -> Message:
         seq=seq,
         content_seq=seq,
         reply_to=message,
+        parent=message,
     )
 
 
@@ -175,7 +177,7 @@ def _reply_queue(reply: Message) -> Chunk:
 
 
 def message_post(*, thread: Thread, content: object, client_id: UUID | None, author: User | None = None) -> Posted:
-    """Post `author`'s message (the owner's when not given) and queue the assistant's reply.
+    """Post `author`'s message (the owner's when not given) at the end of the active path and queue the reply.
 
     A send with a client_id already used in this thread returns the first message
     and its reply, and writes nothing (I7). A send while a reply is being written,
@@ -184,37 +186,61 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None, aut
     """
     content = validate_content(content)
     with transaction.atomic():
-        locked = _lock_thread(thread, person_id=author.pk if author is not None else thread.owner_id)
-        sender = author if author is not None else locked.owner
-        if client_id is not None:
-            earlier = Message.objects.filter(thread=locked, client_id=client_id).first()
-            if earlier is not None:
-                first_reply = earlier.replies.order_by("seq").first()
-                assert first_reply is not None, "a message is written with its reply"
-                return Posted(message=earlier, reply=first_reply)
-        _refuse_if_busy(locked)
-        reply_count(user_id=sender.pk)  # past CHAT_SENDS_PER_MINUTE over all their threads: RateLimited
-        seq = seq_allocate(thread_id=locked.pk, count=2, touched_at=timezone.now())
-        message = Message(
-            thread=locked,
-            role=Message.Role.USER,
-            content=content,
-            status=Message.Status.COMPLETE,
-            seq=seq,
-            content_seq=seq,
-            client_id=client_id,
-            author=sender,
-            author_name=sender.get_username(),
+        locked = _lock_thread(thread, person_id=author.pk if author is not None else None)
+        tail = path_tail(thread=locked)
+        return exchange_write(
+            thread=locked, content=content, client_id=client_id, parent=tail, branches=False, author=author
         )
-        reply = _reply(thread=locked, message=message, seq=seq + 1)
-        # One INSERT for both: the reply refers to its message by an id set on creation.
-        Message.objects.bulk_create([message, reply])
-        start = _reply_queue(reply)
-        if not locked.title:
-            locked.title = title_from_content(content)
-            locked.save(update_fields=["title"])
-        posted = Chunk(thread=locked, seq=seq, message=message, kind=Chunk.Kind.MESSAGE)
-        chunks_record(thread_id=locked.pk, chunks=[posted, start], messages=[message, reply])
+
+
+def exchange_write(
+    *,
+    thread: Thread,
+    content: str,
+    client_id: UUID | None,
+    parent: Message | None,
+    branches: bool,
+    author: User | None = None,
+) -> Posted:
+    """Write `author`'s message (the owner's when not given) following `parent`, and queue its reply.
+
+    Called in a transaction that locked `thread` and the author (`_lock_thread`). Both go
+    on the active path; when the message `branches` (a new version of one), what followed
+    `parent` on the path leaves it first. As message_post: idempotent, Busy, RateLimited.
+    """
+    sender = author if author is not None else thread.owner
+    if client_id is not None:
+        earlier = Message.objects.filter(thread=thread, client_id=client_id).first()
+        if earlier is not None:
+            first_reply = earlier.replies.order_by("seq").first()
+            assert first_reply is not None, "a message is written with its reply"
+            return Posted(message=earlier, reply=first_reply)
+    _refuse_if_busy(thread)
+    reply_count(user_id=sender.pk)  # past CHAT_SENDS_PER_MINUTE over all their threads: RateLimited
+    if branches:
+        path_branch(thread=thread, parent=parent)
+    seq = seq_allocate(thread_id=thread.pk, count=2, touched_at=timezone.now())
+    message = Message(
+        thread=thread,
+        role=Message.Role.USER,
+        content=content,
+        status=Message.Status.COMPLETE,
+        seq=seq,
+        content_seq=seq,
+        client_id=client_id,
+        parent=parent,
+        author=sender,
+        author_name=sender.get_username(),
+    )
+    reply = _reply(thread=thread, message=message, seq=seq + 1)
+    # One INSERT for both: the reply refers to its message by an id set on creation.
+    Message.objects.bulk_create([message, reply])
+    start = _reply_queue(reply)
+    if not thread.title:
+        thread.title = title_from_content(content)
+        thread.save(update_fields=["title"])
+    posted = Chunk(thread=thread, seq=seq, message=message, kind=Chunk.Kind.MESSAGE)
+    chunks_record(thread_id=thread.pk, chunks=[posted, start], messages=[message, reply])
     return Posted(message=message, reply=reply)
 
 
@@ -241,24 +267,34 @@ def thread_start(
         return message_post(thread=thread, content=content, client_id=client_id, author=person)
 
 
-def reply_retry(*, thread: Thread, reply: Message, person: User | None = None) -> Message:
-    """Answer the user message of a failed or cancelled reply again, with a new reply; counted as `person`'s send.
+def reply_regenerate(*, thread: Thread, reply: Message, person: User | None = None) -> Message:
+    """Answer the user message of `reply` again, with a new version of the reply on the active path.
 
-    `person` is who asked (the owner when not given).
+    Counted as a send of `person`, who asked (the owner when not given). The earlier
+    versions are kept, with what followed them, and can be shown again
+    (threads.versions.version_switch).
     """
+    if reply.thread_id != thread.pk or reply.role != Message.Role.ASSISTANT:
+        raise BadRequest("Only a reply in this thread can be regenerated.")
+    assert isinstance(reply.reply_to, Message), "a reply answers a message of its thread"
+    with transaction.atomic():
+        locked = _lock_thread(thread, person_id=person.pk if person is not None else None)
+        _refuse_if_busy(locked)
+        # A provider request like a send, counted for whoever asked.
+        reply_count(user_id=person.pk if person is not None else locked.owner_id)
+        path_branch(thread=locked, parent=reply.reply_to)
+        seq = seq_allocate(thread_id=locked.pk, touched_at=timezone.now())
+        again = _reply(thread=locked, message=reply.reply_to, seq=seq)
+        again.save()
+        start = _reply_queue(again)
+        chunks_record(thread_id=locked.pk, chunks=[start], messages=[again])
+    return again
+
+
+def reply_retry(*, thread: Thread, reply: Message, person: User | None = None) -> Message:
+    """Regenerate a failed or cancelled reply for `person`: what the pages' Retry button and the admin's action do."""
     if reply.thread_id != thread.pk or reply.role != Message.Role.ASSISTANT:
         raise BadRequest("Only a reply in this thread can be retried.")
     if reply.status not in (Message.Status.FAILED, Message.Status.CANCELLED):
         raise BadRequest("Only a failed or cancelled reply can be retried.")
-    with transaction.atomic():
-        locked = _lock_thread(thread, person_id=person.pk if person is not None else thread.owner_id)
-        _refuse_if_busy(locked)
-        # A retry is a provider request like a send, counted for whoever asked.
-        reply_count(user_id=person.pk if person is not None else locked.owner_id)
-        seq = seq_allocate(thread_id=locked.pk, touched_at=timezone.now())
-        assert isinstance(reply.reply_to, Message), "a reply answers a message of its thread"
-        retry = _reply(thread=locked, message=reply.reply_to, seq=seq)
-        retry.save()
-        start = _reply_queue(retry)
-        chunks_record(thread_id=locked.pk, chunks=[start], messages=[retry])
-    return retry
+    return reply_regenerate(thread=thread, reply=reply, person=person)

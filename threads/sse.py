@@ -19,7 +19,6 @@ from django.http import HttpRequest, StreamingHttpResponse
 
 from streaming import events
 from streaming.cursors import parse_cursor
-from streaming.errors import BadRequest
 from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
 from .access import person_of, request_link_ids, request_stream_grants, thread_access
@@ -89,13 +88,4 @@ def thread_event_stream(request: AuthenticatedHttpRequest, thread_id: str) -> St
 @api_view("GET")
 def thread_events(request: AuthenticatedHttpRequest, thread_id: str) -> StreamingHttpResponse:
     """Stream a thread's log from the cursor on, then live."""
-    return thread_event_stream(request, thread_id)
-
-
-@api_view("GET")
-def chat_stream(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
-    """The seed API's `GET /api/chat/stream?id=<thread id>`: the thread's records from the beginning, then live."""
-    thread_id = request.GET.get("id")
-    if not thread_id:
-        raise BadRequest("id is required: the thread to stream.")
     return thread_event_stream(request, thread_id)

@@ -83,6 +83,9 @@ export class MessageList {
   create(message) {
     const item = this.templates[message.role].content.firstElementChild.cloneNode(true);
     item.dataset.messageId = message.id;
+    item.dataset.parentId = message.parent_id ?? "";
+    if (message.versions) item.dataset.versionIds = message.versions.ids.join(" ");
+    item.hidden = message.on_path === false; // a version not shown (static/chat/versions.js)
     const retry = item.querySelector("[data-retry]");
     if (retry) retry.action = retry.getAttribute("action").replace("MESSAGE_ID", message.id);
     item.dataset.content = message.content;

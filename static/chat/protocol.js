@@ -22,4 +22,5 @@ export const ErrorCode = Object.freeze({
   PROVIDER_ERROR: "provider_error",
   INTERRUPTED: "interrupted",
   NOT_RUNNING: "not_running",
+  STREAM_ENDED: "stream_ended",
 });

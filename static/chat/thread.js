@@ -18,6 +18,7 @@ import { setUpSidebar } from "./sidebar.js";
 import { ThreadSocket } from "./socket.js";
 import { ConnectionStatus } from "./status.js";
 import { setUpTitle } from "./title.js";
+import { Versions } from "./versions.js";
 
 const root = document.querySelector("main[data-thread-id]");
 const view = new MessageList(root);
@@ -31,6 +32,14 @@ const notice = root.querySelector("[data-notice]");
 const jump = root.querySelector("[data-jump]");
 const sidebar = setUpSidebar(document.querySelector("[data-app]"));
 const title = setUpTitle(root, showNotice, (saved) => sidebar.renamed(root.dataset.threadId, saved));
+const versions = new Versions(view, {
+  apiUrl: `/api/threads/${root.dataset.threadId}`,
+  newClientId,
+  replied: (reply) => ownReplies.add(reply.id),
+  refused: (error) => showNotice(error.code === "busy" ? busyExplained() : error.message, error.code),
+  partial: () => Boolean(root.querySelector("[data-earlier-wrap]")),
+  missing: () => resync(),
+});
 
 // What a refused send says, by whose reply is still being written.
 const BUSY_OWN = "The reply is still being written. Wait for the reply to finish or stop it (Esc).";
@@ -39,6 +48,8 @@ const BUSY_ELSEWHERE =
 const BUSY_UNSEEN =
   "A reply is still being written, perhaps from another tab. Wait for it to finish, or press Stop (Esc), then send again.";
 const OFFLINE = "Couldn’t reach the server, so nothing was sent. Check your connection and send again.";
+// Snapshots read before giving up and reloading the page, should each be behind the log.
+const RESYNC_ATTEMPTS = 3;
 // Errors a refused send can cause; its text goes back into the composer.
 const SEND_ERRORS = new Set(["busy", "too_long", "bad_request", "rate_limited", "forbidden"]);
 
@@ -76,6 +87,7 @@ function onFrame(frame) {
     sendPending(); // a send the last socket may have lost; its client_id makes it safe to repeat
   } else if (frame.type === "reset") {
     view.reset(frame.messages);
+    versions.refresh();
     sidebar.replying(root.dataset.threadId, Boolean(view.streaming()));
     offerEarlier(frame.next); // a reset holds the newest messages that fit one frame; `next` says more exist
     advance(frame.seq);
@@ -111,6 +123,7 @@ function apply(event) {
   if (event.type === "message") {
     const confirms = pending && event.message.client_id === pending.client_id;
     view.add(event.message, confirms ? pending.element : null);
+    versions.added(event.message);
     if (confirms) {
       pending = null;
       ownReplyNext = true;
@@ -120,12 +133,36 @@ function apply(event) {
     if (ownReplyNext) ownReplies.add(event.message.id);
     ownReplyNext = false;
     view.add(event.message);
+    versions.added(event.message);
+  } else if (event.type === "switch") {
+    versions.switched(event);
   } else if (event.type === "delta") {
     view.appendText(event.message_id, event.text);
   } else if (event.type === "end") {
     view.end(event.message_id, event.status, event.error);
     if (notice.dataset.code === "busy") hideNotice(); // the reply it was about has ended
   }
+}
+
+/**
+ * Replace the messages shown with a fresh snapshot, as a `reset` does: the active path moved to
+ * versions older than the page holds. A snapshot behind the events already applied is read again.
+ */
+async function resync() {
+  for (let attempt = 0; attempt < RESYNC_ATTEMPTS; attempt += 1) {
+    let snapshot;
+    try {
+      snapshot = await getJSON(`/api/threads/${root.dataset.threadId}`);
+    } catch (error) {
+      showNotice(error.message);
+      return;
+    }
+    if (snapshot.seq >= cursor) {
+      onFrame({ type: "reset", seq: snapshot.seq, messages: snapshot.messages, next: snapshot.next });
+      return;
+    }
+  }
+  location.reload();
 }
 
 /** Return what to say when a send is refused because a reply is still being written. */
@@ -336,6 +373,7 @@ async function loadEarlier(button) {
     let first = null;
     view.keepInPlace(() => {
       first = view.prepend(html);
+      versions.refresh();
       if (!hasMore) button.closest("[data-earlier-wrap]").remove();
     });
     if (!hasMore && first) {

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("threads", "0007_invite"),
+        ("threads", "0009_message_versions_fill"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

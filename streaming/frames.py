@@ -1,0 +1,22 @@
+"""What a reader is handed: a protocol v1 frame, built once and shared by every reader of a thread.
+
+No Django here: the web server's module (chatsite/daphne_server.py) imports it before
+Django is set up.
+"""
+
+from dataclasses import dataclass
+
+# The ASGI scope extension under which a web server may offer `send_frame(frame)`: a
+# coroutine that sends a Frame's `data` as a WebSocket text message, as `websocket.send`
+# would, but from bytes it builds once per frame rather than once per socket (a server
+# sends frames unmasked, so they are the same bytes for every socket).
+SEND_FRAME_EXTENSION = "chatsite.send_frame"
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True)
+class Frame:
+    """A protocol v1 frame: its type, its JSON text, and the seq it brings a reader to (log events, ready, reset)."""
+
+    type: str
+    data: str
+    seq: int | None = None

@@ -1,0 +1,403 @@
+"""A web process's fan-out: each thread's live events received once, however many read it.
+
+A `ThreadSubscription` (streaming/subscription.py) does not subscribe to the channel
+layer itself. It joins the process's `Hub` with an `Inbox`, and the hub keeps, per event
+loop:
+
+- one `ThreadFeed` per thread somebody reads: one channel in the layer, one receive
+  task. It turns each message into frames once and puts that same batch in every
+  reader's inbox. It knows the last seq it handed on, so it fills a gap before a live
+  event from the database once for all its readers, and asks the database after
+  STREAM_REPAIR_SECONDS of quiet while a reply streams (also how it learns that the
+  thread was deleted);
+- one `NoticeFeed` per grant group (streaming/subscription.py's AccessGrant), which
+  flags each inbox under it on a revocation notice;
+- one timer, which runs the feeds' repairs and wakes each reader whose own timed duty
+  (a grant re-check, a keep-alive) is due, instead of a timeout per reader per message.
+
+The cursor stays with each reader (its `last_sent`): it drops what it has sent, and
+reads what it lacks from the database itself, so a backlog hands over to live events
+without loss or duplicates (I3). An inbox holds at most STREAM_SUBSCRIBER_QUEUE_FRAMES
+frames: a reader that falls further behind loses them and catches up from the database
+when it reads again (I10), without holding back the feed or the other readers.
+
+A feed, and the hub's timer, live while somebody reads: the last inbox to leave closes
+them and leaves the layer's groups.
+"""
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import partial
+from uuid import UUID
+
+from django.conf import settings
+
+from . import events
+from .broadcast import channel_layer
+from .frames import Frame
+from .models import Chunk, get_thread_model
+from .selectors import achunk_events_after, athread_last_seq, athread_streaming
+
+logger = logging.getLogger(__name__)
+
+
+class Inbox:
+    """What the hub holds for one reader: live frames it has not taken yet, and what needs its attention."""
+
+    def __init__(self, *, thread_id: UUID, grant_groups: Iterable[str] = ()) -> None:
+        self.thread_id = thread_id
+        self.grant_groups = tuple(grant_groups)
+        self.capacity: int = settings.STREAM_SUBSCRIBER_QUEUE_FRAMES
+        self.batches: deque[tuple[Frame, ...]] = deque()
+        self.queued = 0
+        self.wake = asyncio.Event()
+        # Set by the hub, cleared by the reader.
+        self.overflowed = False  # live frames were dropped: catch up from the database
+        self.noticed = False  # a revocation notice came for one of its grant groups
+        self.due = False  # the reader's own timed duty is due
+        self.presence_changed = False  # someone started or stopped watching the thread (streaming/presence.py)
+        # Set once, ending the reader: the thread was deleted, or its feed failed.
+        self.gone = False
+        self.failure: Exception | None = None
+        # Loop time of the reader's next timed duty, which the hub's timer watches.
+        self.duty_at = math.inf
+
+    def put(self, batch: tuple[Frame, ...]) -> None:
+        """Queue a batch of live frames, or drop everything queued once the reader is too far behind."""
+        if not self.overflowed:
+            if self.queued + len(batch) > self.capacity:
+                logger.info(
+                    "thread %s: a reader fell %d frames behind; it catches up from the database",
+                    self.thread_id,
+                    self.queued,
+                )
+                self.batches.clear()
+                self.queued = 0
+                self.overflowed = True
+            else:
+                self.batches.append(batch)
+                self.queued += len(batch)
+        self.wake.set()
+
+    def take(self) -> tuple[Frame, ...] | None:
+        """Return the oldest batch not taken yet, if any."""
+        if not self.batches:
+            return None
+        batch = self.batches.popleft()
+        self.queued -= len(batch)
+        return batch
+
+    def end(self, *, gone: bool = False, failure: Exception | None = None) -> None:
+        self.gone = self.gone or gone
+        self.failure = self.failure or failure
+        self.wake.set()
+
+
+class GroupFeed:
+    """One channel in the layer, joined to one group, read by one task for all the inboxes of the group."""
+
+    def __init__(self, hub: "Hub", group: str) -> None:
+        self.hub = hub
+        self.group = group
+        self.inboxes: set[Inbox] = set()
+        self.layer = channel_layer()
+        self.channel: str | None = None
+        self.receiving: asyncio.Task | None = None
+        # Run as a task of the feed's own, so that a reader cancelled while joining leaves it intact for the others.
+        self.opened = asyncio.ensure_future(self._open())
+        self.opened.add_done_callback(self._forget_unless_open)
+
+    async def _open(self) -> None:
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(self.group, self.channel)
+        await self.prepare()
+        self.receiving = asyncio.create_task(self._receive())
+
+    def _forget_unless_open(self, opened: asyncio.Future) -> None:
+        if opened.cancelled() or opened.exception() is not None:
+            self.hub.forget(self)  # its readers fail to join; the next ones try a new feed
+
+    async def prepare(self) -> None:
+        """Get ready to receive, once the group is joined."""
+
+    async def _receive(self) -> None:
+        assert self.channel is not None
+        try:
+            while True:
+                await self.handle(await self.layer.receive(self.channel))
+        except Exception as failure:
+            logger.exception("group %s: receiving failed; ending its streams so that they resume", self.group)
+            self.hub.forget(self)
+            for inbox in self.inboxes:
+                inbox.end(failure=failure)
+
+    async def handle(self, message: dict) -> None:
+        raise NotImplementedError
+
+    async def rejoin(self) -> None:
+        """Join the group again: the layer may have lost the membership (a Redis restart)."""
+        if self.channel is not None:
+            await self.layer.group_add(self.group, self.channel)
+
+    async def close(self) -> None:
+        """Stop receiving and leave the group."""
+        for task in (self.opened, self.receiving):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(self.opened, *([self.receiving] if self.receiving else []), return_exceptions=True)
+        if self.channel is not None:
+            try:
+                await self.layer.group_discard(self.group, self.channel)
+            except Exception:
+                logger.warning("group %s: leaving failed; the layer expires the membership", self.group, exc_info=True)
+
+
+class NoticeFeed(GroupFeed):
+    """A grant group's notices: on a revocation, each inbox under it is flagged to check its grants."""
+
+    async def handle(self, message: dict) -> None:
+        if message.get("type") == events.ACCESS_REVOKED:
+            for inbox in self.inboxes:
+                inbox.noticed = True
+                inbox.wake.set()
+
+
+class ThreadFeed(GroupFeed):
+    """A thread's live events and rename notices, framed once and put in every inbox of the thread."""
+
+    def __init__(self, hub: "Hub", thread_id: UUID) -> None:
+        self.thread_id = thread_id
+        self.repair_seconds: float = settings.STREAM_REPAIR_SECONDS
+        # The last seq handed on, and whether a reply streams as of it.
+        self.seq = 0
+        self.streaming = False
+        self.last_heard = 0.0  # loop time of the last message or repair
+        self.repairing: asyncio.Task | None = None
+        # Held while handing events on: the receive task and a repair never interleave theirs.
+        self.handing_on = asyncio.Lock()
+        super().__init__(hub, events.thread_group_name(thread_id))
+
+    async def prepare(self) -> None:
+        # Read after joining, before receiving: every event past `seq` comes live, every one up to it
+        # is in the database for each reader's backlog.
+        try:
+            self.seq = await athread_last_seq(thread_id=self.thread_id)
+        except get_thread_model().DoesNotExist:
+            self.seq = 0  # each reader learns it reading its own backlog
+        self.streaming = await athread_streaming(thread_id=self.thread_id)
+        self.last_heard = asyncio.get_running_loop().time()
+        if self.streaming:
+            self.hub.poke()
+
+    async def handle(self, message: dict) -> None:
+        self.last_heard = asyncio.get_running_loop().time()
+        kind = message.get("type")
+        if kind == events.THREAD_RENAMED:
+            self._fan_out((Frame("thread", message["frame"]),))
+        elif kind == events.ACCESS_REVOKED:
+            # On the thread's own group: it was deleted, and each reader's grants find it gone.
+            for inbox in self.inboxes:
+                inbox.noticed = True
+                inbox.wake.set()
+        elif kind == events.PRESENCE_CHANGED:
+            for inbox in self.inboxes:
+                inbox.presence_changed = True
+                inbox.wake.set()
+        elif "events" in message:
+            async with self.handing_on:
+                self._fan_out(await self._new_frames(message["events"]))
+
+    async def _new_frames(self, live: list[events.EncodedEvent]) -> tuple[Frame, ...]:
+        """Return the frames of the live events past `seq`, after those of a gap before them, read once."""
+        frames: list[Frame] = []
+        for seq, kind, data in live:
+            if seq <= self.seq:
+                continue
+            if seq > self.seq + 1:
+                frames.extend(await self._read_after(until=seq - 1))
+            frames.append(self._frame(seq, kind, data))
+        return tuple(frames)
+
+    async def _read_after(self, until: int) -> list[Frame]:
+        """Return the logged events after `seq`, up to `until`: one backlog page at most.
+
+        What a page does not bring (a long gap, or a log pruned by retention) each reader
+        reads itself, from its own cursor, when the next event shows it the gap.
+        """
+        page = await achunk_events_after(
+            thread_id=self.thread_id,
+            after=self.seq,
+            until=until,
+            limit=settings.STREAM_BACKLOG_PAGE_SIZE,
+            max_bytes=settings.STREAM_BACKLOG_PAGE_BYTES,
+        )
+        if not page or page[0][0] != self.seq + 1:
+            return []
+        return [self._frame(seq, kind, data) for seq, kind, data in page]
+
+    def _frame(self, seq: int, kind: str, data: str) -> Frame:
+        self.seq = seq
+        if kind == Chunk.Kind.START:
+            if not self.streaming:
+                self.hub.poke()  # a repair is now due after quiet
+            self.streaming = True
+        elif kind == Chunk.Kind.END:
+            self.streaming = False
+        return Frame(kind, data, seq=seq)
+
+    def _fan_out(self, batch: tuple[Frame, ...]) -> None:
+        if batch:
+            for inbox in self.inboxes:
+                inbox.put(batch)
+
+    def repair_due_at(self) -> float:
+        """Return the loop time of the next repair, or infinity when none is due (no reply streams)."""
+        if not self.streaming or self.receiving is None or self.repairing is not None:
+            return math.inf
+        return self.last_heard + self.repair_seconds
+
+    def start_repair(self) -> None:
+        self.repairing = asyncio.create_task(self._repair())
+
+    async def _repair(self) -> None:
+        """Hand on what the log holds past `seq` after quiet: events whose live copy was lost.
+
+        A primary-key read first (it also tells that the thread was deleted); the backlog is
+        read only when the log moved past `seq`.
+        """
+        try:
+            async with self.handing_on:
+                before = self.seq
+                try:
+                    last = await athread_last_seq(thread_id=self.thread_id)
+                except get_thread_model().DoesNotExist:
+                    for inbox in self.inboxes:
+                        inbox.end(gone=True)
+                    return
+                while self.seq < last:
+                    frames = await self._read_after(until=last)
+                    if not frames:
+                        self.seq = last  # pruned: each reader answers its gap with a reset
+                    self._fan_out(tuple(frames))
+                if self.seq > before:
+                    logger.info("thread %s: repaired events %d..%d", self.thread_id, before + 1, self.seq)
+                    await self.rejoin()
+        except Exception:
+            logger.warning("thread %s: repair failed; trying again after quiet", self.thread_id, exc_info=True)
+        finally:
+            self.last_heard = asyncio.get_running_loop().time()
+            self.repairing = None
+            self.hub.poke()  # the next repair is due after quiet again
+
+    async def close(self) -> None:
+        if self.repairing is not None:
+            self.repairing.cancel()
+            await asyncio.gather(self.repairing, return_exceptions=True)
+        await super().close()
+
+
+class Hub:
+    """The feeds and the timer of one event loop (so, of one web process)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.feeds: dict[str, GroupFeed] = {}
+        self.inboxes: set[Inbox] = set()
+        self.memberships: dict[Inbox, list[GroupFeed]] = {}
+        self.timer: asyncio.Task | None = None
+        self.poked = asyncio.Event()
+        self.next_at = math.inf  # when the timer looks next
+
+    def plan(self, inbox: Inbox, at: float) -> None:
+        """Have the timer wake `inbox` at loop time `at` (infinity: never) for its reader's timed duty."""
+        inbox.duty_at = at
+        if at < self.next_at:
+            self.poke()
+
+    async def join(self, inbox: Inbox) -> None:
+        """Put `inbox` in its thread's feed and its grant groups' feeds; return once they receive."""
+        feeds = [self._feed(events.thread_group_name(inbox.thread_id), lambda: ThreadFeed(self, inbox.thread_id))]
+        feeds += [self._feed(group, partial(NoticeFeed, self, group)) for group in inbox.grant_groups]
+        for feed in feeds:
+            feed.inboxes.add(inbox)
+        self.memberships[inbox] = feeds
+        self.inboxes.add(inbox)
+        if self.timer is None:
+            self.timer = asyncio.create_task(self._run_timer())
+        for feed in feeds:
+            # Shielded: a reader cancelled while joining does not cancel the opening the others share.
+            await asyncio.shield(feed.opened)
+
+    def _feed(self, group: str, make: Callable[[], GroupFeed]) -> GroupFeed:
+        feed = self.feeds.get(group)
+        if feed is None:
+            feed = self.feeds[group] = make()
+        return feed
+
+    def leave(self, inbox: Inbox) -> list[asyncio.Task]:
+        """Take `inbox` out; return the closing of the feeds (and timer) nobody reads any more."""
+        closing = []
+        self.inboxes.discard(inbox)
+        for feed in self.memberships.pop(inbox, []):
+            feed.inboxes.discard(inbox)
+            if not feed.inboxes:
+                self.forget(feed)
+                closing.append(asyncio.create_task(feed.close()))
+        if not self.inboxes:
+            if self.timer is not None:
+                self.timer.cancel()
+                closing.append(self.timer)
+                self.timer = None
+            if _hubs.get(self.loop) is self:
+                del _hubs[self.loop]
+        return closing
+
+    def forget(self, feed: GroupFeed) -> None:
+        """Take `feed` out of the hub, so that the next reader of its group opens a new one."""
+        if self.feeds.get(feed.group) is feed:
+            del self.feeds[feed.group]
+
+    def poke(self) -> None:
+        """Make the timer look again: a duty may now be due sooner than it planned."""
+        self.poked.set()
+
+    async def _run_timer(self) -> None:
+        while True:
+            self.poked.clear()
+            now = self.loop.time()
+            next_at = math.inf
+            for feed in self.feeds.values():
+                if isinstance(feed, ThreadFeed):
+                    repair_at = feed.repair_due_at()
+                    if repair_at <= now:
+                        feed.start_repair()
+                    else:
+                        next_at = min(next_at, repair_at)
+            for inbox in self.inboxes:
+                if inbox.duty_at <= now:
+                    inbox.duty_at = math.inf  # until the reader plans its next one
+                    inbox.due = True
+                    inbox.wake.set()
+                else:
+                    next_at = min(next_at, inbox.duty_at)
+            self.next_at = next_at
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes as the wait ends.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(None if next_at == math.inf else next_at):
+                    await self.poked.wait()
+
+
+_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+def process_hub() -> Hub:
+    """Return the hub of the running event loop, made on first use."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub(loop)
+    return hub

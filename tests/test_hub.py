@@ -1,0 +1,325 @@
+"""The process's hub: one channel-layer subscription per thread, however many read it (streaming/hub.py).
+
+Readers here are ThreadSubscriptions read in tasks of the test's loop, as the WebSocket
+consumer and the event-stream views read them; a real worker writes the replies.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer
+
+from streaming import hub as hub_module
+from streaming import subscription as subscription_module
+from streaming.broadcast import channel_layer
+from streaming.events import ACCESS_REVOKED, thread_group_name
+from streaming.layers import RedisPubSubChannelLayer
+from streaming.selectors import achunk_events_after
+from streaming.subscription import AccessGrant, AccessRevoked, Frame, SubscriptionEnded, ThreadGone, ThreadSubscription
+
+from .fakes import LossyInMemoryChannelLayer, LossyLayerMixin, LossyRedisChannelLayer
+from .test_sse import group_size
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DEADLINE_S = 15
+POLL_S = 0.01
+
+
+async def post(thread, content="Hello there"):
+    from threads.services import message_post
+
+    return await database_sync_to_async(message_post)(thread=thread, content=content, client_id=str(uuid.uuid4()))
+
+
+async def eventually(condition: Callable[[], bool], what: str) -> None:
+    """Return once `condition()` holds; fail after DEADLINE_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while not condition():
+        assert loop.time() < deadline, f"not within {DEADLINE_S} s: {what}"
+        await asyncio.sleep(POLL_S)
+
+
+class Reader:
+    """Reads a subscription in a task of its own; `reading` cleared makes it stop taking frames (a slow client)."""
+
+    def __init__(self, thread, after: int = 0, grants: tuple[AccessGrant, ...] = ()) -> None:
+        self.subscription = ThreadSubscription(thread=thread, after=after, grants=grants)
+        self.after = after
+        self.frames: list[Frame] = []
+        self.ended: SubscriptionEnded | None = None
+        self.reading = asyncio.Event()
+        self.reading.set()
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.subscription.frames():
+                assert frame is not None
+                self.frames.append(frame)
+                await self.reading.wait()
+        except SubscriptionEnded as ended:
+            self.ended = ended
+
+    @property
+    def log(self) -> list[tuple[int | None, str, str]]:
+        return [(frame.seq, frame.type, frame.data) for frame in self.frames if frame.type not in ("ready", "thread")]
+
+    def ends(self, count: int = 1) -> bool:
+        return sum(frame.type == "end" for frame in self.frames) >= count
+
+    def ready(self) -> bool:
+        return any(frame.type == "ready" for frame in self.frames)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def logged(thread, after: int = 0) -> list[tuple[int, str, str]]:
+    """Return the thread's log after `after`, as the database has it."""
+    return list(await achunk_events_after(thread_id=thread.id, after=after, limit=100_000))
+
+
+def hub_tasks() -> list[asyncio.Task]:
+    """Return the tasks the hub runs in this loop: its timer, its feeds' openings, receives and repairs."""
+    names = ("Hub.", "GroupFeed.", "ThreadFeed.", "NoticeFeed.")
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and getattr(task.get_coro(), "__qualname__", "").startswith(names)
+    ]
+
+
+async def assert_nothing_left(thread) -> None:
+    """No hub, hub task or group membership stays once nobody reads."""
+    await eventually(lambda: asyncio.get_running_loop() not in hub_module._hubs, "the hub goes")
+    await eventually(lambda: not hub_tasks(), "the hub's tasks end")
+    assert await group_size(thread_group_name(thread.id)) == 0
+
+
+class CountingLayerMixin:
+    """Counts the channels made and the groups joined in this process: real sends, counted."""
+
+    new_channels = 0
+    group_adds: list[str] = []
+
+    def _layers_own(self, name: str):
+        try:
+            return getattr(super(), name)
+        except AttributeError:  # the Redis pub/sub layer hands its methods on to a layer per loop
+            return getattr(self._get_layer(), name)  # type: ignore[attr-defined]
+
+    async def new_channel(self, *args, **kwargs) -> str:
+        CountingLayerMixin.new_channels += 1
+        return await self._layers_own("new_channel")(*args, **kwargs)
+
+    async def group_add(self, group: str, channel: str) -> None:
+        CountingLayerMixin.group_adds.append(group)
+        await self._layers_own("group_add")(group, channel)
+
+
+class CountingInMemoryChannelLayer(CountingLayerMixin, InMemoryChannelLayer):
+    pass
+
+
+class CountingRedisChannelLayer(CountingLayerMixin, RedisPubSubChannelLayer):
+    pass
+
+
+def use_layer(settings, in_memory: type, redis: type) -> None:
+    backend = redis if settings.REDIS_URL else in_memory
+    path = f"{backend.__module__}.{backend.__qualname__}"
+    settings.CHANNEL_LAYERS = {"default": {**settings.CHANNEL_LAYERS["default"], "BACKEND": path}}
+
+
+async def test_readers_joining_and_leaving_each_get_the_log_once_in_order(thread, worker, settings):
+    """Readers that join before, during and after replies, from various cursors, each get exactly the log."""
+    settings.SCRIPTED_TOKENS_PER_SECOND = 200
+    first = Reader(thread)
+    leaver = Reader(thread)
+    await eventually(lambda: first.ready() and leaver.ready(), "the first readers are ready")
+    await post(thread, "One")
+    await eventually(lambda: any(frame.type == "delta" for frame in first.frames), "the reply streams")
+    mid_reply = [Reader(thread), Reader(thread, after=2)]
+    await leaver.stop()
+    await eventually(lambda: first.ends(), "the first reply ends")
+    await post(thread, "Two")
+    second_reply = [Reader(thread, after=1)]
+    await eventually(lambda: all(reader.ends(2) for reader in [first, *mid_reply, *second_reply]), "both replies end")
+    after_both = Reader(thread)
+    await eventually(lambda: after_both.ends(2) and after_both.ready(), "the late reader reads the backlog")
+    for reader in [first, *mid_reply, *second_reply, after_both]:
+        assert reader.log == await logged(thread, after=reader.after)
+        assert reader.ended is None
+    seqs = [seq for seq, _, _ in leaver.log]
+    assert seqs == list(range(1, len(seqs) + 1)), "the reader that left got a gapless prefix"
+    for reader in [first, *mid_reply, *second_reply, after_both]:
+        await reader.stop()
+    await assert_nothing_left(thread)
+
+
+async def test_one_layer_subscription_per_thread_whatever_the_readers(thread, worker, settings):
+    """Five readers of one thread cost the process one channel and one group membership."""
+    use_layer(settings, CountingInMemoryChannelLayer, CountingRedisChannelLayer)
+    CountingLayerMixin.new_channels, CountingLayerMixin.group_adds = 0, []
+    readers = [Reader(thread) for _ in range(5)]
+    await eventually(lambda: all(reader.ready() for reader in readers), "every reader is ready")
+    await post(thread)
+    await eventually(lambda: all(reader.ends() for reader in readers), "the reply reaches every reader")
+    expected = await logged(thread)
+    assert all(reader.log == expected for reader in readers)
+    # (The worker started on the layer before this one: its channel is not counted.)
+    assert CountingLayerMixin.group_adds == [thread_group_name(thread.id)]
+    assert CountingLayerMixin.new_channels == 1
+    for reader in readers:
+        await reader.stop()
+    await assert_nothing_left(thread)
+
+
+async def test_a_lost_event_is_read_from_the_database_once_for_all_readers(thread, worker, settings, monkeypatch):
+    """With a layer losing every third event, the feed fills each gap with one read; readers read no gap themselves."""
+    use_layer(settings, LossyInMemoryChannelLayer, LossyRedisChannelLayer)
+    LossyLayerMixin.lost_seqs = []
+    reads = {"feed": 0, "readers": 0}
+
+    def counted(name: str, read):
+        async def counting(**kwargs):
+            reads[name] += 1
+            return await read(**kwargs)
+
+        return counting
+
+    monkeypatch.setattr(hub_module, "achunk_events_after", counted("feed", hub_module.achunk_events_after))
+    monkeypatch.setattr(
+        subscription_module, "achunk_events_after", counted("readers", subscription_module.achunk_events_after)
+    )
+    readers = [Reader(thread) for _ in range(4)]
+    await eventually(lambda: all(reader.ready() for reader in readers), "every reader is ready")
+    backlog_reads = reads["readers"]
+    await post(thread)
+    await eventually(lambda: all(reader.ends() for reader in readers), "the reply, repaired, reaches every reader")
+    expected = await logged(thread)
+    assert all(reader.log == expected for reader in readers)
+    assert LossyLayerMixin.lost_seqs, "the layer lost events"
+    # One read per gap (the lost `end` is found by a repair after quiet), whatever the number of readers.
+    assert 1 <= reads["feed"] <= len(LossyLayerMixin.lost_seqs)
+    assert reads["readers"] == backlog_reads, "no reader read a gap of its own"
+    for reader in readers:
+        await reader.stop()
+    await assert_nothing_left(thread)
+
+
+async def test_a_reader_that_stops_taking_frames_holds_back_nobody(thread, worker, settings):
+    """A paused reader's inbox overflows and is dropped; the others get the reply; it catches up when it reads again."""
+    settings.STREAM_SUBSCRIBER_QUEUE_FRAMES = 1
+    settings.SCRIPTED_TOKENS_PER_SECOND = 200
+    slow, fast = Reader(thread), [Reader(thread), Reader(thread)]
+    await eventually(lambda: slow.ready() and all(reader.ready() for reader in fast), "every reader is ready")
+    slow.reading.clear()
+    await post(thread)
+    await eventually(lambda: all(reader.ends() for reader in fast), "the fast readers get the whole reply")
+    assert not slow.ends(), "the slow reader took nothing meanwhile"
+    inbox = next(inbox for inbox in hub_module._hubs[asyncio.get_running_loop()].inboxes if inbox.overflowed)
+    assert inbox.queued == 0, "its frames were dropped, not kept"
+    slow.reading.set()
+    await eventually(lambda: slow.ends(), "the slow reader catches up")
+    expected = await logged(thread)
+    assert slow.log == expected and all(reader.log == expected for reader in fast)
+    for reader in [slow, *fast]:
+        await reader.stop()
+    await assert_nothing_left(thread)
+
+
+async def test_a_reader_cancelled_mid_backlog_leaves_nothing_behind(thread, settings):
+    """Cancelled while it reads a long backlog page by page, a reader leaves no task or membership."""
+    settings.STREAM_BACKLOG_PAGE_SIZE = 1
+    await post(thread)  # its message and start events: a backlog of two pages
+    reader = Reader(thread)
+    reader.reading.clear()  # holds it inside its backlog after the first frame
+    await eventually(lambda: len(reader.frames) == 1, "the reader is in its backlog")
+    assert hub_tasks(), "its feed receives meanwhile"
+    await reader.stop()
+    await assert_nothing_left(thread)
+
+
+async def test_a_reader_cancelled_while_joining_leaves_nothing_behind(thread):
+    """Cancelled before its feed is open, a reader leaves no task or membership, and the next one reads."""
+    reader = Reader(thread)
+    await asyncio.sleep(0)  # one loop turn: the reader starts joining
+    await reader.stop()
+    await assert_nothing_left(thread)
+    after = Reader(thread)
+    await eventually(after.ready, "a new reader is ready")
+    await after.stop()
+    await assert_nothing_left(thread)
+
+
+async def test_a_revoked_grant_ends_its_reader_only(thread, worker):
+    """A revocation notice ends the reader opened under that grant; another reader of the thread goes on."""
+    valid = {"token": True}
+
+    async def still_valid() -> bool:
+        return valid["token"]
+
+    grant = AccessGrant(
+        group=f"test-grant.{uuid.uuid4().hex}", still_valid=still_valid, detail="The token was revoked."
+    )
+    granted, other = Reader(thread, grants=(grant,)), Reader(thread)
+    await eventually(lambda: granted.ready() and other.ready(), "both readers are ready")
+    valid["token"] = False
+    await channel_layer().group_send(grant.group, {"type": ACCESS_REVOKED})
+    await eventually(lambda: granted.task.done(), "the revoked reader ends")
+    assert isinstance(granted.ended, AccessRevoked) and granted.ended.detail == "The token was revoked."
+    await post(thread)
+    await eventually(other.ends, "the other reader still gets the reply")
+    assert other.ended is None
+    await other.stop()
+    await assert_nothing_left(thread)
+    assert await group_size(grant.group) == 0
+
+
+async def test_deleting_the_thread_ends_every_reader(thread, settings):
+    """A thread deleted while its reply is pending ends all its readers with ThreadGone, found by one feed."""
+    settings.STREAM_REPAIR_SECONDS = 0.2
+    await post(thread)  # queued, with no worker: the readers wait for a reply that never comes
+    readers = [Reader(thread) for _ in range(3)]
+    await eventually(lambda: all(reader.ready() for reader in readers), "every reader is ready")
+    await thread.adelete()
+    await eventually(lambda: all(reader.task.done() for reader in readers), "every reader ends")
+    assert all(isinstance(reader.ended, ThreadGone) for reader in readers)
+    await assert_nothing_left(thread)
+
+
+class BreakingInMemoryChannelLayer(InMemoryChannelLayer):
+    """Fails a receive that brings a `test.break` message, as a layer whose connection broke would."""
+
+    async def receive(self, channel: str) -> dict:
+        message = await super().receive(channel)
+        if message.get("type") == "test.break":
+            raise ConnectionError("the channel layer went away")
+        return message
+
+
+async def test_a_feed_that_fails_ends_its_readers_and_the_next_reader_gets_a_new_one(thread, settings):
+    """Readers of a feed whose receive failed end (to resume, as a socket closed 1011 does); a new reader reads on."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_hub.BreakingInMemoryChannelLayer"}}
+    readers = [Reader(thread), Reader(thread)]
+    await eventually(lambda: all(reader.ready() for reader in readers), "every reader is ready")
+    await channel_layer().group_send(thread_group_name(thread.id), {"type": "test.break"})
+    await eventually(lambda: all(reader.task.done() for reader in readers), "every reader ends")
+    for reader in readers:
+        failure = reader.task.exception()
+        assert isinstance(failure, RuntimeError) and isinstance(failure.__cause__, ConnectionError)
+    await assert_nothing_left(thread)
+    after = Reader(thread)
+    await eventually(after.ready, "a new reader is ready")
+    await post(thread)  # no worker: its message and start events arrive live
+    await eventually(lambda: len(after.log) == 2, "the new reader gets live events")
+    assert after.log == await logged(thread)
+    await after.stop()
+    await assert_nothing_left(thread)
