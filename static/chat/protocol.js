@@ -22,4 +22,7 @@ export const ErrorCode = Object.freeze({
   PROVIDER_ERROR: "provider_error",
   INTERRUPTED: "interrupted",
   NOT_RUNNING: "not_running",
+  TOOL_STEPS_EXCEEDED: "tool_steps_exceeded",
+  TOOL_UNCERTAIN: "tool_uncertain",
+  NO_APPROVAL_PENDING: "no_approval_pending",
 });

@@ -1,0 +1,235 @@
+"""Agent replies: thinking, tool calls and their results stream through the log as parts, durably, step by step."""
+
+import asyncio
+import json
+import time
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+
+from streaming.events import snapshot_payload
+from streaming.models import Chunk
+from streaming.selectors import chunk_events_after, thread_snapshot
+from threads.models import Message
+
+from . import agent_tools
+from .agent_tools import runs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def tool_runs(tmp_path, monkeypatch, settings):
+    """Offer the counting tools besides the shipped ones; return the file their runs are counted in."""
+    path = tmp_path / "runs.txt"
+    monkeypatch.setenv(agent_tools.RUNS_FILE_VARIABLE, str(path))
+    settings.CHAT_TOOLS = agent_tools.ALL
+    settings.SCRIPTED_TOKENS_PER_SECOND = 400
+    settings.SCRIPTED_REPLY_TOKENS = 30
+    return path
+
+
+async def ask(socket, content: str) -> dict:
+    """Send `content` and return the reply's `end` event."""
+    await socket.send({"type": "send", "content": content, "client_id": str(uuid.uuid4())})
+    return await socket.receive_until(lambda frame: frame["type"] == "end")
+
+
+def parts_of(events: list[dict], message_id: str) -> list[dict]:
+    """Fold a reply's live events into its parts, as a client does."""
+    parts: list[dict] = []
+    text_open = False
+    for event in events:
+        if event.get("message_id") != message_id:
+            continue
+        if event["type"] == "delta":
+            if text_open:
+                parts[-1]["text"] += event["text"]
+            else:
+                parts.append({"type": "text", "text": event["text"]})
+                text_open = True
+        elif event["type"].startswith("part_"):
+            text_open = False
+            if event["type"] == "part_delta":
+                parts[event["index"]]["text"] += event["text"]
+            elif event["index"] == len(parts):
+                parts.append(event["part"])
+            else:
+                parts[event["index"]] = event["part"]
+    return parts
+
+
+def kinds(events: list[dict]) -> list[str]:
+    """The event types in order, runs of deltas as one."""
+    types: list[str] = []
+    for event in events:
+        if not (event["type"] == "delta" and types and types[-1] == "delta"):
+            types.append(event["type"])
+    return types
+
+
+async def test_a_tool_loop_runs_to_completion(thread, user, connect, worker, tool_runs):
+    """The model calls a tool, its result goes back, and the reply ends with text built on it."""
+    socket = await connect(thread.id, user)
+    end = await ask(socket, 'What is six times seven?\n/tool calculator {"expression": "6 * 7"}')
+    assert end["status"] == "complete"
+    events = socket.log_events
+    assert kinds(events) == ["message", "start", "part_start", "part_end", "part_start", "part_end", "delta", "end"]
+    call = events[2]["part"]
+    assert call == {
+        "type": "tool_call",
+        "id": "call_1_1",
+        "name": "calculator",
+        "input": {"expression": "6 * 7"},
+        "state": "called",
+    }
+    assert events[3]["part"]["state"] == "running"
+    result = events[5]["part"]
+    assert result == {
+        "type": "tool_result",
+        "tool_call_id": "call_1_1",
+        "name": "calculator",
+        "output": {"expression": "6 * 7", "value": 42},
+        "is_error": False,
+    }
+    reply = await Message.objects.aget(pk=end["message_id"])
+    assert reply.content.startswith('Tool calculator gave {"expression": "6 * 7", "value": 42}.')
+    assert reply.parts == parts_of(events, str(reply.id))
+    assert [part["type"] for part in reply.parts] == ["tool_call", "tool_result", "text"]
+
+
+async def test_parallel_tool_calls_of_one_model_call(thread, user, connect, worker, tool_runs):
+    """Two calls of one model call are logged in one step and both run, once each."""
+    socket = await connect(thread.id, user)
+    end = await ask(socket, "Count twice.\n/tool counter {}\n/tool idempotent_counter {}")
+    assert end["status"] == "complete"
+    events = socket.log_events
+    calls = [event for event in events if event["type"] == "part_start" and event["part"]["type"] == "tool_call"]
+    assert [call["part"]["id"] for call in calls] == ["call_1_1", "call_1_2"]
+    assert calls[1]["seq"] == calls[0]["seq"] + 1  # one step: the two calls are logged together
+    results = [
+        event["part"] for event in events if event["type"] == "part_end" and event["part"]["type"] == "tool_result"
+    ]
+    assert sorted(result["name"] for result in results) == ["counter", "idempotent_counter"]
+    assert len(runs(tool_runs, "counter")) == len(runs(tool_runs, "idempotent_counter")) == 1
+
+
+async def test_a_tool_that_raises_tells_the_model_and_the_reply_goes_on(thread, user, connect, worker, tool_runs):
+    socket = await connect(thread.id, user)
+    end = await ask(socket, "Try it.\n/tool broken {}")
+    assert end["status"] == "complete"
+    reply = await Message.objects.aget(pk=end["message_id"])
+    result = reply.parts[1]
+    assert result == {
+        "type": "tool_result",
+        "tool_call_id": "call_1_1",
+        "name": "broken",
+        "output": "the tool broke",
+        "is_error": True,
+    }
+    assert reply.content.startswith('Tool broken failed with "the tool broke".')
+
+
+async def test_bad_tool_input_and_unknown_tools_are_results_marked_as_errors(thread, user, connect, worker, tool_runs):
+    socket = await connect(thread.id, user)
+    end = await ask(
+        socket,
+        "Try these.\n"
+        "/tool calculator {\"expression\": \"__import__('os').system('true')\"}\n"
+        '/tool calculator {"expression": "9 ** 9 ** 9"}\n'
+        '/tool current_time {"timezone": "../../etc/passwd"}\n'
+        "/tool no_such_tool {}",
+    )
+    assert end["status"] == "complete"
+    reply = await Message.objects.aget(pk=end["message_id"])
+    results = {part["tool_call_id"]: part for part in reply.parts if part["type"] == "tool_result"}
+    assert all(result["is_error"] for result in results.values())
+    assert results["call_1_1"]["output"] == "Only numbers and arithmetic operators are allowed, not Call."
+    assert results["call_1_2"]["output"] == "Exponents are limited to 1000."
+    assert results["call_1_3"]["output"].startswith("Unknown time zone '../../etc/passwd'")
+    assert results["call_1_4"]["output"] == "There is no tool named 'no_such_tool'."
+
+
+async def test_past_the_step_limit_the_reply_fails_with_its_text_kept(
+    thread, user, connect, worker, tool_runs, settings
+):
+    settings.CHAT_MAX_TOOL_STEPS = 2
+    socket = await connect(thread.id, user)
+    end = await ask(socket, "Loop.\n/tool counter {}\n\n/tool counter {}\n\n/tool counter {}")
+    assert end["status"] == "failed"
+    assert end["error"]["code"] == "tool_steps_exceeded"
+    assert len(runs(tool_runs, "counter")) == 2
+    reply = await Message.objects.aget(pk=end["message_id"])
+    assert [part["type"] for part in reply.parts] == ["tool_call", "tool_result"] * 2
+
+
+async def test_thinking_streams_as_its_own_part_with_its_signature(thread, user, connect, worker, tool_runs, settings):
+    settings.SCRIPTED_TOKENS_PER_SECOND = 100  # thinking streams for longer than a few flush intervals
+    socket = await connect(thread.id, user)
+    end = await ask(socket, "Think first.\n/think")
+    events = socket.log_events
+    assert kinds(events)[:3] == ["message", "start", "part_start"]
+    thinking_events = [event["type"] for event in events if event.get("index") == 0]
+    assert thinking_events[0] == "part_start" and thinking_events[-1] == "part_end"
+    assert thinking_events.count("part_delta") > 1  # streamed in pieces, not at its end
+    reply = await Message.objects.aget(pk=end["message_id"])
+    thinking, text = reply.parts
+    assert thinking["type"] == "thinking"
+    assert thinking["text"] == "The question has 3 words; I answer it step by step."
+    assert len(thinking["signature"]) == 64
+    assert text == {"type": "text", "text": reply.content}
+    assert reply.parts == parts_of(events, str(reply.id))
+
+
+def backlog(thread_id, after: int) -> list[dict]:
+    return [json.loads(frame) for _, _, frame in chunk_events_after(thread_id=thread_id, after=after, limit=10_000)]
+
+
+async def test_replay_from_every_cursor_equals_the_live_frames(thread, user, connect, worker, tool_runs):
+    """After the reply ends and its deltas are compacted, every cursor replays the live frames byte for byte."""
+    socket = await connect(thread.id, user)
+    await ask(socket, 'Think and count.\n/think\n/tool counter {}\n/tool calculator {"expression": "1 + 1"}')
+    live = socket.log_events
+    assert await Chunk.objects.filter(span__gt=1).aexists()  # the replay reads compacted segments
+    for after in range(len(live) + 1):
+        assert await database_sync_to_async(backlog)(thread.id, after) == live[after:]
+    late = await connect(thread.id, user, after=3)
+    await late.receive_until(lambda frame: frame["type"] == "ready")
+    assert late.log_events == live[3:]
+
+
+async def test_a_snapshot_mid_reply_holds_the_parts_so_far(thread, user, connect, worker, tool_runs):
+    """A snapshot taken while a tool runs carries the call; snapshot plus later events equals the end (I4)."""
+    hold = tool_runs.parent / "hold"
+    hold.touch()
+    socket = await connect(thread.id, user)
+    await socket.send({"type": "send", "content": f'Hold.\n/tool counter {{"hold": "{hold}"}}', "client_id": None})
+    running = await socket.receive_until(lambda frame: frame.get("part", {}).get("state") == "running")
+    page = await database_sync_to_async(thread_snapshot)(thread=thread)
+    snapshot = snapshot_payload(thread, page)
+    reply = snapshot["messages"][-1]
+    assert snapshot["seq"] >= running["seq"]
+    assert reply["status"] == "streaming"
+    assert reply["parts"] == [running["part"]]
+    hold.unlink()
+    end = await socket.receive_until(lambda frame: frame["type"] == "end")
+    stored = await Message.objects.aget(pk=end["message_id"])
+    later = [event for event in socket.log_events if event["seq"] > snapshot["seq"]]
+    assert (
+        parts_of(
+            [{"type": "part_start", "message_id": reply["id"], "index": 0, "part": reply["parts"][0]}, *later],
+            reply["id"],
+        )
+        == stored.parts
+    )
+
+
+async def wait_for(condition, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
