@@ -9,12 +9,16 @@ import pytest
 from channels.db import database_sync_to_async
 
 from streaming.events import snapshot_payload
-from streaming.models import Chunk
+from streaming.models import Chunk, Generation
+from streaming.providers import Turn
+from streaming.providers.scripted import scripted_reply
 from streaming.selectors import chunk_events_after, thread_snapshot
+from streaming.worker import StreamWorker
 from threads.models import Message
 
 from . import agent_tools
 from .agent_tools import runs
+from .conftest import RECEIVE_TIMEOUT_S
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -225,7 +229,8 @@ async def test_a_snapshot_mid_reply_holds_the_parts_so_far(thread, user, connect
     )
 
 
-async def wait_for(condition, timeout: float = 10.0):
+async def wait_for(condition, timeout: float = RECEIVE_TIMEOUT_S):
+    """Poll `condition` (a coroutine function) until it returns something true; fail past `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = await condition()
@@ -233,3 +238,188 @@ async def wait_for(condition, timeout: float = 10.0):
             return value
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+class Workers:
+    """Worker loops a test starts and stops: a stop hands running replies over, cancelling their tools mid-run."""
+
+    def __init__(self) -> None:
+        self.running: dict[StreamWorker, asyncio.Task] = {}
+
+    def start(self, name: str) -> StreamWorker:
+        worker = StreamWorker(name=name)
+        self.running[worker] = asyncio.create_task(worker.run())
+        return worker
+
+    async def stop(self, worker: StreamWorker) -> None:
+        worker.stop()
+        await asyncio.wait_for(self.running.pop(worker), RECEIVE_TIMEOUT_S)
+
+
+@pytest.fixture
+async def workers():
+    workers = Workers()
+    yield workers
+    for worker in list(workers.running):
+        await workers.stop(worker)
+
+
+async def held_reply(connect, thread, user, tool: str, tool_runs, workers, worker_name="first"):
+    """Start a reply whose `tool` call is held mid-run on a worker of its own; return the socket and the hold."""
+    hold = tool_runs.parent / "hold"
+    hold.touch()
+    first = workers.start(worker_name)
+    socket = await connect(thread.id, user)
+    await socket.send({"type": "send", "content": f'Hold.\n/tool {tool} {{"hold": "{hold}"}}', "client_id": None})
+    await socket.receive_until(lambda frame: frame.get("part", {}).get("state") == "running")
+    await wait_for(lambda: asyncio.to_thread(runs, tool_runs, tool))
+    return socket, hold, first
+
+
+async def test_a_call_cut_off_mid_run_is_not_run_again_unless_idempotent(thread, user, connect, workers, tool_runs):
+    """Taken over after its run began, a call that is not idempotent fails the reply rather than run twice."""
+    socket, hold, first = await held_reply(connect, thread, user, "counter", tool_runs, workers)
+    await workers.stop(first)  # the run is cut off: it may or may not have had its effect
+    hold.unlink()
+    workers.start("second")
+    end = await socket.receive_until(lambda frame: frame["type"] == "end")
+    assert end["status"] == "failed"
+    assert end["error"]["code"] == "tool_uncertain"
+    assert len(runs(tool_runs, "counter")) == 1
+
+
+async def test_an_idempotent_call_cut_off_mid_run_runs_again(thread, user, connect, workers, tool_runs):
+    socket, hold, first = await held_reply(connect, thread, user, "idempotent_counter", tool_runs, workers)
+    await workers.stop(first)
+    hold.unlink()
+    workers.start("second")
+    end = await socket.receive_until(lambda frame: frame["type"] == "end")
+    assert end["status"] == "complete"
+    assert len(runs(tool_runs, "idempotent_counter")) == 2
+    reply = await Message.objects.aget(pk=end["message_id"])
+    assert [part["type"] for part in reply.parts] == ["tool_call", "tool_result", "text"]
+    assert reply.parts[1]["output"] == {"runs": 2}
+
+
+async def test_a_call_cut_off_mid_run_may_ask_approval_to_run_again(thread, user, connect, workers, tool_runs, client):
+    socket, hold, first = await held_reply(connect, thread, user, "retry_counter", tool_runs, workers)
+    await workers.stop(first)
+    hold.unlink()
+    workers.start("second")
+    ask_event = await socket.receive_until(lambda frame: frame.get("part", {}).get("type") == "approval")
+    assert ask_event["part"] == {"type": "approval", "tool_call_id": "call_1_1", "state": "requested", "retry": True}
+    await socket.send({"type": "approve", "tool_call_id": "call_1_1", "approved": True})
+    end = await socket.receive_until(lambda frame: frame["type"] == "end")
+    assert end["status"] == "complete"
+    assert len(runs(tool_runs, "retry_counter")) == 2
+
+
+async def test_a_result_committed_before_a_handover_is_never_produced_again(
+    thread, user, connect, workers, tool_runs, settings
+):
+    """Handed over between a tool's result and the end of the next model call, the reply goes on from its text."""
+    settings.SCRIPTED_TOKENS_PER_SECOND = 40
+    first = workers.start("first")
+    socket = await connect(thread.id, user)
+    content = "Count once.\n/tool counter {}"
+    await socket.send({"type": "send", "content": content, "client_id": None})
+    await socket.receive_until(lambda frame: frame.get("part", {}).get("type") == "tool_result")
+    await socket.receive_until(lambda frame: frame["type"] == "delta")
+    await workers.stop(first)
+    workers.start("second")
+    end = await socket.receive_until(lambda frame: frame["type"] == "end")
+    assert end["status"] == "complete"
+    assert len(runs(tool_runs, "counter")) == 1
+    reply = await Message.objects.aget(pk=end["message_id"])
+    expected = 'Tool counter gave {"runs": 1}.\n\n' + scripted_reply([Turn("user", content)], 30)
+    assert reply.content == expected
+    assert (await Generation.objects.aget(message=reply)).attempts == 2
+
+
+def approve_over_http(client, thread_id, tool_call_id: str, approved) -> tuple[int, dict]:
+    response = client.post(
+        f"/api/threads/{thread_id}/approvals",
+        {"tool_call_id": tool_call_id, "approved": approved},
+        content_type="application/json",
+    )
+    return response.status_code, response.json()
+
+
+async def test_approval_from_a_second_device_while_the_first_is_closed_across_a_restart(
+    thread, user, connect, workers, tool_runs, client
+):
+    """A reply waiting for approval holds no worker; approved over HTTP after every worker restarted, it goes on."""
+    first = workers.start("first")
+    socket = await connect(thread.id, user)
+    await socket.send({"type": "send", "content": "Guarded.\n/tool guarded_counter {}", "client_id": None})
+    asked = await socket.receive_until(lambda frame: frame.get("part", {}).get("type") == "approval")
+    assert asked["part"]["state"] == "requested" and not asked["part"]["retry"]
+    generation = await wait_for(
+        lambda: Generation.objects.filter(status="awaiting_approval", lease_token=None, worker="").afirst()
+    )
+    await socket.disconnect()
+    await workers.stop(first)
+    assert runs(tool_runs) == []
+    await database_sync_to_async(client.force_login)(user)
+    status, body = await database_sync_to_async(approve_over_http)(client, thread.id, "call_1_1", True)
+    assert (status, body) == (202, {"tool_call_id": "call_1_1", "approved": True})
+    workers.start("after-restart")
+    later = await connect(thread.id, user, after=asked["seq"])
+    end = await later.receive_until(lambda frame: frame["type"] == "end")
+    assert end["status"] == "complete"
+    assert len(runs(tool_runs, "guarded_counter")) == 1
+    decided = later.log_events[0]
+    assert decided["type"] == "part_end" and decided["part"]["state"] == "approved"
+    await generation.arefresh_from_db()
+    assert generation.status == "done"
+
+
+async def test_a_denied_call_is_sent_to_the_model_as_a_denial(thread, user, connect, worker, tool_runs):
+    socket = await connect(thread.id, user)
+    await socket.send({"type": "send", "content": "Guarded.\n/tool guarded_counter {}", "client_id": None})
+    await socket.receive_until(lambda frame: frame.get("part", {}).get("type") == "approval")
+    await socket.send({"type": "approve", "tool_call_id": "call_1_1", "approved": False})
+    end = await socket.receive_until(lambda frame: frame["type"] == "end")
+    assert end["status"] == "complete"
+    assert runs(tool_runs) == []
+    reply = await Message.objects.aget(pk=end["message_id"])
+    assert [part["type"] for part in reply.parts] == ["tool_call", "approval", "tool_result", "text"]
+    assert reply.parts[1]["state"] == "denied"
+    assert reply.parts[2]["is_error"] and reply.parts[2]["output"] == "A person denied this tool call."
+
+
+async def test_only_a_writer_of_the_thread_can_approve(thread, user, make_user, connect, worker, tool_runs, client):
+    """Another person is refused as if the thread did not exist; bad and stale approvals get clear errors."""
+    socket = await connect(thread.id, user)
+    await socket.send({"type": "send", "content": "Guarded.\n/tool guarded_counter {}", "client_id": None})
+    await socket.receive_until(lambda frame: frame.get("part", {}).get("type") == "approval")
+    mallory = await database_sync_to_async(make_user)("mallory")
+    await database_sync_to_async(client.force_login)(mallory)
+    status, body = await database_sync_to_async(approve_over_http)(client, thread.id, "call_1_1", True)
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    assert await Generation.objects.filter(status="awaiting_approval").aexists()
+    await database_sync_to_async(client.force_login)(user)
+    status, body = await database_sync_to_async(approve_over_http)(client, thread.id, "call_1_1", "yes")
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+    status, body = await database_sync_to_async(approve_over_http)(client, thread.id, "call_9_9", True)
+    assert (status, body["error"]["code"]) == (409, "no_approval_pending")
+    await socket.send({"type": "approve", "tool_call_id": "call_1_1", "approved": True})
+    await socket.receive_until(lambda frame: frame["type"] == "end")
+    status, body = await database_sync_to_async(approve_over_http)(client, thread.id, "call_1_1", True)
+    assert (status, body["error"]["code"]) == (409, "no_approval_pending")
+    assert len(runs(tool_runs, "guarded_counter")) == 1
+
+
+async def test_a_send_while_a_reply_awaits_approval_is_busy_and_cancel_ends_it(
+    thread, user, connect, worker, tool_runs
+):
+    socket = await connect(thread.id, user)
+    await socket.send({"type": "send", "content": "Guarded.\n/tool guarded_counter {}", "client_id": None})
+    await socket.receive_until(lambda frame: frame.get("part", {}).get("type") == "approval")
+    await socket.send({"type": "send", "content": "Another", "client_id": None})
+    refused = await socket.receive_until(lambda frame: frame["type"] == "error")
+    assert refused["code"] == "busy"
+    await socket.send({"type": "cancel"})
+    end = await socket.receive_until(lambda frame: frame["type"] == "end")
+    assert end["status"] == "cancelled"
+    assert runs(tool_runs) == []
