@@ -216,6 +216,9 @@ API_MAX_RESPONSE_BYTES = env.int("API_MAX_RESPONSE_BYTES", default=1024 * 1024)
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="") or None
 ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-sonnet-5-5")
 ANTHROPIC_MAX_TOKENS = env.int("ANTHROPIC_MAX_TOKENS", default=4096)
+# Tokens of extended thinking per model call (at least 1024); unset or 0: no thinking. A request's
+# max_tokens is ANTHROPIC_MAX_TOKENS plus this budget.
+ANTHROPIC_THINKING_BUDGET = env.int("ANTHROPIC_THINKING_BUDGET", default=0)
 # Base of the exponential backoff between the provider's mid-stream retries.
 ANTHROPIC_RETRY_BACKOFF_SECONDS = env.float("ANTHROPIC_RETRY_BACKOFF_SECONDS", default=1.0)
 

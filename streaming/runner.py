@@ -189,6 +189,8 @@ class ReplyRun:
         # request instead of draining it.
         async with contextlib.aclosing(self.provider.stream(request)) as events:
             async for event in events:
+                if self.thinking_index is not None and not isinstance(event, ThinkingDelta | ThinkingEnd):
+                    await self._thinking_end(None)  # broken off: the text after it goes on without it
                 if isinstance(event, TextDelta):
                     self._text(event.text)
                 elif isinstance(event, ThinkingDelta):
