@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import pytest
+
 from streaming.tools import ToolContext
 
 # Where runs are counted: one line per run, `name reply-id`.
@@ -76,3 +78,14 @@ ALL = [
     "threads.tools.current_time",
     "threads.tools.search_threads",
 ]
+
+
+@pytest.fixture
+def tool_runs(tmp_path, monkeypatch, settings) -> Path:
+    """Offer the counting tools besides the shipped ones, at a quick pace; return the file their runs are counted in."""
+    path = tmp_path / "runs.txt"
+    monkeypatch.setenv(RUNS_FILE_VARIABLE, str(path))
+    settings.CHAT_TOOLS = ALL
+    settings.SCRIPTED_TOKENS_PER_SECOND = 400
+    settings.SCRIPTED_REPLY_TOKENS = 30
+    return path

@@ -16,22 +16,10 @@ from streaming.selectors import chunk_events_after, thread_snapshot
 from streaming.worker import StreamWorker
 from threads.models import Message
 
-from . import agent_tools
-from .agent_tools import runs
+from .agent_tools import runs, tool_runs  # noqa: F401 (a fixture)
 from .conftest import RECEIVE_TIMEOUT_S
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def tool_runs(tmp_path, monkeypatch, settings):
-    """Offer the counting tools besides the shipped ones; return the file their runs are counted in."""
-    path = tmp_path / "runs.txt"
-    monkeypatch.setenv(agent_tools.RUNS_FILE_VARIABLE, str(path))
-    settings.CHAT_TOOLS = agent_tools.ALL
-    settings.SCRIPTED_TOKENS_PER_SECOND = 400
-    settings.SCRIPTED_REPLY_TOKENS = 30
-    return path
 
 
 async def ask(socket, content: str) -> dict:
