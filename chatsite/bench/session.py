@@ -151,6 +151,10 @@ class BenchSession:
             "DJANGO_DEBUG": "off",
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(32),
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # Production settings, but over plain HTTP on the loopback: no redirect to https, cookies
+            # the clients send back without TLS.
+            "DJANGO_SSL_REDIRECT": "off",
+            "DJANGO_SECURE_COOKIES": "off",
             "DJANGO_LOG_LEVEL": "INFO",
             # Unset on the embedded topology: the in-memory layer.
             "REDIS_URL": self.redis_url,

@@ -5,23 +5,26 @@ and the JSON-lines conversation with the orchestrator. No Django here: client pr
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.typing import Origin
+from . import wire
 
 # Handshakes run on a loaded machine, many at once.
 OPEN_TIMEOUT_SECONDS = 30.0
 
 
-def open_socket(*, port: int, thread_id: str, after: int, cookie: str) -> connect:
-    """Return a socket on `thread_id` from cursor `after`, opened as a browser opens it (await it, or `async with`)."""
-    return connect(
-        f"ws://127.0.0.1:{port}/ws/threads/{thread_id}/?after={after}",
-        origin=Origin(f"http://127.0.0.1:{port}"),
-        additional_headers={"Cookie": cookie},
-        open_timeout=OPEN_TIMEOUT_SECONDS,
-        max_size=None,
+async def open_socket(
+    *, port: int, thread_id: str, after: int, cookie: str, on_message: Callable[[bytes], None]
+) -> wire.WireSocket:
+    """Open a socket on `thread_id` from cursor `after` as a browser opens it; each message goes to `on_message`."""
+    return await wire.connect(
+        port=port,
+        path=f"/ws/threads/{thread_id}/?after={after}",
+        origin=f"http://127.0.0.1:{port}",
+        cookie=cookie,
+        on_message=on_message,
+        handshake_seconds=OPEN_TIMEOUT_SECONDS,
     )
 
 
@@ -36,15 +39,28 @@ def write_line(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def wait_ready(socket: ClientConnection) -> int:
-    """Read frames until `ready`; return how many came before it.
+class ReadyWatch:
+    """A socket's `on_message` that counts the frames before `ready`.
 
     The frame is recognised by its prefix rather than decoded: events.encode() writes
     `type` first, and decoding 10,000 backlog frames would time the client, not the server.
     """
-    frames = 0
-    async for text in socket:
-        if isinstance(text, str) and text.startswith('{"type":"ready"'):
-            return frames
-        frames += 1
-    raise ConnectionError(f"closed before ready (code {socket.close_code})")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def __call__(self, message: bytes) -> None:
+        if self.ready.done():
+            return
+        if message.startswith(b'{"type":"ready"'):
+            self.ready.set_result(self.frames)
+        else:
+            self.frames += 1
+
+    async def wait(self, socket: wire.WireSocket) -> int:
+        """Return how many frames came before `ready`; ConnectionError if the socket closed first."""
+        await asyncio.wait({self.ready, socket.closed}, return_when=asyncio.FIRST_COMPLETED)
+        if not self.ready.done():
+            raise ConnectionError(f"closed before ready (code {socket.close_code})")
+        return self.ready.result()

@@ -6,10 +6,8 @@ import time
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import WebSocketException
-
 from .sockets import open_socket
+from .wire import WireSocket
 
 if TYPE_CHECKING:
     from .client import Stream
@@ -27,7 +25,7 @@ class Tab:
         self.seqs: list[int] = []
         self.texts: dict[str, list[str]] = defaultdict(list)
         self.ready = asyncio.Event()
-        self.socket: ClientConnection | None = None
+        self.socket: WireSocket | None = None
         self.drops = self.resets = 0
 
     @property
@@ -40,18 +38,24 @@ class Tab:
             try:
                 async with gate:
                     self.socket = await open_socket(
-                        port=self.port, thread_id=self.stream.thread_id, after=self.cursor, cookie=self.stream.cookie
+                        port=self.port,
+                        thread_id=self.stream.thread_id,
+                        after=self.cursor,
+                        cookie=self.stream.cookie,
+                        on_message=self.on_message,
                     )
-                async for text in self.socket:
-                    self.on_frame(json.loads(text))
-            except (OSError, TimeoutError, WebSocketException):
+                await self.socket.closed
+            except (OSError, TimeoutError):
                 pass
             finally:
                 if self.socket is not None:
-                    await self.socket.close()
+                    self.socket.close()
             self.socket = None
             self.drops += 1
             await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+
+    def on_message(self, message: bytes) -> None:
+        self.on_frame(json.loads(message))
 
     def on_frame(self, frame: dict[str, Any]) -> None:
         kind, now = frame["type"], time.time()
@@ -75,9 +79,9 @@ class Tab:
         while True:
             try:
                 if self.socket is not None:
-                    await self.socket.send(json.dumps(frame))
+                    self.socket.send(json.dumps(frame))
                     return
-            except WebSocketException:
+            except ConnectionError:
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError("no socket to send on")
