@@ -124,7 +124,18 @@ def logged_reply_parts(*, message: AbstractMessage, upto_seq: int | None = None)
     ).order_by("seq")
     if upto_seq is not None:
         rows = rows.filter(seq__lte=upto_seq)
-    rows = rows.only("seq", "span", "kind", "text", "part_index", "event_lengths", "event_offsets_ms", "created_at")
+    rows = rows.only(
+        "thread_id",
+        "seq",
+        "span",
+        "message_id",
+        "kind",
+        "text",
+        "part_index",
+        "event_lengths",
+        "event_offsets_ms",
+        "created_at",
+    )
     return parts_fold(event for row in rows for event in chunk_events(row) if upto_seq is None or event.seq <= upto_seq)
 
 

@@ -411,3 +411,13 @@ async def test_a_send_while_a_reply_awaits_approval_is_busy_and_cancel_ends_it(
     end = await socket.receive_until(lambda frame: frame["type"] == "end")
     assert end["status"] == "cancelled"
     assert runs(tool_runs) == []
+
+
+async def test_the_admin_timeline_shows_the_steps(thread, user, connect, worker, tool_runs, admin_client):
+    socket = await connect(thread.id, user)
+    end = await ask(socket, 'Compute.\n/tool calculator {"expression": "6 * 7"}')
+    url = f"/admin/threads/message/{end['message_id']}/timeline/"
+    page = (await database_sync_to_async(admin_client.get)(url)).content.decode()
+    assert 'data-part-type="tool_call"' in page and "tool call <code>calculator</code> call_1_1: running" in page
+    assert 'data-part-type="tool_result"' in page and "tool result for call_1_1" in page
+    assert "part_start #0" in page and "part_end #1" in page
