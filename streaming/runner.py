@@ -163,6 +163,7 @@ class ReplyRun:
         reply goes on from its last committed step.
         """
         try:
+            await self._close_broken_thinking()
             while True:
                 settled = await self._settle_tool_calls()
                 if isinstance(settled, dict):
@@ -180,6 +181,16 @@ class ReplyRun:
 
     def _failed(self, code: str, detail: str) -> dict[str, Any]:
         return {"status": MessageStatus.FAILED, "error": {"code": code, "detail": detail}, "usage": self.usage}
+
+    async def _close_broken_thinking(self) -> None:
+        """End a thinking part an earlier attempt may have left open: the model call it was in starts over.
+
+        Logged last, it was either broken off mid-way (no `part_end`) or ended just before its
+        worker died; ending it again with the part as logged changes nothing in the second case.
+        """
+        if self.parts and self.parts[-1]["type"] == "thinking":
+            index = len(self.parts) - 1
+            await self._step([PartEvent(kind=Chunk.Kind.PART_END, index=index, part=self.parts[index])])
 
     async def _model_call(self) -> dict[str, Any] | None:
         """Stream one model call; return how the reply ended, or None when it called tools (they are logged)."""

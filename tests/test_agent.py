@@ -7,14 +7,17 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import transaction
 
 from streaming.events import snapshot_payload
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply
 from streaming.selectors import chunk_events_after, thread_snapshot
+from streaming.services.log import chunks_record, seq_allocate
 from streaming.worker import StreamWorker
 from threads.models import Message
+from threads.services import message_post
 
 from .agent_tools import runs, tool_runs  # noqa: F401 (a fixture)
 from .conftest import RECEIVE_TIMEOUT_S
@@ -413,11 +416,26 @@ async def test_a_send_while_a_reply_awaits_approval_is_busy_and_cancel_ends_it(
     assert runs(tool_runs) == []
 
 
-async def test_the_admin_timeline_shows_the_steps(thread, user, connect, worker, tool_runs, admin_client):
-    socket = await connect(thread.id, user)
-    end = await ask(socket, 'Compute.\n/tool calculator {"expression": "6 * 7"}')
-    url = f"/admin/threads/message/{end['message_id']}/timeline/"
-    page = (await database_sync_to_async(admin_client.get)(url)).content.decode()
+def test_the_admin_timeline_shows_the_steps(thread, admin_client):
+    """A reply's steps, folded from its log while it runs, and each part event with its part's index."""
+    reply = message_post(thread=thread, content="Compute.", client_id=None).reply
+    call = {
+        "type": "tool_call",
+        "id": "call_1_1",
+        "name": "calculator",
+        "input": {"expression": "1"},
+        "state": "running",
+    }
+    result = {"type": "tool_result", "tool_call_id": "call_1_1", "name": "calculator", "output": 1, "is_error": False}
+    logged = [(Chunk.Kind.PART_START, 0, call), (Chunk.Kind.PART_END, 0, call), (Chunk.Kind.PART_START, 1, result)]
+    with transaction.atomic():
+        seq = seq_allocate(thread_id=thread.id, count=len(logged))
+        chunks = [
+            Chunk(thread=thread, seq=seq + offset, message=reply, kind=kind, part_index=index, text=json.dumps(part))
+            for offset, (kind, index, part) in enumerate(logged)
+        ]
+        chunks_record(thread_id=thread.id, chunks=chunks, messages=[reply])
+    page = admin_client.get(f"/admin/threads/message/{reply.id}/timeline/").content.decode()
     assert 'data-part-type="tool_call"' in page and "tool call <code>calculator</code> call_1_1: running" in page
     assert 'data-part-type="tool_result"' in page and "tool result for call_1_1" in page
-    assert "part_start #0" in page and "part_end #1" in page
+    assert "part_start #0" in page and "part_end #0" in page and "part_start #1" in page

@@ -152,3 +152,16 @@ def test_the_ai_sdk_chat_shows_an_agent_reply_and_takes_approvals(live_server_wi
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"\bpass 3\b", done.stdout), f"the Node tests ran and passed:\n{done.stdout}"
+
+
+async def test_the_event_stream_carries_the_part_events_as_the_websocket(
+    chat_request, thread, user, connect, worker, tool_runs
+):
+    socket = await connect(thread.id, user)
+    await socket.send({"type": "send", "content": '/think\n/tool calculator {"expression": "2 ** 10"}'})
+    await socket.receive_until(lambda frame: frame["type"] == "end")
+    stream = await chat_request(f"/api/threads/{thread.id}/events?after=0")
+    events = [await stream.event() for _ in socket.log_events]
+    assert [event.pop("_id") for event in events] == [event["seq"] for event in socket.log_events]
+    assert events == socket.log_events
+    assert {"part_start", "part_delta", "part_end"} <= {event["type"] for event in events}
