@@ -40,6 +40,7 @@ async def test_thinking_and_a_tool_call_stream_as_their_chunks(chat_request, thr
         "reasoning-delta",
         "reasoning-end",
         "tool-input-start",
+        "tool-input-delta",
         "tool-input-available",
         "tool-output-available",
         # The scripted model thinks before each call: the second one writes the text.

@@ -63,7 +63,8 @@ class UiMessageChunks:
     """Turns a reply's log events into UI message chunks, keeping what it needs across them.
 
     Text runs become `text-start`/`text-delta`/`text-end`; thinking becomes `reasoning-*`; a tool call
-    `tool-input-start` and `tool-input-available` (a dynamic tool: the client needs no
+    `tool-input-start`, its input's JSON as one `tool-input-delta` (a call is logged whole)
+    and `tool-input-available` (a dynamic tool: the client needs no
     definition of it), its result `tool-output-available` or `tool-output-error`, a denied
     call `tool-output-denied`; an approval asked for is a `tool-approval-request`, after
     which the stream finishes: the client answers it with a new request (`aisdk_send`).
@@ -107,6 +108,7 @@ class UiMessageChunks:
             named = {"toolCallId": part["id"], "toolName": part["name"], "dynamic": True}
             chunks += [
                 {"type": "tool-input-start", **named},
+                {"type": "tool-input-delta", "toolCallId": part["id"], "inputTextDelta": json.dumps(part["input"])},
                 {"type": "tool-input-available", **named, "input": part["input"]},
             ]
         elif part["type"] == "approval":
