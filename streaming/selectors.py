@@ -379,8 +379,9 @@ def message_page(
         else get_thread_model().objects.values_list("last_seq", flat=True).get(pk=thread.pk)
     )
     reply_texts = reply_texts_at(page, seq=seq)
+    reply_parts = reply_parts_at(page, seq=seq)
     if max_bytes is not None:
-        fitting = _newest_fitting(page, reply_texts, max_bytes=max_bytes, at_least_one=not strict)
+        fitting = _newest_fitting(page, reply_texts, reply_parts, max_bytes=max_bytes, at_least_one=not strict)
         more = more or fitting < len(page)
         page = page[len(page) - fitting :]
         if not page and more:
@@ -391,7 +392,7 @@ def message_page(
         seq=seq,
         next=page[0].seq if more else None,
         reply_texts=reply_texts,
-        reply_parts=reply_parts_at(page, seq=seq),
+        reply_parts=reply_parts,
     )
 
 
@@ -412,12 +413,18 @@ def _count_fitting(
 
 
 def _newest_fitting(
-    page: Sequence[AbstractMessage], reply_texts: dict[UUID, str], *, max_bytes: int, at_least_one: bool
+    page: Sequence[AbstractMessage],
+    reply_texts: dict[UUID, str],
+    reply_parts: dict[UUID, list[Part]],
+    *,
+    max_bytes: int,
+    at_least_one: bool,
 ) -> int:
     """Return how many of the newest messages of `page` (oldest first) encode within `max_bytes`, separators counted."""
     size, count = 0, 0
     for message in reversed(page):
-        size += len(encode(message_payload(message, content=reply_texts.get(message.id))).encode()) + 1
+        payload = message_payload(message, content=reply_texts.get(message.id), parts=reply_parts.get(message.id))
+        size += len(encode(payload).encode()) + 1
         if size > max_bytes and (count or not at_least_one):
             break
         count += 1
