@@ -16,21 +16,19 @@ from .broadcast import apublish_events
 from .committer import Committer, RoundFailed
 from .logs import log_generation
 from .models import Chunk, MessageStatus
-from .parts import model_calls_made, tool_calls, tool_results, trailing_text
+from .parts import model_calls_made, trailing_text
 from .protocol import ApprovalPart, ErrorCode, Part, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
 from .providers import BaseProvider, ProviderError, ReplyEnd, TextDelta, ThinkingDelta, ThinkingEnd, ToolCall
 from .services.claims import Claim
 from .services.commits import LeaseLost, Write, Written
 from .services.steps import PartEvent, astep_commit
-from .tools import Tool, ToolContext, get_tools
+from .tools import Tool, ToolContext, get_tools, tool_calls_plan
 
 # A no-op unless tracing is configured (chatsite/tracing.py).
 tracer = trace.get_tracer(__name__)
 
 # `_settle_tool_calls` found calls waiting for a person's decision: the reply pauses.
 PAUSED = "paused"
-# What the model is told of a call a person denied.
-DENIED = "A person denied this tool call."
 
 
 class ReplyRun:
@@ -284,48 +282,17 @@ class ReplyRun:
         Return None when all have results, PAUSED when some wait for a person's decision,
         or how the reply ended when a call may have run already and must not run again.
         """
-        results = tool_results(self.parts)
-        pending = [call for call in tool_calls(self.parts) if call["id"] not in results]
-        if not pending:
-            return None
-        approvals = {part["tool_call_id"]: part for part in self.parts if part["type"] == "approval"}
         tools = get_tools()
-        runs, denied, asks = [], [], []
-        for call in pending:
-            tool = tools.get(call["name"])
-            approval = approvals.get(call["id"])
-            # Its run began in an earlier attempt and left no result: it may have had its effect.
-            uncertain = call["state"] == "running"
-            if tool is None:
-                denied.append((call, f"There is no tool named {call['name']!r}."))
-            elif uncertain and not tool.idempotent:
-                retry = approval["state"] if approval is not None and approval["retry"] else None
-                if retry == "approved":
-                    runs.append(call)
-                elif retry == "denied":
-                    denied.append((call, DENIED))
-                elif tool.on_uncertain == "approve":
-                    asks.append((call, True))
-                else:
-                    detail = f"The tool call {call['name']} may have run already and cannot safely run again."
-                    return self._failed(ErrorCode.TOOL_UNCERTAIN, detail)
-            elif tool.requires_approval and not uncertain:
-                if approval is None:
-                    asks.append((call, False))
-                elif approval["state"] == "approved":
-                    runs.append(call)
-                elif approval["state"] == "denied":
-                    denied.append((call, DENIED))
-                else:
-                    asks.append((call, False))
-            else:
-                runs.append(call)
-        for call, reason in denied:
+        plan = tool_calls_plan(self.parts, tools)
+        if plan.cannot_rerun is not None:
+            detail = f"The tool call {plan.cannot_rerun['name']} may have run already and cannot safely run again."
+            return self._failed(ErrorCode.TOOL_UNCERTAIN, detail)
+        for call, reason in plan.refused:
             await self._result(call, reason, is_error=True)
-        if runs:
-            await self._run_tools(runs, tools)
-        if asks:
-            await self._ask_approval(asks)
+        if plan.runs:
+            await self._run_tools(plan.runs, tools)
+        if plan.asks:
+            await self._ask_approval(plan.asks)
             return PAUSED
         return None
 

@@ -9,7 +9,7 @@ running it again, or the reply fails with `tool_uncertain`.
 """
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
@@ -18,7 +18,12 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
+from .parts import tool_calls, tool_results
+from .protocol import ApprovalPart, Part, ToolCallPart
 from .providers import ToolSpec
+
+# What the model is told of a call a person denied.
+DENIED = "A person denied this tool call."
 
 
 @dataclass(frozen=True)
@@ -69,3 +74,55 @@ def tool_specs() -> list[ToolSpec]:
 def _reset_tools(*, setting: str, **kwargs) -> None:
     if setting == "CHAT_TOOLS":
         get_tools.cache_clear()
+
+
+@dataclass
+class ToolCallsPlan:
+    """What to do with a reply's logged tool calls that have no result yet."""
+
+    # Run now: their run never began, or may run again.
+    runs: list[ToolCallPart] = field(default_factory=list)
+    # Answered without running, with why: denied, or naming no tool.
+    refused: list[tuple[ToolCallPart, str]] = field(default_factory=list)
+    # Ask a person first; True for a call that may have run already (its approval is to run it again).
+    asks: list[tuple[ToolCallPart, bool]] = field(default_factory=list)
+    # A call that may have run already and whose tool says to fail rather than run it again.
+    cannot_rerun: ToolCallPart | None = None
+
+
+def tool_calls_plan(parts: list[Part], tools: dict[str, Tool]) -> ToolCallsPlan:
+    """Decide, for each tool call of `parts` without a result, whether it runs, is refused or waits for a person.
+
+    A call logged `running` began its run in an earlier attempt and left no result: it may
+    have had its effect, so it runs again only if its tool is idempotent, else as the tool's
+    `on_uncertain` says. A call of a tool that requires approval runs once approved.
+    """
+    results = tool_results(parts)
+    # The latest approval of each call: a call asked about again (to run it again) has two.
+    approvals: dict[str, ApprovalPart] = {part["tool_call_id"]: part for part in parts if part["type"] == "approval"}
+    plan = ToolCallsPlan()
+    for call in tool_calls(parts):
+        if call["id"] in results:
+            continue
+        tool, approval = tools.get(call["name"]), approvals.get(call["id"])
+        uncertain = call["state"] == "running"
+        if tool is None:
+            plan.refused.append((call, f"There is no tool named {call['name']!r}."))
+        elif uncertain and not tool.idempotent:
+            decided = approval["state"] if approval is not None and approval["retry"] else None
+            if decided == "approved":
+                plan.runs.append(call)
+            elif decided == "denied":
+                plan.refused.append((call, DENIED))
+            elif tool.on_uncertain == "approve":
+                plan.asks.append((call, True))
+            else:
+                plan.cannot_rerun = call
+                return plan
+        elif tool.requires_approval and not uncertain and (approval is None or approval["state"] == "requested"):
+            plan.asks.append((call, False))
+        elif tool.requires_approval and not uncertain and approval is not None and approval["state"] == "denied":
+            plan.refused.append((call, DENIED))
+        else:
+            plan.runs.append(call)
+    return plan
