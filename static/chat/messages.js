@@ -196,7 +196,9 @@ export class MessageList {
     template.innerHTML = html; // sanitised on the server, and inert inside a <template>
     const first = template.content.firstElementChild;
     decorateCodeBlocks(template.content);
+    const replies = [...template.content.querySelectorAll('[data-role="assistant"]')];
     this.list.prepend(template.content);
+    for (const item of replies) this.showSteps(item);
     return first;
   }
 
