@@ -85,7 +85,7 @@ export class MessageList {
 
   drawSteps(item) {
     const parts = this.parts.get(item.dataset.messageId) ?? [];
-    this.keepPinned(() => renderSteps(item.querySelector("[data-steps]"), parts, item.dataset.status === "streaming"));
+    renderSteps(item.querySelector("[data-steps]"), parts, item.dataset.status === "streaming");
   }
 
   /** Apply a part event to its reply; return false when the reply is not on the page. */
@@ -94,7 +94,7 @@ export class MessageList {
     const parts = this.parts.get(event.message_id);
     if (!item || !parts) return false;
     foldPart(parts, event);
-    this.drawSteps(item);
+    this.keepPinned(() => this.drawSteps(item));
     return true;
   }
 
@@ -165,8 +165,10 @@ export class MessageList {
     this.renderDirty();
     if (this.texts.has(id)) item.dataset.content = this.texts.get(id);
     this.texts.delete(id);
-    this.keepPinned(() => this.setStatus(item, status, error));
-    if (this.parts.has(id)) this.drawSteps(item); // approval cards left are answered no more
+    this.keepPinned(() => {
+      this.setStatus(item, status, error);
+      if (this.parts.has(id)) this.drawSteps(item); // approval cards left are answered no more
+    });
     return true;
   }
 
