@@ -49,6 +49,61 @@ async function storedReply(chatId) {
 
 const toolPart = (message) => message.parts.find((part) => part.type === 'dynamic-tool');
 
+// The thread's log events as a tab receives them: the event stream carries the WebSocket's frames.
+async function loggedEvents(chatId) {
+  const response = await fetch(`${base}/api/threads/${chatId}/events?after=0`, { headers });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const events = [];
+  let buffer = '';
+  while (!events.some((event) => event.type === 'end')) {
+    const { value, done } = await reader.read();
+    assert.ok(!done, 'the event stream ended before the reply did');
+    buffer += value;
+    const records = buffer.split('\n\n');
+    buffer = records.pop();
+    for (const record of records) {
+      const data = record.split('\n').find((line) => line.startsWith('data: '));
+      if (data) events.push(JSON.parse(data.slice('data: '.length)));
+    }
+  }
+  await reader.cancel();
+  return events;
+}
+
+// A tab's view of a reply: its events folded into parts, as the thread page folds them (static/chat/steps.js).
+function tabParts(events, messageId) {
+  const parts = [];
+  for (const event of events.filter((event) => event.message_id === messageId)) {
+    if (event.type === 'delta') {
+      if (parts.at(-1)?.type === 'text') parts.at(-1).text += event.text;
+      else parts.push({ type: 'text', text: event.text });
+    } else if (event.type === 'part_delta') parts[event.index].text += event.text;
+    else if (event.type === 'part_start' || event.type === 'part_end') parts[event.index] = event.part;
+  }
+  return parts;
+}
+
+// The parts as the AI SDK names them, from a tab's parts: a tool call and its result are one tool part.
+function asUiParts(parts) {
+  const results = new Map(parts.filter((part) => part.type === 'tool_result').map((part) => [part.tool_call_id, part]));
+  return parts.flatMap((part) => {
+    if (part.type === 'thinking') return [{ type: 'reasoning', text: part.text }];
+    if (part.type === 'text') return [{ type: 'text', text: part.text }];
+    if (part.type === 'tool_call') {
+      return [{ type: 'dynamic-tool', toolCallId: part.id, toolName: part.name, input: part.input, output: results.get(part.id).output }];
+    }
+    return [];
+  });
+}
+
+function simplified(message) {
+  return message.parts.map((part) =>
+    part.type === 'dynamic-tool'
+      ? { type: part.type, toolCallId: part.toolCallId, toolName: part.toolName, input: part.input, output: part.output }
+      : { type: part.type, text: part.text },
+  );
+}
+
 // Wait, with a deadline, until `condition()` holds: the Chat sends an approval's answer in the background.
 async function until(condition, what, timeoutMs = 20_000) {
   const deadline = Date.now() + timeoutMs;
@@ -58,11 +113,12 @@ async function until(condition, what, timeoutMs = 20_000) {
   }
 }
 
-test('an agent reply shows its thinking, tool call and text as the stored parts', async () => {
+test('an agent reply shows the parts a tab shows, as stored', async () => {
   const chat = new Chat();
   await chat.sendMessage({ text: 'Compute.\n/think\n/tool calculator {"expression": "6 * 7"}' });
   assert.equal(chat.status, 'ready');
   const message = chat.messages.at(-1);
+  assert.deepEqual(simplified(message), asUiParts(tabParts(await loggedEvents(chat.id), message.id)));
   const reply = await storedReply(chat.id);
   assert.equal(reply.status, 'complete');
   assert.equal(message.id, reply.id);
