@@ -66,6 +66,8 @@ def test_an_approval_card_works_from_another_tab_once_the_first_is_closed(open_c
     card = last_reply(second).locator(".step--tool")
     expect(card).to_have_attribute("data-state", "waiting", timeout=REPLY_TIMEOUT_MS)
     expect(card.locator(".step__approval")).to_contain_text("Run this tool?")
+    expect(last_reply(second).locator(".message__state--approval")).to_be_visible()
+    expect(last_reply(second).locator(".message__state--streaming")).to_be_hidden()
     screenshot(second, "agent-reply-approval-card")
     first.close()
     assert runs(agent_tools_offered, "guarded_counter") == []
