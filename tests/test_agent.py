@@ -439,3 +439,23 @@ def test_the_admin_timeline_shows_the_steps(thread, admin_client):
     assert 'data-part-type="tool_call"' in page and "tool call <code>calculator</code> call_1_1: running" in page
     assert 'data-part-type="tool_result"' in page and "tool result for call_1_1" in page
     assert "part_start #0" in page and "part_end #0" in page and "part_start #1" in page
+
+
+async def test_thinking_cut_off_by_a_handover_is_ended_and_the_reply_goes_on(
+    thread, user, connect, workers, tool_runs, settings
+):
+    settings.SCRIPTED_TOKENS_PER_SECOND = 20  # the thinking streams for over half a second
+    first = workers.start("first")
+    socket = await connect(thread.id, user)
+    await socket.send({"type": "send", "content": "Think.\n/think", "client_id": None})
+    await socket.receive_until(lambda frame: frame["type"] == "part_delta")
+    await workers.stop(first)
+    workers.start("second")
+    end = await socket.receive_until(lambda frame: frame["type"] == "end")
+    assert end["status"] == "complete"
+    starts = [event["index"] for event in socket.log_events if event["type"] == "part_start"]
+    ends = {event["index"] for event in socket.log_events if event["type"] == "part_end"}
+    assert starts == [0] and ends == {0}, "the thinking part that was cut off is ended, and not begun again"
+    reply = await Message.objects.aget(pk=end["message_id"])
+    assert [part["type"] for part in reply.parts] == ["thinking", "text"]
+    assert reply.parts[0]["signature"] is None  # cut off before its end: it is not sent back to a model
