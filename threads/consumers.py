@@ -19,10 +19,10 @@ from streaming.protocol import CloseCode
 from streaming.services.endings import generation_cancel
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
 
-from .inputs import parse_client_id, parse_json_object
+from .inputs import parse_approval, parse_client_id, parse_json_object
 from .models import Thread
-from .selectors import thread_get_for_user
-from .services import message_post
+from .selectors import thread_get_for_user, thread_get_for_writer
+from .services import message_post, tool_call_approve
 from .sessions import scope_stream_grant
 from .versions import version_frame_apply
 
@@ -138,8 +138,16 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         elif kind in ("edit", "regenerate", "switch"):
             await self._refuse_if_access_revoked()
             await database_sync_to_async(version_frame_apply)(thread=thread, frame=frame)
+        elif kind == "approve":
+            await self._refuse_if_access_revoked()
+            tool_call_id, approved = parse_approval(frame)
+            await database_sync_to_async(self._approve)(thread=thread, tool_call_id=tool_call_id, approved=approved)
         else:
-            raise BadRequest("Unknown frame type; expected send, cancel, ping, edit, regenerate or switch.")
+            raise BadRequest("Unknown frame type; expected send, cancel, ping, edit, regenerate, switch or approve.")
+
+    def _approve(self, *, thread: Thread, tool_call_id: str, approved: bool) -> None:
+        writable = thread_get_for_writer(user=cast(User, self.scope["user"]), thread_id=thread.id)
+        tool_call_approve(thread=writable, tool_call_id=tool_call_id, approved=approved)
 
     async def _refuse_if_access_revoked(self) -> None:
         """Raise AccessRevoked before a write if the socket's grant was revoked (the notice closing it may be lost)."""

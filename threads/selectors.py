@@ -37,6 +37,14 @@ def thread_get_for_user(*, user: User, thread_id: UUID | str) -> Thread:
 athread_get_for_user = database_sync_to_async(thread_get_for_user)
 
 
+def thread_get_for_writer(*, user: User, thread_id: UUID | str) -> Thread:
+    """Return the thread if the user may write it (send, approve a tool call); NotFound otherwise.
+
+    Writers are the thread's owner: the one check every write that is not a send goes through.
+    """
+    return thread_get_for_user(user=user, thread_id=thread_id)
+
+
 def thread_list_for_user(*, user: User) -> QuerySet[Thread]:
     return Thread.objects.filter(owner_id=user.pk).order_by("-updated_at")
 
