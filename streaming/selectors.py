@@ -47,10 +47,9 @@ def chunk_events_after(
         .order_by("seq_last")
         .only("seq", "span", "kind", "text", "part_index", "event_lengths", "message_id")[:rows]
     )
-    # Only message, start and end events carry message fields: fetch those messages once.
-    message_ids = {
-        chunk.message_id for chunk in chunks if chunk.kind in (Chunk.Kind.MESSAGE, Chunk.Kind.START, Chunk.Kind.END)
-    }
+    # Only message, start, end and switch events carry message fields: fetch those messages once.
+    with_message = (Chunk.Kind.MESSAGE, Chunk.Kind.START, Chunk.Kind.END, Chunk.Kind.SWITCH)
+    message_ids = {chunk.message_id for chunk in chunks if chunk.kind in with_message}
     messages = get_message_model().objects.in_bulk(message_ids) if message_ids else {}
     return encode_chunks(chunks, messages, after=after, until=stop)
 
