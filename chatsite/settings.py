@@ -218,8 +218,20 @@ API_MAX_RESPONSE_BYTES = env.int("API_MAX_RESPONSE_BYTES", default=1024 * 1024)
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="") or None
 ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-sonnet-5-5")
 ANTHROPIC_MAX_TOKENS = env.int("ANTHROPIC_MAX_TOKENS", default=4096)
+# Tokens of extended thinking per model call (at least 1024); unset or 0: no thinking. A request's
+# max_tokens is ANTHROPIC_MAX_TOKENS plus this budget.
+ANTHROPIC_THINKING_BUDGET = env.int("ANTHROPIC_THINKING_BUDGET", default=0)
 # Base of the exponential backoff between the provider's mid-stream retries.
 ANTHROPIC_RETRY_BACKOFF_SECONDS = env.float("ANTHROPIC_RETRY_BACKOFF_SECONDS", default=1.0)
+
+# The tools the model may call: dotted paths to tool objects (`streaming.tools.Tool`).
+CHAT_TOOLS = env.list(
+    "CHAT_TOOLS",
+    default=["threads.tools.calculator", "threads.tools.current_time", "threads.tools.search_threads"],
+)
+# The most model calls one reply makes (each but the last one calling tools); past it the reply
+# ends failed, `tool_steps_exceeded`, its text kept.
+CHAT_MAX_TOOL_STEPS = env.int("CHAT_MAX_TOOL_STEPS", default=8)
 
 SCRIPTED_TOKENS_PER_SECOND = env.float("SCRIPTED_TOKENS_PER_SECOND", default=40.0)
 SCRIPTED_REPLY_TOKENS = env.int("SCRIPTED_REPLY_TOKENS", default=120)

@@ -50,3 +50,10 @@ class RateLimited(ChatError):
 
     def http_headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class NoApprovalPending(ChatError):
+    """An approval or denial of a tool call that no reply is waiting on (decided already, or never asked)."""
+
+    code = ErrorCode.NO_APPROVAL_PENDING
+    http_status = 409

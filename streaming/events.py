@@ -26,6 +26,10 @@ from .protocol import (
     MessagePayload,
     MessageRole,
     MessageStatus,
+    Part,
+    PartDeltaEvent,
+    PartEndEvent,
+    PartStartEvent,
     Person,
     PongFrame,
     PresenceFrame,
@@ -79,23 +83,29 @@ def _parent_id(message: AbstractMessage) -> str | None:
 
 
 def message_payload(
-    message: AbstractMessage, *, content: str | None = None, versions: list[UUID] | None = None
+    message: AbstractMessage,
+    *,
+    content: str | None = None,
+    parts: list[Part] | None = None,
+    versions: list[UUID] | None = None,
 ) -> MessagePayload:
-    """Return a message as snapshots carry it, with `content` for its text if given, and whether it is on the path.
+    """Return a message as snapshots carry it, with `content` and `parts` for its own if given, and whether it is on
+    the path.
 
     With `versions` (the ids of its versions, itself among them, oldest first), it carries them too.
     """
-    payload = _message_payload(message, content=content)
+    payload = _message_payload(message, content=content, parts=parts)
     payload["on_path"] = message.on_path
     if versions is not None:
         payload["versions"] = Versions(index=versions.index(message.id), ids=[str(version) for version in versions])
     return payload
 
 
-def _message_payload(message: AbstractMessage, *, content: str | None) -> MessagePayload:
+def _message_payload(message: AbstractMessage, *, content: str | None, parts: list[Part] | None) -> MessagePayload:
+    """Return a message as clients see it in events; a reply carries its parts only when it has more than text."""
     if message.role == MessageRole.USER:
         return user_message_payload(message)
-    return AssistantMessage(
+    payload = AssistantMessage(
         id=str(message.id),
         role=MessageRole.ASSISTANT,
         content=message.content if content is None else content,
@@ -104,6 +114,10 @@ def _message_payload(message: AbstractMessage, *, content: str | None) -> Messag
         parent_id=_parent_id(message),
         **_reply_outcome(message),
     )
+    parts = message.parts if parts is None else parts
+    if any(part["type"] != "text" for part in parts):
+        payload["parts"] = parts
+    return payload
 
 
 def user_message_payload(message: AbstractMessage) -> UserMessage:
@@ -123,7 +137,12 @@ def user_message_payload(message: AbstractMessage) -> UserMessage:
 def message_payloads(page: ThreadMessages) -> list[MessagePayload]:
     """Return the messages of a page, each reply still streaming with its text at the page's seq (I4)."""
     return [
-        message_payload(message, content=page.reply_texts.get(message.id), versions=page.versions.get(message.id))
+        message_payload(
+            message,
+            content=page.reply_texts.get(message.id),
+            parts=page.reply_parts.get(message.id),
+            versions=page.versions.get(message.id),
+        )
         for message in page.messages
     ]
 
@@ -137,6 +156,8 @@ def chunk_event(chunk: Chunk, message: AbstractMessage | None) -> LogEvent:
     assert not chunk.is_segment, "a segment row holds several events: see encode_chunks"
     if chunk.kind == Chunk.Kind.DELTA:
         return delta_event(chunk.seq, chunk.message_id, chunk.text)
+    if chunk.kind in (Chunk.Kind.PART_START, Chunk.Kind.PART_DELTA, Chunk.Kind.PART_END):
+        return part_event(chunk)
     assert message is not None, f"a {chunk.kind} event needs its message"
     if chunk.kind == Chunk.Kind.MESSAGE:
         return MessageEvent(type="message", seq=chunk.seq, message=user_message_payload(message))
@@ -163,6 +184,22 @@ def chunk_event(chunk: Chunk, message: AbstractMessage | None) -> LogEvent:
         status=status,  # type: ignore[typeddict-item]  # the ended statuses are all this column holds here
         **_reply_outcome(message),
     )
+
+
+def part_event(chunk: Chunk) -> PartStartEvent | PartDeltaEvent | PartEndEvent:
+    """Return a part event from its row: the part is decoded from the row's JSON text, so every replay matches."""
+    assert chunk.part_index is not None, "a part event names its part"
+    message_id = str(chunk.message_id)
+    if chunk.kind == Chunk.Kind.PART_DELTA:
+        return PartDeltaEvent(
+            type="part_delta", seq=chunk.seq, message_id=message_id, index=chunk.part_index, text=chunk.text
+        )
+    part = json.loads(chunk.text)
+    if chunk.kind == Chunk.Kind.PART_START:
+        return PartStartEvent(
+            type="part_start", seq=chunk.seq, message_id=message_id, index=chunk.part_index, part=part
+        )
+    return PartEndEvent(type="part_end", seq=chunk.seq, message_id=message_id, index=chunk.part_index, part=part)
 
 
 def encode_chunks(

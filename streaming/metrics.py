@@ -23,11 +23,10 @@ TOKEN_RATE_BUCKETS = (1, 5, 10, 20, 30, 40, 50, 75, 100, 150, 200, 400)
 # A round is one transaction every STREAM_FLUSH_MS (40 ms by default) at most.
 ROUND_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
-# A reply held for a person's approval before it goes on. No generation has this status until
-# the feature exists, so its gauge reads 0 meanwhile; it is counted the same way as the others.
-PENDING_APPROVAL = "pending_approval"
+# A reply held for a person's approval of a tool call before it goes on.
+AWAITING_APPROVAL = "awaiting_approval"
 # Generation statuses reported from the database.
-REPORTED_GENERATION_STATUSES = ("queued", "running", PENDING_APPROVAL)
+REPORTED_GENERATION_STATUSES = ("queued", "running", AWAITING_APPROVAL)
 
 OPEN_STREAMS = Gauge(
     "chatsite_open_streams",
@@ -102,7 +101,7 @@ class GenerationStatusCollector:
         yield GaugeMetricFamily(
             "chatsite_replies_awaiting_approval",
             "Replies waiting for a person's approval before they go on (cluster-wide).",
-            value=counts.get(PENDING_APPROVAL, 0),
+            value=counts.get(AWAITING_APPROVAL, 0),
         )
 
 

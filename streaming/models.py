@@ -64,6 +64,9 @@ class AbstractMessage(models.Model):
     stop_reason = models.CharField(max_length=50, blank=True)
     usage = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
+    # A reply's parts (text, thinking, tool calls and results, approvals) folded from its log when it
+    # ends (`streaming.parts`); empty for a reply of text alone, whose text is `content`.
+    parts = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
@@ -108,6 +111,11 @@ class Chunk(models.Model):
         END = "end"
         # Another version of a message was chosen: the active path below its parent changed.
         SWITCH = "switch"
+        # A reply's parts other than its text (thinking, tool calls, tool results, approvals):
+        # see `streaming.parts`.
+        PART_START = "part_start"
+        PART_DELTA = "part_delta"
+        PART_END = "part_end"
 
     id = models.BigAutoField(primary_key=True)
     # Not indexed alone: the (thread, seq) and (thread, seq_last) indexes serve every lookup by thread.
@@ -126,6 +134,9 @@ class Chunk(models.Model):
     message = models.ForeignKey(settings.STREAM_MESSAGE_MODEL, on_delete=models.CASCADE, related_name="chunks")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     text = models.TextField(blank=True)
+    # A part event's part, by its place in the reply's parts; its `text` is the part as JSON
+    # (`part_start`, `part_end`) or the text it adds (`part_delta`). Null for other events.
+    part_index = models.PositiveSmallIntegerField(null=True, blank=True)
     # A segment's boundaries, one entry per event; null for a single event.
     event_lengths = models.JSONField(null=True, blank=True)
     # Each event's time, in ms after the row's created_at (the first event's time).
@@ -158,12 +169,14 @@ class Generation(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
+        # Paused until a person approves or denies a tool call: no worker or lease holds it.
+        AWAITING_APPROVAL = "awaiting_approval"
         DONE = "done"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     message = models.OneToOneField(settings.STREAM_MESSAGE_MODEL, on_delete=models.CASCADE, related_name="generation")
     thread = models.ForeignKey(settings.STREAM_THREAD_MODEL, on_delete=models.CASCADE, related_name="generations")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.QUEUED)
     worker = models.CharField(max_length=100, blank=True)
     # Fencing token: a new one on every claim, so a worker that lost its lease writes nothing more.
     lease_token = models.UUIDField(null=True, blank=True)
@@ -179,10 +192,11 @@ class Generation(models.Model):
 
     class Meta:
         constraints = [
-            # Invariant I6: one active generation per thread, enforced by the database too.
+            # Invariant I6: one active generation per thread, enforced by the database too. A reply
+            # awaiting approval is still active: a send meanwhile is refused as busy.
             models.UniqueConstraint(
                 fields=["thread"],
-                condition=models.Q(status__in=["queued", "running"]),
+                condition=models.Q(status__in=["queued", "running", "awaiting_approval"]),
                 name="generation_one_active_per_thread",
             )
         ]

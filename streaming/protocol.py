@@ -54,6 +54,12 @@ class ErrorCode(StrEnum):
     INTERRUPTED = "interrupted"
     NOT_RUNNING = "not_running"  # extension: a cancel with nothing running
     STREAM_ENDED = "stream_ended"  # extension: a resumable stream asked for after its reply ended (HTTP 410)
+    # Extensions for agent replies: a reply that made CHAT_MAX_TOOL_STEPS model calls and wanted
+    # more; a tool call that may have run when its worker died and must not run twice; an
+    # approval for a tool call that is not waiting for one.
+    TOOL_STEPS_EXCEEDED = "tool_steps_exceeded"
+    TOOL_UNCERTAIN = "tool_uncertain"
+    NO_APPROVAL_PENDING = "no_approval_pending"
 
 
 class CloseCode(IntEnum):
@@ -126,6 +132,59 @@ class UserMessage(TypedDict):
     versions: NotRequired[Versions]
 
 
+# A reply's parts (extension): what an agent reply holds besides its text, in the order it was written.
+
+
+class TextPart(TypedDict):
+    """A run of the reply's text: its `delta` events between other parts."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ThinkingPart(TypedDict):
+    """The model's extended thinking, streamed by `part_delta` events; the signature comes with its `part_end`."""
+
+    type: Literal["thinking"]
+    text: str
+    signature: str | None
+
+
+class ToolCallPart(TypedDict):
+    """A tool call the model made: `called` when logged, `running` once its run began (its `part_end`)."""
+
+    type: Literal["tool_call"]
+    id: str
+    name: str
+    input: dict[str, object]
+    state: Literal["called", "running"]
+
+
+class ToolResultPart(TypedDict):
+    """What a tool call gave back, or why it failed (`is_error`); a denied call's result says so."""
+
+    type: Literal["tool_result"]
+    tool_call_id: str
+    name: str
+    output: object
+    is_error: bool
+
+
+class ApprovalPart(TypedDict):
+    """A tool call waiting for a person's decision (`requested`), then decided by its `part_end`.
+
+    `retry` marks a call that may have run already (its worker died during it): approving it runs it again.
+    """
+
+    type: Literal["approval"]
+    tool_call_id: str
+    state: Literal["requested", "approved", "denied"]
+    retry: bool
+
+
+Part = TextPart | ThinkingPart | ToolCallPart | ToolResultPart | ApprovalPart
+
+
 class AssistantMessage(ReplyOutcome):
     """A reply, as snapshots carry it: one in progress has its text so far."""
 
@@ -141,6 +200,8 @@ class AssistantMessage(ReplyOutcome):
         Annotated[bool, SchemaHint(description="extension, in snapshots: on the thread's active path (shown)")]
     ]
     versions: NotRequired[Versions]
+    # Extension: an agent reply's parts, oldest first (a reply of text alone has none: its text is `content`).
+    parts: NotRequired[list[Part]]
 
 
 MessagePayload = UserMessage | AssistantMessage
@@ -204,7 +265,39 @@ class SwitchEvent(TypedDict):
     path: Annotated[list[UuidText], SchemaHint(description="the active path from message_id down, oldest first")]
 
 
-LogEvent = MessageEvent | StartEvent | DeltaEvent | EndEvent | SwitchEvent
+class PartStartEvent(TypedDict):
+    """Extension: a part of an agent reply begins, at `index` in its parts (text parts count too)."""
+
+    type: Literal["part_start"]
+    seq: Seq
+    message_id: UuidText
+    index: int
+    part: Part
+
+
+class PartDeltaEvent(TypedDict):
+    """Extension: text added to the part at `index` (a thinking part)."""
+
+    type: Literal["part_delta"]
+    seq: Seq
+    message_id: UuidText
+    index: int
+    text: str
+
+
+class PartEndEvent(TypedDict):
+    """Extension: the part at `index` is final (or, for a tool call, begins to run): `part` replaces it whole."""
+
+    type: Literal["part_end"]
+    seq: Seq
+    message_id: UuidText
+    index: int
+    part: Part
+
+
+LogEvent = (
+    MessageEvent | StartEvent | DeltaEvent | EndEvent | SwitchEvent | PartStartEvent | PartDeltaEvent | PartEndEvent
+)
 
 
 # Server → client, control frames: no seq of their own.
@@ -299,7 +392,15 @@ class SwitchFrame(TypedDict):
     message_id: UuidText
 
 
-ClientFrame = SendFrame | CancelFrame | PingFrame | EditFrame | RegenerateFrame | SwitchFrame
+class ApproveFrame(TypedDict):
+    """Extension: approve (or, with `approved` false, deny) the tool call `tool_call_id` of the waiting reply."""
+
+    type: Literal["approve"]
+    tool_call_id: str
+    approved: bool
+
+
+ClientFrame = SendFrame | CancelFrame | PingFrame | EditFrame | RegenerateFrame | SwitchFrame | ApproveFrame
 
 
 # Snapshots (HTTP, DESIGN.md §5): messages as in the `message` event, a reply in progress with its text so far.

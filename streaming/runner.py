@@ -2,7 +2,9 @@
 
 import asyncio
 import contextlib
+import json
 import logging
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
@@ -10,15 +12,23 @@ from django.conf import settings
 from opentelemetry import trace
 
 from . import metrics
+from .broadcast import apublish_events
 from .committer import Committer, RoundFailed
 from .logs import log_generation
-from .models import MessageStatus
-from .providers import BaseProvider, ProviderError, ReplyEnd
+from .models import Chunk, MessageStatus
+from .parts import model_calls_made, trailing_text
+from .protocol import ApprovalPart, ErrorCode, Part, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
+from .providers import BaseProvider, ProviderError, ReplyEnd, TextDelta, ThinkingDelta, ThinkingEnd, ToolCall
 from .services.claims import Claim
 from .services.commits import LeaseLost, Write, Written
+from .services.steps import PartEvent, astep_commit
+from .tools import Tool, ToolContext, get_tools, tool_calls_plan
 
 # A no-op unless tracing is configured (chatsite/tracing.py).
 tracer = trace.get_tracer(__name__)
+
+# `_settle_tool_calls` found calls waiting for a person's decision: the reply pauses.
+PAUSED = "paused"
 
 
 class ReplyRun:
@@ -39,9 +49,20 @@ class ReplyRun:
         self.loop = asyncio.get_running_loop()
         self.buffer: list[str] = []
         self.buffered_chars = 0
-        self.wrote_text = bool(claim.request.partial)
+        # The reply's parts as this attempt knows them: the logged ones, then its own as they come.
+        self.parts: list[Part] = [dict(part) for part in claim.request.parts]  # type: ignore[misc]
         # Text of the reply known to be committed: this attempt's and the earlier ones'.
-        self.committed_chars = len(claim.request.partial)
+        self.committed_chars = sum(len(part["text"]) for part in self.parts if part["type"] == "text")
+        self.wrote_text = self.committed_chars > 0
+        # Token counts summed over this attempt's model calls; None before the first ends.
+        self.usage: dict[str, int | None] | None = None
+        # The thinking part being streamed, and its text not logged yet.
+        self.thinking_index: int | None = None
+        self.thinking_buffer: list[str] = []
+        self.thinking_logged_at = 0.0
+        # Steps commit one at a time; a step first waits for the text before it (`flushed`).
+        self.stepping = asyncio.Lock()
+        self.flushed: asyncio.Future | None = None
         self.started_at = self.loop.time()
         self.flushes = 0
         # When this attempt's first text was committed: a completed reply's token rate counts from there.
@@ -72,6 +93,9 @@ class ReplyRun:
         self.committer.add(self)
         try:
             outcome = await self._read_until_end()
+            if outcome is None:
+                log_generation("generation.awaiting_approval", self.claim, ms=self._elapsed_ms())
+                return
             self.outcome = outcome  # the next round writes the rest of the text and the `end` event
             self.committer.request(self)
             await self.ended
@@ -107,6 +131,8 @@ class ReplyRun:
     def _fail(self, error: LeaseLost | RoundFailed) -> None:
         self.failure = self.failure or error
         self._stop_reading()
+        if self.flushed is not None and not self.flushed.done():
+            self.flushed.set_exception(error)
         if self.outcome is not None and not self.ended.done():
             self.ended.set_exception(error)
 
@@ -114,8 +140,8 @@ class ReplyRun:
         if self.reader is not None and not self.reader.done():
             self.reader.cancel()
 
-    async def _read_until_end(self) -> dict[str, Any]:
-        """Read the provider until it ends, fails or is cancelled; return how the reply ended."""
+    async def _read_until_end(self) -> dict[str, Any] | None:
+        """Read the provider until it ends, fails or is cancelled; return how the reply ended (None: it paused)."""
         self.reader = asyncio.ensure_future(self._read())
         try:
             outcome = await self.reader
@@ -128,19 +154,214 @@ class ReplyRun:
             raise self.failure
         return outcome
 
-    async def _read(self) -> dict[str, Any]:
+    async def _read(self) -> dict[str, Any] | None:
+        """Call the model, and run the tools it calls, until its turn ends; None when the reply paused for approval.
+
+        Each step is committed before the next begins (`services.steps`): taken over, the
+        reply goes on from its last committed step.
+        """
+        try:
+            await self._close_broken_thinking()
+            while True:
+                settled = await self._settle_tool_calls()
+                if isinstance(settled, dict):
+                    return settled
+                if settled == PAUSED:
+                    return None
+                if model_calls_made(self.parts) >= settings.CHAT_MAX_TOOL_STEPS:
+                    detail = f"The reply made {settings.CHAT_MAX_TOOL_STEPS} model calls and wanted more."
+                    return self._failed(ErrorCode.TOOL_STEPS_EXCEEDED, detail)
+                ended = await self._model_call()
+                if ended is not None:
+                    return ended
+        except ProviderError as error:
+            return self._failed(error.code, error.detail)
+
+    def _failed(self, code: str, detail: str) -> dict[str, Any]:
+        return {"status": MessageStatus.FAILED, "error": {"code": code, "detail": detail}, "usage": self.usage}
+
+    async def _close_broken_thinking(self) -> None:
+        """End a thinking part an earlier attempt may have left open: the model call it was in starts over.
+
+        Logged last, it was either broken off mid-way (no `part_end`) or ended just before its
+        worker died; ending it again with the part as logged changes nothing in the second case.
+        """
+        if self.parts and self.parts[-1]["type"] == "thinking":
+            index = len(self.parts) - 1
+            await self._step([PartEvent(kind=Chunk.Kind.PART_END, index=index, part=self.parts[index])])
+
+    async def _model_call(self) -> dict[str, Any] | None:
+        """Stream one model call; return how the reply ended, or None when it called tools (they are logged)."""
+        request = replace(self.claim.request, partial=trailing_text(self.parts), parts=list(self.parts))
+        calls: list[ToolCall] = []
         # Cancelling the read raises inside the provider, which closes its upstream
         # request instead of draining it.
-        async with contextlib.aclosing(self.provider.stream(self.claim.request)) as events:
-            try:
-                async for event in events:
-                    if isinstance(event, ReplyEnd):
-                        usage = {"input_tokens": event.input_tokens, "output_tokens": event.output_tokens}
-                        return {"status": MessageStatus.COMPLETE, "stop_reason": event.stop_reason, "usage": usage}
-                    self._buffer(event.text)
-            except ProviderError as error:
-                return {"status": MessageStatus.FAILED, "error": {"code": error.code, "detail": error.detail}}
+        async with contextlib.aclosing(self.provider.stream(request)) as events:
+            async for event in events:
+                if self.thinking_index is not None and not isinstance(event, ThinkingDelta | ThinkingEnd):
+                    await self._thinking_end(None)  # broken off: the text after it goes on without it
+                if isinstance(event, TextDelta):
+                    self._text(event.text)
+                elif isinstance(event, ThinkingDelta):
+                    await self._thinking(event.text)
+                elif isinstance(event, ThinkingEnd):
+                    await self._thinking_end(event.signature)
+                elif isinstance(event, ToolCall):
+                    calls.append(event)
+                else:
+                    self._count_usage(event)
+                    if calls:
+                        await self._calls_log(calls)
+                        return None
+                    return {"status": MessageStatus.COMPLETE, "stop_reason": event.stop_reason, "usage": self.usage}
         return {"status": MessageStatus.COMPLETE}
+
+    def _count_usage(self, end: ReplyEnd) -> None:
+        """Add a model call's token counts to the reply's."""
+        counts = {"input_tokens": end.input_tokens, "output_tokens": end.output_tokens}
+        if self.usage is None:
+            self.usage = counts
+            return
+        for key, tokens in counts.items():
+            if tokens is not None:
+                self.usage[key] = (self.usage[key] or 0) + tokens
+
+    def _text(self, text: str) -> None:
+        if not text:
+            return
+        if self.parts and self.parts[-1]["type"] == "text":
+            self.parts[-1]["text"] += text
+        else:
+            self.parts.append(TextPart(type="text", text=text))
+        self._buffer(text)
+
+    async def _thinking(self, text: str) -> None:
+        """Log thinking as it comes: its start at once, its text about every flush interval."""
+        if self.thinking_index is None:
+            self.thinking_index = len(self.parts)
+            part = ThinkingPart(type="thinking", text="", signature=None)
+            self.parts.append(part)
+            await self._step([PartEvent(kind=Chunk.Kind.PART_START, index=self.thinking_index, part=part)])
+            self.thinking_logged_at = self.loop.time()
+        self.thinking_buffer.append(text)
+        if self.loop.time() - self.thinking_logged_at >= settings.STREAM_FLUSH_MS / 1000:
+            await self._step(self._thinking_taken())
+            self.thinking_logged_at = self.loop.time()
+
+    def _thinking_taken(self) -> list[PartEvent]:
+        assert self.thinking_index is not None, "thinking was started"
+        text = "".join(self.thinking_buffer)
+        self.thinking_buffer = []
+        if not text:
+            return []
+        self.parts[self.thinking_index]["text"] += text  # type: ignore[typeddict-item]
+        return [PartEvent(kind=Chunk.Kind.PART_DELTA, index=self.thinking_index, text=text)]
+
+    async def _thinking_end(self, signature: str | None) -> None:
+        if self.thinking_index is None:
+            return
+        events = self._thinking_taken()
+        part = self.parts[self.thinking_index]
+        assert part["type"] == "thinking"
+        part["signature"] = signature
+        await self._step([*events, PartEvent(kind=Chunk.Kind.PART_END, index=self.thinking_index, part=part)])
+        self.thinking_index = None
+
+    async def _calls_log(self, calls: list[ToolCall]) -> None:
+        """Log a model call's tool calls together: one step, the model call's outcome."""
+        events = []
+        for call in calls:
+            part = ToolCallPart(type="tool_call", id=call.id, name=call.name, input=call.input, state="called")
+            events.append(PartEvent(kind=Chunk.Kind.PART_START, index=len(self.parts), part=part))
+            self.parts.append(part)
+        await self._step(events)
+
+    async def _settle_tool_calls(self) -> dict[str, Any] | str | None:
+        """Give every logged tool call without a result one, by the rules of `streaming.tools`.
+
+        Return None when all have results, PAUSED when some wait for a person's decision,
+        or how the reply ended when a call may have run already and must not run again.
+        """
+        tools = get_tools()
+        plan = tool_calls_plan(self.parts, tools)
+        if plan.cannot_rerun is not None:
+            detail = f"The tool call {plan.cannot_rerun['name']} may have run already and cannot safely run again."
+            return self._failed(ErrorCode.TOOL_UNCERTAIN, detail)
+        for call, reason in plan.refused:
+            await self._result(call, reason, is_error=True)
+        if plan.runs:
+            await self._run_tools(plan.runs, tools)
+        if plan.asks:
+            await self._ask_approval(plan.asks)
+            return PAUSED
+        return None
+
+    async def _run_tools(self, calls: list[ToolCallPart], tools: dict[str, Tool]) -> None:
+        """Log that the calls' runs begin, then run them at once, logging each result as it comes."""
+        started = []
+        for call in calls:
+            index = self.parts.index(call)
+            running = ToolCallPart(**{**call, "state": "running"})
+            self.parts[index] = running
+            started.append(PartEvent(kind=Chunk.Kind.PART_END, index=index, part=running))
+        await self._step(started)
+        await asyncio.gather(*(self._run_tool(call, tools[call["name"]]) for call in calls))
+
+    async def _run_tool(self, call: ToolCallPart, tool: Tool) -> None:
+        context = ToolContext(
+            thread_id=self.claim.thread_id, message_id=self.claim.message_id, user_message_id=self.claim.reply_to_id
+        )
+        try:
+            output = json.loads(json.dumps(await tool.run(call["input"], context)))
+        except Exception as error:
+            log_generation("generation.tool_error", self.claim, level=logging.WARNING, tool=call["name"])
+            await self._result(call, str(error) or type(error).__name__, is_error=True)
+        else:
+            await self._result(call, output, is_error=False)
+
+    async def _result(self, call: ToolCallPart, output: object, *, is_error: bool) -> None:
+        result = ToolResultPart(
+            type="tool_result", tool_call_id=call["id"], name=call["name"], output=output, is_error=is_error
+        )
+        index = len(self.parts)
+        self.parts.append(result)
+        await self._step(
+            [
+                PartEvent(kind=Chunk.Kind.PART_START, index=index, part=result),
+                PartEvent(kind=Chunk.Kind.PART_END, index=index, part=result),
+            ]
+        )
+
+    async def _ask_approval(self, asks: list[tuple[ToolCallPart, bool]]) -> None:
+        """Log the approvals asked for and release the reply until a person decides (`steps.tool_call_decide`)."""
+        events = []
+        for call, retry in asks:
+            approval = ApprovalPart(type="approval", tool_call_id=call["id"], state="requested", retry=retry)
+            events.append(PartEvent(kind=Chunk.Kind.PART_START, index=len(self.parts), part=approval))
+            self.parts.append(approval)
+        await self._step(events, pause=True)
+
+    async def _step(self, events: list[PartEvent], *, pause: bool = False) -> None:
+        """Commit one step once the text before it is committed, and publish it (I2: after its commit).
+
+        Steps of tools running at once commit one at a time, each with the index it was given.
+        """
+        if not events:
+            return
+        async with self.stepping:
+            await self._text_flushed()
+            if self.failure is not None:
+                raise self.failure
+            encoded = await astep_commit(claim=self.claim, events=events, pause=pause)
+            await apublish_events(self.claim.thread_id, encoded)
+
+    async def _text_flushed(self) -> None:
+        """Wait until a round has committed every text buffered so far."""
+        if not self.buffer:
+            return
+        self.flushed = self.loop.create_future()
+        self.committer.request(self)
+        await self.flushed
 
     def _buffer(self, text: str) -> None:
         if not text:
@@ -184,6 +405,8 @@ class ReplyRun:
             self.wrote_text = True
             self.committed_chars += len(write.text)
             self.flushes += 1
+        if self.flushed is not None and not self.buffer and not self.flushed.done():
+            self.flushed.set_result(None)
         if write.end is not None:
             if not self.ended.done():
                 self.ended.set_result(None)

@@ -23,6 +23,8 @@ from .models import (
     get_message_model,
     get_thread_model,
 )
+from .parts import PART_KINDS, parts_fold
+from .protocol import Part
 from .providers import Turn
 
 
@@ -43,10 +45,11 @@ def chunk_events_after(
     chunks = list(
         Chunk.objects.filter(thread_id=thread_id, seq_last__gt=after, seq__lte=stop)
         .order_by("seq_last")
-        .only("seq", "span", "kind", "text", "event_lengths", "message_id")[:rows]
+        .only("seq", "span", "kind", "text", "part_index", "event_lengths", "message_id")[:rows]
     )
-    # Only message, start and end events carry message fields: fetch those messages once.
-    message_ids = {chunk.message_id for chunk in chunks if chunk.kind != Chunk.Kind.DELTA}
+    # Only message, start, end and switch events carry message fields: fetch those messages once.
+    with_message = (Chunk.Kind.MESSAGE, Chunk.Kind.START, Chunk.Kind.END, Chunk.Kind.SWITCH)
+    message_ids = {chunk.message_id for chunk in chunks if chunk.kind in with_message}
     messages = get_message_model().objects.in_bulk(message_ids) if message_ids else {}
     return encode_chunks(chunks, messages, after=after, until=stop)
 
@@ -108,6 +111,40 @@ def logged_reply_text(*, message: AbstractMessage, upto_seq: int | None = None) 
         return "".join(rows.values_list("text", flat=True))
     rows = rows.filter(seq__lte=upto_seq).only("seq", "span", "text", "event_lengths", "event_offsets_ms", "created_at")
     return "".join(event.text for row in rows for event in chunk_events(row) if event.seq <= upto_seq)
+
+
+def logged_reply_parts(*, message: AbstractMessage, upto_seq: int | None = None) -> list[Part]:
+    """Return the reply's parts folded from its log, up to `upto_seq` if given (`streaming.parts`)."""
+    rows = Chunk.objects.filter(
+        thread_id=message.thread_id,
+        seq__gt=message.seq,
+        message_id=message.id,
+        kind__in=[Chunk.Kind.DELTA, *PART_KINDS],
+    ).order_by("seq")
+    if upto_seq is not None:
+        rows = rows.filter(seq__lte=upto_seq)
+    rows = rows.only(
+        "thread_id",
+        "seq",
+        "span",
+        "message_id",
+        "kind",
+        "text",
+        "part_index",
+        "event_lengths",
+        "event_offsets_ms",
+        "created_at",
+    )
+    return parts_fold(event for row in rows for event in chunk_events(row) if upto_seq is None or event.seq <= upto_seq)
+
+
+def reply_parts_at(messages: Sequence[AbstractMessage], *, seq: int) -> dict[UUID, list[Part]]:
+    """Return the parts at `seq` of each reply still streaming among `messages`, by id, for a snapshot at `seq`."""
+    return {
+        message.id: logged_reply_parts(message=message, upto_seq=seq)
+        for message in messages
+        if message.status == MessageStatus.STREAMING
+    }
 
 
 def reply_texts_at(messages: Sequence[AbstractMessage], *, seq: int) -> dict[UUID, str]:
@@ -282,6 +319,8 @@ class ThreadMessages:
     reply_texts: dict[UUID, str]
     # The versions of each message at `seq`, by message id: the messages of its role under its parent, oldest first.
     versions: dict[UUID, list[UUID]] = field(default_factory=dict)
+    # The parts at `seq` of each reply still streaming, by message id, as its text.
+    reply_parts: dict[UUID, list[Part]] = field(default_factory=dict)
 
 
 def thread_snapshot(
@@ -344,15 +383,23 @@ def message_page(
     )
     reply_texts = reply_texts_at(page, seq=seq)
     versions = message_versions(thread=thread, messages=page, seq=seq)
+    reply_parts = reply_parts_at(page, seq=seq)
     if max_bytes is not None:
-        fitting = _newest_fitting(page, reply_texts, versions, max_bytes=max_bytes, at_least_one=not strict)
+        fitting = _newest_fitting(
+            page, reply_texts, reply_parts, versions, max_bytes=max_bytes, at_least_one=not strict
+        )
         more = more or fitting < len(page)
         page = page[len(page) - fitting :]
         if not page and more:
             newest = (newest_first[0].seq if newest_first else newest_left_out or 0) + 1
             return ThreadMessages(messages=[], seq=seq, next=newest, reply_texts={})
     return ThreadMessages(
-        messages=page, seq=seq, next=page[0].seq if more else None, reply_texts=reply_texts, versions=versions
+        messages=page,
+        seq=seq,
+        next=page[0].seq if more else None,
+        reply_texts=reply_texts,
+        reply_parts=reply_parts,
+        versions=versions,
     )
 
 
@@ -400,6 +447,7 @@ def _count_fitting(
 def _newest_fitting(
     page: Sequence[AbstractMessage],
     reply_texts: dict[UUID, str],
+    reply_parts: dict[UUID, list[Part]],
     versions: dict[UUID, list[UUID]],
     *,
     max_bytes: int,
@@ -408,7 +456,12 @@ def _newest_fitting(
     """Return how many of the newest messages of `page` (oldest first) encode within `max_bytes`, separators counted."""
     size, count = 0, 0
     for message in reversed(page):
-        payload = message_payload(message, content=reply_texts.get(message.id), versions=versions.get(message.id))
+        payload = message_payload(
+            message,
+            content=reply_texts.get(message.id),
+            parts=reply_parts.get(message.id),
+            versions=versions.get(message.id),
+        )
         size += len(encode(payload).encode()) + 1
         if size > max_bytes and (count or not at_least_one):
             break

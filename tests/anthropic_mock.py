@@ -53,6 +53,11 @@ class MockResponse:
     # For error statuses: the body's error message, and the SDK-honoured retry hint.
     message: str = ""
     retry_after_ms: int | None = None
+    # A thinking block before the text (its deltas, then its signature), and tool_use blocks after
+    # it: each `{"id", "name", "input"}`, its input streamed as JSON in two pieces.
+    thinking: list[str] = field(default_factory=list)
+    signature: str = "sig-mock"
+    tool_uses: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -195,26 +200,28 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
                 "usage": {"input_tokens": response.input_tokens, "output_tokens": 1},
             }
             self._event("message_start", message=message)
-            self._event("content_block_start", index=0, content_block={"type": "text", "text": ""})
-            self._event("ping")
-            for sent, text in enumerate([*response.deltas, None]):
-                if sent == response.error_after:
-                    message_text = response.error_type.removesuffix("_error").capitalize()  # "Overloaded"
-                    self._event("error", error={"type": response.error_type, "message": message_text})
-                    self._end_body()
+            index = 0
+            if response.thinking:
+                self._event("content_block_start", index=index, content_block={"type": "thinking", "thinking": ""})
+                for text in response.thinking:
+                    self._event("content_block_delta", index=index, delta={"type": "thinking_delta", "thinking": text})
+                signature_delta = {"type": "signature_delta", "signature": response.signature}
+                self._event("content_block_delta", index=index, delta=signature_delta)
+                self._event("content_block_stop", index=index)
+                index += 1
+            if response.deltas or not response.tool_uses:
+                if not self._text_block(response, index):
                     return
-                if sent == response.drop_after:
-                    # Close without the final chunk: a connection lost mid-reply.
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
-                    return
-                if text is None:
-                    break
-                if response.delta_delay_s and mock.stopping.wait(response.delta_delay_s):
-                    return  # the server is shutting down
-                self._event("content_block_delta", index=0, delta={"type": "text_delta", "text": text})
-                mock.count_delta()
-            self._event("content_block_stop", index=0)
+                index += 1
+            for tool_use in response.tool_uses:
+                block = {"type": "tool_use", "id": tool_use["id"], "name": tool_use["name"], "input": {}}
+                self._event("content_block_start", index=index, content_block=block)
+                encoded = json.dumps(tool_use["input"])
+                for piece in (encoded[: len(encoded) // 2], encoded[len(encoded) // 2 :]):
+                    delta = {"type": "input_json_delta", "partial_json": piece}
+                    self._event("content_block_delta", index=index, delta=delta)
+                self._event("content_block_stop", index=index)
+                index += 1
             self._event(
                 "message_delta",
                 delta={"stop_reason": response.stop_reason, "stop_sequence": None},
@@ -222,6 +229,30 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
             )
             self._event("message_stop")
             self._end_body()
+
+        def _text_block(self, response: MockResponse, index: int) -> bool:
+            """Stream the text block; False when the stream was broken off or the server is stopping."""
+            self._event("content_block_start", index=index, content_block={"type": "text", "text": ""})
+            self._event("ping")
+            for sent, text in enumerate([*response.deltas, None]):
+                if sent == response.error_after:
+                    message_text = response.error_type.removesuffix("_error").capitalize()  # "Overloaded"
+                    self._event("error", error={"type": response.error_type, "message": message_text})
+                    self._end_body()
+                    return False
+                if sent == response.drop_after:
+                    # Close without the final chunk: a connection lost mid-reply.
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return False
+                if text is None:
+                    break
+                if response.delta_delay_s and mock.stopping.wait(response.delta_delay_s):
+                    return False  # the server is shutting down
+                self._event("content_block_delta", index=index, delta={"type": "text_delta", "text": text})
+                mock.count_delta()
+            self._event("content_block_stop", index=index)
+            return True
 
         def _end_body(self) -> None:
             self.wfile.write(b"0\r\n\r\n")

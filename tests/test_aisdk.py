@@ -167,7 +167,13 @@ def test_aisdk_send_while_busy_is_409_and_writes_nothing(client, thread, user):
 
 
 @pytest.fixture
-def live_server_with_token(tmp_path):
+def live_server_environment() -> dict[str, str]:
+    """Settings of the live server beyond the ones below, for a module to override."""
+    return {}
+
+
+@pytest.fixture
+def live_server_with_token(tmp_path, live_server_environment):
     """Start daphne on its own SQLite file with the inline worker; yield its URL and a token made by manage.py."""
     env = {
         key: value
@@ -182,6 +188,7 @@ def live_server_with_token(tmp_path):
         "SCRIPTED_TOKENS_PER_SECOND": "60",
         "SCRIPTED_REPLY_TOKENS": "80",
         "PYTHONUNBUFFERED": "1",
+        **live_server_environment,
     }
 
     def manage(*args: str) -> str:

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import transaction
 from django.test import Client
 
 from chatsite.asgi import application
-from streaming.models import Generation
+from streaming.models import Chunk, Generation
 from streaming.services.endings import generation_cancel
+from streaming.services.log import chunks_record, seq_allocate
 from threads.models import ApiToken, Membership, Message, ShareLink, Thread
 from threads.services import message_post, thread_create
 from threads.sharing import link_create, member_add
@@ -100,6 +102,8 @@ class Endpoint:
     listing: bool = False
     # Needs a reply being written (cancel, stop, resume).
     running: bool = False
+    # Needs a reply waiting for the approval of its tool call `call_1_1`.
+    awaiting: bool = False
     # Starts a thread on an unknown id: another user's answer is `not_found`.
     creates: bool = False
 
@@ -161,6 +165,15 @@ ENDPOINTS = [
     Endpoint("regenerate", "POST", lambda ids: f"/api/threads/{ids.thread}/replies/{ids.reply}/regenerate", "api", 202),
     # The version shown already: the owner is answered, and nothing changes.
     Endpoint("switch", "POST", lambda ids: f"/api/threads/{ids.thread}/messages/{ids.message}/switch", "api", 200),
+    Endpoint(
+        "approve",
+        "POST",
+        lambda ids: f"/api/threads/{ids.thread}/approvals",
+        "api",
+        202,
+        body=lambda ids: {"tool_call_id": "call_1_1", "approved": True},
+        awaiting=True,
+    ),
     Endpoint("event stream", "GET", lambda ids: f"/api/threads/{ids.thread}/events", "api", 200),
     Endpoint("seed send", "POST", lambda ids: "/api/chat", "api", 200, body=seed_body, creates=True),
     Endpoint("seed stream", "GET", lambda ids: f"/api/chat/stream?id={ids.thread}", "api", 200),
@@ -243,6 +256,8 @@ def test_endpoint_answers_each_role_as_it_should(world, endpoint, role):
     """The endpoint refuses anonymous callers, answers another user as an unknown id, and serves its owner."""
     if endpoint.running:
         message_post(thread=world.thread, content="Still writing?", client_id=None)
+    if endpoint.awaiting:
+        reply_awaiting_approval(world.thread)
     client = Client()
     if role != "anonymous":
         client.force_login({"other": world.other, "owner": world.owner, "staff": world.staff}[role])
@@ -265,6 +280,23 @@ def test_endpoint_answers_each_role_as_it_should(world, endpoint, role):
         assert response.status_code == endpoint.success, response.content[:500]
         if endpoint.listing:
             assert lists_the_owners(response, world)
+
+
+def reply_awaiting_approval(thread: Thread) -> None:
+    """Post a message whose reply called a tool that waits for approval, as a worker would have logged it."""
+    reply = message_post(thread=thread, content="Run it?", client_id=None).reply
+    call = {"type": "tool_call", "id": "call_1_1", "name": "counter", "input": {}, "state": "called"}
+    approval = {"type": "approval", "tool_call_id": "call_1_1", "state": "requested", "retry": False}
+    with transaction.atomic():
+        seq = seq_allocate(thread_id=thread.id, count=2)
+        chunks = [
+            Chunk(
+                thread=thread, seq=seq + index, message=reply, kind=Chunk.Kind.PART_START, part_index=index, text=text
+            )
+            for index, text in enumerate([json.dumps(call), json.dumps(approval)])
+        ]
+        chunks_record(thread_id=thread.id, chunks=chunks, messages=[reply])
+        Generation.objects.filter(message=reply).update(status=Generation.Status.AWAITING_APPROVAL)
 
 
 def lists_the_owners(response, world: World) -> bool:

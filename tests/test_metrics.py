@@ -78,7 +78,7 @@ def test_generation_gauges_count_the_database(client, settings, user):
     """Queued, running and awaiting-approval generations are counted from their rows at scrape time."""
     settings.METRICS_TOKEN, settings.METRICS_ALLOWED_NETWORKS = TOKEN, []
     client.force_login(user)
-    statuses = ["queued", "running", "pending_approval"]
+    statuses = ["queued", "running", "awaiting_approval"]
     for status in statuses:
         thread = thread_create(owner=user, title=status)
         client.post(f"/api/threads/{thread.id}/messages", {"content": "Hi"}, content_type="application/json")

@@ -155,8 +155,12 @@ def open_channels(layer) -> int:
     return len(layer.channels)
 
 
-async def test_a_socket_holds_one_channel_its_subscriptions(thread, user, connect):
-    """The consumer opens no channel-layer channel of its own: nothing is sent to it, its subscription has one."""
-    socket = await connect(thread.id, user)
-    await socket.receive_until(lambda frame: frame["type"] == "ready")
-    assert open_channels(get_channel_layer()) == 1
+async def test_sockets_hold_no_channels_of_their_own(thread, user, connect):
+    """Sockets open no channel-layer channels of their own: the process's hub holds one for the thread and one
+    for the person's session grant, however many sockets read them."""
+    first = await connect(thread.id, user)
+    await first.receive_until(lambda frame: frame["type"] == "ready")
+    assert open_channels(get_channel_layer()) == 2
+    second = await connect(thread.id, user)
+    await second.receive_until(lambda frame: frame["type"] == "ready")
+    assert open_channels(get_channel_layer()) == 2

@@ -111,7 +111,7 @@ async def test_revoking_ends_the_tokens_ai_sdk_stream(thread, user, open_bearer_
     # No worker runs: the reply stays in progress, so the stream would go on waiting for it.
     await database_sync_to_async(message_post)(thread=thread, content="Hi", client_id=None)
     stream = await open_bearer_stream(f"/api/chat/{thread.id}/stream", secret)
-    while '"text-start"' not in stream.buffer:
+    while '"type":"start"' not in stream.buffer:
         assert await stream.read_chunk()
     await revoke(user, token)
     body = await stream.read_all()

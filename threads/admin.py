@@ -30,8 +30,9 @@ from django.utils.text import Truncator
 from streaming.admin import ReadOnlyAdmin, ReadOnlyPermissions, UUIDSearchMixin, compact_time, excerpt
 from streaming.errors import Busy, ChatError
 from streaming.models import Chunk
+from streaming.protocol import Part
 from streaming.retention import thread_chunks_purge
-from streaming.selectors import reply_check, timeline_page
+from streaming.selectors import logged_reply_parts, reply_check, timeline_page
 
 from .models import Membership, Message, ShareLink, Thread
 from .services import reply_retry
@@ -70,6 +71,13 @@ def sum_of(queryset: QuerySet | Manager, field: str, *, per: str) -> Coalesce:
     """Sum `field` over `queryset`'s rows whose `per` field is the outer row, as a subquery (see count_of)."""
     summed = queryset.filter(**{per: OuterRef("pk")}).order_by().values(per).annotate(n=Sum(field)).values("n")
     return Coalesce(Subquery(summed), 0)
+
+
+def message_parts(message: Message) -> list[Part]:
+    """A reply's parts: stored once it ended, folded from its log while it runs."""
+    if message.status == Message.Status.STREAMING:
+        return logged_reply_parts(message=message)
+    return message.parts
 
 
 def seconds(duration: timedelta | None) -> str:
@@ -264,6 +272,8 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
             "page": page,
             "rows": rows,
             "check": reply_check(message=message),
+            # An agent reply's steps: thinking, tool calls, results, approvals (folded from the log while it runs).
+            "steps": [(index, part) for index, part in enumerate(message_parts(message)) if part["type"] != "text"],
         }
         return TemplateResponse(request, "admin/threads/message/timeline.html", context)
 

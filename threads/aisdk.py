@@ -11,8 +11,11 @@
 The chunk shapes follow the `ai` package's `uiMessageChunkSchema` (v5 and later):
 `start` {messageId}, `text-start` {id}, `text-delta` {id, delta}, `text-end` {id}, then
 `finish` {finishReason}, `abort` {reason} for a cancelled reply, or `error` {errorText},
-and finally `data: [DONE]`. A stream always replays the reply from its start, as
-`DefaultChatTransport` expects of a resumed stream (`resumeStreamIsReplay`).
+and finally `data: [DONE]`. An agent reply's parts add `reasoning-*`, `tool-input-*`,
+`tool-output-*` and `tool-approval-request` chunks (`UiMessageChunks`). A stream always
+replays the reply from its start, as `DefaultChatTransport` expects of a resumed stream
+(`resumeStreamIsReplay`); only the answer to a tool approval goes on from the approval, and
+the seed clients' stream (threads/seed.py) from their Last-Event-ID.
 """
 
 import contextlib
@@ -25,24 +28,26 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
 from streaming import events
-from streaming.errors import BadRequest, ChatError
-from streaming.selectors import logged_reply_text
+from streaming.errors import BadRequest, ChatError, NoApprovalPending
+from streaming.models import Chunk
+from streaming.selectors import logged_reply_parts, logged_reply_text
 from streaming.services.endings import generation_cancel
 from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
 from .access import Action, request_link_ids, request_stream_grants, thread_access
 from .api import api_view, json_body, no_content, request_thread
 from .http import AuthenticatedHttpRequest
-from .inputs import parse_thread_id
+from .inputs import parse_approval, parse_thread_id
 from .models import Message, Thread
 from .selectors import message_get_in_thread
-from .services import reply_regenerate, thread_start, validate_content
+from .services import reply_regenerate, thread_start, tool_call_approve, validate_content
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
 from .versions import message_edit
 
 UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
 # The id of the stream a POST started (its reply's), as resumable-stream clients read it.
 STREAM_ID_HEADER = "X-Stream-Id"
+PART_EVENTS = ("part_start", "part_delta", "part_end")
 # A UIMessage id (a nanoid) maps to the same client_id every time, so a repeated send posts once (I7).
 UI_MESSAGE_NAMESPACE = uuid.UUID("5d0f1c8e-6f3a-4c1b-9a57-3f0e2b8c9d41")
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
@@ -58,15 +63,93 @@ def ui_message_text(message: dict[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
-def terminal_chunks(ended: dict[str, Any], text_id: str) -> list[dict[str, Any]]:
-    """Return the chunks that close a reply, from its `end` event or its snapshot."""
-    closing: list[dict[str, Any]] = [{"type": "text-end", "id": text_id}]
-    if ended["status"] == Message.Status.CANCELLED:
-        return closing + [{"type": "abort", "reason": "cancelled"}]
-    if ended["status"] == Message.Status.FAILED:
-        detail = (ended.get("error") or {}).get("detail") or "The reply failed."
-        return closing + [{"type": "error", "errorText": detail}, {"type": "finish", "finishReason": "error"}]
-    return closing + [{"type": "finish", "finishReason": FINISH_REASONS.get(ended.get("stop_reason", ""), "other")}]
+class UiMessageChunks:
+    """Turns a reply's log events into UI message chunks, keeping what it needs across them.
+
+    Text runs become `text-start`/`text-delta`/`text-end`; thinking becomes `reasoning-*`; a tool call
+    `tool-input-start`, its input's JSON as one `tool-input-delta` (a call is logged whole)
+    and `tool-input-available` (a dynamic tool: the client needs no
+    definition of it), its result `tool-output-available` or `tool-output-error`, a denied
+    call `tool-output-denied`; an approval asked for is a `tool-approval-request`, after
+    which the stream finishes: the client answers it with a new request (`aisdk_send`).
+    """
+
+    def __init__(self, reply_id: str) -> None:
+        self.reply_id = reply_id
+        self.text_id: str | None = None  # the text part open, if any
+        self.sent_chars = 0  # text sent so far, for a `reset`
+        self.denied: set[str] = set()  # calls whose denial was sent: their result says no more
+        self.done = False
+
+    def opening(self) -> list[dict[str, Any]]:
+        return [{"type": "start", "messageId": self.reply_id}]
+
+    def delta(self, text: str) -> list[dict[str, Any]]:
+        chunks: list[dict[str, Any]] = []
+        if self.text_id is None:
+            # The first text part's id is the reply's; a later one's says where in the text it starts.
+            self.text_id = f"text-{self.reply_id}" + (f"-{self.sent_chars}" if self.sent_chars else "")
+            chunks.append({"type": "text-start", "id": self.text_id})
+        self.sent_chars += len(text)
+        return [*chunks, {"type": "text-delta", "id": self.text_id, "delta": text}]
+
+    def _text_ended(self) -> list[dict[str, Any]]:
+        if self.text_id is None:
+            return []
+        text_id, self.text_id = self.text_id, None
+        return [{"type": "text-end", "id": text_id}]
+
+    def part(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """Return the chunks of a `part_start`, `part_delta` or `part_end` event."""
+        chunks = self._text_ended()
+        reasoning_id = f"reasoning-{self.reply_id}-{event['index']}"
+        if event["type"] == "part_delta":
+            return [*chunks, {"type": "reasoning-delta", "id": reasoning_id, "delta": event["text"]}]
+        part, starts = event["part"], event["type"] == "part_start"
+        if part["type"] == "thinking":
+            chunks.append({"type": "reasoning-start" if starts else "reasoning-end", "id": reasoning_id})
+        elif part["type"] == "tool_call" and starts:
+            named = {"toolCallId": part["id"], "toolName": part["name"], "dynamic": True}
+            chunks += [
+                {"type": "tool-input-start", **named},
+                {"type": "tool-input-delta", "toolCallId": part["id"], "inputTextDelta": json.dumps(part["input"])},
+                {"type": "tool-input-available", **named, "input": part["input"]},
+            ]
+        elif part["type"] == "approval":
+            if starts:
+                approval_id = f"approval-{self.reply_id}-{event['index']}"
+                chunks.append(
+                    {"type": "tool-approval-request", "approvalId": approval_id, "toolCallId": part["tool_call_id"]}
+                )
+                # The reply waits for a person: the client answers with a new request.
+                chunks.append({"type": "finish", "finishReason": "tool-calls"})
+                self.done = True
+            elif part["state"] == "denied":
+                self.denied.add(part["tool_call_id"])
+                chunks.append({"type": "tool-output-denied", "toolCallId": part["tool_call_id"]})
+        elif part["type"] == "tool_result" and not starts and part["tool_call_id"] not in self.denied:
+            if part["is_error"]:
+                error_text = part["output"] if isinstance(part["output"], str) else json.dumps(part["output"])
+                chunks.append(
+                    {"type": "tool-output-error", "toolCallId": part["tool_call_id"], "errorText": error_text}
+                )
+            else:
+                chunks.append(
+                    {"type": "tool-output-available", "toolCallId": part["tool_call_id"], "output": part["output"]}
+                )
+        return chunks
+
+    def terminal(self, ended: dict[str, Any]) -> list[dict[str, Any]]:
+        """Return the chunks that close a reply, from its `end` event or its snapshot."""
+        self.done = True
+        closing = self._text_ended()
+        if ended["status"] == Message.Status.CANCELLED:
+            return closing + [{"type": "abort", "reason": "cancelled"}]
+        if ended["status"] == Message.Status.FAILED:
+            detail = (ended.get("error") or {}).get("detail") or "The reply failed."
+            return closing + [{"type": "error", "errorText": detail}, {"type": "finish", "finishReason": "error"}]
+        reason = FINISH_REASONS.get(ended.get("stop_reason", ""), "other")
+        return closing + [{"type": "finish", "finishReason": reason}]
 
 
 # A UI message chunk and the seq of the log event it comes from (None: the chunk has none of its own).
@@ -74,48 +157,60 @@ UiChunk = tuple[dict[str, Any], int | None]
 
 
 async def ui_message_chunks(
-    frames: AsyncGenerator[Frame | None, None], *, reply_id: str, sent_chars: int | None = None
+    frames: AsyncGenerator[Frame | None, None],
+    *,
+    reply_id: str,
+    sent_chars: int | None = None,
+    answering_approval: bool = False,
 ) -> AsyncGenerator[UiChunk | None, None]:
-    """Turn a subscription that starts at the reply's `start` event into UI message chunks (None: keep-alive).
+    """Turn a subscription into UI message chunks (None: keep-alive).
 
-    With `sent_chars`, the subscription resumes a stream whose client already has the reply's
-    opening and that much of its text.
+    It starts at the reply's `start` event. With `sent_chars`, it resumes a stream whose client
+    holds the reply's opening and that much of its text, its text part still open (a
+    Last-Event-ID); `answering_approval`, the client holds the reply up to the approval it
+    answered, and reads the rest as a new stream of the same message.
     """
-    text_id = f"text-{reply_id}"
-    opening = [{"type": "start", "messageId": reply_id}, {"type": "text-start", "id": text_id}]
-    started = sent_chars is not None
-    sent_chars = sent_chars or 0
+    stream = UiMessageChunks(reply_id)
+    started = sent_chars is not None or answering_approval
+    stream.sent_chars = sent_chars or 0
+    if answering_approval:
+        for chunk in stream.opening():
+            yield chunk, None
+    elif sent_chars:
+        stream.text_id = f"text-{reply_id}"
     async for frame in frames:
         if frame is KEEPALIVE:
             yield None
             continue
-        if frame.type not in ("start", "delta", "end", "reset"):
+        if frame.type not in ("start", "delta", "end", "reset", *PART_EVENTS):
             continue
         event = json.loads(frame.data)
+        chunks: list[dict[str, Any]] = []
         if frame.type == "reset":  # the log was pruned under us: go on from the snapshot's text
             reply = next((message for message in event["messages"] if message["id"] == reply_id), None)
             if reply is None:
                 return
-            chunks = [] if started else opening
-            if len(reply["content"]) > sent_chars:
-                chunks.append({"type": "text-delta", "id": text_id, "delta": reply["content"][sent_chars:]})
-            started, sent_chars = True, len(reply["content"])
-            if reply["status"] != Message.Status.STREAMING:
-                chunks += terminal_chunks(reply, text_id)
-            for chunk in chunks:
-                yield chunk, event["seq"]
-            if reply["status"] != Message.Status.STREAMING:
-                return
-        elif frame.type == "start" and event["message"]["id"] == reply_id and not started:
+            chunks = [] if started else stream.opening()
             started = True
-            for chunk in opening:
-                yield chunk, frame.seq
-        elif frame.type == "delta" and event["message_id"] == reply_id:
-            sent_chars += len(event["text"])
-            yield {"type": "text-delta", "id": text_id, "delta": event["text"]}, frame.seq
-        elif frame.type == "end" and event["message_id"] == reply_id:
-            for chunk in terminal_chunks(event, text_id):
-                yield chunk, frame.seq
+            if len(reply["content"]) > stream.sent_chars:
+                chunks += stream.delta(reply["content"][stream.sent_chars :])
+            if reply["status"] != Message.Status.STREAMING:
+                chunks += stream.terminal(reply)
+        elif frame.type == "start":
+            if event["message"]["id"] == reply_id and not started:
+                started = True
+                chunks = stream.opening()
+        elif event["message_id"] != reply_id:
+            continue
+        elif frame.type == "delta":
+            chunks = stream.delta(event["text"])
+        elif frame.type == "end":
+            chunks = stream.terminal(event)
+        else:
+            chunks = stream.part(event)
+        for chunk in chunks:
+            yield chunk, event["seq"]
+        if stream.done:
             return
 
 
@@ -154,13 +249,15 @@ def reply_stream_response(
     slot: StreamSlot,
     *,
     after: int | None = None,
+    answering_approval: bool = False,
     seed_shapes: bool = False,
 ) -> StreamingHttpResponse:
-    """Answer with `reply` as a UI message stream, from its start or after the seq `after` (a client's Last-Event-ID).
+    """Answer with `reply` as a UI message stream, from its start or after the seq `after`.
 
-    It ends with the reply, or when the request's grants do (its token or session, its access to
-    the thread). The stream's id (what /api/chat/resume/<streamId> takes) is the reply's, in the
-    X-Stream-Id header.
+    `after` is a client's Last-Event-ID, or, `answering_approval`, the approval request the
+    client answered. The stream ends with the reply, or when the request's grants do (its token
+    or session, its access to the thread). The stream's id (what /api/chat/resume/<streamId>
+    takes) is the reply's, in the X-Stream-Id header.
     """
     resumed = after is not None and after >= reply.seq
     access = thread_access(user=request.user, thread_id=thread.id, link_ids=request_link_ids(request))
@@ -171,7 +268,9 @@ def reply_stream_response(
         grants=request_stream_grants(request, access),
     )
     sent_chars = len(logged_reply_text(message=reply, upto_seq=after)) if resumed else None
-    chunks = ui_message_chunks(subscription.frames(), reply_id=str(reply.id), sent_chars=sent_chars)
+    chunks = ui_message_chunks(
+        subscription.frames(), reply_id=str(reply.id), sent_chars=sent_chars, answering_approval=answering_approval
+    )
     response = event_stream_response(ui_message_stream_body(chunks, seed_shapes=seed_shapes), slot=slot)
     response[UI_MESSAGE_STREAM_HEADER] = "v1"
     response[STREAM_ID_HEADER] = str(reply.id)
@@ -189,8 +288,10 @@ def aisdk_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> Strea
         regenerated = reply_regenerate(thread=thread, reply=reply, person=request.user)
         return reply_stream_response(request, thread, regenerated, slot)
     last = messages[-1]
+    if last.get("role") == "assistant":
+        return aisdk_approve(request, body, last)
     if last.get("role") != "user":
-        raise BadRequest("The last of messages must be the user's new message.")
+        raise BadRequest("The last of messages must be the user's new message, or a reply with approval responses.")
     content = validate_content(ui_message_text(last))  # before the thread is made: a bad body writes nothing
     ui_id = last["id"] if isinstance(last.get("id"), str) and last["id"] else None
     client_id = uuid.uuid5(UI_MESSAGE_NAMESPACE, ui_id) if ui_id else None
@@ -244,6 +345,55 @@ def edited_message(thread_id: uuid.UUID, client_id: uuid.UUID | None, content: s
         return None
     first = Message.objects.filter(thread_id=thread_id, client_id=client_id).first()
     return first if first is not None and first.content != content else None
+
+
+def ui_message_approvals(message: dict[str, Any]) -> list[tuple[str, bool]]:
+    """Return the tool approval responses of a UIMessage: (tool call id, approved) of its responded tool parts."""
+    decisions = []
+    for part in message.get("parts") or []:
+        if not isinstance(part, dict) or part.get("state") != "approval-responded":
+            continue
+        approval, tool_call_id = part.get("approval"), part.get("toolCallId")
+        if not isinstance(approval, dict) or not isinstance(tool_call_id, str):
+            raise BadRequest("A tool approval response needs its toolCallId and approval.")
+        decisions.append(parse_approval({"tool_call_id": tool_call_id, "approved": approval.get("approved")}))
+    return decisions
+
+
+def aisdk_approve(
+    request: AuthenticatedHttpRequest, body: dict[str, Any], reply_message: dict[str, Any]
+) -> StreamingHttpResponse:
+    """Take the AI SDK's tool approval responses for a reply and answer with the rest of the reply.
+
+    The stream goes on from the reply's last approval request, where the client's copy ends.
+    A decision taken already (from another tab or device) is not taken again.
+    """
+    thread = request_thread(request, str(body.get("id")), Action.WRITE)
+    reply = message_get_in_thread(thread=thread, message_id=str(reply_message.get("id")))
+    decisions = ui_message_approvals(reply_message)
+    if not decisions:
+        raise BadRequest("The reply carries no tool approval response.")
+    slot = StreamSlot(user_id=request.user.pk)
+    parts = logged_reply_parts(message=reply)
+    decided = {part["tool_call_id"] for part in parts if part["type"] == "approval" and part["state"] != "requested"}
+    for tool_call_id, approved in decisions:
+        try:
+            tool_call_approve(thread=thread, tool_call_id=tool_call_id, approved=approved)
+        except NoApprovalPending:
+            if tool_call_id not in decided:
+                raise
+    return reply_stream_response(
+        request, thread, reply, slot, after=last_approval_request_seq(reply), answering_approval=True
+    )
+
+
+def last_approval_request_seq(reply: Message) -> int:
+    """The seq of the reply's latest approval request: what a client answering it has seen."""
+    requests = Chunk.objects.filter(message=reply, kind=Chunk.Kind.PART_START).order_by("-seq")
+    for seq, part in requests.values_list("seq", "text"):
+        if json.loads(part)["type"] == "approval":
+            return seq
+    raise BadRequest("The reply asked for no approval.")
 
 
 def seed_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> JsonResponse:

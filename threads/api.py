@@ -28,11 +28,11 @@ from streaming.services.endings import generation_cancel
 from .access import Action, request_link_ids, thread_for
 from .errors import Forbidden, MethodNotAllowed, Unauthenticated, error_response
 from .http import AuthenticatedHttpRequest
-from .inputs import parse_client_id, parse_json_object
+from .inputs import parse_approval, parse_client_id, parse_json_object
 from .models import Thread
 from .openapi import openapi_document
 from .selectors import thread_page
-from .services import message_post, thread_create_for_self, thread_delete, thread_rename
+from .services import message_post, thread_create_for_self, thread_delete, thread_rename, tool_call_approve
 
 # Page sizes when `limit` is not given; API_MAX_PAGE_SIZE bounds what it may ask for.
 THREADS_PAGE_SIZE = 50
@@ -191,6 +191,15 @@ def thread_cancel(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResp
     thread = request_thread(request, thread_id, Action.WRITE)
     reply = generation_cancel(thread=thread)
     return JsonResponse({"reply": message_payload(reply)}, status=202)
+
+
+@api_view("POST")
+def thread_approve(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResponse:
+    """Approve or deny a tool call of the reply awaiting approval (409 `no_approval_pending` when none waits)."""
+    thread = request_thread(request, thread_id, Action.WRITE)
+    tool_call_id, approved = parse_approval(json_body(request))
+    tool_call_approve(thread=thread, tool_call_id=tool_call_id, approved=approved)
+    return JsonResponse({"tool_call_id": tool_call_id, "approved": approved}, status=202)
 
 
 @require_GET

@@ -20,9 +20,9 @@ from streaming.services.endings import generation_cancel
 from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
 
 from .access import Action, athread_access, person_of, scope_link_ids, scope_stream_grants
-from .inputs import parse_client_id, parse_json_object
+from .inputs import parse_approval, parse_client_id, parse_json_object
 from .models import Thread
-from .services import message_post
+from .services import message_post, tool_call_approve
 from .versions import version_frame_apply
 
 logger = logging.getLogger(__name__)
@@ -157,8 +157,12 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         elif kind in ("edit", "regenerate", "switch"):
             await self._refuse_unless_writer()
             await database_sync_to_async(version_frame_apply)(thread=thread, frame=frame)
+        elif kind == "approve":
+            await self._refuse_unless_writer()
+            tool_call_id, approved = parse_approval(frame)
+            await database_sync_to_async(tool_call_approve)(thread=thread, tool_call_id=tool_call_id, approved=approved)
         else:
-            raise BadRequest("Unknown frame type; expected send, cancel, ping, edit, regenerate or switch.")
+            raise BadRequest("Unknown frame type; expected send, cancel, ping, edit, regenerate, switch or approve.")
 
     async def _refuse_unless_writer(self) -> None:
         """Refuse a write unless the person may still write here, as read now: a lowered role writes nothing more.

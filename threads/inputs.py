@@ -71,3 +71,13 @@ def parse_thread_id(value: object) -> UUID:
         except ValueError:
             pass
     raise BadRequest("id must be a thread id (a UUID); a new one starts a thread.")
+
+
+def parse_approval(body: dict) -> tuple[str, bool]:
+    """Return the tool call an approval names and whether it is approved; BadRequest for anything else."""
+    tool_call_id, approved = body.get("tool_call_id"), body.get("approved")
+    if not isinstance(tool_call_id, str) or not 0 < len(tool_call_id) <= 200:
+        raise BadRequest("tool_call_id must be the id of a tool call (a string).")
+    if not isinstance(approved, bool):
+        raise BadRequest("approved must be true (run the call) or false (deny it).")
+    return tool_call_id, approved

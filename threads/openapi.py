@@ -23,7 +23,8 @@ ERROR_MEANINGS = {
     "do this (a viewer writing; anyone but the owner renaming, deleting or sharing)",
     404: "not_found: unknown, foreign and malformed ids alike",
     405: "the method is not allowed here",
-    409: "busy (a reply is being written) or not_running (nothing to stop)",
+    409: "busy (a reply is being written), not_running (nothing to stop) or no_approval_pending "
+    "(no reply waits for a decision on that tool call)",
     413: "too_long: the body is over DATA_UPLOAD_MAX_MEMORY_SIZE bytes, or a message over CHAT_MAX_MESSAGE_CHARS",
     429: "rate_limited: more than CHAT_SENDS_PER_MINUTE sends (retries and regenerates included), "
     "CHAT_THREADS_PER_HOUR new threads, or CHAT_MAX_STREAMS_PER_USER open streams; deleting threads gives none back; "
@@ -125,6 +126,7 @@ THREAD_OPERATIONS = {
     "ListMessages": ("get", "/api/threads/{thread_id}/messages", "thread_id"),
     "SendMessage": ("post", "/api/threads/{thread_id}/messages", "thread_id"),
     "CancelReply": ("post", "/api/threads/{thread_id}/cancel", "thread_id"),
+    "DecideToolCall": ("post", "/api/threads/{thread_id}/approvals", "thread_id"),
 }
 CHAT_OPERATIONS = {
     "GetChatThread": ("get", "/api/threads/{thread_id}", "thread_id"),
@@ -190,6 +192,14 @@ def schemas() -> dict[str, Any]:
         "Switched": answer_object(
             {"seq": {**SEQ, "description": "the `switch` event's (the thread's last seq when nothing changed)"}}
         ),
+        "Approval": body_object(
+            {
+                "tool_call_id": {**STRING, "minLength": 1, "maxLength": 200, "pattern": NO_NUL},
+                "approved": {"type": "boolean", "description": "true runs the call; false denies it"},
+            },
+            required=("tool_call_id", "approved"),
+        ),
+        "Decided": answer_object({"tool_call_id": STRING, "approved": {"type": "boolean"}}),
         "SeedChat": body_object(
             {
                 "id": {**UUID, "description": "the thread; a new id starts a thread"},
@@ -365,6 +375,16 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "Stop the reply being written",
                 "responses": {"202": answer("the reply, to end `cancelled`", ref("Reply")), **errors(404, 409)},
+            },
+        },
+        "/api/threads/{thread_id}/approvals": thread_path
+        | {
+            "post": {
+                "summary": "Approve or deny a tool call the reply waits on (status awaiting_approval)",
+                "description": "Only a writer of the thread decides. The decision is logged as the approval part's "
+                "`part_end` event; once no call of the reply waits, any worker resumes it.",
+                "requestBody": {"required": True, **json_content(ref("Approval"))},
+                "responses": {"202": answer("the decision, logged", ref("Decided")), **errors(400, 404, 409, 413)},
             },
         },
         "/api/threads/{thread_id}/events": thread_path

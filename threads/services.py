@@ -20,6 +20,7 @@ from streaming.events import thread_group_name
 from streaming.models import Chunk, Generation
 from streaming.services.endings import ACTIVE_STATUSES
 from streaming.services.log import chunks_record, seq_allocate
+from streaming.services.steps import tool_call_decide
 
 from .access import Action, thread_for
 from .limits import person_lock, reply_count, thread_count
@@ -298,3 +299,11 @@ def reply_retry(*, thread: Thread, reply: Message, person: User | None = None) -
     if reply.status not in (Message.Status.FAILED, Message.Status.CANCELLED):
         raise BadRequest("Only a failed or cancelled reply can be retried.")
     return reply_regenerate(thread=thread, reply=reply, person=person)
+
+
+def tool_call_approve(*, thread: Thread, tool_call_id: str, approved: bool) -> None:
+    """Approve or deny a tool call the thread's reply waits on; it resumes on a worker once none waits.
+
+    The caller got `thread` through the access check for a write (threads/access.py): only writers decide.
+    """
+    tool_call_decide(thread_id=thread.id, tool_call_id=tool_call_id, approved=approved)

@@ -3,8 +3,9 @@
 A TypedDict becomes an object with exactly its keys (`additionalProperties: false`), all
 required but the NotRequired ones; str, int, bool and None become their JSON types,
 Literal and Enum types an enum of their values, `list[T]` an array, `dict[str, T]` an
-object of T, a union `anyOf` (or a `type` list where the members are plain types), and
-`Annotated[T, SchemaHint(…)]` adds the hint's keywords.
+object of T, `object` any JSON value (an empty schema), a union `anyOf` (or a `type`
+list where the members are plain types), and `Annotated[T, SchemaHint(…)]` adds the
+hint's keywords.
 """
 
 import types
@@ -57,6 +58,8 @@ def json_schema(annotation: Any, *, refs: Mapping[type, str] | None = None) -> d
         return {"enum": [member.value for member in annotation]}
     if annotation in PLAIN_TYPES:
         return {"type": PLAIN_TYPES[annotation]}
+    if annotation is object:
+        return {}
     raise TypeError(f"no JSON Schema for {annotation!r}")
 
 

@@ -23,4 +23,5 @@ urlpatterns = [
     path("api/threads/<str:thread_id>", api.thread_detail, name="api-thread"),
     path("api/threads/<str:thread_id>/messages", api.thread_messages, name="api-thread-messages"),
     path("api/threads/<str:thread_id>/cancel", api.thread_cancel, name="api-thread-cancel"),
+    path("api/threads/<str:thread_id>/approvals", api.thread_approve, name="api-thread-approve"),
 ]

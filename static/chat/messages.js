@@ -4,6 +4,7 @@
 
 import { decorateCodeBlocks } from "./code.js";
 import { renderMarkdown } from "./markdown.js";
+import { foldPart, foldText, renderSteps } from "./steps.js";
 import { keepTimesFresh, showTime } from "./times.js";
 
 // Deltas arriving within this window are rendered together: a backlog of hundreds of
@@ -26,15 +27,22 @@ export class MessageList {
     this.texts = new Map();
     this.dirty = new Set();
     this.renderTimer = null;
+    // The parts of each reply (streaming/parts.py): its steps are drawn from them.
+    this.parts = new Map();
     // Called when text arrives below the view of a reader who scrolled up.
     this.onUnseen = () => {};
+    // Called with (tool call id, approved) when a person answers an approval card.
+    this.onApprove = () => {};
     for (const item of this.list.querySelectorAll('[data-status="streaming"]')) {
       this.texts.set(item.dataset.messageId, item.dataset.content);
     }
+    for (const item of this.list.querySelectorAll('[data-role="assistant"]')) this.showSteps(item);
     decorateCodeBlocks(this.list);
     this.list.addEventListener("click", (event) => {
       const copy = event.target.closest("[data-copy]");
       if (copy) this.copy(copy);
+      const approve = event.target.closest("[data-approve]");
+      if (approve) this.approve(approve);
     });
     keepTimesFresh(this.list, "time[data-time]");
   }
@@ -66,6 +74,38 @@ export class MessageList {
     }, COPIED_MS);
   }
 
+  /** Take up a reply's parts (given, or those its element carries) and draw its steps. */
+  showSteps(item, parts = null) {
+    const steps = item.querySelector("[data-steps]");
+    if (!steps) return;
+    parts ??= steps.dataset.parts ? JSON.parse(steps.dataset.parts) : null;
+    // A reply of text alone carries no parts: its text so far is its one part.
+    parts ??= item.dataset.content ? [{ type: "text", text: item.dataset.content }] : [];
+    this.parts.set(item.dataset.messageId, structuredClone(parts));
+    this.drawSteps(item);
+  }
+
+  drawSteps(item) {
+    const parts = this.parts.get(item.dataset.messageId) ?? [];
+    renderSteps(item.querySelector("[data-steps]"), parts, item.dataset.status === "streaming");
+  }
+
+  /** Apply a part event to its reply; return false when the reply is not on the page. */
+  applyPart(event) {
+    const item = this.find(event.message_id);
+    const parts = this.parts.get(event.message_id);
+    if (!item || !parts) return false;
+    foldPart(parts, event);
+    this.keepPinned(() => this.drawSteps(item));
+    return true;
+  }
+
+  /** Answer an approval card: its buttons wait for the decision to come back through the log. */
+  approve(button) {
+    for (const sibling of button.parentElement.querySelectorAll("[data-approve]")) sibling.disabled = true;
+    this.onApprove(button.dataset.toolCallId, button.dataset.approve === "true");
+  }
+
   find(id) {
     return this.list.querySelector(`[data-message-id="${CSS.escape(id)}"]`);
   }
@@ -94,6 +134,7 @@ export class MessageList {
     if (message.role === "user") this.showAuthor(item, message.author);
     this.setStatus(item, message.status, message.error);
     if (message.status === "streaming") this.texts.set(message.id, message.content);
+    if (message.role === "assistant") this.showSteps(item, message.parts);
     return item;
   }
 
@@ -128,6 +169,7 @@ export class MessageList {
   appendText(id, text) {
     if (!this.texts.has(id)) return false;
     this.texts.set(id, this.texts.get(id) + text);
+    if (this.parts.has(id)) foldText(this.parts.get(id), text);
     this.dirty.add(id);
     this.renderTimer ??= setTimeout(() => this.renderDirty(), RENDER_DELAY_MS);
     return true;
@@ -139,7 +181,10 @@ export class MessageList {
     this.renderDirty();
     if (this.texts.has(id)) item.dataset.content = this.texts.get(id);
     this.texts.delete(id);
-    this.keepPinned(() => this.setStatus(item, status, error));
+    this.keepPinned(() => {
+      this.setStatus(item, status, error);
+      if (this.parts.has(id)) this.drawSteps(item); // approval cards left are answered no more
+    });
     return true;
   }
 
@@ -157,6 +202,7 @@ export class MessageList {
   /** Replace everything shown with a snapshot's messages. */
   reset(messages) {
     this.texts.clear();
+    this.parts.clear();
     this.dirty.clear();
     this.keepPinned(() => this.list.replaceChildren(...messages.map((message) => this.create(message))));
     this.empty.hidden = messages.length > 0;
@@ -168,7 +214,9 @@ export class MessageList {
     template.innerHTML = html; // sanitised on the server, and inert inside a <template>
     const first = template.content.firstElementChild;
     decorateCodeBlocks(template.content);
+    const replies = [...template.content.querySelectorAll('[data-role="assistant"]')];
     this.list.prepend(template.content);
+    for (const item of replies) this.showSteps(item);
     return first;
   }
 

@@ -23,4 +23,7 @@ export const ErrorCode = Object.freeze({
   INTERRUPTED: "interrupted",
   NOT_RUNNING: "not_running",
   STREAM_ENDED: "stream_ended",
+  TOOL_STEPS_EXCEEDED: "tool_steps_exceeded",
+  TOOL_UNCERTAIN: "tool_uncertain",
+  NO_APPROVAL_PENDING: "no_approval_pending",
 });

@@ -138,6 +138,8 @@ function apply(event) {
     versions.switched(event);
   } else if (event.type === "delta") {
     view.appendText(event.message_id, event.text);
+  } else if (event.type.startsWith("part_")) {
+    view.applyPart(event);
   } else if (event.type === "end") {
     view.end(event.message_id, event.status, event.error);
     if (notice.dataset.code === "busy") hideNotice(); // the reply it was about has ended
@@ -334,6 +336,16 @@ function stop() {
   }
 }
 
+/** Approve or deny a tool call the reply waits on; every tab's card shows the decision once it is logged. */
+function approve(toolCallId, approved) {
+  const frame = { type: "approve", tool_call_id: toolCallId, approved };
+  if (!socket.send(frame)) {
+    postJSON(root.dataset.approvalsUrl, { tool_call_id: toolCallId, approved }).catch((error) =>
+      showNotice(error.message),
+    );
+  }
+}
+
 /** Return a send's idempotency key; crypto.randomUUID exists only in secure contexts (https, localhost). */
 function newClientId() {
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -410,6 +422,7 @@ document.addEventListener("keydown", (event) => {
   }
 });
 stopButton.addEventListener("click", stop);
+view.onApprove = approve;
 root.querySelector("[data-earlier]")?.addEventListener("click", (event) => loadEarlier(event.currentTarget));
 view.list.addEventListener("submit", async (event) => {
   const form = event.target.closest("[data-retry]");

@@ -7,7 +7,19 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from .base import BaseProvider, ProviderError, ReplyEnd, ReplyEvent, ReplyRequest, TextDelta, Turn
+from .base import (
+    BaseProvider,
+    ProviderError,
+    ReplyEnd,
+    ReplyEvent,
+    ReplyRequest,
+    TextDelta,
+    ThinkingDelta,
+    ThinkingEnd,
+    ToolCall,
+    ToolSpec,
+    Turn,
+)
 
 __all__ = [
     "BaseProvider",
@@ -16,6 +28,10 @@ __all__ = [
     "ReplyEvent",
     "ReplyRequest",
     "TextDelta",
+    "ThinkingDelta",
+    "ThinkingEnd",
+    "ToolCall",
+    "ToolSpec",
     "Turn",
     "get_provider",
 ]

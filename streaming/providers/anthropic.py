@@ -10,11 +10,13 @@ user turn asking to continue it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
+from typing import Any
 
 import anthropic
 import httpx2  # the SDK's transport: a connection lost mid-stream surfaces as its TransportError
@@ -23,7 +25,19 @@ from anthropic.types import MessageParam
 from django.conf import settings
 
 from ..metrics import PROVIDER_ERRORS
-from .base import BaseProvider, ProviderError, ReplyEnd, ReplyEvent, ReplyRequest, TextDelta, Turn
+from ..protocol import Part
+from .base import (
+    BaseProvider,
+    ProviderError,
+    ReplyEnd,
+    ReplyEvent,
+    ReplyRequest,
+    TextDelta,
+    ThinkingDelta,
+    ThinkingEnd,
+    ToolCall,
+    Turn,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +64,8 @@ class _AttemptResult:
     stop_reason: str | None = None
     input_tokens: int | None = None
     output_tokens: int = 0
+    # Tool calls given: the reply cannot go on from a break after one (it would be asked for again).
+    tool_calls: int = 0
 
 
 class _StreamInterrupted(Exception):
@@ -74,16 +90,18 @@ class AnthropicProvider(BaseProvider):
                 result = _AttemptResult()
                 try:
                     # aclosing: a caller that stops iterating closes the HTTP stream now, not at GC.
-                    async with aclosing(self._attempt(client, request.turns, written, result)) as texts:
-                        async for text in texts:
-                            written += text
-                            yield TextDelta(text)
+                    async with aclosing(self._attempt(client, request, written, result, attempt)) as events:
+                        async for event in events:
+                            if isinstance(event, TextDelta):
+                                written += event.text
+                            yield event
                 except _StreamInterrupted as exc:
                     output_tokens += result.output_tokens
                     cause = exc.__cause__ or exc
                     PROVIDER_ERRORS.labels(provider="anthropic", code=_error_code(cause)).inc()
                     detail = self._error_detail(cause)
-                    if attempt == STREAM_ATTEMPTS:
+                    # Tool calls given already would be asked for again: only text goes on from where it broke.
+                    if attempt == STREAM_ATTEMPTS or result.tool_calls:
                         logger.error("Anthropic reply failed after %d attempts (%s)", attempt, _log_summary(cause))
                         raise ProviderError(detail) from cause
                     delay_s = backoff_s * 2 ** (attempt - 1)
@@ -115,23 +133,59 @@ class AnthropicProvider(BaseProvider):
         )
 
     async def _attempt(
-        self, client: anthropic.AsyncAnthropic, turns: list[Turn], written: str, result: _AttemptResult
-    ) -> AsyncGenerator[str, None]:
-        """Yield the reply's text after `written` from one request, and fill in `result`."""
+        self,
+        client: anthropic.AsyncAnthropic,
+        request: ReplyRequest,
+        written: str,
+        result: _AttemptResult,
+        attempt: int,
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        """Yield the reply's events after `written` from one request, and fill in `result`.
+
+        Thinking streams as it comes, with its signature at the block's end; a tool call
+        is given whole once its input JSON is complete.
+        """
         # The API rejects a final assistant turn ending in whitespace, so the text goes
         # stripped and the seam gives back only whitespace the stored text lacks.
         prefix = written.rstrip()
         seam = _Seam(written[len(prefix) :])
+        # Blocks being streamed, by index: a thinking block's signature, a tool call's input JSON so far.
+        blocks: dict[int, dict] = {}
         async with AsyncExitStack() as stack:
-            stream = await self._open(client, stack, turns, prefix)
+            # A continuation after a break goes on with the text: thinking does not take a prefill.
+            stream = await self._open(client, stack, request, prefix, think=attempt == 1)
             try:
                 async for event in stream:
                     if event.type == "message_start":
                         result.input_tokens = event.message.usage.input_tokens
                         result.output_tokens = event.message.usage.output_tokens
-                    elif event.type == "content_block_delta" and event.delta.type == "text_delta":
-                        if text := seam.trim(event.delta.text):
-                            yield text
+                    elif event.type == "content_block_start":
+                        block = event.content_block
+                        if block.type == "tool_use":
+                            blocks[event.index] = {"type": "tool_use", "id": block.id, "name": block.name, "json": ""}
+                        elif block.type == "thinking":
+                            blocks[event.index] = {"type": "thinking", "signature": None}
+                    elif event.type == "content_block_delta":
+                        delta = event.delta
+                        if delta.type == "text_delta":
+                            if text := seam.trim(delta.text):
+                                yield TextDelta(text)
+                        elif delta.type == "thinking_delta":
+                            yield ThinkingDelta(delta.thinking)
+                        elif delta.type == "signature_delta":
+                            blocks[event.index]["signature"] = delta.signature
+                        elif delta.type == "input_json_delta":
+                            blocks[event.index]["json"] += delta.partial_json
+                    elif event.type == "content_block_stop" and event.index in blocks:
+                        block_done = blocks.pop(event.index)
+                        if block_done["type"] == "thinking":
+                            yield ThinkingEnd(signature=block_done["signature"])
+                        else:
+                            call = ToolCall(
+                                id=block_done["id"], name=block_done["name"], input=_tool_input(block_done["json"])
+                            )
+                            result.tool_calls += 1
+                            yield call
                     elif event.type == "message_delta":
                         result.stop_reason = event.delta.stop_reason
                         result.output_tokens = event.usage.output_tokens  # cumulative for this request
@@ -145,28 +199,45 @@ class AnthropicProvider(BaseProvider):
             raise _StreamInterrupted("the stream ended without a stop reason")
 
     async def _open(
-        self, client: anthropic.AsyncAnthropic, stack: AsyncExitStack, turns: list[Turn], prefix: str
+        self,
+        client: anthropic.AsyncAnthropic,
+        stack: AsyncExitStack,
+        request: ReplyRequest,
+        prefix: str,
+        *,
+        think: bool,
     ) -> AsyncMessageStream:
         """Open the reply's stream on `stack`, continuing `prefix` by prefill where the model takes it."""
         model = self.model_name()
+        think = think and not prefix and bool(settings.ANTHROPIC_THINKING_BUDGET)
         if prefix and model not in _models_refusing_prefill:
             try:
-                return await stack.enter_async_context(self._request(client, turns, prefix, prefill=True))
+                return await stack.enter_async_context(
+                    self._request(client, request, prefix, prefill=True, think=think)
+                )
             except anthropic.BadRequestError as exc:
                 if not _refuses_prefill(exc):
                     raise
                 _models_refusing_prefill.add(model)
                 logger.info("Model %s refuses prefill; continuing replies with a continue turn", model)
-        return await stack.enter_async_context(self._request(client, turns, prefix, prefill=False))
+        return await stack.enter_async_context(self._request(client, request, prefix, prefill=False, think=think))
 
     def _request(
-        self, client: anthropic.AsyncAnthropic, turns: list[Turn], prefix: str, *, prefill: bool
+        self, client: anthropic.AsyncAnthropic, request: ReplyRequest, prefix: str, *, prefill: bool, think: bool
     ) -> AsyncMessageStreamManager:
+        budget = settings.ANTHROPIC_THINKING_BUDGET
+        tools = [
+            {"name": tool.name, "description": tool.description, "input_schema": tool.input_schema}
+            for tool in request.tools
+        ]
         return client.messages.stream(
             model=self.model_name(),
-            max_tokens=settings.ANTHROPIC_MAX_TOKENS,
+            # Thinking counts towards max_tokens: the budget comes on top of the reply's own.
+            max_tokens=settings.ANTHROPIC_MAX_TOKENS + (budget if think else 0),
             system=settings.CHAT_SYSTEM_PROMPT or anthropic.omit,
-            messages=build_messages(turns, prefix, prefill=prefill),
+            messages=build_messages(request.turns, prefix, prefill=prefill, parts=_answered_parts(request)),
+            tools=tools or anthropic.omit,  # type: ignore[arg-type]
+            thinking={"type": "enabled", "budget_tokens": budget} if think else anthropic.omit,
         )
 
     def _error_detail(self, exc: BaseException) -> str:
@@ -202,24 +273,88 @@ class AnthropicProvider(BaseProvider):
         return f"The provider rejected the request ({status})."
 
 
-def build_messages(turns: list[Turn], prefix: str, *, prefill: bool) -> list[MessageParam]:
-    """Return `turns` as API messages, then `prefix` continued by prefill or by a continue turn.
+def build_messages(turns: list[Turn], prefix: str, *, prefill: bool, parts: Sequence[Part] = ()) -> list[MessageParam]:
+    """Return `turns` as API messages, the reply's `parts` so far, then `prefix` continued (prefill or continue turn).
 
     A failed or cancelled reply leaves an empty assistant turn and two user turns in
     a row, both of which the API rejects: drop empty turns, merge same-role neighbours.
+    An agent reply's parts become its assistant turns (thinking with its signature, text,
+    tool_use blocks), each followed by a user turn of the tool_result blocks answering it.
     """
-    history = [[turn.role, turn.content] for turn in turns if turn.content.strip()]
+    history: list[list[Any]] = [[turn.role, turn.content] for turn in turns if turn.content.strip()]
+    history += _reply_turns(parts)
     if prefix:
         history.append(["assistant", prefix])
         if not prefill:
             history.append(["user", CONTINUE_PROMPT])
-    merged: list[list[str]] = []
+    merged: list[list[Any]] = []
     for role, content in history:
         if merged and merged[-1][0] == role:
-            merged[-1][1] += "\n\n" + content
+            merged[-1][1] = _joined(merged[-1][1], content)
         else:
             merged.append([role, content])
-    return [{"role": role, "content": content} for role, content in merged]  # type: ignore[misc]
+    return [{"role": role, "content": content} for role, content in merged]
+
+
+def _joined(first: str | list[dict], second: str | list[dict]) -> str | list[dict]:
+    """Join two contents of one role: text to text, else as blocks."""
+    if isinstance(first, str) and isinstance(second, str):
+        return first + "\n\n" + second
+    return _blocks(first) + _blocks(second)
+
+
+def _blocks(content: str | list[dict]) -> list[dict]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _answered_parts(request: ReplyRequest) -> list[Part]:
+    """Return the reply's parts the next request answers: all but the text it goes on from (`partial`)."""
+    if request.partial and request.parts and request.parts[-1]["type"] == "text":
+        return request.parts[:-1]
+    return request.parts
+
+
+def _reply_turns(parts: Sequence[Part]) -> list[list[Any]]:
+    """Return a reply's parts as API turns: [role, blocks], a new turn at each change of role."""
+    turns: list[list[Any]] = []
+    block: dict[str, Any]
+    for part in parts:
+        if part["type"] == "thinking":
+            if not part["signature"]:
+                continue  # broken off before its end: the API takes back only signed thinking
+            role, block = "assistant", {"type": "thinking", "thinking": part["text"], "signature": part["signature"]}
+        elif part["type"] == "text":
+            if not part["text"].strip():
+                continue
+            role, block = "assistant", {"type": "text", "text": part["text"]}
+        elif part["type"] == "tool_call":
+            role, block = (
+                "assistant",
+                {"type": "tool_use", "id": part["id"], "name": part["name"], "input": part["input"]},
+            )
+        elif part["type"] == "tool_result":
+            output = part["output"]
+            content = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+            block = {"type": "tool_result", "tool_use_id": part["tool_call_id"], "content": content}
+            role, block = "user", block | ({"is_error": True} if part["is_error"] else {})
+        else:
+            continue  # approvals are the people's, not the model's
+        if turns and turns[-1][0] == role:
+            turns[-1][1].append(block)
+        else:
+            turns.append([role, [block]])
+    return turns
+
+
+def _tool_input(text: str) -> dict[str, Any]:
+    """Return a tool call's input from its streamed JSON: an object, `{}` when none was sent."""
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        raise ProviderError("The model sent a tool call whose input is not JSON.") from None
+    if not isinstance(value, dict):
+        raise ProviderError("The model sent a tool call whose input is not an object.")
+    return value
 
 
 class _Seam:

@@ -1,9 +1,10 @@
 """The contract every reply provider implements."""
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from ..protocol import ErrorCode
+from ..protocol import ErrorCode, Part
 
 
 @dataclass(frozen=True)
@@ -19,8 +20,23 @@ class ReplyRequest:
     # The conversation so far, oldest first, ending with the user turn being answered.
     turns: list[Turn]
     # Reply text already committed by an earlier attempt: the provider continues after
-    # it rather than starting over (after a takeover, or a retry mid-stream).
+    # it rather than starting over (after a takeover, or a retry mid-stream). In an agent
+    # reply, the text written since its last other part.
     partial: str = ""
+    # The reply's parts so far (`streaming.parts`), `partial` last if not empty: its thinking,
+    # tool calls and their results, which the next model call answers.
+    parts: list[Part] = field(default_factory=list)
+    # The tools the model may call.
+    tools: list["ToolSpec"] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool as the model is told of it."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -35,7 +51,30 @@ class ReplyEnd:
     output_tokens: int | None = None
 
 
-ReplyEvent = TextDelta | ReplyEnd
+@dataclass(frozen=True)
+class ThinkingDelta:
+    """A piece of the model's extended thinking."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ThinkingEnd:
+    """The thinking block is complete; the API asks for its signature back in later turns."""
+
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The model calls a tool: the reply ends with stop_reason `tool_use` once all of a turn's calls are given."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+ReplyEvent = TextDelta | ThinkingDelta | ThinkingEnd | ToolCall | ReplyEnd
 
 
 class ProviderError(Exception):
@@ -50,8 +89,11 @@ class ProviderError(Exception):
 class BaseProvider:
     """A source of streamed replies.
 
-    `stream()` yields `TextDelta`s and ends with exactly one `ReplyEnd`, or raises
-    `ProviderError`. The caller may stop iterating at any time (cancel): a provider
+    `stream()` yields `TextDelta`s (and, for agent replies, `ThinkingDelta`s closed by a
+    `ThinkingEnd`, and `ToolCall`s) and ends with exactly one `ReplyEnd`, or raises
+    `ProviderError`. A `ReplyEnd` with stop_reason `tool_use` after tool calls asks for
+    their results: the runner calls `stream()` again with them in `request.parts`. The
+    caller may stop iterating at any time (cancel): a provider
     must then release its upstream resources promptly, not drain them.
     """
 

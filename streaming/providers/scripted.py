@@ -7,18 +7,37 @@ a takeover can be checked against the text it should have been.
 A reply shows what the page renders: a heading, an ordered list with sub-lists, a
 table, a fenced code block with its language, and prose with bold, italic, inline
 code and links, as far as SCRIPTED_REPLY_TOKENS allows; prose fills the rest.
+
+It can be scripted to act as an agent, by lines of the message it answers:
+`/think` makes it think before each model call, and `/tool NAME {JSON input}` makes it
+call a tool. Consecutive `/tool` lines are one model call's calls (run at once); a blank
+line starts the next model call's. Once every scripted call has its result, it writes
+its reply, opening with what the tools gave.
 """
 
 import asyncio
 import hashlib
 import itertools
+import json
 import random
 import re
 from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 from django.conf import settings
 
-from .base import BaseProvider, ReplyEnd, ReplyEvent, ReplyRequest, TextDelta, Turn
+from ..parts import model_calls_made
+from .base import (
+    BaseProvider,
+    ReplyEnd,
+    ReplyEvent,
+    ReplyRequest,
+    TextDelta,
+    ThinkingDelta,
+    ThinkingEnd,
+    ToolCall,
+    Turn,
+)
 
 NOUNS = (
     "stream token reply thread socket cursor chunk worker lease buffer record signal channel "
@@ -137,6 +156,43 @@ def scripted_reply_tokens(turns: list[Turn], length: int) -> list[str]:
     return tokens
 
 
+# `/tool NAME {JSON}`: a scripted tool call.
+TOOL_LINE = re.compile(r"^/tool (?P<name>[\w.-]+)(?: (?P<input>\{.*\}))?$")
+THINK_LINE = "/think"
+
+
+def scripted_tool_calls(content: str) -> list[list[tuple[str, dict[str, Any]]]]:
+    """Return the tool calls a message scripts, one list per model call; a line whose input is not JSON is text."""
+    model_calls: list[list[tuple[str, dict[str, Any]]]] = []
+    current: list[tuple[str, dict[str, Any]]] = []
+    for line in [*content.splitlines(), ""]:
+        match = TOOL_LINE.match(line.strip())
+        if match is None:
+            if current:
+                model_calls.append(current)
+                current = []
+            continue
+        try:
+            tool_input = json.loads(match["input"] or "{}")
+        except json.JSONDecodeError:
+            continue
+        current.append((match["name"], tool_input))
+    return model_calls
+
+
+def _results_tokens(request: ReplyRequest) -> list[str]:
+    """Return the opening of a reply that follows tool calls: a sentence per result."""
+    tokens = []
+    for part in request.parts:
+        if part["type"] == "tool_result":
+            outcome = "failed with" if part["is_error"] else "gave"
+            tokens += TOKEN.findall(f" Tool {part['name']} {outcome} {json.dumps(part['output'], ensure_ascii=False)}.")
+    if tokens:
+        tokens[0] = tokens[0].lstrip()
+        tokens[-1] += "\n\n"
+    return tokens
+
+
 def scripted_reply(turns: list[Turn], length: int) -> str:
     return "".join(scripted_reply_tokens(turns, length))
 
@@ -146,8 +202,24 @@ class ScriptedProvider(BaseProvider):
         return "scripted"
 
     async def stream(self, request: ReplyRequest) -> AsyncGenerator[ReplyEvent, None]:
-        tokens = scripted_reply_tokens(request.turns, settings.SCRIPTED_REPLY_TOKENS)
         interval_s = 1 / settings.SCRIPTED_TOKENS_PER_SECOND
+        content = request.turns[-1].content if request.turns else ""
+        thinks = any(line.strip() == THINK_LINE for line in content.splitlines())
+        if thinks and not request.partial and not (request.parts and request.parts[-1]["type"] == "thinking"):
+            thought = f"The question has {len(content.split())} words; I answer it step by step."
+            for token in TOKEN.findall(thought):
+                await asyncio.sleep(interval_s)
+                yield ThinkingDelta(token)
+            yield ThinkingEnd(signature=hashlib.sha256(thought.encode()).hexdigest())
+        model_calls = scripted_tool_calls(content) if request.tools else []
+        made = model_calls_made(request.parts)
+        if made < len(model_calls):
+            for number, (name, tool_input) in enumerate(model_calls[made], start=1):
+                await asyncio.sleep(interval_s)
+                yield ToolCall(id=f"call_{made + 1}_{number}", name=name, input=tool_input)
+            yield ReplyEnd(stop_reason="tool_use", output_tokens=len(model_calls[made]))
+            return
+        tokens = _results_tokens(request) + scripted_reply_tokens(request.turns, settings.SCRIPTED_REPLY_TOKENS)
         position = 0  # characters of the reply already written, ours or an earlier attempt's
         for token in tokens:
             end = position + len(token)

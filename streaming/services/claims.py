@@ -13,8 +13,10 @@ from django.utils import timezone
 
 from ..broadcast import notify_workers_on_commit
 from ..models import Generation, get_message_model
+from ..parts import trailing_text
 from ..providers import ReplyRequest
-from ..selectors import conversations_turns, logged_reply_text
+from ..selectors import conversations_turns, logged_reply_parts
+from ..tools import tool_specs
 from .endings import replies_fail_interrupted
 from .sql import db_id, db_time, update_from_values
 
@@ -29,6 +31,8 @@ class Claim:
     message_id: UUID
     attempt: int
     request: ReplyRequest
+    # The person's message the reply answers: tools run for its writer.
+    reply_to_id: UUID | None = None
 
 
 @transaction.atomic
@@ -53,11 +57,12 @@ def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]
     claimed = [generation for generation in generations if generation.attempts < settings.GENERATION_MAX_ATTEMPTS]
     if not claimed:
         return []
-    # Only a generation that ran before can have text logged: a first attempt starts from none.
-    partials = {
-        generation.message_id: logged_reply_text(message=generation.message)
+    # Only a generation that ran before (or paused for an approval) can have its reply's text and
+    # parts logged: a first attempt starts from none.
+    parts = {
+        generation.message_id: logged_reply_parts(message=generation.message)
         for generation in claimed
-        if generation.attempts
+        if generation.started_at is not None
     }
     lease_tokens = {generation.id: uuid.uuid4() for generation in claimed}
     for generation in claimed:
@@ -68,6 +73,7 @@ def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]
     # A takeover keeps the model its reply started with.
     get_message_model().objects.filter(pk__in=[reply.pk for reply in replies], model="").update(model=model)
     turns = conversations_turns(replies)
+    tools = tool_specs()
     return [
         Claim(
             generation_id=generation.id,
@@ -75,7 +81,13 @@ def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]
             thread_id=generation.thread_id,
             message_id=generation.message_id,
             attempt=generation.attempts,
-            request=ReplyRequest(turns=turns[generation.message_id], partial=partials.get(generation.message_id, "")),
+            request=ReplyRequest(
+                turns=turns[generation.message_id],
+                partial=trailing_text(parts.get(generation.message_id, [])),
+                parts=parts.get(generation.message_id, []),
+                tools=tools,
+            ),
+            reply_to_id=generation.message.reply_to_id,
         )
         for generation in claimed
     ]

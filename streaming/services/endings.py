@@ -14,10 +14,13 @@ from ..compaction import ended_deltas, replies_compaction
 from ..errors import NotRunning
 from ..events import EncodedEvent, encode_chunks
 from ..models import AbstractMessage, AbstractThread, Chunk, Generation, MessageStatus, get_message_model
+from ..parts import PART_KINDS
+from ..protocol import Part
+from ..selectors import logged_reply_parts
 from .log import seq_allocate_each
 from .sql import db_id, db_time, update_from_values
 
-ACTIVE_STATUSES = [Generation.Status.QUEUED, Generation.Status.RUNNING]
+ACTIVE_STATUSES = [Generation.Status.QUEUED, Generation.Status.RUNNING, Generation.Status.AWAITING_APPROVAL]
 
 
 def replies_end(ends: list[tuple[AbstractMessage, dict[str, Any]]]) -> dict[UUID, list[EncodedEvent]]:
@@ -38,9 +41,11 @@ def replies_end(ends: list[tuple[AbstractMessage, dict[str, Any]]]) -> dict[UUID
         message_id: "".join(delta.text for delta in rows)
         for message_id, rows in itertools.groupby(deltas, key=lambda delta: delta.message_id)
     }
+    parts = _agent_replies_parts(messages)
     seqs = seq_allocate_each(thread_ids={message.thread_id for message in messages}, touched_at=now)
     for message, outcome in ends:
         message.content = texts.get(message.id, "")
+        message.parts = parts.get(message.id, [])
         message.status = outcome["status"]
         message.stop_reason = outcome.get("stop_reason", "")
         message.usage = outcome.get("usage")
@@ -63,15 +68,26 @@ def replies_end(ends: list[tuple[AbstractMessage, dict[str, Any]]]) -> dict[UUID
     return {message.id: [event] for message, event in zip(messages, events, strict=True)}
 
 
+def _agent_replies_parts(messages: list[AbstractMessage]) -> dict[UUID, list[Part]]:
+    """Return the parts of the replies among `messages` that logged more than text, by message id."""
+    with_parts = set(
+        Chunk.objects.filter(message_id__in=[message.id for message in messages], kind__in=PART_KINDS)
+        .values_list("message_id", flat=True)
+        .distinct()
+    )
+    return {message.id: logged_reply_parts(message=message) for message in messages if message.id in with_parts}
+
+
 def _messages_ended(messages: list[AbstractMessage], *, completed_at: datetime) -> None:
     """Write the ended messages' text and outcome: one UPDATE joined to a VALUES row per message."""
     Message = get_message_model()
     usage, error = Message._meta.get_field("usage"), Message._meta.get_field("error")
+    parts = Message._meta.get_field("parts")
     json_type = usage.db_type(connection)
     assert json_type is not None, "a JSONField has a column type"
     update_from_values(
         Message,
-        columns=("id", "content", "status", "stop_reason", "usage", "error", "content_seq"),
+        columns=("id", "content", "status", "stop_reason", "usage", "error", "parts", "content_seq"),
         rows=[
             (
                 db_id(Message, message.id),
@@ -80,14 +96,15 @@ def _messages_ended(messages: list[AbstractMessage], *, completed_at: datetime) 
                 message.stop_reason,
                 usage.get_db_prep_save(message.usage, connection),
                 error.get_db_prep_save(message.error, connection),
+                parts.get_db_prep_save(message.parts, connection),
                 message.content_seq,
             )
             for message in messages
         ],
         assignments="content = {content}, status = {status}, stop_reason = {stop_reason}, usage = {usage}, "
-        "error = {error}, content_seq = {content_seq}, completed_at = %s",
+        "error = {error}, parts = {parts}, content_seq = {content_seq}, completed_at = %s",
         params=[db_time(completed_at)],
-        casts={"usage": json_type, "error": json_type},
+        casts={"usage": json_type, "error": json_type, "parts": json_type},
     )
 
 
@@ -133,8 +150,8 @@ def generation_cancel(*, thread: AbstractThread) -> AbstractMessage:
         )
         if generation is None:
             raise NotRunning("No reply is being written in this thread.")
-        if generation.status == Generation.Status.QUEUED:
-            # No worker holds it: end it here, with nothing written.
+        if generation.status in (Generation.Status.QUEUED, Generation.Status.AWAITING_APPROVAL):
+            # No worker holds it: end it here, keeping what was written.
             message_end(message=generation.message, status=MessageStatus.CANCELLED)
         else:
             generation.cancel_requested = True

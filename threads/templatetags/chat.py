@@ -1,6 +1,7 @@
 """Filters of the chat pages: `markdown` renders untrusted message text as safe HTML; `moment` and `ago` say when."""
 
 import functools
+import json
 import re
 from datetime import datetime, timedelta
 
@@ -83,3 +84,9 @@ def ago(moment: datetime | None) -> str:
     if timezone.now() - moment < JUST_NOW:
         return "just now"
     return f"{timesince(moment, depth=1)} ago"
+
+
+@register.filter
+def as_json(value: object) -> str:
+    """Return a value as JSON text, for a data attribute the page script reads (escaped there like any text)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("threads", "0009_message_versions_fill"),
+        ("threads", "0010_message_parts"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
