@@ -157,10 +157,10 @@ def open_channels(layer) -> int:
 
 async def test_sockets_hold_no_channels_of_their_own(thread, user, connect):
     """Sockets open no channel-layer channels of their own: the process's hub holds one for the thread and one
-    for the person's session grant, however many sockets read them."""
+    for each grant group (the person's sessions, their access to the thread), however many sockets read them."""
     first = await connect(thread.id, user)
     await first.receive_until(lambda frame: frame["type"] == "ready")
-    assert open_channels(get_channel_layer()) == 2
+    assert open_channels(get_channel_layer()) == 3
     second = await connect(thread.id, user)
     await second.receive_until(lambda frame: frame["type"] == "ready")
-    assert open_channels(get_channel_layer()) == 2
+    assert open_channels(get_channel_layer()) == 3

@@ -194,7 +194,7 @@ async def test_removing_a_member_ends_their_ai_sdk_stream(thread, pat, session_c
     stream = HttpStream(f"/api/chat/{thread.id}/stream", headers={"cookie": cookie})
     assert (await stream.start())[0] == 200
     try:
-        while '"text-start"' not in stream.buffer:
+        while '"type":"start"' not in stream.buffer:
             assert await stream.read_chunk()
         await database_sync_to_async(member_remove)(thread=thread, user_id=pat.pk)
         body = await stream.read_all()

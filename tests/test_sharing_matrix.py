@@ -36,6 +36,7 @@ from .test_isolation import (
     answer,
     assert_refused_by_admin,
     cookie_socket,
+    reply_awaiting_approval,
     request,
     state,
     world,  # noqa: F401 - a fixture
@@ -64,6 +65,7 @@ ACTIONS = {
     "send": WRITE,
     "cancel": WRITE,
     "edit": WRITE,
+    "approve": WRITE,
     "regenerate": WRITE,
     # Choosing the version shown changes what everyone on the thread sees: a write.
     "switch": WRITE,
@@ -132,6 +134,8 @@ def test_endpoint_answers_each_shared_role_as_it_should(sharing, endpoint: Endpo
     world = sharing.world
     if endpoint.running:
         message_post(thread=world.thread, content="Still writing?", client_id=None)
+    if endpoint.awaiting:
+        reply_awaiting_approval(world.thread)
     client = client_as(sharing, role)
     action = ACTIONS[endpoint.name]
     before = state()
