@@ -173,6 +173,41 @@ def test_a_participants_send_carries_them_as_author(sharing):
     assert authors == [{"id": sharing.world.owner.pk, "name": "alice"}, {"id": pat.pk, "name": "pat"}]
 
 
+def test_a_participants_edit_and_regenerate_are_theirs(sharing, settings):
+    """A participant's new version of a question names them as its author, and edits and regenerations count
+    against their own send limit, not the owner's."""
+    settings.CHAT_SENDS_PER_MINUTE = 2
+    client = client_as(sharing, "participant")
+    ids = sharing.world.ids
+    edited = client.post(
+        f"/api/threads/{ids.thread}/messages/{ids.message}/edit", {"content": "Pat's version"}, "application/json"
+    )
+    assert edited.status_code == 202
+    assert edited.json()["message"]["author"]["name"] == "pat"
+    assert Message.objects.get(pk=edited.json()["message"]["id"]).author.username == "pat"
+    generation_cancel(thread=sharing.world.thread)
+    regenerated = client.post(f"/api/threads/{ids.thread}/replies/{edited.json()['reply']['id']}/regenerate")
+    assert regenerated.status_code == 202
+    generation_cancel(thread=sharing.world.thread)
+    limited = client.post(f"/api/threads/{ids.thread}/replies/{regenerated.json()['reply']['id']}/regenerate")
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_participants_edit_frame_is_theirs(sharing):
+    """An `edit` frame from a participant's socket writes a version authored by them."""
+    communicator = await socket_for(sharing, "participant")
+    try:
+        await frame_of_type(communicator, "ready")
+        edit = {"type": "edit", "message_id": sharing.world.ids.message, "content": "Pat, over the socket"}
+        await communicator.send_to(text_data=json.dumps(edit))
+        written = await frame_of_type(communicator, "message")
+        assert written["message"]["content"] == "Pat, over the socket"
+        assert written["message"]["author"]["name"] == "pat"
+    finally:
+        await communicator.disconnect(timeout=RECEIVE_TIMEOUT_S)
+
+
 def test_a_participants_send_while_the_owners_reply_streams_is_busy(sharing):
     """One reply at a time per thread, whoever asked for it: a participant's send meanwhile gets 409 `busy`."""
     message_post(thread=sharing.world.thread, content="Owner asks", client_id=None)

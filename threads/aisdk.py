@@ -303,7 +303,7 @@ def aisdk_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> Strea
         thread = request_thread(request, str(thread_id), Action.WRITE)
         # Each new text of the UI message is a send of its own: repeating it posts once (I7).
         edit_id = uuid.uuid5(UI_MESSAGE_NAMESPACE, f"{ui_id}\n{content}")
-        posted = message_edit(thread=thread, message=edited, content=content, client_id=edit_id)
+        posted = message_edit(thread=thread, message=edited, content=content, client_id=edit_id, author=request.user)
     else:
         posted = thread_start(
             person=request.user,

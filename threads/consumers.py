@@ -156,7 +156,11 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await database_sync_to_async(generation_cancel)(thread=thread)
         elif kind in ("edit", "regenerate", "switch"):
             await self._refuse_unless_writer()
-            await database_sync_to_async(version_frame_apply)(thread=thread, frame=frame)
+            await database_sync_to_async(version_frame_apply)(
+                thread=thread,
+                frame=frame,
+                person=cast(User, self.person),  # a writer is signed in
+            )
         elif kind == "approve":
             await self._refuse_unless_writer()
             tool_call_id, approved = parse_approval(frame)

@@ -6,6 +6,7 @@ under its parent (threads/paths.py); the earlier ones stay, with what followed t
 
 from uuid import UUID
 
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from streaming.errors import BadRequest
@@ -19,19 +20,27 @@ from .selectors import message_get_in_thread
 from .services import Posted, _lock_thread, _refuse_if_busy, exchange_write, reply_regenerate, validate_content
 
 
-def message_edit(*, thread: Thread, message: Message, content: object, client_id: UUID | None) -> Posted:
-    """Send `content` as a new version of the user `message`, answered by a new reply, on the active path.
+def message_edit(
+    *, thread: Thread, message: Message, content: object, client_id: UUID | None, author: User | None = None
+) -> Posted:
+    """Send `content` as `author`'s new version of the user `message` (the owner's when not given), answered by a
+    new reply, on the active path.
 
     A send: idempotent by client_id (I7), Busy while a reply is being written (I6), counted
-    against the owner's rate limit.
+    against the author's rate limit.
     """
     if message.thread_id != thread.pk or message.role != Message.Role.USER:
         raise BadRequest("Only a user message in this thread can be edited.")
     content = validate_content(content)
     with transaction.atomic():
-        locked = _lock_thread(thread)
+        locked = _lock_thread(thread, person_id=author.pk if author is not None else None)
         return exchange_write(
-            thread=locked, content=content, client_id=client_id, parent=parent_of(message), branches=True
+            thread=locked,
+            content=content,
+            client_id=client_id,
+            parent=parent_of(message),
+            branches=True,
+            author=author,
         )
 
 
@@ -59,16 +68,16 @@ def version_switch(*, thread: Thread, message: Message) -> int:
     return seq
 
 
-def version_frame_apply(*, thread: Thread, frame: dict[str, object]) -> None:
-    """Apply a WebSocket `edit`, `regenerate` or `switch` frame; its effects reach every tab through the log."""
+def version_frame_apply(*, thread: Thread, frame: dict[str, object], person: User) -> None:
+    """Apply `person`'s WebSocket `edit`, `regenerate` or `switch` frame; every tab sees it through the log."""
     message_id = frame.get("message_id")
     if not isinstance(message_id, str):
         raise BadRequest("message_id must be the id of a message of this thread.")
     message = message_get_in_thread(thread=thread, message_id=message_id)
     if frame["type"] == "edit":
         client_id = parse_client_id(frame.get("client_id"))
-        message_edit(thread=thread, message=message, content=frame.get("content"), client_id=client_id)
+        message_edit(thread=thread, message=message, content=frame.get("content"), client_id=client_id, author=person)
     elif frame["type"] == "regenerate":
-        reply_regenerate(thread=thread, reply=message)
+        reply_regenerate(thread=thread, reply=message, person=person)
     else:
         version_switch(thread=thread, message=message)

@@ -20,7 +20,11 @@ def message_edit_view(request: AuthenticatedHttpRequest, thread_id: str, message
     thread = request_thread(request, thread_id, Action.WRITE)
     message = message_get_in_thread(thread=thread, message_id=message_id)
     posted = message_edit(
-        thread=thread, message=message, content=body.get("content"), client_id=parse_client_id(body.get("client_id"))
+        thread=thread,
+        message=message,
+        content=body.get("content"),
+        client_id=parse_client_id(body.get("client_id")),
+        author=request.user,
     )
     return JsonResponse(
         {"message": message_payload(posted.message), "reply": message_payload(posted.reply), "seq": posted.reply.seq},
