@@ -50,8 +50,10 @@ def test_streambench_reports_every_figure_with_nothing_lost_duplicated_or_reorde
     assert report["page"]["messages"] == 20 and report["page"]["page_ms"]["runs"] == 2
     assert report["idle"]["sockets"] == 5 and report["idle"]["failed"] == 0
     assert report["peak_memory"]["by_process_mib"]["web-0"] > 0
-    assert [step["streams"] for step in report["capacity"]["steps"]] == [2]
-    assert not any(report["capacity"]["steps"][0]["correctness"][name] for name in LOSS)
+    # The search starts at 2 streams; whether a step passes is speed, which this test never asserts.
+    steps = report["capacity"]["steps"]
+    assert steps[0]["streams"] == 2 and all(step["streams"] <= 2 for step in steps)
+    assert not any(step["correctness"][name] for step in steps for name in LOSS)
     assert report["crashed_processes"] == []
     assert {target["target"].split(" (")[0] for target in report["targets"]} >= {
         "zero loss at every load",
