@@ -2,8 +2,9 @@
 
 Replies only buffer their provider's text. The first text buffered after a round arms the
 worker's flush tick, STREAM_FLUSH_MS later: the round it starts takes every reply with text
-buffered, every reply that ended or buffered STREAM_FLUSH_MAX_CHARS (those ask for a round
-at once), and every reply whose lease is due for renewal. It commits them all in one
+buffered, every reply that ended, and every reply whose lease is due for renewal. Only a
+reply that buffered STREAM_FLUSH_MAX_CHARS, or whose step waits for its text, asks for a
+round at once; a renewal has a round of its own only when no tick is coming. It commits them all in one
 transaction of set-based statements (`generation_commit`), then publishes each thread's
 new events with one channel-layer call (I2: only after the commit) while the next round
 commits. A token waits for the tick, then for any round in progress and its own, as it
@@ -69,8 +70,10 @@ class Writer(Protocol):
 class Committer:
     def __init__(self) -> None:
         self.writers: dict[UUID, Writer] = {}
-        # Writers that asked for a round at once: they ended, or buffered a lot.
+        # Writers that asked for a round at once: they buffered a lot, or a step waits for their text.
         self.requested: set[UUID] = set()
+        # Writers that ended: the next tick takes them with or without text.
+        self.ending: set[UUID] = set()
         # Loop time of the next flush tick; None while no writer has text waiting.
         self.tick_at: float | None = None
         self.wake = asyncio.Event()
@@ -83,12 +86,22 @@ class Committer:
     def discard(self, writer: Writer) -> None:
         self.writers.pop(writer.generation_id, None)
         self.requested.discard(writer.generation_id)
+        self.ending.discard(writer.generation_id)
 
     def text_buffered(self) -> None:
         """A writer buffered text: make sure a tick will take it."""
         if self.tick_at is None:
             self.tick_at = asyncio.get_running_loop().time() + settings.STREAM_FLUSH_MS / 1000
             self.wake.set()  # the loop may be waiting for a renewal, later than the tick
+
+    def end(self, writer: Writer) -> None:
+        """Include `writer`, which ended, in the next tick's round.
+
+        Not in a round of its own: under load a reply ends every few milliseconds, and a
+        round for each would hold up the ticks of every other reply's text.
+        """
+        self.ending.add(writer.generation_id)
+        self.text_buffered()
 
     def request(self, writer: Writer) -> None:
         """Include `writer` in a round now."""
@@ -105,27 +118,35 @@ class Committer:
             self.wake.clear()
             now = asyncio.get_running_loop().time()
             tick = self.tick_at is not None and now >= self.tick_at
+            # A renewal waits for a tick that is coming anyway: a lease is renewed well before it
+            # runs out, and under load a round of renewals alone would delay every reply's text.
+            renewing = self.tick_at is None or tick
             if tick:
                 self.tick_at = None
             due = [
                 writer
                 for generation_id, writer in self.writers.items()
-                if generation_id in self.requested or (tick and writer.has_text()) or writer.renew_at <= now
+                if generation_id in self.requested
+                or (tick and (writer.has_text() or generation_id in self.ending))
+                or (renewing and writer.renew_at <= now)
             ]
             self.requested.clear()
+            if tick:
+                self.ending.clear()
             if due:
                 with metrics.ROUND_SECONDS.time(), tracer.start_as_current_span("chat.round") as span:
                     span.set_attribute("chat.round.replies", len(due))
                     await self._round(due)
 
     def _until_next_deadline(self) -> float | None:
-        """Seconds until the next tick or lease renewal; None when neither is due."""
-        deadlines = [writer.renew_at for writer in self.writers.values()]
+        """Seconds until the next tick, or else the next lease renewal; None when neither is due."""
         if self.tick_at is not None:
-            deadlines.append(self.tick_at)
-        if not deadlines:
+            deadline = self.tick_at  # it takes the renewals due by then
+        elif self.writers:
+            deadline = min(writer.renew_at for writer in self.writers.values())
+        else:
             return None
-        return max(0.0, min(deadlines) - asyncio.get_running_loop().time())
+        return max(0.0, deadline - asyncio.get_running_loop().time())
 
     async def _round(self, writers: list[Writer]) -> None:
         writes = [writer.take_write() for writer in writers]

@@ -96,8 +96,8 @@ class ReplyRun:
             if outcome is None:
                 log_generation("generation.awaiting_approval", self.claim, ms=self._elapsed_ms())
                 return
-            self.outcome = outcome  # the next round writes the rest of the text and the `end` event
-            self.committer.request(self)
+            self.outcome = outcome  # the next tick's round writes the rest of the text and the `end` event
+            self.committer.end(self)
             await self.ended
         except LeaseLost:
             log_generation("generation.lease_lost", self.claim, level=logging.WARNING, ms=self._elapsed_ms())

@@ -27,19 +27,19 @@ REPLIES = 8
 
 
 @pytest.fixture
-def counted_commits(monkeypatch):
-    """Count the worker's group commits (each runs the real `generation_commit`) and the writes in each."""
-    rounds: list[int] = []
+def recorded_rounds(monkeypatch):
+    """Record the writes of each of the worker's group commits (each runs the real `generation_commit`)."""
+    rounds: list[list[Write]] = []
 
-    def generation_commit_counted(*, writes, retrying=False):
-        rounds.append(len(writes))
+    def generation_commit_recorded(*, writes, retrying=False):
+        rounds.append(list(writes))
         return generation_commit(writes=writes, retrying=retrying)
 
-    monkeypatch.setattr(committer, "ageneration_commit", database_sync_to_async(generation_commit_counted))
+    monkeypatch.setattr(committer, "ageneration_commit", database_sync_to_async(generation_commit_recorded))
     return rounds
 
 
-async def test_concurrent_replies_share_transactions(user, worker, settings, counted_commits):
+async def test_concurrent_replies_share_transactions(user, worker, settings, recorded_rounds):
     """Replies streaming at once commit together: far fewer transactions than delta events, every text exact."""
     settings.SCRIPTED_TOKENS_PER_SECOND = 200
     settings.SCRIPTED_REPLY_TOKENS = 60
@@ -53,12 +53,34 @@ async def test_concurrent_replies_share_transactions(user, worker, settings, cou
     await _until_ended(replies)
     deltas = (await Chunk.objects.filter(message_id__in=replies, kind="delta").aaggregate(n=Sum("span")))["n"]
     assert deltas >= REPLIES * 5, "each reply was flushed several times"
-    assert len(counted_commits) < deltas / 3, f"{len(counted_commits)} transactions for {deltas} delta events"
-    assert max(counted_commits) >= REPLIES // 2, "rounds carried several replies at once"
+    assert len(recorded_rounds) < deltas / 3, f"{len(recorded_rounds)} transactions for {deltas} delta events"
+    assert max(map(len, recorded_rounds)) >= REPLIES // 2, "rounds carried several replies at once"
     for n, reply_id in enumerate(replies):
         reply = await Message.objects.aget(pk=reply_id)
         assert reply.status == Message.Status.COMPLETE
         assert reply.content == scripted_reply([Turn("user", f"Question {n}")], 60)
+
+
+async def test_renewals_and_ends_ride_the_flush_ticks(user, worker, settings, recorded_rounds):
+    """While text streams, no round commits only lease renewals or only ends: they wait for the next tick.
+
+    A round of their own would hold up every other reply's text behind it.
+    """
+    settings.SCRIPTED_TOKENS_PER_SECOND = 100
+    settings.SCRIPTED_REPLY_TOKENS = 100  # a second each: ten renewals
+    settings.GENERATION_LEASE_SECONDS = 0.3  # renewed every 0.1 s
+    settings.STREAM_FLUSH_MS = 40
+    threads = [await database_sync_to_async(thread_create)(owner=user, title=f"t{n}") for n in range(REPLIES)]
+    posts = [
+        await database_sync_to_async(message_post)(thread=thread, content=f"Question {n}", client_id=None)
+        for n, thread in enumerate(threads)
+    ]
+    await _until_ended([post.reply.id for post in posts])
+    renewals = sum(write.renew for writes in recorded_rounds for write in writes)
+    assert renewals >= REPLIES * 5, "leases were renewed by rounds"
+    alone = [writes for writes in recorded_rounds if not any(write.text for write in writes)]
+    assert len(alone) <= 1, f"{len(alone)} of {len(recorded_rounds)} rounds carried no text"
+    assert (await Generation.objects.filter(attempts=1, status=Generation.Status.DONE).acount()) == REPLIES
 
 
 def _claimed_reply(user) -> Claim:
