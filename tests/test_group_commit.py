@@ -1,6 +1,9 @@
 """A worker commits all its replies' text together: one transaction per flush tick, each reply fenced alone."""
 
 import asyncio
+import math
+import uuid
+from types import SimpleNamespace
 
 import pytest
 from channels.db import database_sync_to_async
@@ -13,12 +16,13 @@ from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply
 from streaming.selectors import logged_reply_text
 from streaming.services.claims import Claim
-from streaming.services.commits import Write, generation_commit
+from streaming.services.commits import Write, Written, generation_commit
 from streaming.worker import StreamWorker
 from threads.models import Message
 from threads.services import message_post, thread_create
 
 from .conftest import RECEIVE_TIMEOUT_S
+from .test_hub import eventually
 from .writes import generation_claim
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,26 +65,87 @@ async def test_concurrent_replies_share_transactions(user, worker, settings, rec
         assert reply.content == scripted_reply([Turn("user", f"Question {n}")], 60)
 
 
-async def test_renewals_and_ends_ride_the_flush_ticks(user, worker, settings, recorded_rounds):
-    """While text streams, no round commits only lease renewals or only ends: they wait for the next tick.
+class TickWriter:
+    """A reply as the committer sees it, with text, an end or a renewal waiting as a test sets them."""
 
-    A round of their own would hold up every other reply's text behind it.
+    def __init__(self, *, renew_at: float = math.inf) -> None:
+        self.generation_id = uuid.uuid4()
+        self.claim = SimpleNamespace(generation_id=self.generation_id, thread_id=uuid.uuid4())
+        self.renew_at = renew_at
+        self.text = ""
+        self.ended = False
+
+    def has_text(self) -> bool:
+        return bool(self.text)
+
+    def take_write(self) -> Write:
+        write = Write(claim=self.claim, text=self.text, end={"status": "complete"} if self.ended else None)
+        self.text = ""
+        self.renew_at = math.inf
+        return write
+
+    def written(self, write, result) -> None:
+        pass
+
+    def abandoned(self, error) -> None:
+        raise AssertionError(error)
+
+
+async def test_renewals_and_ends_ride_the_next_flush_tick(settings, monkeypatch):
+    """A lease renewal or an end waits for the tick that some reply's text armed: no round of their own.
+
+    At load a reply ends or renews every few milliseconds: a round for each would hold up
+    every other reply's text behind it.
     """
-    settings.SCRIPTED_TOKENS_PER_SECOND = 100
-    settings.SCRIPTED_REPLY_TOKENS = 100  # a second each: ten renewals
-    settings.GENERATION_LEASE_SECONDS = 0.3  # renewed every 0.1 s
-    settings.STREAM_FLUSH_MS = 40
-    threads = [await database_sync_to_async(thread_create)(owner=user, title=f"t{n}") for n in range(REPLIES)]
-    posts = [
-        await database_sync_to_async(message_post)(thread=thread, content=f"Question {n}", client_id=None)
-        for n, thread in enumerate(threads)
-    ]
-    await _until_ended([post.reply.id for post in posts])
-    renewals = sum(write.renew for writes in recorded_rounds for write in writes)
-    assert renewals >= REPLIES * 5, "leases were renewed by rounds"
-    alone = [writes for writes in recorded_rounds if not any(write.text for write in writes)]
-    assert len(alone) <= 1, f"{len(alone)} of {len(recorded_rounds)} rounds carried no text"
-    assert (await Generation.objects.filter(attempts=1, status=Generation.Status.DONE).acount()) == REPLIES
+    settings.STREAM_FLUSH_MS = 200
+    rounds: list[tuple[float, set]] = []
+
+    async def commit_recorded(*, writes, retrying=False):
+        rounds.append((asyncio.get_running_loop().time(), {write.claim.generation_id for write in writes}))
+        return {write.claim.generation_id: Written(lease_lost=False) for write in writes}
+
+    monkeypatch.setattr(committer, "ageneration_commit", commit_recorded)
+    loop = asyncio.get_running_loop()
+    group = committer.Committer()
+    texting, renewing, ending = TickWriter(), TickWriter(renew_at=loop.time()), TickWriter()
+    for writer in (texting, renewing, ending):
+        group.add(writer)
+    texting.text = "Hello"
+    group.text_buffered()
+    armed_at = loop.time()
+    ending.ended = True
+    group.end(ending)
+    running = asyncio.create_task(group.run())
+    try:
+        await eventually(lambda: rounds, "a round commits")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    (committed_at, generations), *later = rounds
+    assert committed_at >= armed_at + 0.2, "the first round waited for the tick"
+    assert generations == {texting.generation_id, renewing.generation_id, ending.generation_id}
+    assert not later
+
+
+async def test_a_renewal_has_a_round_of_its_own_when_no_tick_is_coming(settings, monkeypatch):
+    """With no text buffered, a lease due for renewal is renewed at once."""
+    rounds: list[set] = []
+
+    async def commit_recorded(*, writes, retrying=False):
+        rounds.append({write.claim.generation_id for write in writes})
+        return {write.claim.generation_id: Written(lease_lost=False) for write in writes}
+
+    monkeypatch.setattr(committer, "ageneration_commit", commit_recorded)
+    group = committer.Committer()
+    renewing = TickWriter(renew_at=asyncio.get_running_loop().time())
+    group.add(renewing)
+    running = asyncio.create_task(group.run())
+    try:
+        await eventually(lambda: rounds, "a round commits")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert rounds == [{renewing.generation_id}]
 
 
 def _claimed_reply(user) -> Claim:
