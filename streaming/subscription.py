@@ -41,9 +41,10 @@ import math
 import threading
 import weakref
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from . import events, metrics
@@ -90,22 +91,35 @@ class AccessRevoked(SubscriptionEnded):
 class AccessGrant:
     """A revocable right a reader subscribed under, which the product defines (an API token, say).
 
-    The subscription listens on `group`, where a revocation notice makes it await `still_valid()` at
-    once (a group may hold several grants: a person's sessions, say), and awaits it every
+    The subscription listens on `group`, where a revocation notice makes it check `still_valid()`
+    at once (a group may hold several grants: a person's sessions, say), and checks it every
     STREAM_ACCESS_RECHECK_SECONDS in case the notice was lost; when it fails, the subscription
-    ends with AccessRevoked(`detail`).
+    ends with AccessRevoked(`detail`). `still_valid` is sync code that reads the database: a
+    reader's grants are checked together, in one call to the database thread (`agrants_check`).
     """
 
     group: str
-    still_valid: Callable[[], Awaitable[bool]]
+    still_valid: Callable[[], bool]
     detail: str
     # How a WebSocket closes when it ends: signed out (4401, the default) or no longer allowed (4403).
     close_code: CloseCode = CloseCode.NOT_SIGNED_IN
 
-    async def check(self) -> None:
+    def check(self) -> None:
         """Raise AccessRevoked unless the grant still holds."""
-        if not await self.still_valid():
+        if not self.still_valid():
             raise AccessRevoked(self.detail, self.close_code)
+
+
+def grants_check(grants: Sequence[AccessGrant]) -> None:
+    """Raise AccessRevoked unless every one of `grants` still holds; grants sharing one check run it once."""
+    checked = set()
+    for grant in grants:
+        if id(grant.still_valid) not in checked:
+            checked.add(id(grant.still_valid))
+            grant.check()
+
+
+agrants_check = database_sync_to_async(grants_check)
 
 
 # Streams are long-lived and cheap to open: a refused one should not be retried at once.
@@ -289,8 +303,7 @@ class ThreadSubscription:
         """Raise AccessRevoked if one of the subscription's grants no longer holds."""
         if self.grants:
             self.grants_checked = asyncio.get_running_loop().time()
-            for grant in self.grants:
-                await grant.check()
+            await agrants_check(self.grants)
 
     async def _open(self) -> AsyncIterator[Frame]:
         """Yield the backlog after the cursor (or a reset), then `ready`."""

@@ -263,11 +263,8 @@ async def test_a_revoked_grant_ends_its_reader_only(thread, worker):
     """A revocation notice ends the reader opened under that grant; another reader of the thread goes on."""
     valid = {"token": True}
 
-    async def still_valid() -> bool:
-        return valid["token"]
-
     grant = AccessGrant(
-        group=f"test-grant.{uuid.uuid4().hex}", still_valid=still_valid, detail="The token was revoked."
+        group=f"test-grant.{uuid.uuid4().hex}", still_valid=lambda: valid["token"], detail="The token was revoked."
     )
     granted, other = Reader(thread, grants=(grant,)), Reader(thread)
     await eventually(lambda: granted.ready() and other.ready(), "both readers are ready")

@@ -20,6 +20,7 @@ the thread send those groups a notice, and each stream asks `thread_access` agai
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -162,31 +163,24 @@ def link_group_name(link_id: int) -> str:
 
 def _still_reads(*, user: User | AnonymousUser, thread_id: UUID, link_ids: tuple[int, ...]) -> bool:
     """Return whether the person may still read the thread; ThreadGone once it is deleted."""
-    if not Thread.objects.filter(pk=thread_id).exists():
-        raise ThreadGone(str(thread_id))
     try:
         thread_access(user=user, thread_id=thread_id, link_ids=link_ids)
     except NotFound:
+        if not Thread.objects.filter(pk=thread_id).exists():
+            raise ThreadGone(str(thread_id)) from None
         return False
     return True
-
-
-_astill_reads = database_sync_to_async(_still_reads)
 
 
 def access_grants(
     *, user: User | AnonymousUser, access: ThreadAccess, link_ids: tuple[int, ...] = ()
 ) -> list[AccessGrant]:
     """Return the grants a stream of the thread holds: it ends once the person may no longer read it."""
-    thread_id = access.thread.id
-
-    async def still_valid() -> bool:
-        return await _astill_reads(user=user, thread_id=thread_id, link_ids=link_ids)
-
+    still_valid = partial(_still_reads, user=user, thread_id=access.thread.id, link_ids=link_ids)
     detail = "Your access to this thread ended."
     groups = [link_group_name(link_id) for link_id in link_ids]
     if user.is_authenticated:
-        groups.append(member_group_name(thread_id, int(user.pk)))
+        groups.append(member_group_name(access.thread.id, int(user.pk)))
     return [
         AccessGrant(group=group, still_valid=still_valid, detail=detail, close_code=CloseCode.NOT_ALLOWED)
         for group in groups

@@ -17,15 +17,25 @@ from streaming.errors import BadRequest, ChatError, RateLimited
 from streaming.frames import SEND_FRAME_EXTENSION, Frame
 from streaming.protocol import CloseCode
 from streaming.services.endings import generation_cancel
-from streaming.subscription import AccessGrant, AccessRevoked, StreamSlot, ThreadGone, ThreadSubscription
+from streaming.subscription import (
+    AccessGrant,
+    AccessRevoked,
+    StreamSlot,
+    ThreadGone,
+    ThreadSubscription,
+    grants_check,
+)
 
-from .access import Action, athread_access, person_of, scope_link_ids, scope_stream_grants
+from .access import Action, athread_access, person_of, scope_link_ids, scope_stream_grants, thread_access
 from .inputs import parse_approval, parse_client_id, parse_json_object
 from .models import Thread
 from .services import message_post, tool_call_approve
 from .versions import version_frame_apply
 
 logger = logging.getLogger(__name__)
+
+# The frames that write, as the socket's person: each checks that they still may.
+WRITE_FRAMES = frozenset({"send", "cancel", "edit", "regenerate", "switch", "approve"})
 
 
 def query_cursor(query_string: bytes) -> int | None:
@@ -143,39 +153,29 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         kind = frame.get("type")
         if kind == "ping":
             await self.send(events.encode(events.pong_frame()))
-        elif kind == "send":
-            await self._refuse_unless_writer()
-            await database_sync_to_async(message_post)(
-                thread=thread,
-                content=frame.get("content"),
-                client_id=parse_client_id(frame.get("client_id")),
-                author=cast(User, self.person),  # a writer is signed in: visitors only read
-            )
-        elif kind == "cancel":
-            await self._refuse_unless_writer()
-            await database_sync_to_async(generation_cancel)(thread=thread)
-        elif kind in ("edit", "regenerate", "switch"):
-            await self._refuse_unless_writer()
-            await database_sync_to_async(version_frame_apply)(
-                thread=thread,
-                frame=frame,
-                person=cast(User, self.person),  # a writer is signed in
-            )
-        elif kind == "approve":
-            await self._refuse_unless_writer()
-            tool_call_id, approved = parse_approval(frame)
-            await database_sync_to_async(tool_call_approve)(thread=thread, tool_call_id=tool_call_id, approved=approved)
+        elif kind in WRITE_FRAMES:
+            await database_sync_to_async(self._write)(thread, kind, frame)
         else:
             raise BadRequest("Unknown frame type; expected send, cancel, ping, edit, regenerate, switch or approve.")
 
-    async def _refuse_unless_writer(self) -> None:
-        """Refuse a write unless the person may still write here, as read now: a lowered role writes nothing more.
+    def _write(self, thread: Thread, kind: str, frame: dict[str, Any]) -> None:
+        """Apply a write frame, unless the person may no longer write here, as read now.
 
         AccessRevoked if a grant was revoked (the notice closing the socket may be lost),
-        Forbidden (an `error` frame, the socket stays open) if the role only reads.
+        Forbidden (an `error` frame, the socket stays open) if the role only reads: a
+        lowered role writes nothing more. The checks and the write take one trip to the
+        database thread: a send is the web process's costliest frame.
         """
-        for grant in self.grants:
-            await grant.check()
-        assert self.thread is not None, "frames are taken once the thread is known"
-        access = await athread_access(user=self.person, thread_id=self.thread.id, link_ids=self.link_ids)
-        access.require(Action.WRITE)
+        grants_check(self.grants)
+        thread = thread_access(user=self.person, thread_id=thread.id, link_ids=self.link_ids).require(Action.WRITE)
+        person = cast(User, self.person)  # a writer is signed in: visitors only read
+        if kind == "send":
+            client_id = parse_client_id(frame.get("client_id"))
+            message_post(thread=thread, content=frame.get("content"), client_id=client_id, author=person)
+        elif kind == "cancel":
+            generation_cancel(thread=thread)
+        elif kind == "approve":
+            tool_call_id, approved = parse_approval(frame)
+            tool_call_approve(thread=thread, tool_call_id=tool_call_id, approved=approved)
+        else:
+            version_frame_apply(thread=thread, frame=frame, person=person)

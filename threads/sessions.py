@@ -10,10 +10,10 @@ checks again every STREAM_ACCESS_RECHECK_SECONDS, and a WebSocket checks before 
 write, so a signed-out socket writes nothing.
 """
 
+from functools import partial
 from importlib import import_module
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -49,16 +49,13 @@ def session_signs_in(*, session_key: str, user_id: int) -> bool:
     return constant_time_compare(session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash())
 
 
-asession_signs_in = database_sync_to_async(session_signs_in)
-
-
 def session_grant(*, session_key: str | None, user_id: int) -> AccessGrant | None:
     """Return the grant of a stream opened with session `session_key`: it ends when the session no longer signs in."""
     if session_key is None:
         return None
     return AccessGrant(
         group=person_group_name(user_id),
-        still_valid=lambda: asession_signs_in(session_key=session_key, user_id=user_id),
+        still_valid=partial(session_signs_in, session_key=session_key, user_id=user_id),
         detail="Signed out: the session ended.",
     )
 

@@ -2,8 +2,8 @@
 
 import hashlib
 from datetime import timedelta
+from functools import partial
 
-from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -53,16 +53,13 @@ def token_group_name(token_id: int) -> str:
     return f"token.{token_id}"
 
 
-aapi_token_is_valid = database_sync_to_async(api_token_is_valid)
-
-
 def api_token_grant(token_id: int | None) -> AccessGrant | None:
     """Return the grant a stream opened with API token `token_id` holds: it ends when the token is revoked."""
     if token_id is None:
         return None
     return AccessGrant(
         group=token_group_name(token_id),
-        still_valid=lambda: aapi_token_is_valid(token_id=token_id),
+        still_valid=partial(api_token_is_valid, token_id=token_id),
         detail="The API token was revoked.",
     )
 
