@@ -23,8 +23,9 @@ The frames of a thread's log go out through `send_frame`, which BoundedServer of
 WebSocket application in its scope (streaming/frames.py's SEND_FRAME_EXTENSION): the
 hub (streaming/hub.py) hands every reader of a thread the same Frame object, and a
 server's WebSocket frames are unmasked, so the frame's bytes are built once, as
-autobahn's PreparedMessage, and written to each socket; with the same bound and the
-same closing as `send`. Applications served by another server (runserver, the tests'
+autobahn's PreparedMessage, and written to each socket, straight to the socket when
+Twisted holds nothing unsent for it (`write_now`); with the same bound and the same
+closing as `send`. Applications served by another server (runserver, the tests'
 communicators) find no such extension and use `send`.
 
 So one client makes this process hold at most the bound plus the frame that crossed it,
@@ -61,6 +62,7 @@ from daphne.ws_protocol import WebSocketProtocol  # noqa: E402
 from django.conf import settings  # noqa: E402
 from twisted.internet import defer  # noqa: E402
 from twisted.internet.abstract import FileDescriptor  # noqa: E402
+from twisted.internet.tcp import Connection  # noqa: E402
 from twisted.protocols.policies import ProtocolWrapper  # noqa: E402
 
 from streaming import metrics  # noqa: E402
@@ -91,6 +93,27 @@ def unsent_bytes(transport: FileDescriptor) -> int:
     The sum Twisted's own `FileDescriptor._isSendBufferFull` makes: there is no public accessor.
     """
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def write_now(transport: Connection, data: bytes) -> None:
+    """Write `data` to a socket's transport, straight to the socket when Twisted holds nothing unsent for it.
+
+    Twisted's `write` only buffers: it asks the loop to call the transport back when the
+    socket is writable, and the bytes leave on a later turn, after an add_writer, a
+    doWrite and a remove_writer, with a logging context around each. With nothing queued
+    ahead, sending at once puts the same bytes on the wire in the same order; whatever the
+    kernel does not take goes to Twisted's buffer as before, and a broken connection is
+    left for Twisted to find there and end.
+    """
+    if transport.connected and not transport.disconnecting and not unsent_bytes(transport):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:  # full (EAGAIN) or broken: Twisted's own write handles both
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 # Each frame's WebSocket message, built on its first send and kept while the frame is in use.
@@ -146,7 +169,18 @@ class BoundedServer(Server):
             return
         if protocol.state == protocol.STATE_CONNECTING:
             raise ValueError("Socket has not been accepted, so cannot send over it")
-        protocol.sendPreparedMessage(prepared_message(frame))
+        message = prepared_message(frame)
+        # What autobahn's sendPreparedMessage does when it neither compresses nor queues, less its
+        # debug log's arguments (built on every send) and its traffic counters (which nothing reads).
+        if (
+            isinstance(protocol.transport, Connection)
+            and protocol.state == protocol.STATE_OPEN
+            and protocol._perMessageCompress is None
+            and not protocol.send_queue
+        ):
+            write_now(protocol.transport, message.payloadHybi)
+        else:
+            protocol.sendPreparedMessage(message)
         await self.wait_for_client(protocol)
 
     async def handle_reply(self, protocol: object, message: dict) -> None:

@@ -79,6 +79,15 @@ def test_daphne_websocket_protocol_internals():
     assert "not self.muted" in inspect.getsource(WebSocketProtocol.onClose)
 
 
+def test_autobahn_prepared_message_send():
+    """send_frame writes a prepared message's payloadHybi itself where autobahn would only sendData it."""
+    send = inspect.getsource(AutobahnWebSocketProtocol.sendPreparedMessage)
+    assert "self._perMessageCompress is None" in send and "self.sendData(preparedMsg.payloadHybi)" in send
+    assert "len(self.send_queue) > 0" in inspect.getsource(AutobahnWebSocketProtocol.sendData)
+    assert "self.socket: socket.socket = skt" in inspect.getsource(tcp.Connection.__init__)
+    assigns(FileDescriptor, "disconnecting")
+
+
 def test_autobahn_close_handshake():
     """close_slow_client sets closeHandshakeTimeout and calls sendClose(code=, reason=)."""
     assert issubclass(WebSocketProtocol, AutobahnWebSocketProtocol)

@@ -2,14 +2,17 @@
 
 import base64
 import re
+import socket
 import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from twisted.internet.protocol import Protocol
+from twisted.internet.tcp import Connection
 from websockets.sync.client import ClientConnection, connect
 
-from chatsite.daphne_server import prepared_message
+from chatsite.daphne_server import prepared_message, unsent_bytes, write_now
 from streaming.frames import Frame
 
 from .live_server import WebProcess, live_environment, procfile_web
@@ -37,6 +40,54 @@ def test_a_frame_is_framed_once_as_an_unmasked_text_message():
     long = Frame("delta", '{"text":"' + "é" * 200 + '"}', seq=4)
     payload = long.data.encode()
     assert prepared_message(long).payloadHybi == bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload
+
+
+@pytest.fixture
+def connection() -> Iterator[tuple[Connection, socket.socket]]:
+    """A Twisted TCP transport on one end of a socket pair, and the other end, as the client's."""
+    server_end, client_end = socket.socketpair()
+    server_end.setblocking(False)
+    client_end.settimeout(SOCKET_TIMEOUT_S)
+    transport = Connection(server_end, Protocol())  # on the reactor daphne installed
+    transport.connected = True
+    yield transport, client_end
+    transport.stopWriting()
+    server_end.close()
+    client_end.close()
+
+
+def test_a_frame_goes_straight_to_the_socket_when_nothing_waits_before_it(connection):
+    transport, client = connection
+    write_now(transport, b"first frame")
+    assert unsent_bytes(transport) == 0, "nothing was left to Twisted"
+    assert client.recv(100) == b"first frame"
+
+
+def test_a_frame_queues_behind_bytes_twisted_still_holds(connection):
+    """Order is kept: with bytes unsent in Twisted's buffer, a frame goes after them, not around them."""
+    transport, client = connection
+    transport.write(b"held ")  # buffered: the reactor is not running to flush it
+    write_now(transport, b"next")
+    assert unsent_bytes(transport) == len(b"held next")
+    client.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        client.recv(100)  # nothing overtook the held bytes
+    transport.doWrite()  # what the reactor does once the socket is writable
+    client.setblocking(True)
+    assert client.recv(100) == b"held next"
+
+
+def test_what_the_socket_does_not_take_is_left_to_twisted_in_order(connection):
+    transport, client = connection
+    transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    big = bytes(range(256)) * 4096  # 1 MiB: more than the kernel takes at once
+    write_now(transport, big)
+    assert 0 < unsent_bytes(transport) < len(big)
+    received = bytearray()
+    while len(received) < len(big):
+        received += client.recv(65536)
+        transport.doWrite()
+    assert bytes(received) == big
 
 
 @pytest.fixture(scope="module")
