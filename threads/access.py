@@ -37,7 +37,7 @@ from streaming.subscription import AccessGrant, ThreadGone
 
 from .errors import Forbidden
 from .models import Membership, ShareLink, Thread, ThreadRole
-from .sessions import request_stream_grant, scope_stream_grant
+from .sessions import request_stream_grant
 
 # The session key under which a browser keeps the ids of the share links it opened.
 SHARE_LINKS_SESSION_KEY = "share_links"
@@ -192,12 +192,6 @@ def request_stream_grants(request: HttpRequest, access: ThreadAccess) -> list[Ac
     grant = request_stream_grant(request)
     link_ids = request_link_ids(request)
     return ([grant] if grant else []) + access_grants(user=request.user, access=access, link_ids=link_ids)
-
-
-def scope_stream_grants(scope: Any, access: ThreadAccess, link_ids: tuple[int, ...]) -> list[AccessGrant]:
-    """Return every grant a WebSocket holds: its token's or session's, and its access's."""
-    grant = scope_stream_grant(scope)
-    return ([grant] if grant else []) + access_grants(user=scope["user"], access=access, link_ids=link_ids)
 
 
 def person_of(user: User | AnonymousUser) -> Person | None:

@@ -13,7 +13,7 @@ from django.contrib.auth.models import AnonymousUser, User
 
 from streaming import events
 from streaming.cursors import parse_cursor
-from streaming.errors import BadRequest, ChatError, RateLimited
+from streaming.errors import BadRequest, ChatError, NotFound, RateLimited
 from streaming.frames import SEND_FRAME_EXTENSION, Frame
 from streaming.protocol import CloseCode
 from streaming.services.endings import generation_cancel
@@ -26,10 +26,11 @@ from streaming.subscription import (
     grants_check,
 )
 
-from .access import Action, athread_access, person_of, scope_link_ids, scope_stream_grants, thread_access
+from .access import Action, access_grants, athread_access, person_of, scope_link_ids, thread_access
 from .inputs import parse_approval, parse_client_id, parse_json_object
 from .models import Thread
 from .services import message_post, tool_call_approve
+from .sessions import scope_stream_grant
 from .versions import version_frame_apply
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = None  # type: ignore[assignment]
     thread: Thread | None = None
     slot: StreamSlot | None = None
+    # The grants the socket holds: its sign-in's (an API token or a session) and its access's.
+    sign_in_grants: list[AccessGrant]
+    access_grants: list[AccessGrant]
     grants: list[AccessGrant]
     link_ids: tuple[int, ...] = ()
     streamer: asyncio.Task | None = None
@@ -90,7 +94,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         self.thread = access.thread  # from here on, frames are taken
         # What the socket was let in under that may be revoked: its API token or its session
         # (threads/sessions.py), and its access to the thread (threads/access.py).
-        self.grants = scope_stream_grants(self.scope, access, self.link_ids)
+        signed_in_with = scope_stream_grant(self.scope)
+        self.sign_in_grants = [signed_in_with] if signed_in_with else []
+        self.access_grants = access_grants(user=user, access=access, link_ids=self.link_ids)
+        self.grants = self.sign_in_grants + self.access_grants
         subscription = ThreadSubscription(
             thread=self.thread,
             after=query_cursor(self.scope["query_string"]),
@@ -166,8 +173,14 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         lowered role writes nothing more. The checks and the write take one trip to the
         database thread: a send is the web process's costliest frame.
         """
-        grants_check(self.grants)
-        thread = thread_access(user=self.person, thread_id=thread.id, link_ids=self.link_ids).require(Action.WRITE)
+        grants_check(self.sign_in_grants)
+        try:
+            access = thread_access(user=self.person, thread_id=thread.id, link_ids=self.link_ids)
+        except NotFound:
+            grants_check(self.access_grants)  # closes the socket: the access it was let in under ended
+            raise
+        # Read as its access grants would read it, so they hold: checked again, they would only repeat the read.
+        thread = access.require(Action.WRITE)
         person = cast(User, self.person)  # a writer is signed in: visitors only read
         if kind == "send":
             client_id = parse_client_id(frame.get("client_id"))
