@@ -8,14 +8,30 @@ its parent, so that chain in seq order is the conversation in order.
 
 from uuid import UUID
 
+from django.db import connection
+
 from streaming.errors import BadRequest
+from streaming.services.sql import db_id, returned_uuid
 
 from .models import Message, Thread
 
 
 def path_tail(*, thread: Thread) -> Message | None:
-    """Return the last message of the thread's active path, which a new message follows; None in an empty thread."""
-    return Message.objects.filter(thread=thread, on_path=True).order_by("-seq").first()
+    """Return the last message of the thread's active path, which a new message follows; None in an empty thread.
+
+    Only its id and seq are read (the rest loads if asked for), in SQL of its own: every
+    send reads it, and the ORM's query of the whole row cost about five times the CPU.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, seq FROM {Message._meta.db_table} WHERE thread_id = %s AND on_path ORDER BY seq DESC LIMIT 1",
+            [db_id(Thread, thread.pk)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    message_id, seq = row
+    return Message.from_db(connection.alias, ["id", "seq"], [returned_uuid(message_id), seq])
 
 
 def path_leave(*, thread: Thread, parent: Message | None) -> None:
