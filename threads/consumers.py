@@ -36,7 +36,7 @@ from .versions import version_frame_apply
 logger = logging.getLogger(__name__)
 
 # The frames that write, as the socket's person: each checks that they still may.
-WRITE_FRAMES = frozenset({"send", "cancel", "edit", "regenerate", "switch", "approve"})
+WRITE_FRAMES = ("send", "cancel", "edit", "regenerate", "switch", "approve")
 
 
 def query_cursor(query_string: bytes) -> int | None:
