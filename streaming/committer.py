@@ -126,18 +126,19 @@ class Committer:
             # A renewal waits for a tick that is coming anyway: a lease is renewed well before it
             # runs out, and under load a round of renewals alone would delay every reply's text.
             renewing = self.tick_at is None or tick
+            ending: set[UUID] = set()
             if tick:
                 self.tick_at = None
+                ending, self.ending = self.ending, set()
             due = [
                 writer
                 for generation_id, writer in self.writers.items()
                 if generation_id in self.requested
-                or (tick and (writer.has_text() or generation_id in self.ending))
+                or (tick and writer.has_text())
+                or generation_id in ending
                 or (renewing and writer.renew_at <= now)
             ]
             self.requested.clear()
-            ending = self.ending if tick else set()
-            self.ending = set() if tick else self.ending
             # The text first: its tokens do not wait for the ends' heavier writes.
             for writers in (
                 [writer for writer in due if writer.generation_id not in ending],

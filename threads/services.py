@@ -155,7 +155,8 @@ def _lock_thread(thread: Thread, *, person_id: int | None = None) -> Thread:
 
 def _refuse_if_busy(thread: Thread) -> None:
     """Refuse with Busy while a reply is being written (I6)."""
-    if Generation.objects.filter(thread=thread, status__in=ACTIVE_STATUSES).exists():
+    _, busy = _sent_before_and_busy(thread=thread, client_id=None)
+    if busy:
         raise Busy(BUSY_DETAIL)
 
 
