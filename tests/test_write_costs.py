@@ -96,3 +96,20 @@ def test_each_reply_in_a_batch_gets_its_own_conversation(user):
     assert requests[retry.id].turns == [Turn("user", "Hello")]
     assert requests[fresh.id].turns == [Turn("user", "Alone")]
     assert {request.partial for request in requests.values()} == {""}, "first attempts start from no text"
+
+
+def test_a_sends_rows_hold_what_its_instances_hold(thread):
+    """A send inserts its messages and log rows in SQL of its own: each reads back as the instance it came from."""
+    posted = message_post(thread=thread, content="Exactly this", client_id=uuid.uuid4())
+
+    for written in (posted.message, posted.reply):
+        assert not written._state.adding, "the instance knows it is saved"
+        stored = Message.objects.get(pk=written.pk)
+        for field in Message._meta.concrete_fields:
+            assert getattr(stored, field.attname) == getattr(written, field.attname), field.name
+    assert posted.message.created_at is not None and posted.reply.parts == []
+    logged = Chunk.objects.filter(message__in=[posted.message, posted.reply]).order_by("seq")
+    assert [(chunk.kind, chunk.span, chunk.seq_last) for chunk in logged] == [
+        ("message", 1, posted.message.seq),
+        ("start", 1, posted.reply.seq),
+    ]

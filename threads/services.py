@@ -20,7 +20,7 @@ from streaming.events import thread_group_name
 from streaming.models import Chunk, Generation
 from streaming.services.endings import ACTIVE_STATUSES
 from streaming.services.log import chunks_record, seq_allocate
-from streaming.services.sql import db_id, placeholders, returned_uuid
+from streaming.services.sql import db_id, objects_insert, placeholders, returned_uuid
 from streaming.services.steps import tool_call_decide
 
 from .access import Action, thread_for
@@ -258,7 +258,7 @@ def exchange_write(
     )
     reply = _reply(thread=thread, message=message, seq=seq + 1)
     # One INSERT for both: the reply refers to its message by an id set on creation.
-    Message.objects.bulk_create([message, reply])
+    objects_insert([message, reply])
     start = _reply_queue(reply)
     if not thread.title:
         thread.title = title_from_content(content)

@@ -9,7 +9,7 @@ from django.db import connection
 from ..broadcast import publish_events_on_commit
 from ..events import EncodedEvent, encode_chunks
 from ..models import AbstractMessage, Chunk, get_thread_model
-from .sql import db_id, db_time, placeholders, returned_uuid
+from .sql import db_id, db_time, objects_insert, placeholders, returned_uuid
 
 
 def seq_allocate(*, thread_id: UUID, count: int = 1, touched_at: datetime | None = None) -> int:
@@ -56,7 +56,7 @@ def _touch(touched_at: datetime | None) -> tuple[str, list[Any]]:
 
 def chunks_insert(*, chunks: list[Chunk], messages: list[AbstractMessage]) -> list[EncodedEvent]:
     """Insert chunk rows whose seqs were allocated in this transaction; return their encoded events."""
-    Chunk.objects.bulk_create(chunks)
+    objects_insert(chunks)
     return encode_chunks(chunks, {message.id: message for message in messages})
 
 

@@ -48,6 +48,31 @@ def update_from_values(
         )
 
 
+def objects_insert(objects: Sequence[models.Model]) -> None:
+    """INSERT new instances of one model in one statement, as `bulk_create` would, without reading back ids.
+
+    For rows whose primary key is set before saving (a UUID) or never read back (a chunk's
+    id). Fields are prepared as `save` prepares them: `pre_save` (auto_now_add) and the
+    field's own conversion; a generated column is left to the database.
+    """
+    model = type(objects[0])
+    fields = [
+        field
+        for field in model._meta.concrete_fields
+        if not field.generated and not (field.primary_key and isinstance(field, models.AutoField))
+    ]
+    rows = [[field.get_db_prep_save(field.pre_save(obj, add=True), connection) for field in fields] for obj in objects]
+    rows_sql, params = values_sql(rows)
+    columns = []
+    for field in fields:
+        assert field.column is not None, f"{field.name} is a concrete field: it has a column"
+        columns.append(connection.ops.quote_name(field.column))
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) {rows_sql}", params)
+    for obj in objects:
+        obj._state.adding, obj._state.db = False, connection.alias
+
+
 def values_sql(rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
     """Return a `VALUES (%s, …), …` list of `rows` and its parameters, in order."""
     row_sql = f"({placeholders(rows[0])})"
