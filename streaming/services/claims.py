@@ -1,6 +1,7 @@
 """Claim generations for a worker, each under a lease and a fresh fencing token (I8), and give them back."""
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -12,13 +13,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ..broadcast import notify_workers_on_commit
-from ..models import Generation, get_message_model
+from ..models import AbstractMessage, Generation, get_message_model
 from ..parts import trailing_text
 from ..providers import ReplyRequest
 from ..selectors import conversations_turns, logged_reply_parts
 from ..tools import tool_specs
 from .endings import replies_fail_interrupted
-from .sql import db_id, db_time, update_from_values
+from .sql import db_id, db_time, placeholders, update_from_values
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,7 @@ def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]
         generation.attempts += 1
     _generations_run(claimed, worker=worker, now=now)
     replies = [generation.message for generation in claimed]
-    # A takeover keeps the model its reply started with.
-    get_message_model().objects.filter(pk__in=[reply.pk for reply in replies], model="").update(model=model)
+    _replies_model_set(replies, model=model)
     turns = conversations_turns(replies)
     tools = tool_specs()
     return [
@@ -94,6 +94,16 @@ def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]
 
 
 ageneration_claim_many = database_sync_to_async(generation_claim_many)
+
+
+def _replies_model_set(replies: Sequence[AbstractMessage], *, model: str) -> None:
+    """Name the model writing the replies, in SQL of its own; a takeover keeps the model its reply started with."""
+    Message = get_message_model()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Message._meta.db_table} SET model = %s WHERE model = '' AND id IN ({placeholders(replies)})",
+            [model, *(db_id(Message, reply.pk) for reply in replies)],
+        )
 
 
 def _generations_run(generations: list[Generation], *, worker: str, now: datetime) -> None:
