@@ -140,12 +140,12 @@ def test_presence_across_two_web_processes_and_after_one_is_killed(watched: Watc
     """Alice (web 0) and Bob (web 1) see each other; once web 1 is killed Bob drops out, and no newcomer sees him."""
     with watched.watch("alice", 0) as alice:
         presence_until(alice, ["alice"])
-        bob = watched.watch("bob", 1)
-        presence_until(bob, ["alice", "bob"])
-        presence_until(alice, ["alice", "bob"])
-        watched.cluster.stop_process(watched.cluster.webs[1], signal.SIGKILL)
-        killed_at = time.monotonic()
-        bob.close_socket()  # its server is gone: no closing handshake to wait for
+        with watched.watch("bob", 1) as bob:
+            presence_until(bob, ["alice", "bob"])
+            presence_until(alice, ["alice", "bob"])
+            watched.cluster.stop_process(watched.cluster.webs[1], signal.SIGKILL)
+            killed_at = time.monotonic()
+            bob.close_socket()  # its server is gone: no closing handshake to wait for
         dropped_at = presence_until(alice, ["alice"], timeout=EXPIRY_HEARTBEATS * HEARTBEAT_S + SEEN_WITHIN_S)
         assert dropped_at - killed_at < EXPIRY_HEARTBEATS * HEARTBEAT_S + SEEN_WITHIN_S
         with watched.watch("carol", 0) as carol:
