@@ -11,12 +11,10 @@ byte the frame that was sent live.
 """
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 from uuid import UUID
-
-from django.db.models import Q
 
 from .models import AbstractMessage, Chunk
 
@@ -43,6 +41,21 @@ class DeltaRow(Protocol):
 
 
 DeltaRowT = TypeVar("DeltaRowT", bound=DeltaRow)
+
+
+class LoggedRow(DeltaRow, Protocol):
+    """A row of an ended reply's log, as `ended_log` reads it: a delta's fields and its kind."""
+
+    @property
+    def kind(self) -> str: ...
+
+
+class DeltaRange(NamedTuple):
+    """The rows of a thread's log from `seq` up to, not including, `seq_end`: the deltas a segment replaces."""
+
+    thread_id: UUID
+    seq: int
+    seq_end: int
 
 
 def segment_texts(chunk: Chunk) -> list[str]:
@@ -122,20 +135,20 @@ def deltas_compacted(deltas: list[Chunk]) -> list[Chunk]:
     return [_segment(run) if len(run) > 1 else run[0] for run in _runs(deltas)]
 
 
-def ended_deltas(messages: list[AbstractMessage]) -> list[DeltaRow]:
-    """Return the delta rows of ended replies, by message and in seq order, as named tuples of their fields.
+def ended_log(messages: list[AbstractMessage], *, kinds: Iterable[str] = (Chunk.Kind.DELTA,)) -> list[LoggedRow]:
+    """Return the rows of `kinds` that ended replies logged, by message and in seq order, as named tuples.
 
     Named tuples rather than model instances: long replies have hundreds of rows, read once.
     """
     return list(
-        Chunk.objects.filter(message_id__in=[message.id for message in messages], kind=Chunk.Kind.DELTA)
+        Chunk.objects.filter(message_id__in=[message.id for message in messages], kind__in=list(kinds))
         .order_by("message_id", "seq")
-        .values_list("thread_id", "seq", "span", "message_id", "text", "created_at", named=True)
+        .values_list("thread_id", "seq", "span", "message_id", "kind", "text", "created_at", named=True)
     )
 
 
-def replies_compaction(deltas: list[DeltaRow]) -> tuple[Q, list[Chunk]]:
-    """Return which rows of `ended_deltas` to delete (a filter) and the segment rows that replace them.
+def replies_compaction(deltas: list[DeltaRowT]) -> tuple[list[DeltaRange], list[Chunk]]:
+    """Return which rows of `deltas` (from `ended_log`) to delete and the segment rows that replace them.
 
     Run in the transaction that writes the replies' `end` events: seq allocation holds each
     thread's row lock and the generations are fenced, so nothing else writes these
@@ -146,11 +159,5 @@ def replies_compaction(deltas: list[DeltaRow]) -> tuple[Q, list[Chunk]]:
     segments = []
     for _, rows in itertools.groupby(singles, key=lambda delta: delta.message_id):
         segments += [_segment(run) for run in _runs(list(rows)) if len(run) > 1]
-    covered = Q.create(
-        [
-            Q(thread_id=segment.thread_id, seq__gte=segment.seq, seq__lt=segment.seq + segment.span)
-            for segment in segments
-        ],
-        connector=Q.OR,
-    )
+    covered = [DeltaRange(segment.thread_id, segment.seq, segment.seq + segment.span) for segment in segments]
     return covered, segments

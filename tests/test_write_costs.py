@@ -1,4 +1,4 @@
-"""The writes every reply makes cost a fixed handful of statements: a send, and a worker's batch of claims."""
+"""The writes every reply makes cost a fixed handful of statements: a send, a worker's batch of claims, its ends."""
 
 import uuid
 
@@ -10,10 +10,11 @@ from django.utils import timezone
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.services.claims import Claim, generation_claim_many
+from streaming.services.commits import Write, generation_commit
 from threads.models import Message
 from threads.services import message_post, reply_retry, thread_create
 
-from .writes import reply_written
+from .writes import generation_append, reply_written
 
 pytestmark = pytest.mark.django_db
 
@@ -113,3 +114,35 @@ def test_a_sends_rows_hold_what_its_instances_hold(thread):
         ("message", 1, posted.message.seq),
         ("start", 1, posted.reply.seq),
     ]
+
+
+def ended_together(claims: list[Claim]) -> int:
+    """End the claimed replies in one round, as a worker's tick does; return the statements it took."""
+    with CaptureQueriesContext(connection) as captured:
+        written = generation_commit(
+            writes=[Write(claim=claim, end={"status": "complete"}, renew=False) for claim in claims]
+        )
+    assert not any(result.lease_lost for result in written.values())
+    return len(statements(captured))
+
+
+def test_a_round_of_ends_costs_the_statements_of_one_end(user):
+    for n in range(4):
+        message_post(thread=thread_create(owner=user), content=f"Question {n}", client_id=None)
+    claims, _ = claimed(4)
+    for claim in claims:
+        generation_append(claim=claim, text="Hel", first=True)
+        generation_append(claim=claim, text="lo", first=False)
+
+    statements_for_one = ended_together(claims[:1])
+    statements_for_three = ended_together(claims[1:])
+
+    # The fence, the messages, one read of the replies' logs (a reply of text alone needs no
+    # second read for its parts), seqs, the messages' text, the generations, the deltas
+    # replaced, and the segments and `end` rows.
+    assert statements_for_three == statements_for_one == 8
+    for claim in claims:
+        reply = Message.objects.get(pk=claim.message_id)
+        assert (reply.content, reply.status, reply.parts) == ("Hello", "complete", [])
+        rows = Chunk.objects.filter(message=reply, seq__gt=reply.seq).order_by("seq")
+        assert [(row.kind, row.span, row.text) for row in rows] == [("delta", 2, "Hello"), ("end", 1, "")]

@@ -4,10 +4,11 @@ from typing import Any
 
 from django.conf import settings
 
-from streaming.compaction import ended_deltas, replies_compaction
-from streaming.models import Chunk
+from streaming.compaction import ended_log, replies_compaction
 from streaming.services.claims import Claim, generation_claim_many
 from streaming.services.commits import LeaseLost, Write, Written, generation_commit
+from streaming.services.log import ranges_delete
+from streaming.services.sql import objects_insert
 from threads.models import Message, Thread
 from threads.services import message_post
 
@@ -56,9 +57,9 @@ def reply_compact(*, message: Message) -> int:
     """Compact one ended reply's delta rows as a worker's round does; return how many rows fewer the log holds."""
     if not settings.STREAM_COMPACT_REPLIES:
         return 0
-    covered, segments = replies_compaction(ended_deltas([message]))
+    covered, segments = replies_compaction(ended_log([message]))
     if not segments:
         return 0
-    Chunk.objects.filter(covered).delete()
-    Chunk.objects.bulk_create(segments)
+    ranges_delete(covered)
+    objects_insert(segments)
     return sum(segment.span - 1 for segment in segments)

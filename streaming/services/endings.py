@@ -10,15 +10,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from ..broadcast import notify_workers_on_commit, publish_events_on_commit
-from ..compaction import ended_deltas, replies_compaction
+from ..compaction import ended_log, replies_compaction
 from ..errors import NotRunning
 from ..events import EncodedEvent, encode_chunks
 from ..models import AbstractMessage, AbstractThread, Chunk, Generation, MessageStatus, get_message_model
 from ..parts import PART_KINDS
-from ..protocol import Part
 from ..selectors import logged_reply_parts
-from .log import seq_allocate_each
-from .sql import db_id, db_time, update_from_values
+from .log import ranges_delete, seq_allocate_each
+from .sql import db_id, db_time, objects_insert, update_from_values
 
 ACTIVE_STATUSES = [Generation.Status.QUEUED, Generation.Status.RUNNING, Generation.Status.AWAITING_APPROVAL]
 
@@ -36,12 +35,15 @@ def replies_end(ends: list[tuple[AbstractMessage, dict[str, Any]]]) -> dict[UUID
         return {}
     now = timezone.now()
     messages = [message for message, _ in ends]
-    deltas = ended_deltas(messages)
+    logged = ended_log(messages, kinds=(Chunk.Kind.DELTA, *PART_KINDS))
+    deltas = [row for row in logged if row.kind == Chunk.Kind.DELTA]
     texts = {
         message_id: "".join(delta.text for delta in rows)
         for message_id, rows in itertools.groupby(deltas, key=lambda delta: delta.message_id)
     }
-    parts = _agent_replies_parts(messages)
+    # Only an agent reply logged parts: a reply of text alone reads nothing more.
+    with_parts = {row.message_id for row in logged if row.kind in PART_KINDS}
+    parts = {message.id: logged_reply_parts(message=message) for message in messages if message.id in with_parts}
     seqs = seq_allocate_each(thread_ids={message.thread_id for message in messages}, touched_at=now)
     for message, outcome in ends:
         message.content = texts.get(message.id, "")
@@ -57,25 +59,14 @@ def replies_end(ends: list[tuple[AbstractMessage, dict[str, Any]]]) -> dict[UUID
     segments: list[Chunk] = []
     if settings.STREAM_COMPACT_REPLIES:
         covered, segments = replies_compaction(deltas)
-        if segments:
-            Chunk.objects.filter(covered).delete()
+        ranges_delete(covered)
     ends_logged = [
         Chunk(thread_id=message.thread_id, seq=seqs[message.thread_id], message_id=message.id, kind=Chunk.Kind.END)
         for message in messages
     ]
-    Chunk.objects.bulk_create(segments + ends_logged)
+    objects_insert(segments + ends_logged)
     events = encode_chunks(ends_logged, {message.id: message for message in messages})
     return {message.id: [event] for message, event in zip(messages, events, strict=True)}
-
-
-def _agent_replies_parts(messages: list[AbstractMessage]) -> dict[UUID, list[Part]]:
-    """Return the parts of the replies among `messages` that logged more than text, by message id."""
-    with_parts = set(
-        Chunk.objects.filter(message_id__in=[message.id for message in messages], kind__in=PART_KINDS)
-        .values_list("message_id", flat=True)
-        .distinct()
-    )
-    return {message.id: logged_reply_parts(message=message) for message in messages if message.id in with_parts}
 
 
 def _messages_ended(messages: list[AbstractMessage], *, completed_at: datetime) -> None:

@@ -7,6 +7,7 @@ from uuid import UUID
 from django.db import connection
 
 from ..broadcast import publish_events_on_commit
+from ..compaction import DeltaRange
 from ..events import EncodedEvent, encode_chunks
 from ..models import AbstractMessage, Chunk, get_thread_model
 from .sql import db_id, db_time, objects_insert, placeholders, returned_uuid
@@ -52,6 +53,19 @@ def _touch(touched_at: datetime | None) -> tuple[str, list[Any]]:
     if touched_at is None:
         return "", []
     return ", updated_at = %s", [db_time(touched_at)]
+
+
+def ranges_delete(ranges: list[DeltaRange]) -> None:
+    """Delete the log rows in `ranges` (the deltas that segments replace): one statement."""
+    if not ranges:
+        return
+    Thread = get_thread_model()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {Chunk._meta.db_table} WHERE "
+            + " OR ".join(["(thread_id = %s AND seq >= %s AND seq < %s)"] * len(ranges)),
+            [value for thread_id, seq, seq_end in ranges for value in (db_id(Thread, thread_id), seq, seq_end)],
+        )
 
 
 def chunks_insert(*, chunks: list[Chunk], messages: list[AbstractMessage]) -> list[EncodedEvent]:
