@@ -153,6 +153,13 @@ class BoundedServer(Server):
         # Loop time at which each client last went over the bound without catching up since.
         self.behind_since: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+    def run(self) -> None:
+        # Imported here, as Django is set up once daphne has loaded the application, just before this.
+        from streaming import collector
+
+        collector.settle()
+        super().run()
+
     def create_application(self, protocol: object, scope: dict) -> asyncio.Queue | None:
         if isinstance(protocol, WebSocketProtocol):
             extensions = {**scope.get("extensions", {}), SEND_FRAME_EXTENSION: partial(self.send_frame, protocol)}

@@ -292,6 +292,18 @@ GENERATION_WRITE_RETRY_SECONDS = env.float("GENERATION_WRITE_RETRY_SECONDS", def
 
 # --- Operations -----------------------------------------------------------------
 
+# The cyclic garbage collector of the web and worker processes (streaming/collector.py): what
+# startup made is frozen out of its walks, and it collects after this many new objects
+# (then every 20 young collections, and the whole heap rarely) rather than Python's 700, 10, 10.
+# "0,0,0" turns automatic collection off.
+_gc_thresholds = env.list("GC_THRESHOLDS", default=["10000", "20", "100"])
+if len(_gc_thresholds) != 3 or not all(value.isdigit() for value in _gc_thresholds):
+    raise ImproperlyConfigured(
+        f"GC_THRESHOLDS is {','.join(_gc_thresholds)!r}: give three whole numbers, such as 10000,20,100."
+    )
+GC_THRESHOLDS = [int(value) for value in _gc_thresholds]
+
+
 # GET /metrics is off (404) unless one of these is set; with both, a scrape must pass both.
 # The token is sent as the password of HTTP basic auth; networks are CIDRs such as 10.0.0.0/8.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

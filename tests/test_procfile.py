@@ -120,6 +120,7 @@ def test_a_fresh_clone_builds_and_serves_hashed_static_files(clone, production_e
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.2)
         assert status == 200
+        assert "objects of startup frozen" in log.read_text(), "the web process settled its garbage collector"
         stylesheet = re.search(r'href="(/static/chat/chat\.[0-9a-f]{12}\.css)"', page.decode())
         assert stylesheet, "the page names the hashed stylesheet"
         assert_immutable_and_compressed(base + stylesheet.group(1))

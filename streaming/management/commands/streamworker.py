@@ -12,7 +12,7 @@ import signal
 import uvloop
 from django.core.management.base import BaseCommand, CommandError
 
-from streaming import metrics
+from streaming import collector, metrics
 from streaming.worker import StreamWorker
 
 logger = logging.getLogger("streaming.worker")
@@ -37,6 +37,7 @@ class Command(BaseCommand):
     def handle(self, *args, concurrency: int | None, name: str | None, **options) -> None:
         if concurrency is not None and concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
+        collector.settle()
         # uvloop: the worker's loop runs every reply's reads and publishes (README, "Benchmark").
         try:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
