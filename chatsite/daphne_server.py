@@ -65,7 +65,7 @@ from twisted.internet.abstract import FileDescriptor  # noqa: E402
 from twisted.internet.tcp import Connection  # noqa: E402
 from twisted.protocols.policies import ProtocolWrapper  # noqa: E402
 
-from streaming import metrics  # noqa: E402
+from streaming import collector, metrics  # noqa: E402
 from streaming.frames import SEND_FRAME_EXTENSION, Frame  # noqa: E402
 from streaming.protocol import CloseCode  # noqa: E402
 
@@ -154,9 +154,7 @@ class BoundedServer(Server):
         self.behind_since: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def run(self) -> None:
-        # Imported here, as Django is set up once daphne has loaded the application, just before this.
-        from streaming import collector
-
+        # Daphne has loaded the application by now: what startup made can be frozen.
         collector.settle()
         super().run()
 
