@@ -14,6 +14,8 @@ loop:
   flags each inbox under it on a revocation notice;
 - one timer, which runs the feeds' repairs and wakes each reader whose own timed duty
   (a grant re-check, a keep-alive) is due, instead of a timeout per reader per message.
+  It keeps an agenda, earliest first, and looks only at what is due: a process with
+  hundreds of readers and feeds must not walk them all each time one of them plans.
 
 The cursor stays with each reader (its `last_sent`): it drops what it has sent, and
 reads what it lacks from the database itself, so a backlog hands over to live events
@@ -27,6 +29,8 @@ them and leaves the layer's groups.
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import math
 from collections import deque
@@ -177,6 +181,8 @@ class ThreadFeed(GroupFeed):
         self.streaming = False
         self.last_heard = 0.0  # loop time of the last message or repair
         self.repairing: asyncio.Task | None = None
+        # When the hub's timer looks at this feed next (None: it does not), to see whether a repair is due.
+        self.looked_at_at: float | None = None
         # Held while handing events on: the receive task and a repair never interleave theirs.
         self.handing_on = asyncio.Lock()
         super().__init__(hub, events.thread_group_name(thread_id))
@@ -190,8 +196,7 @@ class ThreadFeed(GroupFeed):
             self.seq = 0  # each reader learns it reading its own backlog
         self.streaming = await athread_streaming(thread_id=self.thread_id)
         self.last_heard = asyncio.get_running_loop().time()
-        if self.streaming:
-            self.hub.poke()
+        self._plan_repair()
 
     async def handle(self, message: dict) -> None:
         self.last_heard = asyncio.get_running_loop().time()
@@ -242,9 +247,8 @@ class ThreadFeed(GroupFeed):
     def _frame(self, seq: int, kind: str, data: str) -> Frame:
         self.seq = seq
         if kind == Chunk.Kind.START:
-            if not self.streaming:
-                self.hub.poke()  # a repair is now due after quiet
             self.streaming = True
+            self._plan_repair()  # a repair is now due after quiet
         elif kind == Chunk.Kind.END:
             self.streaming = False
         return Frame(kind, data, seq=seq)
@@ -256,9 +260,19 @@ class ThreadFeed(GroupFeed):
 
     def repair_due_at(self) -> float:
         """Return the loop time of the next repair, or infinity when none is due (no reply streams)."""
-        if not self.streaming or self.receiving is None or self.repairing is not None:
+        if not self.streaming or self.repairing is not None:
             return math.inf
         return self.last_heard + self.repair_seconds
+
+    def _plan_repair(self) -> None:
+        """Have the hub's timer look at this feed when a repair would be due, unless it looks sooner.
+
+        Each message moves the due time later without telling the timer: when it looks,
+        it finds the repair not due yet and looks again at the new time.
+        """
+        at = self.repair_due_at()
+        if at < (self.looked_at_at if self.looked_at_at is not None else math.inf):
+            self.hub.schedule(at, self)
 
     def start_repair(self) -> None:
         self.repairing = asyncio.create_task(self._repair())
@@ -291,7 +305,7 @@ class ThreadFeed(GroupFeed):
         finally:
             self.last_heard = asyncio.get_running_loop().time()
             self.repairing = None
-            self.hub.poke()  # the next repair is due after quiet again
+            self._plan_repair()  # the next repair is due after quiet again
 
     async def close(self) -> None:
         if self.repairing is not None:
@@ -309,12 +323,25 @@ class Hub:
         self.inboxes: set[Inbox] = set()
         self.memberships: dict[Inbox, list[GroupFeed]] = {}
         self.timer: asyncio.Task | None = None
+        # What the timer looks at, earliest first: (loop time, order of planning, the feed or inbox).
+        # An entry whose time its feed or inbox no longer holds is stale, and passed over.
+        self.agenda: list[tuple[float, int, ThreadFeed | Inbox]] = []
+        self.planned = itertools.count()  # breaks ties, so that feeds and inboxes are never compared
         self.poked = asyncio.Event()
         self.next_at = math.inf  # when the timer looks next
 
     def plan(self, inbox: Inbox, at: float) -> None:
         """Have the timer wake `inbox` at loop time `at` (infinity: never) for its reader's timed duty."""
-        inbox.duty_at = at
+        if at != inbox.duty_at:
+            inbox.duty_at = at
+            if at != math.inf:
+                self.schedule(at, inbox)
+
+    def schedule(self, at: float, item: "ThreadFeed | Inbox") -> None:
+        """Put `item` on the timer's agenda at loop time `at`, waking the timer if that is sooner than it looks."""
+        if isinstance(item, ThreadFeed):
+            item.looked_at_at = at
+        heapq.heappush(self.agenda, (at, next(self.planned), item))
         if at < self.next_at:
             self.poke()
 
@@ -369,26 +396,33 @@ class Hub:
         while True:
             self.poked.clear()
             now = self.loop.time()
-            next_at = math.inf
-            for feed in self.feeds.values():
-                if isinstance(feed, ThreadFeed):
-                    repair_at = feed.repair_due_at()
-                    if repair_at <= now:
-                        feed.start_repair()
-                    else:
-                        next_at = min(next_at, repair_at)
-            for inbox in self.inboxes:
-                if inbox.duty_at <= now:
-                    inbox.duty_at = math.inf  # until the reader plans its next one
-                    inbox.due = True
-                    inbox.wake.set()
+            while self.agenda and self.agenda[0][0] <= now:
+                at, _, item = heapq.heappop(self.agenda)
+                if isinstance(item, Inbox):
+                    self._inbox_due(item, at)
                 else:
-                    next_at = min(next_at, inbox.duty_at)
-            self.next_at = next_at
+                    self._feed_due(item, at, now)
+            self.next_at = next_at = self.agenda[0][0] if self.agenda else math.inf
             # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes as the wait ends.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(None if next_at == math.inf else next_at):
                     await self.poked.wait()
+
+    def _inbox_due(self, inbox: Inbox, at: float) -> None:
+        if inbox in self.inboxes and inbox.duty_at == at:
+            inbox.duty_at = math.inf  # until the reader plans its next one
+            inbox.due = True
+            inbox.wake.set()
+
+    def _feed_due(self, feed: "ThreadFeed", at: float, now: float) -> None:
+        if self.feeds.get(feed.group) is not feed or feed.looked_at_at != at:
+            return  # closed, or planned again since
+        feed.looked_at_at = None
+        repair_at = feed.repair_due_at()
+        if repair_at <= now:
+            feed.start_repair()
+        elif repair_at != math.inf:
+            self.schedule(repair_at, feed)  # heard from since: a repair is due later
 
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}

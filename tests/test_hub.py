@@ -320,3 +320,36 @@ async def test_a_feed_that_fails_ends_its_readers_and_the_next_reader_gets_a_new
     assert after.log == await logged(thread)
     await after.stop()
     await assert_nothing_left(thread)
+
+
+async def test_the_timer_wakes_each_reader_at_its_last_plan_and_forgets_the_rest():
+    """Planned again, a reader is woken at its new time only; readers that left are not woken at all."""
+    loop = asyncio.get_running_loop()
+    hub = hub_module.Hub(loop)
+    soon, later, gone = (hub_module.Inbox(thread_id=uuid.uuid4()) for _ in range(3))
+    hub.inboxes.update((soon, later, gone))
+    woken: list[hub_module.Inbox] = []
+
+    async def wake_of(inbox: hub_module.Inbox) -> None:
+        await inbox.wake.wait()
+        assert inbox.due, "woken for its duty"
+        woken.append(inbox)
+
+    watching = [asyncio.create_task(wake_of(inbox)) for inbox in (soon, later)]
+    hub.timer = asyncio.create_task(hub._run_timer())
+    try:
+        start = loop.time()
+        hub.plan(later, start + 0.02)
+        hub.plan(gone, start + 0.03)
+        hub.plan(soon, start + 0.05)
+        hub.plan(later, start + 0.2)  # its first plan is now stale
+        hub.inboxes.discard(gone)
+        await asyncio.wait_for(asyncio.gather(*watching), DEADLINE_S)
+
+        assert woken == [soon, later]
+        assert loop.time() >= start + 0.2, "not woken at the plan it replaced"
+        assert not gone.wake.is_set(), "a reader that left is not woken"
+        assert hub.agenda == [], "stale entries are passed over and dropped"
+    finally:
+        hub.timer.cancel()
+        await asyncio.gather(hub.timer, return_exceptions=True)
