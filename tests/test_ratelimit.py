@@ -146,7 +146,8 @@ def test_thread_creation_is_limited_on_every_surface(client, user, three_threads
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_simultaneous_sends_to_many_threads_stop_at_the_limit(user, settings):
+@pytest.mark.parametrize("named_author", [False, True], ids=["owner implied", "owner named (a WebSocket send)"])
+def test_simultaneous_sends_to_many_threads_stop_at_the_limit(user, settings, named_author):
     """100 sends at once, each to its own thread, accept exactly CHAT_SENDS_PER_MINUTE on PostgreSQL."""
     settings.CHAT_SENDS_PER_MINUTE = 20
     threads = [thread_create(owner=user) for _ in range(100)]
@@ -155,7 +156,7 @@ def test_simultaneous_sends_to_many_threads_stop_at_the_limit(user, settings):
     def send(thread) -> bool:
         start.wait()
         try:
-            message_post(thread=thread, content="at once", client_id=None)
+            message_post(thread=thread, content="at once", client_id=None, author=user if named_author else None)
         except RateLimited:
             return False
         finally:

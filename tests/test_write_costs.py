@@ -44,11 +44,14 @@ def test_a_batch_costs_the_statements_of_one_claim(user):
     assert set(Message.objects.filter(role="assistant").values_list("model", flat=True)) == {"scripted"}
 
 
-def test_a_send_takes_nine_statements(thread):
+@pytest.mark.parametrize("named_author", [False, True], ids=["owner implied", "owner named (a WebSocket send)"])
+def test_a_send_takes_nine_statements(thread, named_author):
     reply_written(thread)  # a send into a thread with history, the reply before it ended
     sent_at = timezone.now()
     with CaptureQueriesContext(connection) as captured:
-        posted = message_post(thread=thread, content="Second", client_id=uuid.uuid4())
+        posted = message_post(
+            thread=thread, content="Second", client_id=uuid.uuid4(), author=thread.owner if named_author else None
+        )
 
     # Lock, the active path's last message (which the new one follows), repeat and busy checks
     # together, rate check (with the lock on the person), seqs, both messages, generation, log rows,

@@ -141,16 +141,39 @@ class Posted:
     reply: Message
 
 
-def _lock_thread(thread: Thread, *, person_id: int | None = None) -> Thread:
-    """Lock the thread's row, then the writing person's: writers to one thread, and one person's counted writes, queue.
+def _lock_thread(thread: Thread, *, person: User | None = None) -> Thread:
+    """Lock the thread's row, then the writing person's (the owner when not given): writers to one thread, and one
+    person's counted writes, queue.
 
     Always the thread first, then the person, and one of each: two writers never wait on each other in a cycle.
     """
-    if person_id is None or person_id == thread.owner_id:  # the owner writes: both rows in one statement
+    if person is None:  # the owner, read with the thread
         return Thread.objects.select_related("owner").select_for_update(of=("self", "owner")).get(pk=thread.pk)
+    if person.pk == thread.owner_id:
+        locked = _thread_and_owner_lock(thread)
+        locked.owner = person
+        return locked
     locked = Thread.objects.select_for_update().get(pk=thread.pk)
-    person_lock(user_id=person_id)
+    person_lock(user_id=person.pk)
     return locked
+
+
+def _thread_and_owner_lock(thread: Thread) -> Thread:
+    """Lock the thread's row and its owner's in one statement of its own SQL; return the thread.
+
+    Every send by an owner takes this lock, and the ORM's query with its join cost more
+    than twice the CPU.
+    """
+    owner = Thread._meta.get_field("owner")
+    people = owner.related_model._meta
+    # SQLite has no row locks: its write transactions already run one at a time.
+    lock = " FOR UPDATE OF thread, owner" if connection.features.has_select_for_update_of else ""
+    return Thread.objects.raw(
+        f"SELECT thread.* FROM {Thread._meta.db_table} AS thread "
+        f"JOIN {people.db_table} AS owner ON owner.{people.pk.column} = thread.{owner.column} "
+        f"WHERE thread.{Thread._meta.pk.column} = %s{lock}",
+        [db_id(Thread, thread.pk)],
+    )[0]
 
 
 def _refuse_if_busy(thread: Thread) -> None:
@@ -194,7 +217,7 @@ def _reply(*, thread: Thread, message: Message, seq: int) -> Message:
 
 def _reply_queue(reply: Message) -> Chunk:
     """Queue the generation that writes the saved `reply`; return the reply's `start` chunk."""
-    Generation.objects.create(message=reply, thread=reply.thread)
+    objects_insert([Generation(message=reply, thread=reply.thread)])
     notify_workers_on_commit(type="generation.queued")
     return Chunk(thread=reply.thread, seq=reply.seq, message=reply, kind=Chunk.Kind.START)
 
@@ -209,7 +232,7 @@ def message_post(*, thread: Thread, content: object, client_id: UUID | None, aut
     """
     content = validate_content(content)
     with transaction.atomic():
-        locked = _lock_thread(thread, person_id=author.pk if author is not None else None)
+        locked = _lock_thread(thread, person=author)
         tail = path_tail(thread=locked)
         return exchange_write(
             thread=locked, content=content, client_id=client_id, parent=tail, branches=False, author=author
@@ -302,7 +325,7 @@ def reply_regenerate(*, thread: Thread, reply: Message, person: User | None = No
         raise BadRequest("Only a reply in this thread can be regenerated.")
     assert isinstance(reply.reply_to, Message), "a reply answers a message of its thread"
     with transaction.atomic():
-        locked = _lock_thread(thread, person_id=person.pk if person is not None else None)
+        locked = _lock_thread(thread, person=person)
         _refuse_if_busy(locked)
         # A provider request like a send, counted for whoever asked.
         reply_count(user_id=person.pk if person is not None else locked.owner_id)

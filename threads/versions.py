@@ -33,7 +33,7 @@ def message_edit(
         raise BadRequest("Only a user message in this thread can be edited.")
     content = validate_content(content)
     with transaction.atomic():
-        locked = _lock_thread(thread, person_id=author.pk if author is not None else None)
+        locked = _lock_thread(thread, person=author)
         return exchange_write(
             thread=locked,
             content=content,

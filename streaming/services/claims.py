@@ -19,7 +19,7 @@ from ..providers import ReplyRequest
 from ..selectors import conversations_turns, logged_reply_parts
 from ..tools import tool_specs
 from .endings import replies_fail_interrupted
-from .sql import db_id, db_time, placeholders, update_from_values
+from .sql import db_id, db_time, db_uuid, placeholders, update_from_values
 
 
 @dataclass(frozen=True)
@@ -108,14 +108,10 @@ def _replies_model_set(replies: Sequence[AbstractMessage], *, model: str) -> Non
 
 def _generations_run(generations: list[Generation], *, worker: str, now: datetime) -> None:
     """Mark claimed generations running under `worker`, each with its new lease token: one UPDATE."""
-    lease_token = Generation._meta.get_field("lease_token")
     update_from_values(
         Generation,
         columns=("id", "lease_token"),
-        rows=[
-            (db_id(Generation, generation.id), lease_token.get_db_prep_value(generation.lease_token, connection))
-            for generation in generations
-        ],
+        rows=[(db_id(Generation, generation.id), db_uuid(generation.lease_token)) for generation in generations],
         assignments="status = %s, worker = %s, lease_token = {lease_token}, lease_expires_at = %s, "
         "attempts = attempts + 1, started_at = COALESCE(started_at, %s)",
         params=[

@@ -17,7 +17,7 @@ from ..models import Chunk, Generation, get_message_model, get_thread_model
 from .claims import Claim
 from .endings import replies_end
 from .log import seq_allocate_each
-from .sql import db_id, db_time, returned_uuid, update_from_values, values_sql
+from .sql import db_id, db_time, db_uuid, returned_uuid, update_from_values, values_sql
 
 # The columns a delta row is inserted with; the database fills in the rest (span, seq_last, id).
 DELTA_COLUMNS = ("thread", "seq", "message", "kind", "text", "created_at")
@@ -98,15 +98,8 @@ def _fence(writes: list[Write]) -> dict[UUID, bool]:
     entries, which once a second per reply costs far less than once per flush.
     """
     table = Generation._meta.db_table
-    lease_token = Generation._meta.get_field("lease_token")
     pairs_sql, pairs = values_sql(
-        [
-            (
-                db_id(Generation, write.claim.generation_id),
-                lease_token.get_db_prep_value(write.claim.lease_token, connection),
-            )
-            for write in writes
-        ]
+        [(db_id(Generation, write.claim.generation_id), db_uuid(write.claim.lease_token)) for write in writes]
     )
     # SQLite has no row locks: its write transactions already run one at a time.
     lock = f" FOR NO KEY UPDATE OF {table}" if connection.features.has_select_for_no_key_update else ""
