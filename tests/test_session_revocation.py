@@ -2,13 +2,16 @@
 
 import json
 import time
+from importlib import import_module
 
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.sessions.models import Session
+from django.test import Client
 from websockets.exceptions import ConnectionClosed
 
 from threads.models import Message
+from threads.sessions import session_signs_in
 
 from .live_server import PASSWORD, chat_server  # noqa: F401 - chat_server is a fixture
 from .outsider import EventStream, Visitor, frames_until
@@ -106,3 +109,47 @@ async def test_socket_of_a_deactivated_person_writes_nothing(user, thread, conne
     await socket.send({"type": "send", "content": "while deactivated"})
     assert await socket.close_code() == 4401
     assert not await Message.objects.filter(thread=thread).aexists()
+
+
+SESSION_ENGINES = ["django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cache"]
+
+
+def signed_in_session(settings, engine: str, user) -> str:
+    """Sign `user` in with a session kept by `engine`; return its key."""
+    settings.SESSION_ENGINE = engine
+    client = Client()
+    client.force_login(user)
+    return client.session.session_key
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("engine", SESSION_ENGINES, ids=["database sessions", "another engine"])
+def test_a_session_signs_in_only_its_active_person_with_their_current_password(settings, engine, user, make_user):
+    key = signed_in_session(settings, engine, user)
+    other = make_user("other")
+    assert session_signs_in(session_key=key, user_id=user.pk)
+    assert not session_signs_in(session_key=key, user_id=other.pk), "another person's session"
+
+    user.set_password("changed elsewhere")
+    user.save()
+    assert not session_signs_in(session_key=key, user_id=user.pk), "the password changed since sign-in"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("engine", SESSION_ENGINES, ids=["database sessions", "another engine"])
+def test_an_ended_or_expired_session_or_an_inactive_person_signs_in_nobody(settings, engine, user, make_user):
+    ended = signed_in_session(settings, engine, user)
+    import_module(engine).SessionStore(session_key=ended).delete()
+    assert not session_signs_in(session_key=ended, user_id=user.pk), "signed out"
+
+    expired = signed_in_session(settings, engine, user)
+    store = import_module(engine).SessionStore(session_key=expired)
+    store.load()
+    store.set_expiry(-1)  # kept as expired in the database; a cache forgets it
+    store.save()
+    assert not session_signs_in(session_key=expired, user_id=user.pk), "expired"
+
+    live = signed_in_session(settings, engine, user)
+    type(user).objects.filter(pk=user.pk).update(is_active=False)
+    assert not session_signs_in(session_key=live, user_id=user.pk), "deactivated"
+    assert not session_signs_in(session_key="not-a-session-key", user_id=user.pk)
