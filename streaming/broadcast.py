@@ -32,6 +32,8 @@ from django.db import transaction
 
 from .events import (
     ACCESS_REVOKED,
+    LOG_EVENTS,
+    LOG_GROUP,
     PRESENCE_CHANGED,
     THREAD_RENAMED,
     WORKERS_GROUP,
@@ -67,30 +69,23 @@ async def _agroup_send(group: str, message: dict[str, Any]) -> None:
         await channel_layer().group_send(group, message)
 
 
-def _events_message(events: list[EncodedEvent]) -> dict[str, Any]:
-    return {"type": "thread.events", "events": events}
-
-
 async def apublish_events(thread_id: UUID, events: list[EncodedEvent]) -> None:
     """Publish a thread's new log events; call it only once their transaction has committed."""
-    await _agroup_send(thread_group_name(thread_id), _events_message(events))
+    await apublish_many([(thread_id, events)])
 
 
 async def apublish_many(batches: list[tuple[UUID, list[EncodedEvent]]]) -> None:
-    """Publish the new events of many threads, committed together (a worker's group commit).
+    """Publish the new events of many threads, committed together (a worker's group commit), as one message.
 
-    A layer with `group_send_many` (the Redis pub/sub layer) sends them all in one round
-    trip; others get one send per thread, concurrently.
+    One message on LOG_GROUP, not one per thread's group: a web process receives a round
+    once and hands each thread's events to the feed of the thread, if someone there reads
+    it (streaming/hub.py). Every process gets every thread's events; one it does not
+    need costs it a dictionary lookup, where a message of its own cost a subscriber
+    twenty-odd microseconds (README, "Where this differs from the design notes").
     """
-    messages = [(thread_group_name(thread_id), _events_message(events)) for thread_id, events in batches if events]
-    if not messages:
-        return
-    layer = channel_layer()
-    if hasattr(layer, "group_send_many"):
-        async with _logged_on_failure(f"{len(messages)} groups"):
-            await layer.group_send_many(messages)
-    else:
-        await asyncio.gather(*(_agroup_send(group, message) for group, message in messages))
+    threads = [(str(thread_id), events) for thread_id, events in batches if events]
+    if threads:
+        await _agroup_send(LOG_GROUP, {"type": LOG_EVENTS, "threads": threads})
 
 
 def _calling_loop() -> asyncio.AbstractEventLoop | None:

@@ -49,6 +49,10 @@ if TYPE_CHECKING:
     from .selectors import ThreadMessages
 
 WORKERS_GROUP = "streaming.workers"
+# Where log events are published, every thread's on one group: each web process's hub receives a
+# round of a worker's group commit as one message, and hands each thread's events to its feed.
+LOG_GROUP = "streaming.log"
+LOG_EVENTS = "log.events"
 
 # (seq, kind, frame): the kind lets subscribers follow a reply's progress without decoding the frame.
 EncodedEvent = tuple[int, str, str]
@@ -59,7 +63,7 @@ def thread_group_name(thread_id: UUID | str) -> str:
     return f"thread.{thread_id}"
 
 
-# Channel-layer messages besides log events ("thread.events"), as subscriptions dispatch on their type.
+# Channel-layer messages on a thread's group, as subscriptions dispatch on their type.
 THREAD_RENAMED = "thread.renamed"
 # Sent to an AccessGrant's group: the streams opened under it end (streaming/subscription.py).
 ACCESS_REVOKED = "access.revoked"

@@ -4,12 +4,15 @@ A `ThreadSubscription` (streaming/subscription.py) does not subscribe to the cha
 layer itself. It joins the process's `Hub` with an `Inbox`, and the hub keeps, per event
 loop:
 
-- one `ThreadFeed` per thread somebody reads: one channel in the layer, one receive
-  task. It turns each message into frames once and puts that same batch in every
-  reader's inbox. It knows the last seq it handed on, so it fills a gap before a live
-  event from the database once for all its readers, and asks the database after
-  STREAM_REPAIR_SECONDS of quiet while a reply streams (also how it learns that the
-  thread was deleted);
+- one `LogFeed`: one channel in the layer, on the group where every thread's log events
+  are published (streaming/broadcast.py), one message per round of a worker's group
+  commit. It hands each thread's events to the thread's feed, if somebody here reads it;
+- one `ThreadFeed` per thread somebody reads, with a channel on the thread's own group
+  for its notices (a rename, a revocation, a change of watchers). It turns the thread's
+  events into frames once and puts that same batch in every reader's inbox. It knows
+  the last seq it handed on, so it fills a gap before a live event from the database
+  once for all its readers, and asks the database after STREAM_REPAIR_SECONDS of quiet
+  while a reply streams (also how it learns that the thread was deleted);
 - one `NoticeFeed` per grant group (streaming/subscription.py's AccessGrant), which
   flags each inbox under it on a revocation notice;
 - one timer, which runs the feeds' repairs and wakes each reader whose own timed duty
@@ -42,6 +45,7 @@ from django.conf import settings
 
 from . import events
 from .broadcast import channel_layer
+from .events import EncodedEvent
 from .frames import Frame
 from .models import Chunk, get_thread_model
 from .selectors import achunk_events_after, athread_last_seq, athread_streaming
@@ -170,11 +174,29 @@ class NoticeFeed(GroupFeed):
                 inbox.wake.set()
 
 
-class ThreadFeed(GroupFeed):
-    """A thread's live events and rename notices, framed once and put in every inbox of the thread."""
+class LogFeed(GroupFeed):
+    """Every thread's log events: each thread's go to its feed, if somebody in this process reads the thread."""
 
-    def __init__(self, hub: "Hub", thread_id: UUID) -> None:
+    async def handle(self, message: dict) -> None:
+        if message.get("type") != events.LOG_EVENTS:
+            return
+        feeds = self.hub.feeds
+        for thread_id, thread_events in message["threads"]:
+            feed = feeds.get(events.thread_group_name(thread_id))
+            if isinstance(feed, ThreadFeed):
+                feed.take(thread_events)
+
+
+class ThreadFeed(GroupFeed):
+    """A thread's live events and notices, framed once and put in every inbox of the thread."""
+
+    def __init__(self, hub: "Hub", thread_id: UUID, log: LogFeed) -> None:
         self.thread_id = thread_id
+        self.log = log
+        # Events taken before the feed knew its seq, handed on once it does.
+        self.early: list[list[EncodedEvent]] | None = []
+        # Hand-overs waiting to read a gap (or for a repair) before theirs: later events queue behind them.
+        self.handovers: set[asyncio.Task] = set()
         self.repair_seconds: float = settings.STREAM_REPAIR_SECONDS
         # The last seq handed on, and whether a reply streams as of it.
         self.seq = 0
@@ -188,14 +210,18 @@ class ThreadFeed(GroupFeed):
         super().__init__(hub, events.thread_group_name(thread_id))
 
     async def prepare(self) -> None:
-        # Read after joining, before receiving: every event past `seq` comes live, every one up to it
-        # is in the database for each reader's backlog.
+        # Read once the log's group is joined: every event past `seq` comes live, every one up to
+        # it is in the database for each reader's backlog.
+        await asyncio.shield(self.log.opened)
         try:
             self.seq = await athread_last_seq(thread_id=self.thread_id)
         except get_thread_model().DoesNotExist:
             self.seq = 0  # each reader learns it reading its own backlog
         self.streaming = await athread_streaming(thread_id=self.thread_id)
         self.last_heard = asyncio.get_running_loop().time()
+        early, self.early = self.early or [], None
+        for live in early:
+            self.take(live)
         self._plan_repair()
 
     async def handle(self, message: dict) -> None:
@@ -212,11 +238,42 @@ class ThreadFeed(GroupFeed):
             for inbox in self.inboxes:
                 inbox.presence_changed = True
                 inbox.wake.set()
-        elif "events" in message:
-            async with self.handing_on:
-                self._fan_out(await self._new_frames(message["events"]))
 
-    async def _new_frames(self, live: list[events.EncodedEvent]) -> tuple[Frame, ...]:
+    def take(self, live: list[EncodedEvent]) -> None:
+        """Hand on the thread's events of one published round.
+
+        At once when they follow what was handed on and nothing is in progress, as almost
+        always; otherwise in order, after what is in progress and a read of the gap.
+        """
+        if self.early is not None:
+            self.early.append(live)
+            return
+        self.last_heard = asyncio.get_running_loop().time()
+        if not self.handovers and not self.handing_on.locked() and self._follows(live):
+            self._fan_out(tuple(self._frame(seq, kind, data) for seq, kind, data in live if seq > self.seq))
+            return
+        handover = asyncio.create_task(self._hand_on(live))
+        self.handovers.add(handover)
+        handover.add_done_callback(self.handovers.discard)
+
+    def _follows(self, live: list[EncodedEvent]) -> bool:
+        """Return whether the events past `seq` follow it without a gap."""
+        last = self.seq
+        for seq, _, _ in live:
+            if seq > last + 1:
+                return False
+            last = max(last, seq)
+        return True
+
+    async def _hand_on(self, live: list[EncodedEvent]) -> None:
+        try:
+            async with self.handing_on:
+                self._fan_out(await self._new_frames(live))
+        except Exception:
+            # The events past the gap are dropped with it: the next event, or a repair after quiet, reads them.
+            logger.warning("thread %s: reading a gap failed", self.thread_id, exc_info=True)
+
+    async def _new_frames(self, live: list[EncodedEvent]) -> tuple[Frame, ...]:
         """Return the frames of the live events past `seq`, after those of a gap before them, read once."""
         frames: list[Frame] = []
         for seq, kind, data in live:
@@ -300,6 +357,8 @@ class ThreadFeed(GroupFeed):
                 if self.seq > before:
                     logger.info("thread %s: repaired events %d..%d", self.thread_id, before + 1, self.seq)
                     await self.rejoin()
+                    if (log := self.hub.feeds.get(events.LOG_GROUP)) is not None:
+                        await log.rejoin()
         except Exception:
             logger.warning("thread %s: repair failed; trying again after quiet", self.thread_id, exc_info=True)
         finally:
@@ -308,9 +367,10 @@ class ThreadFeed(GroupFeed):
             self._plan_repair()  # the next repair is due after quiet again
 
     async def close(self) -> None:
-        if self.repairing is not None:
-            self.repairing.cancel()
-            await asyncio.gather(self.repairing, return_exceptions=True)
+        pending = [*self.handovers, *([self.repairing] if self.repairing is not None else [])]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await super().close()
 
 
@@ -347,7 +407,11 @@ class Hub:
 
     async def join(self, inbox: Inbox) -> None:
         """Put `inbox` in its thread's feed and its grant groups' feeds; return once they receive."""
-        feeds = [self._feed(events.thread_group_name(inbox.thread_id), lambda: ThreadFeed(self, inbox.thread_id))]
+        # Every reader holds the log's feed too, so that it lives while any thread's feed does.
+        log = self._feed(events.LOG_GROUP, partial(LogFeed, self, events.LOG_GROUP))
+        assert isinstance(log, LogFeed)
+        thread_group = events.thread_group_name(inbox.thread_id)
+        feeds = [log, self._feed(thread_group, lambda: ThreadFeed(self, inbox.thread_id, log))]
         feeds += [self._feed(group, partial(NoticeFeed, self, group)) for group in inbox.grant_groups]
         for feed in feeds:
             feed.inboxes.add(inbox)

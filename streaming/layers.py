@@ -1,7 +1,7 @@
-"""The scale-out channel layer: Redis pub/sub fan-out, bounded per subscriber, publishing in batches.
+"""The scale-out channel layer: Redis pub/sub fan-out, bounded per subscriber.
 
-Subscribers only need fan-out: every subscriber of a thread's group gets the thread's
-events, and repairs from the database whatever it misses (I2, I3). So this is
+Subscribers only need fan-out: every web process's hub gets each round of log events,
+and repairs from the database whatever it misses (I2, I3). So this is
 channels_redis' pub/sub layer, where a group send is one PUBLISH, rather than its core
 layer, which keeps a sorted set per channel in Redis and runs Lua scripts for about 25
 commands per group send. It adds:
@@ -9,8 +9,6 @@ commands per group send. It adds:
 - a bound: each local channel queues at most `capacity` messages, and a subscriber that
   does not read loses the rest, repaired from the database later, instead of growing
   the process without bound (I10);
-- `group_send_many`, which publishes many groups' messages in one round trip, for a
-  worker publishing every thread it wrote in a group commit;
 - timeouts, so a publish or subscribe against an unreachable Redis fails instead of hanging;
 - `presence_update`, the rooms of streaming/presence.py: a sorted set per thread in Redis.
 
@@ -21,7 +19,6 @@ its subscriber connection reconnects; what was published meanwhile is lost and r
 import asyncio
 import logging
 import math
-from collections import defaultdict
 from typing import Any
 
 from channels_redis import pubsub
@@ -60,18 +57,6 @@ class BoundedQueue(asyncio.Queue):
             self.overflowing = False
 
 
-class _Shard(pubsub.RedisSingleShardConnection):
-    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
-        """PUBLISH each (channel, payload) in order, in one round trip."""
-        # Unlike `publish`, no lock: the pipeline takes a pooled connection of its own,
-        # so publishes do not queue behind each other or behind subscribes.
-        self._ensure_redis()
-        pipeline = self._redis.pipeline(transaction=False)
-        for channel, payload in messages:
-            pipeline.publish(channel, payload)
-        await pipeline.execute()
-
-
 def _with_timeouts(hosts: list[dict]) -> list[dict]:
     timeouts = {"socket_connect_timeout": REDIS_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS}
     return [timeouts | host for host in hosts]
@@ -96,7 +81,7 @@ class _LoopLayer(pubsub.RedisPubSubLoopLayer):
     def __init__(self, hosts: list | None = None, *, capacity: int = DEFAULT_CAPACITY, **kwargs: Any) -> None:
         super().__init__(hosts, **kwargs)
         self.capacity = capacity
-        self._shards = [_Shard(host, self) for host in _with_timeouts(decode_hosts(hosts))]
+        self._shards = [pubsub.RedisSingleShardConnection(host, self) for host in _with_timeouts(decode_hosts(hosts))]
 
     async def _subscribe_to_channel(self, channel: str) -> None:
         self.channels[channel] = BoundedQueue(channel, self.capacity)
@@ -135,16 +120,9 @@ class _LoopLayer(pubsub.RedisPubSubLoopLayer):
         members = results[-2] if touch else results[-1]
         return [member.decode() for member in members]
 
-    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
-        batches: dict[_Shard, list[tuple[str, bytes]]] = defaultdict(list)
-        for group, message in messages:
-            group_channel = self._get_group_channel_name(group)
-            batches[self._get_shard(group_channel)].append((group_channel, self.channel_layer.serialize(message)))
-        await asyncio.gather(*(shard.publish_many(batch) for shard, batch in batches.items()))
-
 
 class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
-    """channels_redis' pub/sub layer with bounded channel queues, `group_send_many` and timeouts.
+    """channels_redis' pub/sub layer with bounded channel queues, presence rooms and timeouts.
 
     CONFIG: `hosts` and `prefix` as channels_redis takes them, `capacity` (messages per
     local channel). A host given as a dict may set its own `socket_timeout` and
@@ -165,12 +143,3 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
     async def presence_update(self, room: str, *, touch: dict[str, float], leave: list[str], now: float) -> list[str]:
         """Update the members of a presence room shared by every process; see `_LoopLayer.presence_update`."""
         return await self._get_layer().presence_update(room, touch=touch, leave=leave, now=now)
-
-    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
-        """Send each (group, message) to its group, each group's in the order given, in one round trip per Redis host.
-
-        Raises what redis-py raises when Redis cannot be reached or does not answer in
-        REDIS_TIMEOUT_SECONDS (`redis.exceptions.ConnectionError`, `TimeoutError`): some
-        messages may then have gone out and others not.
-        """
-        await self._get_layer().group_send_many(messages)

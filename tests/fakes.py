@@ -2,6 +2,7 @@
 
 from channels.layers import InMemoryChannelLayer
 
+from streaming.events import LOG_EVENTS
 from streaming.layers import RedisPubSubChannelLayer
 from streaming.providers import ProviderError, ReplyRequest, TextDelta
 from streaming.providers.scripted import ScriptedProvider
@@ -24,21 +25,25 @@ class FailingProvider(ScriptedProvider):
 
 
 class LossyLayerMixin:
-    """Loses the live copy of every third log event and of every `end` event sent to a thread group."""
+    """Loses the live copy of every third log event and of every `end` event it publishes."""
 
     lost_seqs: list[int] = []
 
     @staticmethod
     def _what_survives(message: dict) -> dict | None:
-        if message.get("type") != "thread.events":
+        if message.get("type") != LOG_EVENTS:
             return message
-        kept = []
-        for seq, kind, frame in message["events"]:
-            if seq % 3 == 0 or kind == "end":
-                LossyLayerMixin.lost_seqs.append(seq)
-            else:
-                kept.append((seq, kind, frame))
-        return {**message, "events": kept} if kept else None
+        threads = []
+        for thread_id, events in message["threads"]:
+            kept = []
+            for seq, kind, frame in events:
+                if seq % 3 == 0 or kind == "end":
+                    LossyLayerMixin.lost_seqs.append(seq)
+                else:
+                    kept.append((seq, kind, frame))
+            if kept:
+                threads.append((thread_id, kept))
+        return {**message, "threads": threads} if threads else None
 
     async def group_send(self, group: str, message: dict) -> None:
         if (survivor := self._what_survives(message)) is not None:
@@ -50,6 +55,4 @@ class LossyInMemoryChannelLayer(LossyLayerMixin, InMemoryChannelLayer):
 
 
 class LossyRedisChannelLayer(LossyLayerMixin, RedisPubSubChannelLayer):
-    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
-        survivors = [(group, self._what_survives(message)) for group, message in messages]
-        await super().group_send_many([(group, message) for group, message in survivors if message is not None])
+    pass

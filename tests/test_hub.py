@@ -15,7 +15,7 @@ from channels.layers import InMemoryChannelLayer
 from streaming import hub as hub_module
 from streaming import subscription as subscription_module
 from streaming.broadcast import channel_layer
-from streaming.events import ACCESS_REVOKED, thread_group_name
+from streaming.events import ACCESS_REVOKED, LOG_GROUP, thread_group_name
 from streaming.layers import RedisPubSubChannelLayer
 from streaming.selectors import achunk_events_after
 from streaming.subscription import AccessGrant, AccessRevoked, Frame, SubscriptionEnded, ThreadGone, ThreadSubscription
@@ -100,6 +100,7 @@ async def assert_nothing_left(thread) -> None:
     await eventually(lambda: asyncio.get_running_loop() not in hub_module._hubs, "the hub goes")
     await eventually(lambda: not hub_tasks(), "the hub's tasks end")
     assert await group_size(thread_group_name(thread.id)) == 0
+    assert await group_size(LOG_GROUP) == 0
 
 
 class CountingLayerMixin:
@@ -164,7 +165,7 @@ async def test_readers_joining_and_leaving_each_get_the_log_once_in_order(thread
 
 
 async def test_one_layer_subscription_per_thread_whatever_the_readers(thread, worker, settings):
-    """Five readers of one thread cost the process one channel and one group membership."""
+    """Five readers of one thread cost the process two channels: one on the log's group, one on the thread's."""
     use_layer(settings, CountingInMemoryChannelLayer, CountingRedisChannelLayer)
     CountingLayerMixin.new_channels, CountingLayerMixin.group_adds = 0, []
     readers = [Reader(thread) for _ in range(5)]
@@ -174,8 +175,8 @@ async def test_one_layer_subscription_per_thread_whatever_the_readers(thread, wo
     expected = await logged(thread)
     assert all(reader.log == expected for reader in readers)
     # (The worker started on the layer before this one: its channel is not counted.)
-    assert CountingLayerMixin.group_adds == [thread_group_name(thread.id)]
-    assert CountingLayerMixin.new_channels == 1
+    assert sorted(CountingLayerMixin.group_adds) == sorted([LOG_GROUP, thread_group_name(thread.id)])
+    assert CountingLayerMixin.new_channels == 2
     for reader in readers:
         await reader.stop()
     await assert_nothing_left(thread)
@@ -353,3 +354,29 @@ async def test_the_timer_wakes_each_reader_at_its_last_plan_and_forgets_the_rest
     finally:
         hub.timer.cancel()
         await asyncio.gather(hub.timer, return_exceptions=True)
+
+
+async def test_a_round_published_while_a_feed_opens_is_handed_on_once_the_feed_knows_its_seq(thread, monkeypatch):
+    """Events that arrive between joining the log and reading the thread's last seq are kept, not dropped."""
+    read_last_seq, last_seq_read = hub_module.athread_last_seq, asyncio.Event()
+    answer = asyncio.Event()
+
+    async def last_seq_held_back(**kwargs) -> int:
+        seq = await read_last_seq(**kwargs)
+        last_seq_read.set()
+        await answer.wait()
+        return seq
+
+    monkeypatch.setattr(hub_module, "athread_last_seq", last_seq_held_back)
+    reader = Reader(thread)
+    await asyncio.wait_for(last_seq_read.wait(), DEADLINE_S)  # it read 0, and has not said so yet
+    feed = hub_module._hubs[asyncio.get_running_loop()].feeds[thread_group_name(thread.id)]
+    await post(thread)  # logs and publishes seqs 1 and 2
+    await eventually(lambda: bool(feed.early), "the round reaches the feed while it opens")
+
+    answer.set()
+    await eventually(lambda: feed.seq == 2, "the feed hands the early round on")
+    await eventually(reader.ready, "the reader is ready")
+    assert [frame.seq for frame in reader.frames if frame.type in ("message", "start")] == [1, 2]
+    await reader.stop()
+    await assert_nothing_left(thread)

@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer
 
 from streaming.broadcast import _calling_loop, channel_layer
-from streaming.events import thread_group_name
+from streaming.events import LOG_GROUP
 from streaming.selectors import athread_last_seq
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +40,7 @@ async def post(thread, content="Hello there"):
 async def test_a_slow_publish_does_not_hold_up_another_coroutines_read(thread, slow_layer):
     """A post's sends on commit take 1.5 s each; a primary-key read beside it is not made to wait for them."""
     channel = await slow_layer.new_channel()
-    await slow_layer.group_add(thread_group_name(thread.id), channel)
+    await slow_layer.group_add(LOG_GROUP, channel)
     loop = asyncio.get_running_loop()
     started = loop.time()
     posting = asyncio.ensure_future(post(thread))
@@ -54,7 +54,9 @@ async def test_a_slow_publish_does_not_hold_up_another_coroutines_read(thread, s
     assert posted_after < SLOW_SEND_SECONDS / 2, f"the post waited {posted_after:.2f} s"
     # The publish still arrives, once its send is done.
     message = await asyncio.wait_for(slow_layer.receive(channel), RECEIVE_TIMEOUT_S)
-    assert [(seq, kind) for seq, kind, _ in message["events"]] == [(1, "message"), (2, "start")]
+    ((thread_id, events),) = message["threads"]
+    assert thread_id == str(thread.id)
+    assert [(seq, kind) for seq, kind, _ in events] == [(1, "message"), (2, "start")]
 
 
 async def test_sync_code_called_from_a_loop_finds_that_loop():
@@ -73,7 +75,9 @@ def test_sync_code_no_loop_called_publishes_before_returning(thread, settings):
     layer = channel_layer()
     channel = asyncio.run(layer.new_channel())
     # Joined in a loop of its own: the in-memory layer's groups are plain dicts, its queues made per receive.
-    asyncio.run(layer.group_add(thread_group_name(thread.id), channel))
+    asyncio.run(layer.group_add(LOG_GROUP, channel))
     message_post(thread=thread, content="From a command", client_id=None)
     message = asyncio.run(asyncio.wait_for(layer.receive(channel), 0.1))
-    assert [kind for _, kind, _ in message["events"]] == ["message", "start"]
+    ((thread_id, events),) = message["threads"]
+    assert thread_id == str(thread.id)
+    assert [kind for _, kind, _ in events] == ["message", "start"]
