@@ -52,6 +52,9 @@ from .selectors import achunk_events_after, athread_last_seq, athread_streaming
 
 logger = logging.getLogger(__name__)
 
+# The timer wakes readers for their timed duties on this grid of loop time.
+DUTY_GRID_SECONDS = 0.1
+
 
 class Inbox:
     """What the hub holds for one reader: live frames it has not taken yet, and what needs its attention."""
@@ -391,7 +394,13 @@ class Hub:
         self.next_at = math.inf  # when the timer looks next
 
     def plan(self, inbox: Inbox, at: float) -> None:
-        """Have the timer wake `inbox` at loop time `at` (infinity: never) for its reader's timed duty."""
+        """Have the timer wake `inbox` at loop time `at` (infinity: never) for its reader's timed duty.
+
+        Rounded up to DUTY_GRID_SECONDS: readers whose duties fall due together wake in one
+        loop turn, where their presence heartbeats go to Redis in one round trip
+        (streaming/presence.py).
+        """
+        at = math.ceil(at / DUTY_GRID_SECONDS) * DUTY_GRID_SECONDS if at != math.inf else at
         if at != inbox.duty_at:
             inbox.duty_at = at
             if at != math.inf:

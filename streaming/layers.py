@@ -10,7 +10,8 @@ commands per group send. It adds:
   does not read loses the rest, repaired from the database later, instead of growing
   the process without bound (I10);
 - timeouts, so a publish or subscribe against an unreachable Redis fails instead of hanging;
-- `presence_update`, the rooms of streaming/presence.py: a sorted set per thread in Redis.
+- `presence_update_many`, the rooms of streaming/presence.py: a sorted set per thread in Redis,
+  many rooms updated in one round trip.
 
 When Redis restarts, redis-py re-subscribes a process's channels and groups as soon as
 its subscriber connection reconnects; what was published meanwhile is lost and repaired.
@@ -27,6 +28,9 @@ from channels_redis.utils import _wrap_close, decode_hosts
 from . import metrics
 
 logger = logging.getLogger(__name__)
+
+# A presence room's update: (room, members to touch with their expiry, members leaving).
+RoomUpdate = tuple[str, dict[str, float], list[str]]
 
 # Redis answers in well under a millisecond: a command without an answer after this long
 # means an unreachable server, and failing lets the caller log it and go on.
@@ -97,28 +101,38 @@ class _LoopLayer(pubsub.RedisPubSubLoopLayer):
         await super().group_add(group, channel)
         _raise_swallowed_cancel()
 
-    async def presence_update(self, room: str, *, touch: dict[str, float], leave: list[str], now: float) -> list[str]:
-        """Score `touch`'s members with their expiry, drop `leave`'s and the expired; return who is left.
+    async def presence_update_many(self, updates: list[RoomUpdate], *, now: float) -> list[list[str]]:
+        """Apply each (room, touch, leave) update; return who is left in each room, in one round trip per host.
 
-        One sorted set per room in Redis, shared by every web process: a process that dies
-        stops renewing its members, whose scores then fall behind `now`, and the next
-        update by anyone drops them. The key itself expires once nobody renews anything.
+        Per room: score `touch`'s members with their expiry, drop `leave`'s and the expired,
+        and read the rest. One sorted set per room in Redis, shared by every web process: a
+        process that dies stops renewing its members, whose scores then fall behind `now`,
+        and the next update by anyone drops them. The key itself expires once nobody renews
+        anything.
         """
-        key = f"{self.prefix}presence.{room}"
-        shard = self._get_shard(key)
-        shard._ensure_redis()
-        pipeline = shard._redis.pipeline(transaction=False)
-        if touch:
-            pipeline.zadd(key, touch)
-        if leave:
-            pipeline.zrem(key, *leave)
-        pipeline.zremrangebyscore(key, "-inf", now)
-        pipeline.zrange(key, 0, -1)
-        if touch:
-            pipeline.expireat(key, math.ceil(max(touch.values())))
-        results = await pipeline.execute()
-        members = results[-2] if touch else results[-1]
-        return [member.decode() for member in members]
+        pipelines: dict[int, Any] = {}
+        # Per update: its shard, and the index of its ZRANGE's answer in that shard's pipeline.
+        reads: list[tuple[int, int]] = []
+        for room, touch, leave in updates:
+            key = f"{self.prefix}presence.{room}"
+            shard = self._get_shard(key)
+            if id(shard) not in pipelines:
+                shard._ensure_redis()
+                pipelines[id(shard)] = shard._redis.pipeline(transaction=False)
+            pipeline = pipelines[id(shard)]
+            if touch:
+                pipeline.zadd(key, touch)
+            if leave:
+                pipeline.zrem(key, *leave)
+            pipeline.zremrangebyscore(key, "-inf", now)
+            pipeline.zrange(key, 0, -1)
+            reads.append((id(shard), len(pipeline) - 1))
+            if touch:
+                pipeline.expireat(key, math.ceil(max(touch.values())))
+        answers = dict(
+            zip(pipelines, await asyncio.gather(*(pipeline.execute() for pipeline in pipelines.values())), strict=True)
+        )
+        return [[member.decode() for member in answers[shard][index]] for shard, index in reads]
 
 
 class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
@@ -140,6 +154,6 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
         # A method here rather than the parent's __getattr__ proxy, which super() in a subclass does not reach.
         await self._get_layer().group_send(group, message)
 
-    async def presence_update(self, room: str, *, touch: dict[str, float], leave: list[str], now: float) -> list[str]:
-        """Update the members of a presence room shared by every process; see `_LoopLayer.presence_update`."""
-        return await self._get_layer().presence_update(room, touch=touch, leave=leave, now=now)
+    async def presence_update_many(self, updates: list[RoomUpdate], *, now: float) -> list[list[str]]:
+        """Update presence rooms shared by every process; see `_LoopLayer.presence_update_many`."""
+        return await self._get_layer().presence_update_many(updates, now=now)

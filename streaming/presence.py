@@ -11,14 +11,20 @@ stays behind a dead process. Each watcher reads the room at every notice and hea
 and sends its reader the `presence` frame when the people in it changed.
 
 With the Redis channel layer the room is a sorted set in Redis scored by expiry, shared
-by every web process (`presence_update` in streaming/layers.py); with the in-memory layer,
-one process only, it is a dict here.
+by every web process (`presence_update_many` in streaming/layers.py); with the in-memory
+layer, one process only, it is a dict here. A process's updates of one loop turn go to
+Redis together, one round trip for all their rooms: the hub's timer wakes the watchers
+whose heartbeats fall due together at once (streaming/hub.py), so a process of hundreds
+of watchers renews them in a few round trips a second rather than one each.
 """
 
+import asyncio
+import functools
 import json
 import logging
 import time
 import uuid
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from django.conf import settings
@@ -53,10 +59,72 @@ def people_in(members: list[str]) -> list[Person]:
     """Return the people of a room's members, each once however many watchers they have, by name."""
     people: dict[int, Person] = {}
     for member in members:
-        _, _, person = member.partition(" ")
-        found: Person = json.loads(person)
+        found = _member_person(member)
         people[found["id"]] = found
     return sorted(people.values(), key=lambda person: (person["name"], person["id"]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _member_person(member: str) -> Person:
+    # A room is read at every heartbeat of each of its watchers, its members rarely changed since.
+    _, _, person = member.partition(" ")
+    found: Person = json.loads(person)
+    return found
+
+
+@runtime_checkable
+class SharedRooms(Protocol):
+    """A channel layer whose presence rooms every process shares (streaming/layers.py)."""
+
+    async def presence_update_many(
+        self, updates: list[tuple[str, dict[str, float], list[str]]], *, now: float
+    ) -> list[list[str]]: ...
+
+
+class _RoomUpdates:
+    """The room updates one event loop asked for in one turn, sent to the layer together at its end."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, layer: SharedRooms) -> None:
+        self.layer = layer
+        self.asked: list[tuple[str, dict[str, float], list[str], asyncio.Future[list[str]]]] = []
+        loop.call_soon(self._send)
+
+    def _send(self) -> None:
+        del _room_updates[asyncio.get_running_loop()]
+        sending = asyncio.ensure_future(self._send_all())
+        _sending.add(sending)
+        sending.add_done_callback(_sending.discard)
+
+    async def _send_all(self) -> None:
+        try:
+            rooms = await self.layer.presence_update_many(
+                [(room, touch, leave) for room, touch, leave, _ in self.asked], now=time.time()
+            )
+        except Exception as error:
+            for *_, answer in self.asked:
+                if not answer.done():
+                    answer.set_exception(error)
+            return
+        for (*_, answer), members in zip(self.asked, rooms, strict=True):
+            if not answer.done():  # its watcher may have been cancelled meanwhile
+                answer.set_result(members)
+
+
+# Per event loop, the updates of its current turn, while there are any.
+_room_updates: dict[asyncio.AbstractEventLoop, _RoomUpdates] = {}
+# The updates on their way to the layer, held so that they run to the end.
+_sending: set[asyncio.Task] = set()
+
+
+async def _shared_room_update(layer: SharedRooms, room: str, *, touch: dict[str, float], leave: list[str]) -> list[str]:
+    """Update a room shared by every process, with the other updates of this loop turn; return its members."""
+    loop = asyncio.get_running_loop()
+    updates = _room_updates.get(loop)
+    if updates is None:
+        updates = _room_updates[loop] = _RoomUpdates(loop, layer)
+    answer: asyncio.Future[list[str]] = loop.create_future()
+    updates.asked.append((room, touch, leave, answer))
+    return await answer
 
 
 class Watcher:
@@ -91,8 +159,8 @@ class Watcher:
             else:
                 touch[self.member] = now + EXPIRY_HEARTBEATS * self.heartbeat_seconds
         layer = channel_layer()
-        if hasattr(layer, "presence_update"):
-            members = await layer.presence_update(self.room, touch=touch, leave=gone, now=now)
+        if isinstance(layer, SharedRooms):
+            members = await _shared_room_update(layer, self.room, touch=touch, leave=gone)
         else:
             members = _local_update(self.room, touch=touch, leave=gone, now=now)
         return people_in(members)

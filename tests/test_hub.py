@@ -5,6 +5,7 @@ consumer and the event-stream views read them; a real worker writes the replies.
 """
 
 import asyncio
+import math
 import uuid
 from collections.abc import Callable
 
@@ -380,3 +381,24 @@ async def test_a_round_published_while_a_feed_opens_is_handed_on_once_the_feed_k
     assert [frame.seq for frame in reader.frames if frame.type in ("message", "start")] == [1, 2]
     await reader.stop()
     await assert_nothing_left(thread)
+
+
+async def test_readers_whose_duties_fall_due_together_wake_together():
+    """Duties due within one step of the timer's grid wake in one pass, so their heartbeats go out together."""
+    loop = asyncio.get_running_loop()
+    hub = hub_module.Hub(loop)
+    first, second = hub_module.Inbox(thread_id=uuid.uuid4()), hub_module.Inbox(thread_id=uuid.uuid4())
+    hub.inboxes.update((first, second))
+    hub.timer = asyncio.create_task(hub._run_timer())
+    try:
+        grid = hub_module.DUTY_GRID_SECONDS
+        step = math.ceil(loop.time() / grid) * grid + grid
+        hub.plan(first, step + 0.1 * grid)
+        hub.plan(second, step + 0.9 * grid)
+        await asyncio.wait_for(first.wake.wait(), DEADLINE_S)
+
+        assert second.due, "woken in the same pass"
+        assert loop.time() >= step + 0.9 * grid, "neither before its time"
+    finally:
+        hub.timer.cancel()
+        await asyncio.gather(hub.timer, return_exceptions=True)

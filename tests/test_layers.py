@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -88,3 +89,18 @@ async def test_a_reader_cancelled_while_joining_a_group_is_cancelled(make_layer)
     joining.cancel()
     with pytest.raises(asyncio.CancelledError):
         await joining
+
+
+@pytest.mark.redis
+async def test_presence_updates_of_many_rooms_each_answer_their_room(make_layer):
+    """Each update touches, drops the expired and the leaving, and reads its own room, in the order given."""
+    layer, now = make_layer(), time.time()
+    rooms = await layer.presence_update_many(
+        [
+            ("a", {"stays": now + 10}, []),
+            ("b", {"stays": now + 10, "expired": now - 1}, []),
+            ("a", {"joins": now + 10}, ["stays"]),
+        ],
+        now=now,
+    )
+    assert rooms == [["stays"], ["stays"], ["joins"]]

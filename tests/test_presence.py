@@ -4,12 +4,15 @@ These run in one process (the in-memory layer's rooms); tests/test_presence_clus
 two web processes on PostgreSQL and Redis, and kills one.
 """
 
+import asyncio
 import time
+import uuid
 
 import pytest
 from channels.db import database_sync_to_async
 
 from streaming import presence
+from streaming.layers import RedisPubSubChannelLayer
 from threads.sharing import member_add
 
 from .conftest import ThreadSocket
@@ -122,3 +125,23 @@ async def test_a_signed_out_link_visitor_hears_presence_unseen(thread, connect, 
         assert [names(frame) for frame in alice_socket.frames if is_presence(frame)] == [["alice"]]
     finally:
         await visitor.disconnect()
+
+
+@pytest.mark.redis
+async def test_heartbeats_of_one_loop_turn_go_to_redis_in_one_round_trip(thread, monkeypatch):
+    """Watchers of several threads renewing together cost one presence update of the layer, each answered its room."""
+    calls = []
+    update_many = RedisPubSubChannelLayer.presence_update_many
+
+    async def counted(self, updates, *, now):
+        calls.append([room for room, _, _ in updates])
+        return await update_many(self, updates, now=now)
+
+    monkeypatch.setattr(RedisPubSubChannelLayer, "presence_update_many", counted)
+    rooms = [uuid.uuid4() for _ in range(3)]
+    watchers = [presence.Watcher(room, {"id": n, "name": f"p{n}"}) for n, room in enumerate(rooms, start=1)]
+    people = await asyncio.gather(*(watcher.join() for watcher in watchers))
+
+    assert calls == [[str(room) for room in rooms]]
+    assert people == [[{"id": n, "name": f"p{n}"}] for n in (1, 2, 3)]
+    await asyncio.gather(*(watcher.leave() for watcher in watchers))
