@@ -81,3 +81,13 @@ def test_a_send_by_the_owner_holds_the_thread_and_the_owner_until_it_commits(thr
         assert locked_elsewhere(Thread._meta.db_table, thread.pk)
         assert locked_elsewhere(User._meta.db_table, owner.pk)
     assert not locked_elsewhere(User._meta.db_table, owner.pk), "released at commit"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("named_author", [False, True], ids=["owner implied", "owner named (a WebSocket send)"])
+def test_a_send_to_a_thread_deleted_since_it_was_read_writes_nothing(thread, named_author):
+    owner = thread.owner
+    Thread.objects.filter(pk=thread.pk).delete()
+    with pytest.raises(Thread.DoesNotExist):
+        message_post(thread=thread, content="Too late", client_id=None, author=owner if named_author else None)
+    assert not Thread.objects.filter(pk=thread.pk).exists()

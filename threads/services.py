@@ -168,12 +168,16 @@ def _thread_and_owner_lock(thread: Thread) -> Thread:
     people = owner.related_model._meta
     # SQLite has no row locks: its write transactions already run one at a time.
     lock = " FOR UPDATE OF thread, owner" if connection.features.has_select_for_update_of else ""
-    return Thread.objects.raw(
+    locked = Thread.objects.raw(
         f"SELECT thread.* FROM {Thread._meta.db_table} AS thread "
         f"JOIN {people.db_table} AS owner ON owner.{people.pk.column} = thread.{owner.column} "
         f"WHERE thread.{Thread._meta.pk.column} = %s{lock}",
         [db_id(Thread, thread.pk)],
-    )[0]
+    )
+    found = next(iter(locked), None)
+    if found is None:  # deleted since it was read, as the ORM's `get` would say
+        raise Thread.DoesNotExist("Thread matching query does not exist.")
+    return found
 
 
 def _refuse_if_busy(thread: Thread) -> None:
