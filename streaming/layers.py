@@ -110,23 +110,23 @@ class _LoopLayer(pubsub.RedisPubSubLoopLayer):
         and the next update by anyone drops them. The key itself expires once nobody renews
         anything.
         """
-        pipelines: dict[int, Any] = {}
+        pipelines: dict[pubsub.RedisSingleShardConnection, Any] = {}
         # Per update: its shard, and the index of its ZRANGE's answer in that shard's pipeline.
-        reads: list[tuple[int, int]] = []
+        reads: list[tuple[pubsub.RedisSingleShardConnection, int]] = []
         for room, touch, leave in updates:
             key = f"{self.prefix}presence.{room}"
             shard = self._get_shard(key)
-            if id(shard) not in pipelines:
+            if shard not in pipelines:
                 shard._ensure_redis()
-                pipelines[id(shard)] = shard._redis.pipeline(transaction=False)
-            pipeline = pipelines[id(shard)]
+                pipelines[shard] = shard._redis.pipeline(transaction=False)
+            pipeline = pipelines[shard]
             if touch:
                 pipeline.zadd(key, touch)
             if leave:
                 pipeline.zrem(key, *leave)
             pipeline.zremrangebyscore(key, "-inf", now)
             pipeline.zrange(key, 0, -1)
-            reads.append((id(shard), len(pipeline) - 1))
+            reads.append((shard, len(pipeline) - 1))
             if touch:
                 pipeline.expireat(key, math.ceil(max(touch.values())))
         answers = dict(
