@@ -135,16 +135,27 @@ def _send_on_commit(group: str, message: dict[str, Any]) -> None:
     transaction.on_commit(lambda: hand_over(_agroup_send, group, message))
 
 
+def notice(group: str, kind: str, **fields: Any) -> dict[str, Any]:
+    """Return a notice for the readers of `group`, naming the group.
+
+    A web process receives the notices of all its groups on one channel (streaming/hub.py):
+    the group is how it tells which feed a notice is for.
+    """
+    return {"type": kind, "group": group, **fields}
+
+
 def publish_thread_renamed_on_commit(thread: AbstractThread) -> None:
     """Send the `thread` frame with the new title to the thread's subscribers once the transaction commits."""
-    _send_on_commit(thread_group_name(thread.id), {"type": THREAD_RENAMED, "frame": encode(thread_frame(thread))})
+    group = thread_group_name(thread.id)
+    _send_on_commit(group, notice(group, THREAD_RENAMED, frame=encode(thread_frame(thread))))
 
 
 def publish_access_revoked_on_commit(group: str) -> None:
     """Tell every stream opened under the AccessGrant of `group` to end, once the transaction commits."""
-    _send_on_commit(group, {"type": ACCESS_REVOKED})
+    _send_on_commit(group, notice(group, ACCESS_REVOKED))
 
 
 async def apublish_presence_changed(thread_id: UUID) -> None:
     """Tell a thread's watchers that someone started or stopped watching it (streaming/presence.py)."""
-    await _agroup_send(thread_group_name(thread_id), {"type": PRESENCE_CHANGED})
+    group = thread_group_name(thread_id)
+    await _agroup_send(group, notice(group, PRESENCE_CHANGED))

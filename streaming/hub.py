@@ -7,14 +7,16 @@ loop:
 - one `LogFeed`: one channel in the layer, on the group where every thread's log events
   are published (streaming/broadcast.py), one message per round of a worker's group
   commit. It hands each thread's events to the thread's feed, if somebody here reads it;
-- one `ThreadFeed` per thread somebody reads, with a channel on the thread's own group
-  for its notices (a rename, a revocation, a change of watchers). It turns the thread's
+- one `ThreadFeed` per thread somebody reads, joined to the thread's own group for its
+  notices (a rename, a revocation, a change of watchers). It turns the thread's
   events into frames once and puts that same batch in every reader's inbox. It knows
   the last seq it handed on, so it fills a gap before a live event from the database
   once for all its readers, and asks the database after STREAM_REPAIR_SECONDS of quiet
   while a reply streams (also how it learns that the thread was deleted);
 - one `NoticeFeed` per grant group (streaming/subscription.py's AccessGrant), which
   flags each inbox under it on a revocation notice;
+- one channel for all those groups of notices, whose task hands each notice to the feed
+  of the group it names;
 - one timer, which runs the feeds' repairs and wakes each reader whose own timed duty
   (a grant re-check, a keep-alive) is due, instead of a timeout per reader per message.
   It keeps an agenda, earliest first, and looks only at what is due: a process with
@@ -37,10 +39,11 @@ import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from uuid import UUID
 
+from channels.layers import BaseChannelLayer
 from django.conf import settings
 
 from . import events
@@ -108,8 +111,52 @@ class Inbox:
         self.wake.set()
 
 
+class Listener:
+    """A channel of the layer, read by one task that hands each message on to `handle`.
+
+    When the receive fails, `failed` is told, once, and the listener reads no more.
+    """
+
+    def __init__(
+        self,
+        layer: BaseChannelLayer,
+        handle: Callable[[dict], Awaitable[None]],
+        failed: Callable[[Exception], None],
+    ) -> None:
+        self.layer = layer
+        self.handle = handle
+        self.failed = failed
+        self.receiving: asyncio.Task | None = None
+
+    async def open(self) -> str:
+        """Make the channel and start reading it; return its name."""
+        channel = await self.layer.new_channel()
+        self.receiving = asyncio.create_task(self._receive(channel))
+        return channel
+
+    async def _receive(self, channel: str) -> None:
+        try:
+            while True:
+                await self.handle(await self.layer.receive(channel))
+        except Exception as failure:
+            self.failed(failure)
+
+    async def close(self) -> None:
+        if self.receiving is not None:
+            self.receiving.cancel()
+            await asyncio.gather(self.receiving, return_exceptions=True)
+
+
 class GroupFeed:
-    """One channel in the layer, joined to one group, read by one task for all the inboxes of the group."""
+    """One group of the layer, joined once for all the inboxes of the group.
+
+    A group of notices (a thread's, a grant's) is joined with the hub's one notices channel
+    (`Hub.notices_channel`): each channel costs a web process a queue and a task, and a
+    process holds a thread's and a grant's group for each of hundreds of idle sockets.
+    """
+
+    # Joined with the hub's notices channel, which the feeds of other groups share.
+    shared_channel = True
 
     def __init__(self, hub: "Hub", group: str) -> None:
         self.hub = hub
@@ -117,16 +164,18 @@ class GroupFeed:
         self.inboxes: set[Inbox] = set()
         self.layer = channel_layer()
         self.channel: str | None = None
-        self.receiving: asyncio.Task | None = None
         # Run as a task of the feed's own, so that a reader cancelled while joining leaves it intact for the others.
         self.opened = asyncio.ensure_future(self._open())
         self.opened.add_done_callback(self._forget_unless_open)
 
     async def _open(self) -> None:
-        self.channel = await self.layer.new_channel()
+        self.channel = await self._channel()
         await self.layer.group_add(self.group, self.channel)
         await self.prepare()
-        self.receiving = asyncio.create_task(self._receive())
+
+    async def _channel(self) -> str:
+        """Return the channel to join the group with."""
+        return await self.hub.notices_channel()
 
     def _forget_unless_open(self, opened: asyncio.Future) -> None:
         if opened.cancelled() or opened.exception() is not None:
@@ -135,19 +184,15 @@ class GroupFeed:
     async def prepare(self) -> None:
         """Get ready to receive, once the group is joined."""
 
-    async def _receive(self) -> None:
-        assert self.channel is not None
-        try:
-            while True:
-                await self.handle(await self.layer.receive(self.channel))
-        except Exception as failure:
-            logger.exception("group %s: receiving failed; ending its streams so that they resume", self.group)
-            self.hub.forget(self)
-            for inbox in self.inboxes:
-                inbox.end(failure=failure)
-
     async def handle(self, message: dict) -> None:
         raise NotImplementedError
+
+    def failed(self, failure: Exception) -> None:
+        """End the readers, whose messages can no longer come: they resume, as a socket closed 1011 does."""
+        logger.error("group %s: receiving failed; ending its streams so that they resume", self.group, exc_info=failure)
+        self.hub.forget(self)
+        for inbox in self.inboxes:
+            inbox.end(failure=failure)
 
     async def rejoin(self) -> None:
         """Join the group again: the layer may have lost the membership (a Redis restart)."""
@@ -156,11 +201,12 @@ class GroupFeed:
 
     async def close(self) -> None:
         """Stop receiving and leave the group."""
-        for task in (self.opened, self.receiving):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(self.opened, *([self.receiving] if self.receiving else []), return_exceptions=True)
-        if self.channel is not None:
+        self.opened.cancel()
+        await asyncio.gather(self.opened, return_exceptions=True)
+        # On the shared channel, a feed opened since for the same group has joined it already:
+        # leaving would take the new feed out. (Checked in the step where the layer drops the
+        # membership, so that a join after it subscribes again.)
+        if self.channel is not None and not (self.shared_channel and self.group in self.hub.feeds):
             try:
                 await self.layer.group_discard(self.group, self.channel)
             except Exception:
@@ -178,7 +224,23 @@ class NoticeFeed(GroupFeed):
 
 
 class LogFeed(GroupFeed):
-    """Every thread's log events: each thread's go to its feed, if somebody in this process reads the thread."""
+    """Every thread's log events: each thread's go to its feed, if somebody in this process reads the thread.
+
+    On a channel of its own, which carries a message per worker round, apart from the notices.
+    """
+
+    shared_channel = False
+
+    def __init__(self, hub: "Hub", group: str) -> None:
+        self.listener = Listener(channel_layer(), self.handle, self.failed)
+        super().__init__(hub, group)
+
+    async def _channel(self) -> str:
+        return await self.listener.open()
+
+    async def close(self) -> None:
+        await super().close()
+        await self.listener.close()
 
     async def handle(self, message: dict) -> None:
         if message.get("type") != events.LOG_EVENTS:
@@ -392,6 +454,9 @@ class Hub:
         self.planned = itertools.count()  # breaks ties, so that feeds and inboxes are never compared
         self.poked = asyncio.Event()
         self.next_at = math.inf  # when the timer looks next
+        # The channel every group of notices is joined with, and its opening, shared by the feeds.
+        self.notices = Listener(channel_layer(), self._notice, self._notices_failed)
+        self.notices_opened: asyncio.Future[str] | None = None
 
     def plan(self, inbox: Inbox, at: float) -> None:
         """Have the timer wake `inbox` at loop time `at` (infinity: never) for its reader's timed duty.
@@ -432,6 +497,26 @@ class Hub:
             # Shielded: a reader cancelled while joining does not cancel the opening the others share.
             await asyncio.shield(feed.opened)
 
+    async def notices_channel(self) -> str:
+        """Return the channel the notices' groups are joined with, opening it on first use."""
+        if self.notices_opened is None:
+            self.notices_opened = asyncio.ensure_future(self.notices.open())
+        # Shielded: a feed cancelled while opening does not cancel the opening the others share.
+        return await asyncio.shield(self.notices_opened)
+
+    async def _notice(self, message: dict) -> None:
+        """Hand a notice to the feed of the group it was sent to (`broadcast.notice`), if it is open here."""
+        feed = self.feeds.get(message.get("group", ""))
+        if feed is not None and not isinstance(feed, LogFeed):
+            await feed.handle(message)
+
+    def _notices_failed(self, failure: Exception) -> None:
+        """End every reader that relies on the notices channel; the next ones open another."""
+        self.notices = Listener(channel_layer(), self._notice, self._notices_failed)
+        self.notices_opened = None
+        for feed in [feed for feed in self.feeds.values() if not isinstance(feed, LogFeed)]:
+            feed.failed(failure)
+
     def _feed(self, group: str, make: Callable[[], GroupFeed]) -> GroupFeed:
         feed = self.feeds.get(group)
         if feed is None:
@@ -452,9 +537,16 @@ class Hub:
                 self.timer.cancel()
                 closing.append(self.timer)
                 self.timer = None
+            closing.append(asyncio.create_task(self._close_notices()))
             if _hubs.get(self.loop) is self:
                 del _hubs[self.loop]
         return closing
+
+    async def _close_notices(self) -> None:
+        if self.notices_opened is not None:
+            self.notices_opened.cancel()
+            await asyncio.gather(self.notices_opened, return_exceptions=True)
+        await self.notices.close()
 
     def forget(self, feed: GroupFeed) -> None:
         """Take `feed` out of the hub, so that the next reader of its group opens a new one."""

@@ -8,6 +8,7 @@ import asyncio
 import math
 import uuid
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 from channels.db import database_sync_to_async
@@ -15,11 +16,12 @@ from channels.layers import InMemoryChannelLayer
 
 from streaming import hub as hub_module
 from streaming import subscription as subscription_module
-from streaming.broadcast import channel_layer
+from streaming.broadcast import channel_layer, notice, publish_thread_renamed_on_commit
 from streaming.events import ACCESS_REVOKED, LOG_GROUP, thread_group_name
 from streaming.layers import RedisPubSubChannelLayer
 from streaming.selectors import achunk_events_after
 from streaming.subscription import AccessGrant, AccessRevoked, Frame, SubscriptionEnded, ThreadGone, ThreadSubscription
+from threads.services import thread_create
 
 from .fakes import LossyInMemoryChannelLayer, LossyLayerMixin, LossyRedisChannelLayer
 from .test_sse import group_size
@@ -88,7 +90,7 @@ async def logged(thread, after: int = 0) -> list[tuple[int, str, str]]:
 
 def hub_tasks() -> list[asyncio.Task]:
     """Return the tasks the hub runs in this loop: its timer, its feeds' openings, receives and repairs."""
-    names = ("Hub.", "GroupFeed.", "ThreadFeed.", "NoticeFeed.")
+    names = ("Hub.", "Listener.", "GroupFeed.", "ThreadFeed.", "NoticeFeed.")
     return [
         task
         for task in asyncio.all_tasks()
@@ -166,7 +168,7 @@ async def test_readers_joining_and_leaving_each_get_the_log_once_in_order(thread
 
 
 async def test_one_layer_subscription_per_thread_whatever_the_readers(thread, worker, settings):
-    """Five readers of one thread cost the process two channels: one on the log's group, one on the thread's."""
+    """Five readers of one thread cost the process two channels: one on the log's group, one for notices."""
     use_layer(settings, CountingInMemoryChannelLayer, CountingRedisChannelLayer)
     CountingLayerMixin.new_channels, CountingLayerMixin.group_adds = 0, []
     readers = [Reader(thread) for _ in range(5)]
@@ -180,6 +182,56 @@ async def test_one_layer_subscription_per_thread_whatever_the_readers(thread, wo
     assert CountingLayerMixin.new_channels == 2
     for reader in readers:
         await reader.stop()
+    await assert_nothing_left(thread)
+
+
+async def test_readers_of_many_threads_and_grants_share_one_channel_for_notices(user, settings):
+    """Three threads read under three grants cost two channels; each notice reaches the readers of its group only."""
+    use_layer(settings, CountingInMemoryChannelLayer, CountingRedisChannelLayer)
+    CountingLayerMixin.new_channels, CountingLayerMixin.group_adds = 0, []
+    threads = [await database_sync_to_async(thread_create)(owner=user, title=f"Thread {n}") for n in range(3)]
+    valid = [True, True, True]
+    grants = [
+        AccessGrant(group=f"test-grant.{uuid.uuid4().hex}", still_valid=partial(valid.__getitem__, n), detail="Gone.")
+        for n in range(3)
+    ]
+    readers = [Reader(thread, grants=(grant,)) for thread, grant in zip(threads, grants, strict=True)]
+    await eventually(lambda: all(reader.ready() for reader in readers), "every reader is ready")
+    assert CountingLayerMixin.new_channels == 2
+    assert sorted(CountingLayerMixin.group_adds) == sorted(
+        [LOG_GROUP, *(thread_group_name(thread.id) for thread in threads), *(grant.group for grant in grants)]
+    )
+
+    threads[0].title = "Renamed"
+    await database_sync_to_async(publish_thread_renamed_on_commit)(threads[0])
+    await eventually(lambda: any(frame.type == "thread" for frame in readers[0].frames), "the rename arrives")
+    valid[1] = False
+    await channel_layer().group_send(grants[1].group, notice(grants[1].group, ACCESS_REVOKED))
+    await eventually(lambda: readers[1].task.done(), "the revoked reader ends")
+    assert isinstance(readers[1].ended, AccessRevoked)
+    assert [frame.type for frame in readers[1].frames + readers[2].frames].count("thread") == 0
+    assert not readers[0].task.done() and not readers[2].task.done()
+    for reader in readers:
+        await reader.stop()
+    for thread in threads:
+        await assert_nothing_left(thread)
+
+
+async def test_a_reader_joining_as_the_last_one_leaves_still_gets_the_threads_notices(thread, user):
+    """The thread's feed closes and a new one opens on the shared notices channel at once: the new one stays joined."""
+    elsewhere = Reader(await database_sync_to_async(thread_create)(owner=user, title="Keeps the hub"))
+    leaving = Reader(thread)
+    await eventually(lambda: elsewhere.ready() and leaving.ready(), "the readers are ready")
+    leaving.task.cancel()
+    joining = Reader(thread)  # in the same loop turn: its feed opens while the last one closes
+    await eventually(lambda: leaving.task.done() and joining.ready(), "one reader left, the other joined")
+    thread.title = "Renamed"
+    await database_sync_to_async(publish_thread_renamed_on_commit)(thread)
+    await eventually(
+        lambda: any(frame.type == "thread" for frame in joining.frames), "the rename reaches the new reader"
+    )
+    await joining.stop()
+    await elsewhere.stop()
     await assert_nothing_left(thread)
 
 
@@ -271,7 +323,7 @@ async def test_a_revoked_grant_ends_its_reader_only(thread, worker):
     granted, other = Reader(thread, grants=(grant,)), Reader(thread)
     await eventually(lambda: granted.ready() and other.ready(), "both readers are ready")
     valid["token"] = False
-    await channel_layer().group_send(grant.group, {"type": ACCESS_REVOKED})
+    await channel_layer().group_send(grant.group, notice(grant.group, ACCESS_REVOKED))
     await eventually(lambda: granted.task.done(), "the revoked reader ends")
     assert isinstance(granted.ended, AccessRevoked) and granted.ended.detail == "The token was revoked."
     await post(thread)
