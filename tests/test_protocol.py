@@ -156,12 +156,12 @@ def open_channels(layer) -> int:
 
 
 async def test_sockets_hold_no_channels_of_their_own(thread, user, connect):
-    """Sockets open no channel-layer channels of their own: the process's hub holds one for the log, one for the
-    thread and one for each grant group (the person's sessions, their access to the thread), however many sockets
-    read them."""
+    """Sockets open no channel-layer channels of their own: the process's hub holds one for the log and one for
+    every group of notices (the thread's, and each grant group's: the person's sessions, their access to the
+    thread), however many sockets read them."""
     first = await connect(thread.id, user)
     await first.receive_until(lambda frame: frame["type"] == "ready")
-    assert open_channels(get_channel_layer()) == 4
+    assert open_channels(get_channel_layer()) == 2
     second = await connect(thread.id, user)
     await second.receive_until(lambda frame: frame["type"] == "ready")
-    assert open_channels(get_channel_layer()) == 4
+    assert open_channels(get_channel_layer()) == 2
