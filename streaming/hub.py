@@ -507,14 +507,14 @@ class Hub:
     async def _notice(self, message: dict) -> None:
         """Hand a notice to the feed of the group it was sent to (`broadcast.notice`), if it is open here."""
         feed = self.feeds.get(message.get("group", ""))
-        if feed is not None and not isinstance(feed, LogFeed):
+        if feed is not None and feed.shared_channel:
             await feed.handle(message)
 
     def _notices_failed(self, failure: Exception) -> None:
         """End every reader that relies on the notices channel; the next ones open another."""
         self.notices = Listener(channel_layer(), self._notice, self._notices_failed)
         self.notices_opened = None
-        for feed in [feed for feed in self.feeds.values() if not isinstance(feed, LogFeed)]:
+        for feed in [feed for feed in self.feeds.values() if feed.shared_channel]:
             feed.failed(failure)
 
     def _feed(self, group: str, make: Callable[[], GroupFeed]) -> GroupFeed:
