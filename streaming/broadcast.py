@@ -144,15 +144,18 @@ def notice(group: str, kind: str, **fields: Any) -> dict[str, Any]:
     return {"type": kind, "group": group, **fields}
 
 
+def _notice_on_commit(group: str, kind: str, **fields: Any) -> None:
+    _send_on_commit(group, notice(group, kind, **fields))
+
+
 def publish_thread_renamed_on_commit(thread: AbstractThread) -> None:
     """Send the `thread` frame with the new title to the thread's subscribers once the transaction commits."""
-    group = thread_group_name(thread.id)
-    _send_on_commit(group, notice(group, THREAD_RENAMED, frame=encode(thread_frame(thread))))
+    _notice_on_commit(thread_group_name(thread.id), THREAD_RENAMED, frame=encode(thread_frame(thread)))
 
 
 def publish_access_revoked_on_commit(group: str) -> None:
     """Tell every stream opened under the AccessGrant of `group` to end, once the transaction commits."""
-    _send_on_commit(group, notice(group, ACCESS_REVOKED))
+    _notice_on_commit(group, ACCESS_REVOKED)
 
 
 async def apublish_presence_changed(thread_id: UUID) -> None:

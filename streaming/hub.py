@@ -114,7 +114,7 @@ class Inbox:
 class Listener:
     """A channel of the layer, read by one task that hands each message on to `handle`.
 
-    When the receive fails, `failed` is told, once, and the listener reads no more.
+    When the receive fails, `failed` is told, and the listener reads no more until opened again.
     """
 
     def __init__(
@@ -512,7 +512,6 @@ class Hub:
 
     def _notices_failed(self, failure: Exception) -> None:
         """End every reader that relies on the notices channel; the next ones open another."""
-        self.notices = Listener(channel_layer(), self._notice, self._notices_failed)
         self.notices_opened = None
         for feed in [feed for feed in self.feeds.values() if feed.shared_channel]:
             feed.failed(failure)
