@@ -27,3 +27,16 @@ def test_a_raw_query_finds_the_row_by_its_converted_id(user):
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM {Thread._meta.db_table} WHERE id = %s", [db_id(Thread, thread.pk)])
         assert cursor.fetchone() == (1,)
+
+
+@pytest.mark.postgres
+def test_a_statement_a_connection_runs_again_and_again_is_prepared_there(user):
+    """DATABASE_PREPARED_STATEMENTS (on by default): PostgreSQL parses and plans it once, not on every run."""
+    thread = Thread.objects.create(owner=user)
+    for _ in range(6):
+        assert Thread.objects.filter(pk=thread.pk).exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+
+    assert any(Thread._meta.db_table in statement and "$1" in statement for statement in prepared), prepared
