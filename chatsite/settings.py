@@ -102,11 +102,13 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # connections are dead, and each would otherwise fail one request or write.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
-        # Parameters bound by the server, and a statement run five times on a connection
-        # prepared there: the send's and the round's statements are parsed and planned once
-        # per pooled connection instead of once per run. Django leaves both off for
-        # transaction poolers: PgBouncer before 1.21 needs this setting off.
-        DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+        # Parameters bound by the server, and a statement a connection has run 50 times
+        # prepared there: the send's and the claim's statements are parsed and planned once per
+        # pooled connection rather than on every run. Not after psycopg's 5: a round's batches
+        # are texts of many lengths, psycopg keeps 100 prepared per connection, and preparing
+        # and dropping them cost the worker and web processes what it saved PostgreSQL.
+        # Django leaves both off for transaction poolers: PgBouncer before 1.21 needs this off.
+        DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=50)
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),

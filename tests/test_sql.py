@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from streaming.models import Generation
@@ -33,7 +34,7 @@ def test_a_raw_query_finds_the_row_by_its_converted_id(user):
 def test_a_statement_a_connection_runs_again_and_again_is_prepared_there(user):
     """DATABASE_PREPARED_STATEMENTS (on by default): PostgreSQL parses and plans it once, not on every run."""
     thread = Thread.objects.create(owner=user)
-    for _ in range(6):
+    for _ in range(settings.DATABASES["default"]["OPTIONS"]["prepare_threshold"] + 1):
         assert Thread.objects.filter(pk=thread.pk).exists()
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
