@@ -101,6 +101,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # The pool checks a connection before lending it: after a database restart, idle pooled
     # connections are dead, and each would otherwise fail one request or write.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    options = DATABASES["default"].setdefault("OPTIONS", {})
     if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
         # Parameters bound by the server, and a statement a connection has run 50 times
         # prepared there: the send's and the claim's statements are parsed and planned once per
@@ -108,8 +109,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # are texts of many lengths, psycopg keeps 100 prepared per connection, and preparing
         # and dropping them cost the worker and web processes what it saved PostgreSQL.
         # Django leaves both off for transaction poolers: PgBouncer before 1.21 needs this off.
-        DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=50)
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        options.update(server_side_binding=True, prepare_threshold=50)
+    options["pool"] = {
         "min_size": 2,
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
         # How long a checkout waits for a connection. While the database is down every
