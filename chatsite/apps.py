@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 
 
 class ChatsiteConfig(AppConfig):
@@ -11,3 +12,7 @@ class ChatsiteConfig(AppConfig):
         from .tracing import configure_tracing
 
         configure_tracing()
+
+        from .timestamps import install_timestamp_loader
+
+        connection_created.connect(install_timestamp_loader, dispatch_uid="chatsite.timestamps")
