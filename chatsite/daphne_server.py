@@ -66,7 +66,7 @@ from twisted.internet.tcp import Connection  # noqa: E402
 from twisted.protocols.policies import ProtocolWrapper  # noqa: E402
 
 from streaming import collector, metrics  # noqa: E402
-from streaming.frames import SEND_FRAME_EXTENSION, Frame  # noqa: E402
+from streaming.frames import SEND_FRAME_EXTENSION, SEND_FRAME_NOW_EXTENSION, Frame  # noqa: E402
 from streaming.protocol import CloseCode  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,11 @@ def unsent_bytes(transport: FileDescriptor) -> int:
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
+def holds_nothing_unsent(transport: FileDescriptor) -> bool:
+    """Return whether `transport` is connected, not closing, and has nothing unsent: bytes written now go out first."""
+    return bool(transport.connected) and not transport.disconnecting and unsent_bytes(transport) == 0
+
+
 def write_now(transport: Connection, data: bytes) -> None:
     """Write `data` to a socket's transport, straight to the socket when Twisted holds nothing unsent for it.
 
@@ -105,7 +110,7 @@ def write_now(transport: Connection, data: bytes) -> None:
     kernel does not take goes to Twisted's buffer as before, and a broken connection is
     left for Twisted to find there and end.
     """
-    if transport.connected and not transport.disconnecting and not unsent_bytes(transport):
+    if holds_nothing_unsent(transport):
         try:
             sent = transport.socket.send(data)
         except OSError:  # full (EAGAIN) or broken: Twisted's own write handles both
@@ -136,6 +141,22 @@ def prepared_message(frame: Frame) -> PreparedMessage:
     return message
 
 
+# `protocol` is daphne's WebSocketProtocol, an autobahn protocol: what is read here are their internals.
+def writes_plainly(protocol: Any) -> bool:
+    """Return whether a frame can go to the socket as it is: what autobahn's sendPreparedMessage writes then.
+
+    An open socket over TCP that neither compresses nor queues frames. The bytes are written
+    without autobahn's debug log's arguments (built on every send) and its traffic counters
+    (which nothing reads).
+    """
+    return (
+        isinstance(protocol.transport, Connection)
+        and protocol.state == protocol.STATE_OPEN
+        and protocol._perMessageCompress is None
+        and not protocol.send_queue
+    )
+
+
 def is_event_stream(start: dict) -> bool:
     return any(
         name.lower() == b"content-type" and value.startswith(EVENT_STREAM) for name, value in start.get("headers", [])
@@ -160,7 +181,11 @@ class BoundedServer(Server):
 
     def create_application(self, protocol: object, scope: dict) -> asyncio.Queue | None:
         if isinstance(protocol, WebSocketProtocol):
-            extensions = {**scope.get("extensions", {}), SEND_FRAME_EXTENSION: partial(self.send_frame, protocol)}
+            extensions = {
+                **scope.get("extensions", {}),
+                SEND_FRAME_EXTENSION: partial(self.send_frame, protocol),
+                SEND_FRAME_NOW_EXTENSION: partial(self.send_frame_now, protocol),
+            }
             scope = {**scope, "extensions": extensions}
         return super().create_application(protocol, scope)
 
@@ -175,18 +200,26 @@ class BoundedServer(Server):
         if protocol.state == protocol.STATE_CONNECTING:
             raise ValueError("Socket has not been accepted, so cannot send over it")
         message = prepared_message(frame)
-        # What autobahn's sendPreparedMessage does when it neither compresses nor queues, less its
-        # debug log's arguments (built on every send) and its traffic counters (which nothing reads).
-        if (
-            isinstance(protocol.transport, Connection)
-            and protocol.state == protocol.STATE_OPEN
-            and protocol._perMessageCompress is None
-            and not protocol.send_queue
-        ):
+        if writes_plainly(protocol):
             write_now(protocol.transport, message.payloadHybi)
         else:
             protocol.sendPreparedMessage(message)
         await self.wait_for_client(protocol)
+
+    def send_frame_now(self, protocol: Any, frame: Frame) -> bool:
+        """Send `frame` as `send_frame` would if the socket takes it without waiting; return whether it did.
+
+        Only an open socket with nothing unsent before the frame: the bound and the closing
+        of slow clients have nothing to do for it then, and a client that was behind has
+        caught up. Anything else is left to `send_frame`.
+        """
+        transport = protocol.transport
+        if not (writes_plainly(protocol) and holds_nothing_unsent(transport)):
+            return False
+        if self.behind_since:
+            self.behind_since.pop(protocol, None)  # caught up, as wait_for_client would find it
+        write_now(transport, prepared_message(frame).payloadHybi)
+        return True
 
     async def handle_reply(self, protocol: object, message: dict) -> None:
         if protocol in self.closed_as_slow:

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 # would, but from bytes it builds once per frame rather than once per socket (a server
 # sends frames unmasked, so they are the same bytes for every socket).
 SEND_FRAME_EXTENSION = "chatsite.send_frame"
+# The same server may offer `send_frame_now(frame) -> bool` beside it: send the frame at once
+# if the socket takes it without anything to wait for (open, nothing unsent before it), and
+# say whether it did. A reader waiting for live frames has the hub hand them to it so
+# (streaming/hub.py's Inbox.taker), without waking the reader's task for each one.
+SEND_FRAME_NOW_EXTENSION = "chatsite.send_frame_now"
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)

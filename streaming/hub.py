@@ -79,9 +79,22 @@ class Inbox:
         self.failure: Exception | None = None
         # Loop time of the reader's next timed duty, which the hub's timer watches.
         self.duty_at = math.inf
+        # Set by a reader while it waits with nothing queued and nothing to attend to, if its socket
+        # can be written at once: it sends what it can of a batch there and then, and returns the rest.
+        self.taker: Callable[[tuple[Frame, ...]], tuple[Frame, ...]] | None = None
 
     def put(self, batch: tuple[Frame, ...]) -> None:
-        """Queue a batch of live frames, or drop everything queued once the reader is too far behind."""
+        """Hand a batch of live frames to a waiting reader's taker, else queue it; drop all once too far behind.
+
+        A taker spares the reader's task a wake-up per batch, and each frame the way through
+        the reader's generator and its consumer's loop. Anything that needs the reader (a
+        queued batch, an overflow, a notice, a due duty, an end) sets `wake`, and a taker is
+        used only while it is clear: it only ever sends what the reader would send next.
+        """
+        if self.taker is not None and not self.wake.is_set():
+            batch = self.taker(batch)
+            if not batch:
+                return
         if not self.overflowed:
             if self.queued + len(batch) > self.capacity:
                 logger.info(

@@ -29,7 +29,10 @@ it does for keep-alives and presence heartbeats).
 
 The subscription takes the next live frames only when its reader asks for the next
 frame: a slow reader leaves them in its inbox, which drops them past its bound, and the
-gap is filled from the database when the reader catches up.
+gap is filled from the database when the reader catches up. A reader whose web server can
+write a frame at once (`send_now`, a WebSocket under chatsite.daphne_server) has the hub
+hand it the live frames that follow its cursor while it waits, when its socket takes them
+without waiting; everything else still goes the way above.
 
 Every reader that subscribes for a person (a WebSocket or an event stream) first takes
 a `StreamSlot`: at most CHAT_MAX_STREAMS_PER_USER at once.
@@ -43,6 +46,7 @@ import weakref
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -192,10 +196,16 @@ class ThreadSubscription:
         # Loop times of the last frame yielded (kept only for keep-alives) and of the last check of the grants.
         self.last_frame = self.grants_checked = 0.0
 
-    async def frames(self) -> AsyncGenerator[Frame | None, None]:
-        """Yield the frames of this subscription until the reader stops; KEEPALIVE in quiet times if asked."""
+    async def frames(self, send_now: Callable[[Frame], bool] | None = None) -> AsyncGenerator[Frame | None, None]:
+        """Yield the frames of this subscription until the reader stops; KEEPALIVE in quiet times if asked.
+
+        With `send_now` (a frame written at once if the socket takes it without waiting, and
+        whether it was), live frames that arrive while the reader waits for the next are sent
+        there and then, in order after every frame yielded before.
+        """
         hub = process_hub()
         inbox = Inbox(thread_id=self.thread.id, grant_groups=[grant.group for grant in self.grants])
+        taker = partial(self._send_live, send_now) if send_now is not None else None
         try:
             # Joined before the backlog is read and the grants checked: see the module docstring.
             await hub.join(inbox)
@@ -244,7 +254,12 @@ class ThreadSubscription:
                 else:
                     inbox.wake.clear()
                     if not (inbox.noticed or inbox.due or inbox.presence_changed):
-                        await inbox.wake.wait()
+                        # Every frame yielded so far is sent: the reader asked for the next one.
+                        inbox.taker = taker
+                        try:
+                            await inbox.wake.wait()
+                        finally:
+                            inbox.taker = None
         finally:
             closing = hub.leave(inbox)
             if self.watcher is not None and self.watcher.people is not None:
@@ -252,6 +267,27 @@ class ThreadSubscription:
             if closing:
                 # Shielded: a second cancellation must not leave the layer's groups joined.
                 await asyncio.shield(asyncio.gather(*closing, return_exceptions=True))
+
+    def _send_live(self, send_now: Callable[[Frame], bool], batch: tuple[Frame, ...]) -> tuple[Frame, ...]:
+        """Send the frames of `batch` that follow the cursor while the socket takes them at once; return the rest.
+
+        What `frames` does with a live batch, as far as it can go without waiting: the rest,
+        from a frame after a gap or one the socket cannot take at once, goes to the reader.
+        """
+        for index, frame in enumerate(batch):
+            seq = frame.seq
+            if seq is not None:
+                if seq <= self.last_sent:
+                    continue
+                if seq > self.last_sent + 1:
+                    return batch[index:]
+            if not send_now(frame):
+                return batch[index:]
+            if seq is not None:
+                self.last_sent = seq
+            if self.keepalive_seconds is not None:
+                self.last_frame = asyncio.get_running_loop().time()
+        return ()
 
     async def _timed_duties(self, inbox: Inbox) -> AsyncIterator[Frame | None]:
         """Do the reader's timed duties: check the grants, renew presence, send a keep-alive.

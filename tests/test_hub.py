@@ -5,6 +5,7 @@ consumer and the event-stream views read them; a real worker writes the replies.
 """
 
 import asyncio
+import itertools
 import math
 import uuid
 from collections.abc import Callable
@@ -48,20 +49,42 @@ async def eventually(condition: Callable[[], bool], what: str) -> None:
 
 
 class Reader:
-    """Reads a subscription in a task of its own; `reading` cleared makes it stop taking frames (a slow client)."""
+    """Reads a subscription in a task of its own; `reading` cleared makes it stop taking frames (a slow client).
 
-    def __init__(self, thread, after: int = 0, grants: tuple[AccessGrant, ...] = ()) -> None:
+    Given `takes_now` (whether its socket takes a frame at once, asked per frame), it also
+    offers the subscription a `send_now`, as the WebSocket consumer does under the
+    Procfile's daphne: `frames` then holds every frame in the order it was sent, either way.
+    """
+
+    def __init__(
+        self,
+        thread,
+        after: int = 0,
+        grants: tuple[AccessGrant, ...] = (),
+        takes_now: Callable[[Frame], bool] | None = None,
+    ) -> None:
         self.subscription = ThreadSubscription(thread=thread, after=after, grants=grants)
         self.after = after
         self.frames: list[Frame] = []
+        self.sent_now: list[Frame] = []
+        self.takes_now = takes_now
         self.ended: SubscriptionEnded | None = None
         self.reading = asyncio.Event()
         self.reading.set()
         self.task = asyncio.create_task(self._read())
 
+    def _send_now(self, frame: Frame) -> bool:
+        assert self.takes_now is not None
+        if not self.takes_now(frame):
+            return False
+        self.frames.append(frame)
+        self.sent_now.append(frame)
+        return True
+
     async def _read(self) -> None:
+        send_now = self._send_now if self.takes_now is not None else None
         try:
-            async for frame in self.subscription.frames():
+            async for frame in self.subscription.frames(send_now=send_now):
                 assert frame is not None
                 self.frames.append(frame)
                 await self.reading.wait()
@@ -454,3 +477,112 @@ async def test_readers_whose_duties_fall_due_together_wake_together():
     finally:
         hub.timer.cancel()
         await asyncio.gather(hub.timer, return_exceptions=True)
+
+
+async def test_a_waiting_reader_sends_its_live_frames_at_once_without_its_task(thread, worker, settings):
+    """Frames that follow a waiting reader's cursor go out through send_now as they come, exactly the log."""
+    settings.SCRIPTED_TOKENS_PER_SECOND = 200
+    reader = Reader(thread, takes_now=lambda frame: True)
+    await eventually(reader.ready, "the reader is ready")
+    yielded_before = len(reader.frames)
+    await post(thread)
+    await eventually(reader.ends, "the reply ends")
+
+    assert reader.log == await logged(thread)
+    assert reader.frames[yielded_before:] == reader.sent_now, "every live frame went out at once"
+    assert len(reader.sent_now) > 3, "the message, the start, deltas and the end"
+    await reader.stop()
+    await assert_nothing_left(thread)
+
+
+async def test_frames_a_socket_cannot_take_at_once_go_to_the_reader_in_order(thread, worker, settings):
+    """A socket that takes every other frame at once: the rest, and what follows them, go the reader's way."""
+    settings.SCRIPTED_TOKENS_PER_SECOND = 200
+    asked = itertools.count()
+    reader = Reader(thread, takes_now=lambda frame: next(asked) % 2 == 0)
+    takes_all = Reader(thread, takes_now=lambda frame: True)
+    await eventually(lambda: reader.ready() and takes_all.ready(), "the readers are ready")
+    await post(thread)
+    await eventually(lambda: reader.ends() and takes_all.ends(), "the reply ends")
+
+    expected = await logged(thread)
+    assert reader.log == expected and takes_all.log == expected
+    assert reader.sent_now and len(reader.sent_now) < len(takes_all.sent_now), "both ways were taken"
+    for each in (reader, takes_all):
+        await each.stop()
+    await assert_nothing_left(thread)
+
+
+async def test_a_reader_that_fell_behind_reads_its_gap_before_frames_go_out_at_once(thread, worker, settings):
+    """An inbox that overflowed: the reader catches up from the database, then live frames go out at once again."""
+    settings.STREAM_SUBSCRIBER_QUEUE_FRAMES = 1
+    settings.SCRIPTED_TOKENS_PER_SECOND = 200
+    taking = {"now": True}
+    reader = Reader(thread, takes_now=lambda frame: taking["now"])
+    await eventually(reader.ready, "the reader is ready")
+    reader.reading.clear()
+    taking["now"] = False  # a socket that stopped taking: the reader is held, its inbox overflows
+    await post(thread, "One")
+    inbox = next(iter(hub_module._hubs[asyncio.get_running_loop()].inboxes))
+    await eventually(lambda: inbox.overflowed, "the reader's inbox overflows")
+    taking["now"] = True
+    reader.reading.set()
+    await eventually(reader.ends, "the first reply reaches the reader")
+    await post(thread, "Two")
+    await eventually(lambda: reader.ends(2), "the second reply ends")
+
+    assert reader.log == await logged(thread)
+    assert any(frame.type == "end" for frame in reader.sent_now), "live frames went out at once again"
+    await reader.stop()
+    await assert_nothing_left(thread)
+
+
+def _batch(*seqs: int) -> tuple[Frame, ...]:
+    return tuple(Frame("delta", f'{{"seq":{seq}}}', seq=seq) for seq in seqs)
+
+
+@pytest.mark.parametrize("attention", ["noticed", "due", "presence_changed", "overflowed", "queued", "gone"])
+def test_an_inbox_that_needs_its_reader_hands_nothing_to_the_taker(attention):
+    """A notice, a due duty, an overflow, a queued batch or an end each wake the reader: live frames wait for it."""
+    inbox = hub_module.Inbox(thread_id=uuid.uuid4())
+    taken: list[tuple[Frame, ...]] = []
+    inbox.taker = lambda batch: taken.append(batch) or ()
+    if attention == "queued":
+        inbox.taker = None
+        inbox.put(_batch(1))
+        inbox.taker = lambda batch: taken.append(batch) or ()
+    elif attention == "gone":
+        inbox.end(gone=True)
+    else:
+        setattr(inbox, attention, True)
+        inbox.wake.set()  # as the hub sets each of them
+
+    inbox.put(_batch(2))
+
+    assert taken == []
+    assert inbox.wake.is_set()
+
+
+def test_a_taker_sends_what_it_can_and_the_inbox_queues_the_rest_for_the_reader():
+    inbox = hub_module.Inbox(thread_id=uuid.uuid4())
+    inbox.taker = lambda batch: batch[1:]  # the socket took the first frame only
+    inbox.put(_batch(1, 2, 3))
+
+    assert inbox.take() == _batch(2, 3)
+    assert inbox.wake.is_set(), "the reader is woken for the rest"
+    inbox.wake.clear()
+    inbox.taker = lambda batch: ()
+    inbox.put(_batch(4))
+    assert inbox.take() is None and not inbox.wake.is_set(), "all taken: the reader sleeps on"
+
+
+def test_frames_go_out_at_once_only_from_the_reader_s_cursor_on(thread):
+    """Seen before: skipped. After a gap: left, with all that follows, for the reader to read the gap first."""
+    subscription = ThreadSubscription(thread=thread, after=0)
+    subscription.last_sent = 3
+    sent: list[Frame] = []
+
+    rest = subscription._send_live(lambda frame: sent.append(frame) or True, _batch(2, 3, 4, 6, 7))
+
+    assert sent == list(_batch(4)) and rest == _batch(6, 7)
+    assert subscription.last_sent == 4

@@ -12,7 +12,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Connection
 from websockets.sync.client import ClientConnection, connect
 
-from chatsite.daphne_server import prepared_message, unsent_bytes, write_now
+from chatsite.daphne_server import BoundedServer, prepared_message, unsent_bytes, write_now
 from streaming.frames import Frame
 
 from .live_server import WebProcess, live_environment, procfile_web
@@ -88,6 +88,51 @@ def test_what_the_socket_does_not_take_is_left_to_twisted_in_order(connection):
         received += client.recv(65536)
         transport.doWrite()
     assert bytes(received) == big
+
+
+def unstarted_server() -> BoundedServer:
+    """A BoundedServer as the Procfile's web process makes it, not listening: its sends need no reactor running."""
+    return BoundedServer(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"])
+
+
+class OpenSocket:
+    """What send_frame_now reads of daphne's WebSocketProtocol (autobahn's): an open socket, no compression."""
+
+    STATE_OPEN, STATE_CLOSING = 1, 2
+
+    def __init__(self, transport: Connection) -> None:
+        self.transport = transport
+        self.state = self.STATE_OPEN
+        self._perMessageCompress = None
+        self.send_queue: list = []
+
+
+def test_a_frame_is_sent_at_once_only_when_nothing_waits_before_it(connection):
+    """send_frame_now writes the frame when the socket takes it at once, and says so; otherwise it writes nothing."""
+    transport, client = connection
+    server, socket_open = unstarted_server(), OpenSocket(transport)
+    frame = Frame("delta", '{"type":"delta","seq":1}', seq=1)
+
+    assert server.send_frame_now(socket_open, frame)
+    assert client.recv(100) == prepared_message(frame).payloadHybi
+
+    transport.write(b"held")  # Twisted holds bytes the client has not taken
+    assert not server.send_frame_now(socket_open, frame)
+    assert unsent_bytes(transport) == len(b"held"), "nothing was added behind them"
+
+    transport.doWrite()
+    socket_open.state = socket_open.STATE_CLOSING
+    assert not server.send_frame_now(socket_open, frame), "a closing socket takes no more frames"
+
+
+def test_a_client_that_caught_up_is_no_longer_counted_as_behind(connection):
+    """A frame sent at once finds the client caught up: its time behind starts anew if it falls behind again."""
+    transport, _ = connection
+    server, socket_open = unstarted_server(), OpenSocket(transport)
+    server.behind_since[socket_open] = 0.0
+
+    assert server.send_frame_now(socket_open, Frame("delta", "{}", seq=1))
+    assert socket_open not in server.behind_since
 
 
 @pytest.fixture(scope="module")

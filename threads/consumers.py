@@ -14,7 +14,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from streaming import events
 from streaming.cursors import parse_cursor
 from streaming.errors import BadRequest, ChatError, NotFound, RateLimited
-from streaming.frames import SEND_FRAME_EXTENSION, Frame
+from streaming.frames import SEND_FRAME_EXTENSION, SEND_FRAME_NOW_EXTENSION, Frame
 from streaming.protocol import CloseCode
 from streaming.services.endings import generation_cancel
 from streaming.subscription import (
@@ -118,8 +118,9 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         # The web server's way to send a frame framed once for all its sockets, where it has one.
         extensions: dict[str, Any] = self.scope.get("extensions") or {}
         send_frame: Callable[[Frame], Awaitable[None]] | None = extensions.get(SEND_FRAME_EXTENSION)
+        send_now: Callable[[Frame], bool] | None = extensions.get(SEND_FRAME_NOW_EXTENSION)
         try:
-            async for frame in subscription.frames():
+            async for frame in subscription.frames(send_now=send_now):
                 assert frame is not None, "the subscription has no keep-alives"
                 if send_frame is not None:
                     await send_frame(frame)
