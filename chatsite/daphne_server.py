@@ -25,8 +25,11 @@ hub (streaming/hub.py) hands every reader of a thread the same Frame object, and
 server's WebSocket frames are unmasked, so the frame's bytes are built once, as
 autobahn's PreparedMessage, and written to each socket, straight to the socket when
 Twisted holds nothing unsent for it (`write_now`); with the same bound and the same
-closing as `send`. Applications served by another server (runserver, the tests'
-communicators) find no such extension and use `send`.
+closing as `send`. Beside it, `send_frame_now` sends a frame only if the socket takes it
+at once (open, nothing unsent) and says whether it did: the hub sends a waiting reader's
+live frames so, without waking the reader (streaming/hub.py's Inbox.taker). Applications
+served by another server (runserver, the tests' communicators) find neither extension and
+use `send`.
 
 So one client makes this process hold at most the bound plus the frame that crossed it,
 and, for at most the stall time, the backlog page and channel-layer queue its paused
