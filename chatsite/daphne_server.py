@@ -124,18 +124,17 @@ def write_now(transport: Connection, data: bytes) -> None:
     transport.write(data)
 
 
-# Each frame's WebSocket message, built on its first send and kept while the frame is in use.
-_prepared: weakref.WeakKeyDictionary[Frame, PreparedMessage] = weakref.WeakKeyDictionary()
 _FRAMES_BUILT = metrics.WEBSOCKET_FRAMES.labels(framing="built")
 _FRAMES_REUSED = metrics.WEBSOCKET_FRAMES.labels(framing="reused")
 
 
 def prepared_message(frame: Frame) -> PreparedMessage:
     """Return `frame` as a WebSocket text message from server to client, framed once for every socket."""
-    message = _prepared.get(frame)
+    message = frame.prepared
     if message is None:
         # Unmasked, as from a server; a socket that negotiated compression compresses the payload itself.
-        message = _prepared[frame] = PreparedMessage(
+        # Kept on the frame, which lives as long as a reader of the thread may still send it.
+        message = frame.prepared = PreparedMessage(
             frame.data.encode(), isBinary=False, applyMask=False, doNotCompress=False
         )
         _FRAMES_BUILT.inc()

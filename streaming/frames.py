@@ -4,7 +4,8 @@ No Django here: the web server's module (chatsite/daphne_server.py) imports it b
 Django is set up.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 # The ASGI scope extension under which a web server may offer `send_frame(frame)`: a
 # coroutine that sends a Frame's `data` as a WebSocket text message, as `websocket.send`
@@ -18,10 +19,15 @@ SEND_FRAME_EXTENSION = "chatsite.send_frame"
 SEND_FRAME_NOW_EXTENSION = "chatsite.send_frame_now"
 
 
-@dataclass(frozen=True, slots=True, weakref_slot=True)
+@dataclass(slots=True)
 class Frame:
-    """A protocol v1 frame: its type, its JSON text, and the seq it brings a reader to (log events, ready, reset)."""
+    """A protocol v1 frame: its type, its JSON text, and the seq it brings a reader to (log events, ready, reset).
+
+    Shared by every reader of a thread, and read-only to them: only the web server writes
+    `prepared`, its WebSocket message of the frame, on the first send, for the other sockets.
+    """
 
     type: str
     data: str
     seq: int | None = None
+    prepared: Any = field(default=None, compare=False, repr=False)
