@@ -92,9 +92,20 @@ class Inbox:
         used only while it is clear: it only ever sends what the reader would send next.
         """
         if self.taker is not None and not self.wake.is_set():
-            batch = self.taker(batch)
-            if not batch:
-                return
+            try:
+                rest = self.taker(batch)
+            except Exception:
+                # One reader's socket must not fail the feed its thread's other readers share.
+                logger.warning(
+                    "thread %s: sending live frames at once failed; its reader sends them",
+                    self.thread_id,
+                    exc_info=True,
+                )
+                self.taker = None
+            else:
+                if not rest:
+                    return
+                batch = rest
         if not self.overflowed:
             if self.queued + len(batch) > self.capacity:
                 logger.info(

@@ -586,3 +586,18 @@ def test_frames_go_out_at_once_only_from_the_reader_s_cursor_on(thread):
 
     assert sent == list(_batch(4)) and rest == _batch(6, 7)
     assert subscription.last_sent == 4
+
+
+def test_a_taker_that_fails_leaves_the_whole_batch_to_its_reader(caplog):
+    """A socket's failure while a feed hands on frames stays with that reader: the feed goes on with the others."""
+    inbox = hub_module.Inbox(thread_id=uuid.uuid4())
+
+    def broken(batch: tuple[Frame, ...]) -> tuple[Frame, ...]:
+        raise OSError("the socket broke")
+
+    inbox.taker = broken
+    inbox.put(_batch(1, 2))
+
+    assert inbox.take() == _batch(1, 2), "the reader sends them (its cursor skips any that went out)"
+    assert inbox.wake.is_set() and inbox.taker is None
+    assert "sending live frames at once failed" in caplog.text
