@@ -114,14 +114,19 @@ def write_now(transport: Connection, data: bytes) -> None:
     left for Twisted to find there and end.
     """
     if holds_nothing_unsent(transport):
-        try:
-            sent = transport.socket.send(data)
-        except OSError:  # full (EAGAIN) or broken: Twisted's own write handles both
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
+        send_straight(transport, data)
+    else:
+        transport.write(data)
+
+
+def send_straight(transport: Connection, data: bytes) -> None:
+    """Send `data` to the socket of a transport holding nothing unsent; what the kernel leaves goes to Twisted."""
+    try:
+        sent = transport.socket.send(data)
+    except OSError:  # full (EAGAIN) or broken: Twisted's own write handles both
+        sent = 0
+    if sent < len(data):
+        transport.write(data[sent:])
 
 
 _FRAMES_BUILT = metrics.WEBSOCKET_FRAMES.labels(framing="built")
@@ -220,7 +225,7 @@ class BoundedServer(Server):
             return False
         if self.behind_since:
             self.behind_since.pop(protocol, None)  # caught up, as wait_for_client would find it
-        write_now(transport, prepared_message(frame).payloadHybi)
+        send_straight(transport, prepared_message(frame).payloadHybi)
         return True
 
     async def handle_reply(self, protocol: object, message: dict) -> None:

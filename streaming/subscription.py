@@ -238,9 +238,7 @@ class ThreadSubscription:
                                     yield missed
                                 if seq <= self.last_sent:  # a reset covered it
                                     continue
-                            self.last_sent = seq
-                        if self.keepalive_seconds is not None:
-                            self.last_frame = asyncio.get_running_loop().time()
+                        self._move_past(frame)
                         yield frame
                 elif inbox.overflowed:
                     inbox.overflowed = False
@@ -283,11 +281,15 @@ class ThreadSubscription:
                     return batch[index:]
             if not send_now(frame):
                 return batch[index:]
-            if seq is not None:
-                self.last_sent = seq
-            if self.keepalive_seconds is not None:
-                self.last_frame = asyncio.get_running_loop().time()
+            self._move_past(frame)
         return ()
+
+    def _move_past(self, frame: Frame) -> None:
+        """Move the cursor past a live frame the reader sends: to its seq, if it has one, and the keep-alive clock."""
+        if frame.seq is not None:
+            self.last_sent = frame.seq
+        if self.keepalive_seconds is not None:
+            self.last_frame = asyncio.get_running_loop().time()
 
     async def _timed_duties(self, inbox: Inbox) -> AsyncIterator[Frame | None]:
         """Do the reader's timed duties: check the grants, renew presence, send a keep-alive.
