@@ -4,6 +4,7 @@ import asyncio
 import logging
 
 import pytest
+from anthropic.lib.streaming import _messages as anthropic_streaming
 
 from streaming.providers import ProviderError, ReplyEnd, ReplyEvent, ReplyRequest, TextDelta, Turn
 from streaming.providers.anthropic import CONTINUE_PROMPT, AnthropicProvider
@@ -255,3 +256,16 @@ async def test_max_tokens_stop_reason_is_passed_through(mock_api):
     assert text_of(events) == "Cut short"
     assert events[-1] == ReplyEnd(stop_reason="max_tokens", input_tokens=10, output_tokens=2)
     assert len(mock_api.requests) == 1
+
+
+async def test_events_are_read_once_without_a_message_snapshot(mock_api, monkeypatch):
+    """The provider reads the raw events: the SDK's `messages.stream()` helper would rebuild the whole
+    message on every delta and make a second event of it, as costly again as parsing the event."""
+    snapshots = []
+    monkeypatch.setattr(
+        anthropic_streaming, "accumulate_event", lambda **kwargs: snapshots.append(kwargs) or kwargs["current_snapshot"]
+    )
+    mock_api.script(MockResponse(deltas=["One", " two", " three"]))
+    events = await collect(ReplyRequest(turns=HELLO))
+    assert text_of(events) == "One two three"
+    assert snapshots == []
