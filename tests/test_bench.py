@@ -1,5 +1,6 @@
 """streambench runs end to end at a tiny size: its report is complete and nothing was lost (speed is never asserted)."""
 
+import asyncio
 import io
 import json
 
@@ -7,7 +8,11 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
+from chatsite.bench.model_api import ModelApi
 from chatsite.bench.report import LOSS
+from chatsite.bench.stamps import token_latencies_ms
+from streaming.providers import ReplyEnd, ReplyRequest, TextDelta, Turn
+from streaming.providers.anthropic import AnthropicProvider
 
 pytestmark = [
     pytest.mark.timeout(170),
@@ -59,3 +64,47 @@ def test_streambench_reports_every_figure_with_nothing_lost_duplicated_or_reorde
         "zero loss at every load",
         "memory per idle WebSocket",
     }
+
+
+def test_streambench_runs_the_anthropic_provider_against_its_stand_in_of_the_api(tmp_path):
+    """With `--provider anthropic` every token goes through the SDK, and the stand-in's CPU is reported apart."""
+    output = tmp_path / "report.json"
+    call_command(
+        "streambench",
+        "--topology=embedded", "--provider=anthropic", "--streams=2", "--tabs=2", "--tokens-per-second=50",
+        "--reply-tokens=20", "--duration=3", "--warmup=0.5", "--phases=load",
+        f"--output={output}", f"--log-dir={tmp_path / 'logs'}",
+        stdout=io.StringIO(),
+    )  # fmt: skip
+    report = json.loads(output.read_text())
+
+    load = report["load"]
+    assert report["config"]["provider"] == "anthropic"
+    assert {name: load["correctness"][name] for name in (*LOSS, "resets")} == dict.fromkeys((*LOSS, "resets"), 0)
+    assert load["correctness"]["replies"] >= 2 and load["latency_ms"]["samples"] > 0
+    assert load["cpu"]["model_api_s"] > 0 and "model-api" not in load["cpu"]["by_process_s"]
+    assert report["crashed_processes"] == []
+
+
+@pytest.fixture
+async def model_api(settings):
+    """The stand-in on a free port, five tokens a reply, fast."""
+    server = await asyncio.start_server(ModelApi(reply_tokens=5, tokens_per_second=1000).handle, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    settings.ANTHROPIC_BASE_URL = f"http://{host}:{port}"
+    settings.ANTHROPIC_API_KEY = "bench-key"
+    settings.ANTHROPIC_MODEL = "bench-model"
+    async with server:
+        yield
+
+
+@pytest.mark.parametrize(("partial", "streamed"), [("", 5), (" 101 102", 3)], ids=["new reply", "continuation"])
+async def test_the_stand_in_streams_stamped_tokens_the_reply_lacks(model_api, partial, streamed):
+    """The provider reads the reply's tokens, each stamped with the time it was due; a continuation gets the rest."""
+    request = ReplyRequest(turns=[Turn("user", "Go")], partial=partial)
+    events = [event async for event in AnthropicProvider().stream(request)]
+
+    texts = [event.text for event in events if isinstance(event, TextDelta)]
+    assert len(texts) == streamed and all(len(token_latencies_ms(text)) == 1 for text in texts)
+    assert max(token_latencies_ms("".join(texts))) < 60_000, "each stamp is a moment of this run"
+    assert events[-1] == ReplyEnd(stop_reason="end_turn", input_tokens=1, output_tokens=streamed)

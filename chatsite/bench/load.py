@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 from .procstat import machine_busy_s
-from .session import BenchSession
+from .session import MODEL_API, BenchSession
 from .stats import Histogram
 from .topology import redis_command_calls, redis_reads
 
@@ -144,6 +144,8 @@ def _cpu_report(
     for name, seconds in after["cpu"].items():
         group = "postgres" if name.startswith("postgres:") else name
         used[group] += seconds - before["cpu"].get(name, 0.0)
+    # The model's stand-in, when the workers read one, is not the server: reported apart, as the clients are.
+    model_api_s = used.pop(MODEL_API, 0.0)
     app_s = sum(seconds for name, seconds in used.items() if name.startswith(("web-", "bench-worker-")))
     web_s = sum(seconds for name, seconds in used.items() if name.startswith("web-"))
     frames = sum(result["events"] for result in results)
@@ -164,6 +166,9 @@ def _cpu_report(
         "clients_us_per_frame": round(clients_s * 1e6 / frames, 1) if frames else None,
         "machine_busy_pct": round(100 * busy / total, 1) if total else None,
         # CPU used by processes that are not part of this run: another workload skews every figure.
-        "others_busy_pct": round(100 * max(0.0, busy - servers_s - clients_s) / total, 1) if total else None,
+        "others_busy_pct": (
+            round(100 * max(0.0, busy - servers_s - clients_s - model_api_s) / total, 1) if total else None
+        ),
+        "model_api_s": round(model_api_s, 2),
         "window_s": window_s,
     }

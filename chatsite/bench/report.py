@@ -89,7 +89,7 @@ def _load_lines(load: dict[str, Any]) -> list[str]:
         f"  CPU s / 1k delivered  app {cpu['app_s_per_1k_delivered_tokens']}, "
         f"with Postgres and Redis {cpu['servers_s_per_1k_delivered_tokens']}",
         f"  machine               {cpu['machine_busy_pct']}% busy, {cpu['others_busy_pct']}% by other processes; "
-        f"clients {cpu['clients_s']} CPU s",
+        f"clients {cpu['clients_s']} CPU s" + (f", model API {cpu['model_api_s']} CPU s" if cpu["model_api_s"] else ""),
         "  CPU s by process      " + ", ".join(f"{name} {seconds}" for name, seconds in cpu["by_process_s"].items()),
         f"  µs per frame          web processes {cpu['web_us_per_frame']}, clients {cpu['clients_us_per_frame']}",
     ]
@@ -158,7 +158,7 @@ def render(report: dict[str, Any]) -> str:
         topology += f" ({config['webs']} web, {config['workers']} workers)"
     sections = [
         [
-            f"streambench: {topology}, STREAM_FLUSH_MS={config['stream_flush_ms']}",
+            f"streambench: {topology}, {config['provider']} provider, STREAM_FLUSH_MS={config['stream_flush_ms']}",
             f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
             f"Linux {machine['kernel']}, load average {machine['load_average_at_start']} at start",
         ]

@@ -16,9 +16,11 @@ from django.conf import settings
 
 from .procstat import cpu_seconds
 from .tool import BASE_DIR, run_task
-from .topology import PostgresDatabase, PrivateRedis, Topology
+from .topology import ModelApiProcess, PostgresDatabase, PrivateRedis, Topology
 
 PROVIDER = "chatsite.bench.provider.BenchProvider"
+# The model API stand-in's name among the processes whose CPU is read: the model's, not the server's.
+MODEL_API = "model-api"
 # Resumes on the long log are compared with the same resumes on a log this short.
 SHORT_LOG_EVENTS = 300
 CLIENT_CONNECT_TIMEOUT_SECONDS = 180.0
@@ -50,6 +52,8 @@ class BenchConfig:
     database_url: str
     redis_url: str | None
     server_settings: dict[str, str] = field(default_factory=dict)
+    # "bench": the bench provider in the workers; "anthropic": the Anthropic provider reading `ModelApi`.
+    provider: str = "bench"
 
     @property
     def reply_s(self) -> float:
@@ -114,6 +118,7 @@ class BenchSession:
         self.database: PostgresDatabase | None = None
         self.redis: PrivateRedis | None = None
         self.redis_url: str | None = None
+        self.model_api: ModelApiProcess | None = None
         self.sqlite_dir: Path | None = None
         self.topology: Topology | None = None
         self.prefix = f"bench-{secrets.token_hex(4)}"
@@ -142,7 +147,7 @@ class BenchSession:
             database_url = f"sqlite:///{self.sqlite_dir / 'bench.sqlite3'}"
         environment = {
             "DATABASE_URL": database_url,
-            "CHAT_PROVIDER": PROVIDER,
+            **self._provider_environment(),
             "SCRIPTED_TOKENS_PER_SECOND": str(config.tokens_per_second),
             "SCRIPTED_REPLY_TOKENS": str(config.reply_tokens),
             # Short bench replies follow each other faster than a person writes.
@@ -176,9 +181,26 @@ class BenchSession:
             page_messages=config.page_messages,
         )
 
+    def _provider_environment(self) -> dict[str, str]:
+        """The settings that pick the workers' provider, starting the model API stand-in if they read one."""
+        config = self.config
+        if config.provider == "bench":
+            return {"CHAT_PROVIDER": PROVIDER}
+        self.model_api = ModelApiProcess(
+            self.log_dir, reply_tokens=config.reply_tokens, tokens_per_second=config.tokens_per_second
+        )
+        return {
+            "CHAT_PROVIDER": "anthropic",
+            "ANTHROPIC_BASE_URL": self.model_api.url,
+            "ANTHROPIC_API_KEY": secrets.token_urlsafe(16),
+            "ANTHROPIC_MODEL": "bench",
+        }
+
     def __exit__(self, *exc_info: object) -> None:
         if self.topology is not None:
             self.topology.stop()
+        if self.model_api is not None:
+            self.model_api.stop()
         if self.redis is not None:
             self.redis.stop()
         if self.database is not None:
@@ -226,4 +248,6 @@ class BenchSession:
             pids["redis"] = self.redis.process.popen.pid
         if self.database is not None:
             pids |= {f"postgres:{pid}": pid for pid in self.database.backend_pids()}
+        if self.model_api is not None:
+            pids[MODEL_API] = self.model_api.process.popen.pid
         return cpu_seconds(pids)

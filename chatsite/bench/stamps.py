@@ -7,7 +7,9 @@ same machine's wall clock. The text stays ordinary text, so the reply is stored,
 replayed and rebuilt exactly like any other.
 """
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
 
 # 1,000 s: a number stays short (at most 9 digits) and no latency comes near it, so
 # the difference taken modulo the modulus is unambiguous.
@@ -17,6 +19,22 @@ STAMP_MODULUS_US = 1_000_000_000
 def stamp_token(emitted_at: float) -> str:
     """Return the token emitted at wall-clock time `emitted_at` (seconds)."""
     return f" {int(emitted_at * 1_000_000) % STAMP_MODULUS_US}"
+
+
+async def paced_tokens(count: int, tokens_per_second: float) -> AsyncIterator[str]:
+    """Yield `count` stamped tokens at `tokens_per_second`, the first one interval from now.
+
+    On a fixed schedule, each stamped with the time it was due rather than the time this
+    coroutine got round to it: an upstream API's bytes arrive on time however busy the
+    reading event loop is, and that lag belongs in token-to-screen latency.
+    """
+    interval_s = 1 / tokens_per_second
+    loop = asyncio.get_running_loop()
+    started, started_wall = loop.time(), time.time()
+    for index in range(1, count + 1):
+        due = index * interval_s
+        await asyncio.sleep(max(0.0, started + due - loop.time()))
+        yield stamp_token(started_wall + due)
 
 
 def token_latencies_ms(text: str, received_at: float | None = None) -> list[float]:

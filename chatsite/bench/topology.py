@@ -10,10 +10,12 @@ command counts and CPU then belong to this run alone, and nothing else sharing t
 Redis (a test suite restarting it, say) disturbs the figures.
 """
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -106,6 +108,29 @@ class PrivateRedis:
             return redis.Redis.from_url(self.url).ping()  # type: ignore[return-value]
         except redis.ConnectionError:
             return False
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class ModelApiProcess:
+    """The Messages API stand-in (`model_api.py`) the workers' Anthropic provider reads its replies from."""
+
+    def __init__(self, log_dir: Path, *, reply_tokens: int, tokens_per_second: float) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "chatsite.bench.model_api", str(self.port), str(reply_tokens)]
+        self.process = Process.spawn("model-api", [*argv, str(tokens_per_second)], dict(os.environ), log_dir)
+        wait_until(self._listens, START_TIMEOUT_SECONDS, "the model API stand-in")
+
+    def _listens(self) -> bool:
+        if self.process.popen.poll() is not None:
+            raise RuntimeError(f"the model API stand-in exited:\n{self.process.log()[-4000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         self.process.stop()

@@ -88,6 +88,13 @@ class Command(BaseCommand):
         load.add_argument("--reply-tokens", type=int, default=200, help="Tokens in each reply.")
         load.add_argument("--duration", type=float, default=30.0, help="Seconds of load (and of the measured window).")
         load.add_argument("--warmup", type=float, default=5.0, help="Seconds at the start left out of the figures.")
+        load.add_argument(
+            "--provider",
+            choices=["bench", "anthropic"],
+            default="bench",
+            help="bench: the bench provider in the workers, a timer per token; anthropic: the Anthropic "
+            "provider through its SDK, reading the same replies from a local stand-in of the API.",
+        )
         load.add_argument("--client-processes", type=int, default=2, help="Processes the tabs are spread over.")
         phases = parser.add_argument_group("phases")
         phases.add_argument(
@@ -168,4 +175,5 @@ class Command(BaseCommand):
             database_url=database_url,
             redis_url=options["redis_url"],
             server_settings=dict(options["server_settings"]),
+            provider=options["provider"],
         )

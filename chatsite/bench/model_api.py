@@ -1,0 +1,113 @@
+"""A stand-in for the Anthropic Messages API, for `streambench --provider anthropic`.
+
+The workers then run the real provider (`streaming.providers.anthropic`) through the
+real SDK, as in production: an HTTP request per reply, and every token read off a
+socket and parsed from its server-sent event. The replies are the bench provider's:
+`SCRIPTED_REPLY_TOKENS` stamped tokens at `SCRIPTED_TOKENS_PER_SECOND` (stamps.py),
+each written as a `content_block_delta` event of its own, as the API sends them.
+
+It runs as a process of its own (`python -m chatsite.bench.model_api PORT`), whose CPU
+the report shows apart: it is the model's, not the server's.
+"""
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import uvloop
+
+from .stamps import paced_tokens
+
+MESSAGES_PATH = "/v1/messages"
+HEAD_LIMIT_BYTES = 64 * 1024
+
+
+def sse(kind: str, **fields: Any) -> bytes:
+    """One server-sent event, its `data` carrying its `type` as the API's do."""
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode()
+
+
+def prefilled_words(body: dict[str, Any]) -> int:
+    """Words of the reply already written: a continuation sends them as a final assistant turn (prefill)."""
+    messages = body.get("messages") or []
+    if not messages or messages[-1].get("role") != "assistant":
+        return 0
+    content = messages[-1].get("content")
+    if isinstance(content, list):
+        content = "".join(block.get("text", "") for block in content if isinstance(block, dict))
+    return len(str(content or "").split())
+
+
+class ModelApi:
+    """Answers POST /v1/messages with a paced stream of stamped text; one request per connection."""
+
+    def __init__(self, *, reply_tokens: int, tokens_per_second: float) -> None:
+        self.reply_tokens = reply_tokens
+        self.tokens_per_second = tokens_per_second
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line, headers = await self._read_head(reader)
+            body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))) or b"{}")
+            if not request_line.startswith(f"POST {MESSAGES_PATH} "):
+                writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                return
+            await self._stream(writer, body)
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass  # a reply the worker stopped reading (cancelled, handed over), or a broken request
+        finally:
+            writer.close()
+
+    async def _read_head(self, reader: asyncio.StreamReader) -> tuple[str, dict[str, str]]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if len(head) > HEAD_LIMIT_BYTES:
+            raise ValueError("request head too large")
+        request_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            if name:
+                headers[name.strip().lower()] = value.strip()
+        return request_line, headers
+
+    async def _stream(self, writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
+        # No length and no chunks: the body ends when the connection closes.
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+            b"cache-control: no-cache\r\nconnection: close\r\n\r\n"
+        )
+        count = max(0, self.reply_tokens - prefilled_words(body))
+        message: dict[str, Any] = {
+            "id": "msg_bench",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model"),
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        }
+        writer.write(sse("message_start", message=message))
+        writer.write(sse("content_block_start", index=0, content_block={"type": "text", "text": ""}))
+        async for token in paced_tokens(count, self.tokens_per_second):
+            if writer.is_closing():
+                return  # the worker stopped reading: it cancelled the reply, or handed it over
+            writer.write(sse("content_block_delta", index=0, delta={"type": "text_delta", "text": token}))
+        writer.write(sse("content_block_stop", index=0))
+        stop = {"stop_reason": "end_turn", "stop_sequence": None}
+        writer.write(sse("message_delta", delta=stop, usage={"output_tokens": count}))
+        writer.write(sse("message_stop"))
+        await writer.drain()
+
+
+async def serve(port: int, *, reply_tokens: int, tokens_per_second: float) -> None:
+    api = ModelApi(reply_tokens=reply_tokens, tokens_per_second=tokens_per_second)
+    server = await asyncio.start_server(api.handle, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    port, reply_tokens, tokens_per_second = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    uvloop.run(serve(port, reply_tokens=reply_tokens, tokens_per_second=tokens_per_second))
