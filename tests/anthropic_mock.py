@@ -2,7 +2,8 @@
 
 The real `anthropic` SDK reaches it through ANTHROPIC_BASE_URL, so tests exercise
 the SDK's own SSE parsing, retries and connection handling. Responses are scripted
-per test as a queue of `MockResponse`s; every request body is recorded.
+per test as a queue of `MockResponse`s; every request body is recorded. Its events are
+encoded as streambench's stand-in of the API encodes them (chatsite/bench/model_api.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from chatsite.bench.model_api import message_start, sse
 
 # What the real API answers when a model does not take an assistant prefill.
 PREFILL_REFUSAL_MESSAGE = (
@@ -184,22 +187,15 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
 
         def _event(self, name: str, **fields: Any) -> None:
             """Write one SSE event as its own HTTP chunk; `data` carries `type` like the real API."""
-            chunk = f"event: {name}\ndata: {json.dumps({'type': name, **fields})}\n\n".encode()
+            self._chunk(sse(name, **fields))
+
+        def _chunk(self, chunk: bytes) -> None:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.flush()
 
         def _stream_events(self, response: MockResponse, body: dict[str, Any]) -> None:
-            message = {
-                "id": f"msg_mock{mock.next_id():06d}",
-                "type": "message",
-                "role": "assistant",
-                "model": body.get("model"),
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {"input_tokens": response.input_tokens, "output_tokens": 1},
-            }
-            self._event("message_start", message=message)
+            message_id = f"msg_mock{mock.next_id():06d}"
+            self._chunk(message_start(message_id, model=body.get("model"), input_tokens=response.input_tokens))
             index = 0
             if response.thinking:
                 self._event("content_block_start", index=index, content_block={"type": "thinking", "thinking": ""})

@@ -23,22 +23,34 @@ pytestmark = [
 ]
 
 
-def test_streambench_reports_every_figure_with_nothing_lost_duplicated_or_reordered(tmp_path):
-    """A tiny embedded run delivers every event to every tab once and in order, and reports every phase."""
+def tiny_embedded_run(tmp_path, *arguments: str) -> dict:
+    """Run streambench embedded, 2 streams × 2 tabs of 20-token replies, with `arguments`; return its report."""
     output = tmp_path / "report.json"
     call_command(
         "streambench",
         "--topology=embedded", "--streams=2", "--tabs=2", "--tokens-per-second=50", "--reply-tokens=20",
-        "--duration=3", "--warmup=0.5", "--phases=idle,resume,page,load,floor,capacity",
-        "--idle-sockets=5", "--resume-log-events=600", "--resume-repeats=2", "--page-messages=20", "--page-runs=2",
-        "--capacity-start=2", "--capacity-max=2", "--capacity-step-duration=3", "--capacity-budget=120",
-        f"--output={output}", f"--log-dir={tmp_path / 'logs'}",
+        "--duration=3", "--warmup=0.5", *arguments, f"--output={output}", f"--log-dir={tmp_path / 'logs'}",
         stdout=io.StringIO(),
     )  # fmt: skip
-    report = json.loads(output.read_text())
+    return json.loads(output.read_text())
+
+
+def nothing_lost(load: dict) -> bool:
+    """Whether every tab got every event once and in order, with no reset."""
+    return {name: load["correctness"][name] for name in (*LOSS, "resets")} == dict.fromkeys((*LOSS, "resets"), 0)
+
+
+def test_streambench_reports_every_figure_with_nothing_lost_duplicated_or_reordered(tmp_path):
+    """A tiny embedded run delivers every event to every tab once and in order, and reports every phase."""
+    report = tiny_embedded_run(
+        tmp_path,
+        "--phases=idle,resume,page,load,floor,capacity",
+        "--idle-sockets=5", "--resume-log-events=600", "--resume-repeats=2", "--page-messages=20", "--page-runs=2",
+        "--capacity-start=2", "--capacity-max=2", "--capacity-step-duration=3", "--capacity-budget=120",
+    )  # fmt: skip
 
     load = report["load"]
-    assert {name: load["correctness"][name] for name in (*LOSS, "resets")} == dict.fromkeys((*LOSS, "resets"), 0)
+    assert nothing_lost(load)
     assert load["correctness"]["replies"] >= 2
     assert load["latency_ms"]["samples"] > 0 and load["first_token_ms"]["samples"] > 0
     assert load["delivered"]["events_per_s"] > 0 and load["delivered"]["tokens_per_s"] > 0
@@ -68,19 +80,11 @@ def test_streambench_reports_every_figure_with_nothing_lost_duplicated_or_reorde
 
 def test_streambench_runs_the_anthropic_provider_against_its_stand_in_of_the_api(tmp_path):
     """With `--provider anthropic` every token goes through the SDK, and the stand-in's CPU is reported apart."""
-    output = tmp_path / "report.json"
-    call_command(
-        "streambench",
-        "--topology=embedded", "--provider=anthropic", "--streams=2", "--tabs=2", "--tokens-per-second=50",
-        "--reply-tokens=20", "--duration=3", "--warmup=0.5", "--phases=load",
-        f"--output={output}", f"--log-dir={tmp_path / 'logs'}",
-        stdout=io.StringIO(),
-    )  # fmt: skip
-    report = json.loads(output.read_text())
+    report = tiny_embedded_run(tmp_path, "--provider=anthropic", "--phases=load")
 
     load = report["load"]
     assert report["config"]["provider"] == "anthropic"
-    assert {name: load["correctness"][name] for name in (*LOSS, "resets")} == dict.fromkeys((*LOSS, "resets"), 0)
+    assert nothing_lost(load)
     assert load["correctness"]["replies"] >= 2 and load["latency_ms"]["samples"] > 0
     assert load["cpu"]["model_api_s"] > 0 and "model-api" not in load["cpu"]["by_process_s"]
     assert report["crashed_processes"] == []

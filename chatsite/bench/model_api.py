@@ -20,12 +20,26 @@ import uvloop
 from .stamps import paced_tokens
 
 MESSAGES_PATH = "/v1/messages"
-HEAD_LIMIT_BYTES = 64 * 1024
 
 
 def sse(kind: str, **fields: Any) -> bytes:
     """One server-sent event, its `data` carrying its `type` as the API's do."""
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode()
+
+
+def message_start(message_id: str, *, model: str | None, input_tokens: int) -> bytes:
+    """The `message_start` event that opens a streamed reply: the message, with no content yet."""
+    message: dict[str, Any] = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+    }
+    return sse("message_start", message=message)
 
 
 def prefilled_words(body: dict[str, Any]) -> int:
@@ -54,15 +68,13 @@ class ModelApi:
                 writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                 return
             await self._stream(writer, body)
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass  # a reply the worker stopped reading (cancelled, handed over), or a broken request
         finally:
             writer.close()
 
     async def _read_head(self, reader: asyncio.StreamReader) -> tuple[str, dict[str, str]]:
-        head = await reader.readuntil(b"\r\n\r\n")
-        if len(head) > HEAD_LIMIT_BYTES:
-            raise ValueError("request head too large")
+        head = await reader.readuntil(b"\r\n\r\n")  # LimitOverrunError past the reader's 64 KiB
         request_line, *lines = head.decode("latin-1").split("\r\n")
         headers = {}
         for line in lines:
@@ -78,17 +90,7 @@ class ModelApi:
             b"cache-control: no-cache\r\nconnection: close\r\n\r\n"
         )
         count = max(0, self.reply_tokens - prefilled_words(body))
-        message: dict[str, Any] = {
-            "id": "msg_bench",
-            "type": "message",
-            "role": "assistant",
-            "model": body.get("model"),
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 1, "output_tokens": 1},
-        }
-        writer.write(sse("message_start", message=message))
+        writer.write(message_start("msg_bench", model=body.get("model"), input_tokens=1))
         writer.write(sse("content_block_start", index=0, content_block={"type": "text", "text": ""}))
         async for token in paced_tokens(count, self.tokens_per_second):
             if writer.is_closing():
