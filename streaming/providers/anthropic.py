@@ -39,6 +39,7 @@ from .base import (
     ToolCall,
     Turn,
 )
+from .transport import http_client
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class AnthropicProvider(BaseProvider):
             base_url=settings.ANTHROPIC_BASE_URL or None,
             max_retries=SDK_MAX_RETRIES,
             timeout=anthropic.Timeout(READ_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
-            http_client=anthropic.DefaultAsyncHttpxClient(verify=_tls_context()),
+            http_client=http_client(ssl_context=_tls_context()),
         )
 
     async def _attempt(
