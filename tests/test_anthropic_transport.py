@@ -104,10 +104,12 @@ async def test_responses_come_over_tls_and_share_a_kept_connection(tmp_path):
     server, url = await serve(answer_twice, authority.server_context())
     async with server, client(authority.client_context()) as http:
         first = await http.get(url)
-        encrypted = first.extensions["network_stream"].get_extra_info("ssl_object") is not None
+        stream = first.extensions["network_stream"]
+        encrypted = stream.get_extra_info("ssl_object") is not None
         second = await http.get(url)
 
     assert (first.text, second.text) == ("first", "second")
+    assert isinstance(stream, AsyncioStream), "read through this module's backend, not anyio's"
     assert encrypted
     assert connections == 1, "the second request reused the first one's connection"
 

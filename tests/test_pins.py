@@ -1,6 +1,7 @@
-"""The private internals of Twisted, autobahn, daphne, channels_redis and asgiref that our code reads are still there.
+"""The private internals of Twisted, autobahn, daphne, channels_redis, asgiref and httpx2 that we read are still there.
 
-chatsite/daphne_server.py, streaming/layers.py and streaming/broadcast.py reach below these libraries' public APIs, so
+chatsite/daphne_server.py, streaming/layers.py, streaming/broadcast.py and streaming/providers/transport.py reach
+below these libraries' public APIs, so
 requirements.in pins them exactly. Before a pin moves, this file says whether what we rely on
 survived: each check names the module of ours that needs it.
 """
@@ -10,6 +11,8 @@ import threading
 from importlib.metadata import version
 from pathlib import Path
 
+import httpcore2
+import httpx2
 import pytest
 from asgiref.sync import AsyncToSync, SyncToAsync
 from autobahn.websocket.protocol import PreparedMessage
@@ -36,7 +39,9 @@ def assigns(cls: type, *attributes: str) -> None:
         assert hasattr(cls, attribute) or f"self.{attribute} =" in source, f"{cls.__qualname__}.{attribute} is gone"
 
 
-@pytest.mark.parametrize("distribution", ["Twisted", "autobahn", "channels-redis", "daphne", "asgiref"])
+@pytest.mark.parametrize(
+    "distribution", ["Twisted", "autobahn", "channels-redis", "daphne", "asgiref", "httpx2", "httpcore2"]
+)
 def test_libraries_read_below_their_api_are_pinned_to_what_is_installed(distribution):
     """requirements.in pins each of them exactly, at the version these checks ran against."""
     pins = dict(
@@ -140,3 +145,11 @@ def test_daphne_and_autobahn_internals_for_send_frame():
     assert parameters(PreparedMessage.__init__) == ["self", "payload", "isBinary", "applyMask", "doNotCompress"]
     assigns(PreparedMessage, "payloadHybi", "payload", "binary", "doNotCompress")
     assert parameters(AutobahnWebSocketProtocol.sendPreparedMessage) == ["self", "preparedMsg"]
+
+
+def test_httpx2_transport_sends_through_the_pool_it_keeps_in_pool():
+    """streaming/providers/transport.py replaces `_pool` with a pool on its asyncio backend."""
+    assert isinstance(vars(httpx2.AsyncHTTPTransport()).get("_pool"), httpcore2.AsyncConnectionPool)
+    for method in (httpx2.AsyncHTTPTransport.handle_async_request, httpx2.AsyncHTTPTransport.aclose):
+        assert "self._pool." in inspect.getsource(method), f"{method.__qualname__} no longer uses _pool"
+    assert "network_backend" in parameters(httpcore2.AsyncConnectionPool)
