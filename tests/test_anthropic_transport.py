@@ -114,8 +114,11 @@ async def test_responses_come_over_tls_and_share_a_kept_connection(tmp_path):
     assert connections == 1, "the second request reused the first one's connection"
 
 
-async def test_a_large_body_arrives_whole_through_flow_control():
-    body = bytes(range(256)) * 8192  # 2 MiB: reading pauses and resumes several times
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_a_large_body_arrives_whole_through_flow_control(tmp_path, tls):
+    """2 MiB: reading pauses and resumes several times, on the socket or under TLS."""
+    body = bytes(range(256)) * 8192
+    authority = Authority(tmp_path, "trusted")
 
     async def answer(reader, writer):
         await reader.readuntil(b"\r\n\r\n")
@@ -123,8 +126,8 @@ async def test_a_large_body_arrives_whole_through_flow_control():
         await writer.drain()
         writer.close()
 
-    server, url = await serve(answer)
-    async with server, client() as http, http.stream("GET", url) as streamed:
+    server, url = await serve(answer, authority.server_context() if tls else None)
+    async with server, client(authority.client_context()) as http, http.stream("GET", url) as streamed:
         received = b"".join([chunk async for chunk in streamed.aiter_raw()])
 
     assert received == body

@@ -116,9 +116,7 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
             await connection.arrival(timeout)
         data = bytes(connection.received[:max_bytes])
         del connection.received[:max_bytes]
-        if connection.reading_paused and len(connection.received) < READ_HIGH_WATER_BYTES:
-            connection.reading_paused = False
-            self._transport.resume_reading()
+        connection.resume_if_drained()
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
@@ -150,7 +148,9 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         except (OSError, ssl.SSLError) as error:
             self._transport.close()
             raise httpcore2.ConnectError(str(error)) from error
-        return AsyncioStream(cast(asyncio.Transport, transport), self._connection)
+        # The connection now receives through TLS: pausing and resuming its reading go there too.
+        self._connection.transport = cast(asyncio.Transport, transport)
+        return AsyncioStream(self._connection.transport, self._connection)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
@@ -191,6 +191,13 @@ class _Connection(asyncio.Protocol):
             self.reading_paused = True
             self.transport.pause_reading()
         self._wake_reader()
+
+    def resume_if_drained(self) -> None:
+        """Read from the socket again once what was received has been read below the mark."""
+        if self.reading_paused and len(self.received) < READ_HIGH_WATER_BYTES:
+            assert self.transport is not None, "a paused connection was made"
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         self.at_eof = True
