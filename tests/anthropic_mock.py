@@ -3,7 +3,7 @@
 The real `anthropic` SDK reaches it through ANTHROPIC_BASE_URL, so tests exercise
 the SDK's own SSE parsing, retries and connection handling. Responses are scripted
 per test as a queue of `MockResponse`s; every request body is recorded. Its events are
-encoded as streambench's stand-in of the API encodes them (chatsite/bench/model_api.py).
+encoded and chunked as streambench's stand-in of the API does it (chatsite/bench/model_api.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from chatsite.bench.model_api import message_start, sse
+from chatsite.bench.model_api import LAST_CHUNK, chunk, message_start, sse
 
 # What the real API answers when a model does not take an assistant prefill.
 PREFILL_REFUSAL_MESSAGE = (
@@ -81,6 +81,8 @@ class MockAnthropic:
         self.disconnected = threading.Event()
         self.stopping = threading.Event()
         self.deltas_sent = 0
+        # Connections accepted: a client that keeps them opens one for many requests.
+        self.connections = 0
         self._script: deque[MockResponse] = deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -136,6 +138,8 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
             pass  # keep test output quiet
 
         def handle(self) -> None:
+            with mock._lock:
+                mock.connections += 1
             try:
                 super().handle()
             except (BrokenPipeError, ConnectionResetError):
@@ -189,8 +193,8 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
             """Write one SSE event as its own HTTP chunk; `data` carries `type` like the real API."""
             self._chunk(sse(name, **fields))
 
-        def _chunk(self, chunk: bytes) -> None:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        def _chunk(self, data: bytes) -> None:
+            self.wfile.write(chunk(data))
             self.wfile.flush()
 
         def _stream_events(self, response: MockResponse, body: dict[str, Any]) -> None:
@@ -251,7 +255,7 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
             return True
 
         def _end_body(self) -> None:
-            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.write(LAST_CHUNK)
             self.wfile.flush()
 
     return Handler

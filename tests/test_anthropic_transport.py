@@ -5,19 +5,14 @@ for the test, and reads it through httpx2 as the SDK does.
 """
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable
 
 import httpcore2
 import httpx2
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from chatsite.bench.certificates import local_authority
 from streaming.providers.transport import AsyncioStream, AsyncioTransport, _Connection, http_client
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -27,49 +22,15 @@ class Authority:
     """A certificate authority of the test's own, and a server certificate for 127.0.0.1 that it signed."""
 
     def __init__(self, tmp_path, name: str) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.certificate = (
-            self._builder(subject, subject, self.key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        server_key = ec.generate_private_key(ec.SECP256R1())
-        server = (
-            self._builder(
-                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), subject, server_key.public_key()
-            )
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.chain = tmp_path / f"{name}-server.pem"
-        self.chain.write_bytes(
-            server.public_bytes(serialization.Encoding.PEM)
-            + server_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-
-    @staticmethod
-    def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
-        now = datetime.datetime.now(datetime.UTC)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-        )
+        self.paths = local_authority(tmp_path, name=name)
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.chain)
+        context.load_cert_chain(self.paths.server)
         return context
 
     def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cadata=self.certificate.public_bytes(serialization.Encoding.PEM).decode())
+        return ssl.create_default_context(cafile=self.paths.authority)
 
 
 async def serve(handler: Handler, server_context: ssl.SSLContext | None = None) -> tuple[asyncio.Server, str]:

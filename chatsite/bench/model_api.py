@@ -6,12 +6,15 @@ socket and parsed from its server-sent event. The replies are the bench provider
 `SCRIPTED_REPLY_TOKENS` stamped tokens at `SCRIPTED_TOKENS_PER_SECOND` (stamps.py),
 each written as a `content_block_delta` event of its own, as the API sends them.
 
-It runs as a process of its own (`python -m chatsite.bench.model_api PORT`), whose CPU
-the report shows apart: it is the model's, not the server's.
+It runs as a process of its own (`python -m chatsite.bench.model_api PORT REPLY_TOKENS
+TOKENS_PER_SECOND [CERTIFICATE]`), whose CPU the report shows apart: it is the model's, not the
+server's. Like the API it keeps a connection for the client's next request, and with a
+certificate it speaks TLS, as the API does (streambench makes one: `certificates.py`).
 """
 
 import asyncio
 import json
+import ssl
 import sys
 from typing import Any
 
@@ -20,6 +23,8 @@ import uvloop
 from .stamps import paced_tokens
 
 MESSAGES_PATH = "/v1/messages"
+# The end of a chunked body.
+LAST_CHUNK = b"0\r\n\r\n"
 
 
 def sse(kind: str, **fields: Any) -> bytes:
@@ -54,22 +59,27 @@ def prefilled_words(body: dict[str, Any]) -> int:
 
 
 class ModelApi:
-    """Answers POST /v1/messages with a paced stream of stamped text; one request per connection."""
+    """Answers POST /v1/messages with a paced stream of stamped text, keeping the connection for the next."""
 
     def __init__(self, *, reply_tokens: int, tokens_per_second: float) -> None:
         self.reply_tokens = reply_tokens
         self.tokens_per_second = tokens_per_second
+        # Connections accepted: each costs its client a TCP (and, with TLS, a TLS) handshake.
+        self.connections = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
-            request_line, headers = await self._read_head(reader)
-            body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))) or b"{}")
-            if not request_line.startswith(f"POST {MESSAGES_PATH} "):
-                writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                return
-            await self._stream(writer, body)
+            while True:  # until the client closes the connection
+                request_line, headers = await self._read_head(reader)
+                body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))) or b"{}")
+                if not request_line.startswith(f"POST {MESSAGES_PATH} "):
+                    writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    continue
+                if not await self._stream(writer, body):
+                    return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            pass  # a reply the worker stopped reading (cancelled, handed over), or a broken request
+            pass  # the client closed, stopped reading (cancelled, handed the reply over), or broke a request
         finally:
             writer.close()
 
@@ -83,33 +93,45 @@ class ModelApi:
                 headers[name.strip().lower()] = value.strip()
         return request_line, headers
 
-    async def _stream(self, writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
-        # No length and no chunks: the body ends when the connection closes.
+    async def _stream(self, writer: asyncio.StreamWriter, body: dict[str, Any]) -> bool:
+        """Stream one reply, each event a chunk of its own; return whether the client read it all."""
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-            b"cache-control: no-cache\r\nconnection: close\r\n\r\n"
+            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
         )
         count = max(0, self.reply_tokens - prefilled_words(body))
-        writer.write(message_start("msg_bench", model=body.get("model"), input_tokens=1))
-        writer.write(sse("content_block_start", index=0, content_block={"type": "text", "text": ""}))
+        writer.write(chunk(message_start("msg_bench", model=body.get("model"), input_tokens=1)))
+        writer.write(chunk(sse("content_block_start", index=0, content_block={"type": "text", "text": ""})))
         async for token in paced_tokens(count, self.tokens_per_second):
             if writer.is_closing():
-                return  # the worker stopped reading: it cancelled the reply, or handed it over
-            writer.write(sse("content_block_delta", index=0, delta={"type": "text_delta", "text": token}))
-        writer.write(sse("content_block_stop", index=0))
+                return False  # the worker stopped reading: it cancelled the reply, or handed it over
+            writer.write(chunk(sse("content_block_delta", index=0, delta={"type": "text_delta", "text": token})))
+        writer.write(chunk(sse("content_block_stop", index=0)))
         stop = {"stop_reason": "end_turn", "stop_sequence": None}
-        writer.write(sse("message_delta", delta=stop, usage={"output_tokens": count}))
-        writer.write(sse("message_stop"))
+        writer.write(chunk(sse("message_delta", delta=stop, usage={"output_tokens": count})))
+        writer.write(chunk(sse("message_stop")) + LAST_CHUNK)
         await writer.drain()
+        return True
 
 
-async def serve(port: int, *, reply_tokens: int, tokens_per_second: float) -> None:
+def chunk(data: bytes) -> bytes:
+    """`data` as one chunk of a chunked HTTP/1.1 body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+async def serve(port: int, *, reply_tokens: int, tokens_per_second: float, certificate: str | None = None) -> None:
+    """Serve on `port`, over TLS with `certificate` (a PEM file of the chain and its key) when given."""
     api = ModelApi(reply_tokens=reply_tokens, tokens_per_second=tokens_per_second)
-    server = await asyncio.start_server(api.handle, "127.0.0.1", port, backlog=1024)
+    context = None
+    if certificate:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certificate)
+    server = await asyncio.start_server(api.handle, "127.0.0.1", port, backlog=1024, ssl=context)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
     port, reply_tokens, tokens_per_second = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-    uvloop.run(serve(port, reply_tokens=reply_tokens, tokens_per_second=tokens_per_second))
+    certificate = sys.argv[4] if len(sys.argv) > 4 else None
+    uvloop.run(serve(port, reply_tokens=reply_tokens, tokens_per_second=tokens_per_second, certificate=certificate))

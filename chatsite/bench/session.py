@@ -192,6 +192,8 @@ class BenchSession:
         return {
             "CHAT_PROVIDER": "anthropic",
             "ANTHROPIC_BASE_URL": self.model_api.url,
+            # The stand-in's certificate is signed by an authority made for this run.
+            "SSL_CERT_FILE": str(self.model_api.certificates.authority),
             "ANTHROPIC_API_KEY": secrets.token_urlsafe(16),
             "ANTHROPIC_MODEL": "bench",
         }

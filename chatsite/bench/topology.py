@@ -28,6 +28,7 @@ import psycopg
 import redis
 
 from ..management.commands.runcluster import cluster_environment, procfile_command, web_command, worker_command
+from .certificates import local_authority
 from .tool import BASE_DIR
 
 START_TIMEOUT_SECONDS = 60.0
@@ -118,9 +119,12 @@ class ModelApiProcess:
 
     def __init__(self, log_dir: Path, *, reply_tokens: int, tokens_per_second: float) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://127.0.0.1:{self.port}"
+        # Served over TLS, as the API is: a client that opens a connection per reply pays its handshake.
+        self.certificates = local_authority(log_dir, name="model-api")
         argv = [sys.executable, "-m", "chatsite.bench.model_api", str(self.port), str(reply_tokens)]
-        self.process = Process.spawn("model-api", [*argv, str(tokens_per_second)], dict(os.environ), log_dir)
+        argv += [str(tokens_per_second), str(self.certificates.server)]
+        self.process = Process.spawn("model-api", argv, dict(os.environ), log_dir)
         wait_until(self._listens, START_TIMEOUT_SECONDS, "the model API stand-in")
 
     def _listens(self) -> bool:
