@@ -1,6 +1,7 @@
 """The Anthropic provider, driven through the real SDK against a local mock of the Messages API."""
 
 import asyncio
+import contextlib
 import logging
 
 import httpcore2
@@ -279,8 +280,8 @@ async def test_deltas_are_read_once_without_a_message_snapshot(mock_api, monkeyp
 
 
 async def test_replies_share_the_processs_tls_context(mock_api, monkeypatch):
-    """A reply has a client of its own, but not a TLS context of its own: making one loads the trusted
-    certificates, about 20 ms of CPU a reply."""
+    """Each event loop has an HTTP client of its own, but not a TLS context of its own: making one loads
+    the trusted certificates, about 20 ms of CPU."""
     made = []
 
     def default_ssl_context(**arguments):
@@ -294,3 +295,22 @@ async def test_replies_share_the_processs_tls_context(mock_api, monkeypatch):
     for n in range(3):
         assert text_of(await collect(ReplyRequest(turns=HELLO))) == f"Reply {n}"
     assert len(made) == 1
+
+
+async def test_replies_go_out_on_a_connection_an_earlier_reply_finished_with(mock_api):
+    """The loop's HTTP client keeps its connections: a reply pays no TCP or TLS handshake of its own."""
+    mock_api.script(*(MockResponse(deltas=[f"Reply {n}"]) for n in range(3)))
+    for n in range(3):
+        assert text_of(await collect(ReplyRequest(turns=HELLO))) == f"Reply {n}"
+    assert mock_api.connections == 1
+
+
+async def test_a_reply_abandoned_mid_stream_leaves_no_broken_connection_for_the_next(mock_api):
+    """The abandoned stream's connection is closed, not kept: the next reply opens another and completes."""
+    mock_api.script(MockResponse(deltas=["one", "two", "three"], delta_delay_s=0.05), MockResponse(deltas=["Next"]))
+    async with contextlib.aclosing(AnthropicProvider().stream(ReplyRequest(turns=HELLO))) as events:
+        first = await anext(events)
+    assert isinstance(first, TextDelta)
+
+    assert text_of(await collect(ReplyRequest(turns=HELLO))) == "Next"
+    assert mock_api.connections == 2

@@ -39,7 +39,7 @@ from .base import (
     ToolCall,
     Turn,
 )
-from .transport import http_client
+from .transport import loop_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -96,44 +96,44 @@ class AnthropicProvider(BaseProvider):
             # Checked here: without a key the SDK raises a bare TypeError at request time.
             logger.error("The Anthropic provider has no API key: set ANTHROPIC_API_KEY")
             raise ProviderError("No API key is configured for the provider.")
-        # A client per reply, closed with it: an httpx pool belongs to the event loop that opened it.
-        async with self._client() as client:
-            for attempt in range(1, STREAM_ATTEMPTS + 1):
-                result = _AttemptResult()
-                try:
-                    # aclosing: a caller that stops iterating closes the HTTP stream now, not at GC.
-                    async with aclosing(self._attempt(client, request, written, result, attempt)) as events:
-                        async for event in events:
-                            if isinstance(event, TextDelta):
-                                written += event.text
-                            yield event
-                except _StreamInterrupted as exc:
-                    output_tokens += result.output_tokens
-                    cause = exc.__cause__ or exc
-                    PROVIDER_ERRORS.labels(provider="anthropic", code=_error_code(cause)).inc()
-                    detail = self._error_detail(cause)
-                    # Tool calls given already would be asked for again: only text goes on from where it broke.
-                    if attempt == STREAM_ATTEMPTS or result.tool_calls:
-                        logger.error("Anthropic reply failed after %d attempts (%s)", attempt, _log_summary(cause))
-                        raise ProviderError(detail) from cause
-                    delay_s = backoff_s * 2 ** (attempt - 1)
-                    logger.warning(
-                        "Anthropic stream interrupted (%s); continuing the reply in %.2fs (attempt %d of %d)",
-                        _log_summary(cause),
-                        delay_s,
-                        attempt + 1,
-                        STREAM_ATTEMPTS,
-                    )
-                    await asyncio.sleep(delay_s)
-                    continue
-                except anthropic.AnthropicError as exc:
-                    PROVIDER_ERRORS.labels(provider="anthropic", code=_error_code(exc)).inc()
-                    logger.warning("Anthropic request failed: %s", _log_summary(exc))
-                    raise ProviderError(self._error_detail(exc)) from exc
+        # Not closed with the reply: its HTTP client is the loop's, whose kept connections the next replies reuse.
+        client = self._client()
+        for attempt in range(1, STREAM_ATTEMPTS + 1):
+            result = _AttemptResult()
+            try:
+                # aclosing: a caller that stops iterating closes the HTTP stream now, not at GC.
+                async with aclosing(self._attempt(client, request, written, result, attempt)) as events:
+                    async for event in events:
+                        if isinstance(event, TextDelta):
+                            written += event.text
+                        yield event
+            except _StreamInterrupted as exc:
                 output_tokens += result.output_tokens
-                # _attempt returns only once the stream has reported its stop reason.
-                yield ReplyEnd(result.stop_reason or "end_turn", result.input_tokens, output_tokens)
-                return
+                cause = exc.__cause__ or exc
+                PROVIDER_ERRORS.labels(provider="anthropic", code=_error_code(cause)).inc()
+                detail = self._error_detail(cause)
+                # Tool calls given already would be asked for again: only text goes on from where it broke.
+                if attempt == STREAM_ATTEMPTS or result.tool_calls:
+                    logger.error("Anthropic reply failed after %d attempts (%s)", attempt, _log_summary(cause))
+                    raise ProviderError(detail) from cause
+                delay_s = backoff_s * 2 ** (attempt - 1)
+                logger.warning(
+                    "Anthropic stream interrupted (%s); continuing the reply in %.2fs (attempt %d of %d)",
+                    _log_summary(cause),
+                    delay_s,
+                    attempt + 1,
+                    STREAM_ATTEMPTS,
+                )
+                await asyncio.sleep(delay_s)
+                continue
+            except anthropic.AnthropicError as exc:
+                PROVIDER_ERRORS.labels(provider="anthropic", code=_error_code(exc)).inc()
+                logger.warning("Anthropic request failed: %s", _log_summary(exc))
+                raise ProviderError(self._error_detail(exc)) from exc
+            output_tokens += result.output_tokens
+            # _attempt returns only once the stream has reported its stop reason.
+            yield ReplyEnd(result.stop_reason or "end_turn", result.input_tokens, output_tokens)
+            return
 
     def _client(self) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(
@@ -142,7 +142,7 @@ class AnthropicProvider(BaseProvider):
             base_url=settings.ANTHROPIC_BASE_URL or None,
             max_retries=SDK_MAX_RETRIES,
             timeout=anthropic.Timeout(READ_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
-            http_client=http_client(ssl_context=_tls_context()),
+            http_client=loop_http_client(ssl_context=_tls_context()),
         )
 
     async def _attempt(

@@ -22,6 +22,7 @@ import asyncio
 import socket
 import ssl
 import urllib.request
+import weakref
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -41,6 +42,21 @@ KEEPALIVE_OPTIONS = [
         if hasattr(socket, name)
     ),
 ]
+
+
+# One client per event loop, and so one pool of kept connections: a reply goes out on a connection
+# an earlier reply finished with, without a TCP and a TLS handshake of its own. Per loop, because a
+# pool's connections belong to the loop that opened them; a worker runs one loop for its life.
+_loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = weakref.WeakKeyDictionary()
+
+
+def loop_http_client(*, ssl_context: ssl.SSLContext) -> httpx2.AsyncClient:
+    """Return the running loop's HTTP client for the SDK (`http_client`), made on first use."""
+    loop = asyncio.get_running_loop()
+    client = _loop_clients.get(loop)
+    if client is None or client.is_closed:
+        client = _loop_clients[loop] = http_client(ssl_context=ssl_context)
+    return client
 
 
 def http_client(*, ssl_context: ssl.SSLContext) -> httpx2.AsyncClient:
