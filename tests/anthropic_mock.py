@@ -53,6 +53,8 @@ class MockResponse:
     error_type: str = "overloaded_error"
     drop_after: int | None = None
     delta_delay_s: float = 0.0
+    # Close the connection once the response is over, as a server closing an idle kept connection.
+    close_after: bool = False
     # For error statuses: the body's error message, and the SDK-honoured retry hint.
     message: str = ""
     retry_after_ms: int | None = None
@@ -188,6 +190,8 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
                 mock.disconnected.set()
                 self.close_connection = True
+            # A server may close a kept connection once a response is over, without saying so first.
+            self.close_connection = self.close_connection or response.close_after
 
         def _event(self, name: str, **fields: Any) -> None:
             """Write one SSE event as its own HTTP chunk; `data` carries `type` like the real API."""

@@ -314,3 +314,14 @@ async def test_a_reply_abandoned_mid_stream_leaves_no_broken_connection_for_the_
 
     assert text_of(await collect(ReplyRequest(turns=HELLO))) == "Next"
     assert mock_api.connections == 2
+
+
+async def test_a_kept_connection_the_api_closed_costs_the_next_reply_nothing(mock_api, caplog):
+    """The server closed the connection after a reply: the next reply goes out on a new one, at the first try."""
+    mock_api.script(MockResponse(deltas=["First"], close_after=True), MockResponse(deltas=["Second"]))
+    assert text_of(await collect(ReplyRequest(turns=HELLO))) == "First"
+
+    with caplog.at_level(logging.DEBUG, logger="anthropic"):
+        assert text_of(await collect(ReplyRequest(turns=HELLO))) == "Second"
+    assert mock_api.connections == 2
+    assert not [record for record in caplog.records if "retrying" in record.getMessage().lower()]
