@@ -33,6 +33,14 @@ import httpx2
 # Reading stops while this much is received and unread: a reply's events are read as they come.
 READ_HIGH_WATER_BYTES = 256 * 1024
 
+# No cap on connections, where the SDK's client has 1,000: a worker's replies share its loop's pool, one
+# connection each at most, and STREAM_WORKER_CONCURRENCY bounds them already. Idle ones are kept as the SDK keeps them.
+POOL_LIMITS = httpx2.Limits(
+    max_connections=None,
+    max_keepalive_connections=anthropic.DEFAULT_CONNECTION_LIMITS.max_keepalive_connections,
+    keepalive_expiry=anthropic.DEFAULT_CONNECTION_LIMITS.keepalive_expiry,
+)
+
 # TCP keepalive, as the SDK's own client sets it: a reply can be silent for minutes while the model thinks.
 KEEPALIVE_OPTIONS = [
     (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
@@ -73,8 +81,7 @@ def http_client(*, ssl_context: ssl.SSLContext) -> httpx2.AsyncClient:
 class AsyncioTransport(httpx2.AsyncHTTPTransport):
     """httpx2's transport over a connection pool whose connections are `AsyncioStream`s."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext, limits: httpx2.Limits | None = None) -> None:
-        limits = limits or anthropic.DEFAULT_CONNECTION_LIMITS
+    def __init__(self, *, ssl_context: ssl.SSLContext, limits: httpx2.Limits = POOL_LIMITS) -> None:
         super().__init__(verify=ssl_context, limits=limits)
         # The base class keeps its pool in `_pool` and uses only that; it offers no way to pass a backend.
         self._pool = httpcore2.AsyncConnectionPool(
