@@ -185,6 +185,7 @@ async def test_a_read_waiting_for_bytes_is_woken_by_them():
 def test_without_a_proxy_in_the_environment_the_sdk_gets_the_asyncio_transport(monkeypatch):
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "localhost")  # names no proxy of its own
 
     plain = http_client(ssl_context=ssl.create_default_context())
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")

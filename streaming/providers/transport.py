@@ -12,8 +12,11 @@ that arrived (aiohttp's transport, measured, raised before handing those bytes o
 
 Only the network layer is replaced: httpx2's `AsyncHTTPTransport` still maps requests,
 responses and errors, over an httpcore2 pool built with this backend. httpcore2 and httpx2
-are pinned (requirements.txt); `tests/test_anthropic_transport.py` runs this module over
-plain TCP and TLS, through timeouts, breaks and refusals.
+are pinned (requirements.in, tests/test_pins.py); `tests/test_anthropic_transport.py` runs
+this module over plain TCP and TLS, through timeouts, breaks and refusals.
+
+The replies of an event loop share one client (`loop_http_client`), and so its kept
+connections: a reply pays no TCP or TLS handshake of its own.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def http_client(*, ssl_context: ssl.SSLContext) -> httpx2.AsyncClient:
     Where the environment names a proxy, the SDK's own client: it routes each request
     through its proxy (or not, by NO_PROXY) as httpx does.
     """
-    if urllib.request.getproxies():
+    # getproxies() names NO_PROXY "no": alone it routes nothing through a proxy.
+    if any(scheme != "no" for scheme in urllib.request.getproxies()):
         return anthropic.DefaultAsyncHttpxClient(verify=ssl_context)
     return anthropic.DefaultAsyncHttpxClient(transport=AsyncioTransport(ssl_context=ssl_context))
 
@@ -113,9 +117,12 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
             raise httpcore2.ConnectTimeout(f"connecting to {host}:{port} timed out") from error
         except OSError as error:
             raise httpcore2.ConnectError(str(error)) from error
-        sock = transport.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
+        try:
+            for option in socket_options or ():
+                transport.get_extra_info("socket").setsockopt(*option)
+        except OSError as error:
+            transport.close()
+            raise httpcore2.ConnectError(str(error)) from error
         return AsyncioStream(transport, connection)
 
     async def sleep(self, seconds: float) -> None:
