@@ -97,6 +97,8 @@ async def test_replies_rounds_and_provider_calls_are_spans(thread, user, connect
     assert call.parent is not None and call.parent.span_id == reply.context.span_id
     assert call.attributes["gen_ai.provider.name"] == "anthropic"
     assert call.attributes["gen_ai.request.model"] == settings.ANTHROPIC_MODEL
+    # Taken from the stream's typed events, which the provider reads while a tracer records.
+    assert call.attributes["gen_ai.usage.output_tokens"] == 2
     assert reply.attributes["chat.thread.id"] == str(thread.id)
     rounds = [span for span in finished if span.name == "chat.round"]
     assert rounds and all(span.attributes["chat.round.replies"] >= 1 for span in rounds)
