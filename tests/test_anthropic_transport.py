@@ -150,11 +150,7 @@ async def test_a_stream_cut_mid_body_raises_after_the_bytes_that_arrived():
 
 async def test_bytes_received_before_a_connection_broke_are_read_before_its_error():
     """Both arrived before the read: the read hands over the bytes, and only the next one fails."""
-    loop = asyncio.get_running_loop()
-    connection = _Connection(loop)
-    transport = FakeTransport()
-    connection.connection_made(transport)
-    stream = AsyncioStream(transport, connection)
+    connection, stream = unwired_stream()
 
     connection.data_received(b'data: {"type":"content_block_delta"}\n\n')
     connection.connection_lost(ConnectionResetError("reset by peer"))
@@ -165,11 +161,7 @@ async def test_bytes_received_before_a_connection_broke_are_read_before_its_erro
 
 
 async def test_a_read_waiting_for_bytes_is_woken_by_them():
-    loop = asyncio.get_running_loop()
-    connection = _Connection(loop)
-    transport = FakeTransport()
-    connection.connection_made(transport)
-    stream = AsyncioStream(transport, connection)
+    connection, stream = unwired_stream()
 
     read = asyncio.ensure_future(stream.read(4))
     await asyncio.sleep(0)
@@ -196,15 +188,9 @@ def test_without_a_proxy_in_the_environment_the_sdk_gets_the_asyncio_transport(m
     assert not isinstance(proxied._transport_for_url(url), AsyncioTransport), "proxied as the SDK's own client does"
 
 
-class FakeTransport(asyncio.Transport):
-    """A transport that only records what the connection asked of it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.paused = False
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
+def unwired_stream() -> tuple[_Connection, AsyncioStream]:
+    """A connection on no socket, and its stream: the test hands the connection what a socket would."""
+    connection = _Connection(asyncio.get_running_loop())
+    transport = asyncio.Transport()  # asked for nothing below the reading mark
+    connection.connection_made(transport)
+    return connection, AsyncioStream(transport, connection)

@@ -64,11 +64,8 @@ class ModelApi:
     def __init__(self, *, reply_tokens: int, tokens_per_second: float) -> None:
         self.reply_tokens = reply_tokens
         self.tokens_per_second = tokens_per_second
-        # Connections accepted: each costs its client a TCP (and, with TLS, a TLS) handshake.
-        self.connections = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
         try:
             while True:  # until the client closes the connection
                 request_line, headers = await self._read_head(reader)

@@ -65,7 +65,7 @@ def loop_http_client(*, ssl_context: ssl.SSLContext) -> httpx2.AsyncClient:
     """Return the running loop's HTTP client for the SDK (`http_client`), made on first use."""
     loop = asyncio.get_running_loop()
     client = _loop_clients.get(loop)
-    if client is None or client.is_closed:
+    if client is None:
         client = _loop_clients[loop] = http_client(ssl_context=ssl_context)
     return client
 
