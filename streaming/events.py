@@ -155,6 +155,16 @@ def delta_event(seq: int, message_id: UUID | str, text: str) -> DeltaEvent:
     return DeltaEvent(type="delta", seq=seq, message_id=str(message_id), text=text)
 
 
+def encode_delta(seq: int, message_id: UUID | str, text: str) -> str:
+    """Return `encode(delta_event(seq, message_id, text))`, written without building the event.
+
+    A worker encodes every delta it commits, a web process every delta of a backlog it
+    replays: formatting the frame around the text's JSON takes half the time of encoding a
+    dict. Both paths use this, so a replayed delta is byte for byte the delta sent live.
+    """
+    return f'{{"type":"delta","seq":{seq},"message_id":"{message_id}","text":{json.dumps(text, ensure_ascii=False)}}}'
+
+
 def chunk_event(chunk: Chunk, message: AbstractMessage | None) -> LogEvent:
     """Return the log event a one-event row stands for; `message` is the chunk's message (unused for deltas)."""
     assert not chunk.is_segment, "a segment row holds several events: see encode_chunks"
@@ -219,9 +229,13 @@ def encode_chunks(
             message_id = str(chunk.message_id)
             for seq, text in enumerate(segment_texts(chunk), start=chunk.seq):
                 if after < seq and (until is None or seq <= until):
-                    encoded.append((seq, chunk.kind, encode(delta_event(seq, message_id, text))))
+                    encoded.append((seq, chunk.kind, encode_delta(seq, message_id, text)))
         elif after < chunk.seq and (until is None or chunk.seq <= until):
-            encoded.append((chunk.seq, chunk.kind, encode(chunk_event(chunk, messages.get(chunk.message_id)))))
+            if chunk.kind == Chunk.Kind.DELTA:
+                frame = encode_delta(chunk.seq, chunk.message_id, chunk.text)
+            else:
+                frame = encode(chunk_event(chunk, messages.get(chunk.message_id)))
+            encoded.append((chunk.seq, chunk.kind, frame))
     return encoded
 
 

@@ -8,7 +8,6 @@ from uuid import UUID
 
 from channels.db import database_sync_to_async
 from django.core.paginator import Page, Paginator
-from django.db import connection
 from django.db.models import Case, Count, F, Q, QuerySet, Value, When
 from django.db.models.functions import Length
 
@@ -27,7 +26,7 @@ from .models import (
 from .parts import PART_KINDS, parts_fold
 from .protocol import Part
 from .providers import Turn
-from .services.sql import db_id, returned_uuid, values_sql
+from .services.sql import batch_cursor, db_id, returned_uuid, values_sql
 
 
 def chunk_events_after(
@@ -199,7 +198,7 @@ def conversations_turns(replies: Sequence[AbstractMessage]) -> dict[UUID, list[T
         answered[reply.id] = reply.reply_to.seq
     Message = get_message_model()
     asked_sql, asked = values_sql([(db_id(Message, reply.thread_id), answered[reply.id]) for reply in replies])
-    with connection.cursor() as cursor:
+    with batch_cursor() as cursor:
         cursor.execute(
             f"SELECT thread_id, seq, role, content FROM {Message._meta.db_table} "
             f"JOIN ({asked_sql}) AS asked ON thread_id = asked.column1 AND seq <= asked.column2 "

@@ -1,11 +1,15 @@
 """The protocol's one definition (streaming/protocol.py): the frame checks the suite relies on, and its copies."""
 
+import json
 import uuid
 
 import pytest
 from django.core.management import CommandError, call_command
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatsite.management.commands.protocoljs import protocol_module, protocol_module_path
+from streaming.events import delta_event, encode, encode_delta
 from streaming.protocol import CloseCode, EndEvent, SendFrame
 from threads.typeschema import json_schema
 
@@ -75,3 +79,13 @@ def test_a_stale_browser_module_fails_the_check(tmp_path):
         call_command("protocoljs", "--check", output=stale)
     call_command("protocoljs", output=stale)
     call_command("protocoljs", "--check", output=stale)
+
+
+@given(seq=st.integers(min_value=1, max_value=2**63 - 1), message_id=st.uuids(), text=st.text())
+def test_a_delta_written_by_its_template_is_the_delta_event_encoded(seq, message_id, text):
+    """`encode_delta` skips building the event: its bytes must be the event's, whatever the text holds."""
+    written = encode_delta(seq, message_id, text)
+
+    assert written == encode(delta_event(seq, message_id, text))
+    assert json.loads(written) == {"type": "delta", "seq": seq, "message_id": str(message_id), "text": text}
+    validate_frame(json.loads(written))

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -19,7 +19,7 @@ from ..providers import ReplyRequest
 from ..selectors import conversations_turns, logged_reply_parts
 from ..tools import tool_specs
 from .endings import replies_fail_interrupted
-from .sql import db_id, db_time, db_uuid, placeholders, update_from_values
+from .sql import batch_cursor, db_id, db_time, db_uuid, placeholders, update_from_values
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ ageneration_claim_many = database_sync_to_async(generation_claim_many)
 def _replies_model_set(replies: Sequence[AbstractMessage], *, model: str) -> None:
     """Name the model writing the replies, in SQL of its own; a takeover keeps the model its reply started with."""
     Message = get_message_model()
-    with connection.cursor() as cursor:
+    with batch_cursor() as cursor:
         cursor.execute(
             f"UPDATE {Message._meta.db_table} SET model = %s WHERE model = '' AND id IN ({placeholders(replies)})",
             [model, *(db_id(Message, reply.pk) for reply in replies)],

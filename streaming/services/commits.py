@@ -12,12 +12,12 @@ from django.db.models import Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
-from ..events import EncodedEvent, delta_event, encode
+from ..events import EncodedEvent, encode_delta
 from ..models import Chunk, Generation, get_message_model, get_thread_model
 from .claims import Claim
 from .endings import replies_end
 from .log import seq_allocate_each
-from .sql import db_id, db_time, db_uuid, returned_uuid, update_from_values, values_sql
+from .sql import batch_cursor, db_id, db_time, db_uuid, returned_uuid, update_from_values, values_sql
 
 # The columns a delta row is inserted with; the database fills in the rest (span, seq_last, id).
 DELTA_COLUMNS = ("thread", "seq", "message", "kind", "text", "created_at")
@@ -103,7 +103,7 @@ def _fence(writes: list[Write]) -> dict[UUID, bool]:
     )
     # SQLite has no row locks: its write transactions already run one at a time.
     lock = f" FOR NO KEY UPDATE OF {table}" if connection.features.has_select_for_no_key_update else ""
-    with connection.cursor() as cursor:
+    with batch_cursor() as cursor:
         cursor.execute(
             f"SELECT id, cancel_requested FROM {table} JOIN ({pairs_sql}) AS held "
             f"ON id = held.column1 AND lease_token = held.column2 WHERE status = %s{lock}",
@@ -172,7 +172,7 @@ def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
             rows_sql, params = values_sql(rows)
             cursor.execute(f"INSERT INTO {table} ({columns}) {rows_sql}", params)
     return {
-        write.claim.generation_id: [(seq, Chunk.Kind.DELTA, encode(delta_event(seq, message_id, text)))]
+        write.claim.generation_id: [(seq, Chunk.Kind.DELTA, encode_delta(seq, message_id, text))]
         for write, (_, seq, message_id, text) in zip(writes, deltas, strict=True)
     }
 

@@ -10,7 +10,7 @@ from ..broadcast import publish_events_on_commit
 from ..compaction import DeltaRange
 from ..events import EncodedEvent, encode_chunks
 from ..models import AbstractMessage, Chunk, get_thread_model
-from .sql import db_id, db_time, objects_insert, placeholders, returned_uuid
+from .sql import batch_cursor, db_id, db_time, objects_insert, placeholders, returned_uuid
 
 
 def seq_allocate(*, thread_id: UUID, count: int = 1, touched_at: datetime | None = None) -> int:
@@ -35,7 +35,7 @@ def seq_allocate_each(*, thread_ids: set[UUID], touched_at: datetime | None = No
     """Reserve the next seq of each thread, as `seq_allocate` does for one (I1); set updated_at if given."""
     Thread = get_thread_model()
     touch, touched = _touch(touched_at)
-    with connection.cursor() as cursor:
+    with batch_cursor() as cursor:
         cursor.execute(
             f"UPDATE {Thread._meta.db_table} SET last_seq = last_seq + 1{touch} "
             f"WHERE id IN ({placeholders(thread_ids)}) RETURNING id, last_seq",
@@ -60,7 +60,7 @@ def ranges_delete(ranges: list[DeltaRange]) -> None:
     if not ranges:
         return
     Thread = get_thread_model()
-    with connection.cursor() as cursor:
+    with batch_cursor() as cursor:
         cursor.execute(
             f"DELETE FROM {Chunk._meta.db_table} WHERE "
             + " OR ".join(["(thread_id = %s AND seq >= %s AND seq < %s)"] * len(ranges)),
