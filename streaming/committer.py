@@ -122,12 +122,15 @@ class Committer:
                 pass
             self.wake.clear()
             now = asyncio.get_running_loop().time()
-            tick = self.tick_at is not None and now >= self.tick_at
+            tick_due_at = self.tick_at
+            tick = tick_due_at is not None and now >= tick_due_at
             # A renewal waits for a tick that is coming anyway: a lease is renewed well before it
             # runs out, and under load a round of renewals alone would delay every reply's text.
             renewing = self.tick_at is None or tick
             ending: set[UUID] = set()
-            if tick:
+            if tick_due_at is not None and tick:
+                # Late when the last round, a round of ends or a claim held the database thread past it.
+                metrics.TICK_LATENESS_SECONDS.observe(now - tick_due_at)
                 self.tick_at = None
                 ending, self.ending = self.ending, set()
             due = [

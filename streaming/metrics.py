@@ -54,6 +54,11 @@ ROUND_SECONDS = Histogram(
     "One group-commit round: its transaction, then handing its publish off.",
     buckets=ROUND_BUCKETS_SECONDS,
 )
+TICK_LATENESS_SECONDS = Histogram(
+    "chatsite_commit_tick_lateness_seconds",
+    "How long after its flush tick was due a round of text began: the worker's database thread was busy.",
+    buckets=ROUND_BUCKETS_SECONDS,
+)
 COMMIT_SECONDS = Histogram(
     "chatsite_commit_transaction_seconds",
     "A round's database transaction, retries while the database is unreachable included.",

@@ -23,6 +23,7 @@ from threads.services import message_post, thread_create
 
 from .conftest import RECEIVE_TIMEOUT_S
 from .test_hub import eventually
+from .test_metrics import sample
 from .writes import generation_claim
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -148,6 +149,42 @@ async def test_a_renewal_has_a_round_of_its_own_when_no_tick_is_coming(settings,
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     assert rounds == [{renewing.generation_id}]
+
+
+async def test_a_tick_held_up_by_a_slow_round_is_measured_late(settings, monkeypatch):
+    """chatsite_commit_tick_lateness_seconds: how long a tick's text waited for the database thread to be free."""
+    settings.STREAM_FLUSH_MS = 50
+    slow_round_s = 0.3
+    group = committer.Committer()
+    writer = TickWriter()
+    group.add(writer)
+    rounds: list[set] = []
+
+    async def commit_slowly(*, writes, retrying=False):
+        rounds.append({write.claim.generation_id for write in writes})
+        if len(rounds) == 1:
+            writer.text = "more"  # arms the next tick, due long before this round ends
+            group.text_buffered()
+            await asyncio.sleep(slow_round_s)  # a transaction that takes this long
+        return {write.claim.generation_id: Written(lease_lost=False) for write in writes}
+
+    monkeypatch.setattr(committer, "ageneration_commit", commit_slowly)
+    count, total = (
+        sample("chatsite_commit_tick_lateness_seconds_count"),
+        sample("chatsite_commit_tick_lateness_seconds_sum"),
+    )
+    writer.text = "Hello"
+    group.text_buffered()
+    running = asyncio.create_task(group.run())
+    try:
+        await eventually(lambda: len(rounds) == 2, "the late tick's round commits")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+    assert sample("chatsite_commit_tick_lateness_seconds_count") == count + 2
+    late_by = sample("chatsite_commit_tick_lateness_seconds_sum") - total
+    assert late_by >= slow_round_s - settings.STREAM_FLUSH_MS / 1000, late_by
 
 
 def _claimed_reply(user) -> Claim:
