@@ -90,7 +90,7 @@ def generation_claim_many(*, worker: str, model: str, limit: int) -> list[Claim]
 ageneration_claim_many = database_sync_to_async(generation_claim_many)
 
 
-class Claimable(NamedTuple):
+class _Claimable(NamedTuple):
     """A generation a claim may take, its reply as far as a claim reads it, and whether it ran before."""
 
     generation: Generation
@@ -99,7 +99,7 @@ class Claimable(NamedTuple):
     ran_before: bool
 
 
-def _claimable(*, now: datetime, limit: int) -> list[Claimable]:
+def _claimable(*, now: datetime, limit: int) -> list[_Claimable]:
     """Lock up to `limit` generations to take, oldest first.
 
     In SQL of its own, and only what a claim reads: each generation with its reply (its id,
@@ -125,7 +125,9 @@ def _claimable(*, now: datetime, limit: int) -> list[Claimable]:
     claimable = []
     for generation_id, attempts, ran_before, reply_id, thread_id, seq, answered_id, answered_seq in rows:
         reply_to_id = None if answered_id is None else returned_uuid(answered_id)
-        reply = _loaded(Message, id=returned_uuid(reply_id), thread_id=returned_uuid(thread_id), seq=seq)
+        reply = _loaded(
+            Message, id=returned_uuid(reply_id), thread_id=returned_uuid(thread_id), seq=seq, reply_to_id=reply_to_id
+        )
         if reply_to_id is not None:
             reply.reply_to = _loaded(Message, id=reply_to_id, seq=answered_seq)
         generation = _loaded(
@@ -135,7 +137,7 @@ def _claimable(*, now: datetime, limit: int) -> list[Claimable]:
             thread_id=reply.thread_id,
             attempts=attempts,
         )
-        claimable.append(Claimable(generation, reply, reply_to_id, bool(ran_before)))
+        claimable.append(_Claimable(generation, reply, reply_to_id, bool(ran_before)))
     return claimable
 
 
