@@ -92,6 +92,16 @@ class TickWriter:
         raise AssertionError(error)
 
 
+async def committing_until(group: committer.Committer, condition, what: str) -> None:
+    """Run `group` until `condition` holds (see `eventually`), then stop it."""
+    running = asyncio.create_task(group.run())
+    try:
+        await eventually(condition, what)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_renewals_and_ends_ride_the_next_flush_tick(settings, monkeypatch):
     """A lease renewal or an end waits for the tick that some reply's text armed; the ends commit after the text.
 
@@ -116,12 +126,7 @@ async def test_renewals_and_ends_ride_the_next_flush_tick(settings, monkeypatch)
     armed_at = loop.time()
     ending.ended = True
     group.end(ending)
-    running = asyncio.create_task(group.run())
-    try:
-        await eventually(lambda: len(rounds) == 2, "the tick's rounds commit")
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+    await committing_until(group, lambda: len(rounds) == 2, "the tick's rounds commit")
     assert all(committed_at >= armed_at + 0.2 for committed_at, _ in rounds), "the rounds waited for the tick"
     # The text first, then the ends: their heavier writes do not delay its tokens.
     assert [generations for _, generations in rounds] == [
@@ -142,12 +147,7 @@ async def test_a_renewal_has_a_round_of_its_own_when_no_tick_is_coming(settings,
     group = committer.Committer()
     renewing = TickWriter(renew_at=asyncio.get_running_loop().time())
     group.add(renewing)
-    running = asyncio.create_task(group.run())
-    try:
-        await eventually(lambda: rounds, "a round commits")
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+    await committing_until(group, lambda: rounds, "a round commits")
     assert rounds == [{renewing.generation_id}]
 
 
@@ -175,12 +175,7 @@ async def test_a_tick_held_up_by_a_slow_round_is_measured_late(settings, monkeyp
     )
     writer.text = "Hello"
     group.text_buffered()
-    running = asyncio.create_task(group.run())
-    try:
-        await eventually(lambda: len(rounds) == 2, "the late tick's round commits")
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
+    await committing_until(group, lambda: len(rounds) == 2, "the late tick's round commits")
 
     assert sample("chatsite_commit_tick_lateness_seconds_count") == count + 2
     late_by = sample("chatsite_commit_tick_lateness_seconds_sum") - total
