@@ -50,6 +50,18 @@ class LoggedRow(DeltaRow, Protocol):
     def kind(self) -> str: ...
 
 
+class LoggedDelta(NamedTuple):
+    """A delta row as the worker that inserted it knows it: what `ended_log` would read back."""
+
+    thread_id: UUID
+    seq: int
+    span: int
+    message_id: UUID
+    kind: str
+    text: str
+    created_at: datetime
+
+
 class DeltaRange(NamedTuple):
     """The rows of a thread's log from `seq` up to, not including, `seq_end`: the deltas a segment replaces."""
 

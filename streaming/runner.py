@@ -14,6 +14,7 @@ from opentelemetry import trace
 from . import metrics
 from .broadcast import apublish_events
 from .committer import Committer, RoundFailed
+from .compaction import LoggedDelta
 from .logs import log_generation
 from .models import Chunk, MessageStatus
 from .parts import model_calls_made, trailing_text
@@ -54,6 +55,10 @@ class ReplyRun:
         # Text of the reply known to be committed: this attempt's and the earlier ones'.
         self.committed_chars = sum(len(part["text"]) for part in self.parts if part["type"] == "text")
         self.wrote_text = self.committed_chars > 0
+        # Every row of the reply's log this attempt wrote, while it knows them all: it began the
+        # log (nothing logged before it) and has logged only text. Its end then compacts them
+        # without reading them back; None once unknown, and the end reads the log.
+        self.logged: list[LoggedDelta] | None = None if self.parts else []
         # Token counts summed over this attempt's model calls; None before the first ends.
         self.usage: dict[str, int | None] | None = None
         # The thinking part being streamed, and its text not logged yet.
@@ -348,6 +353,7 @@ class ReplyRun:
         """
         if not events:
             return
+        self.logged = None  # the log holds parts now: the end reads it
         async with self.stepping:
             await self._text_flushed()
             if self.failure is not None:
@@ -388,6 +394,7 @@ class ReplyRun:
             committed_chars=self.committed_chars,
             end=self.outcome,
             renew=self.loop.time() >= self.renew_at,
+            logged=tuple(self.logged) if self.outcome is not None and self.logged is not None else None,
         )
 
     def written(self, write: Write, result: Written) -> None:
@@ -397,6 +404,11 @@ class ReplyRun:
         if write.renew:
             self.renew_at = self.loop.time() + self.renew_interval
         if write.text:
+            if self.logged is not None:
+                if result.delta is None:  # a retried round found it logged already
+                    self.logged = None
+                else:
+                    self.logged.append(result.delta)
             if not self.wrote_text:
                 log_generation("generation.first_token", self.claim, ms=self._elapsed_ms())
                 metrics.TIME_TO_FIRST_TOKEN.observe(self.loop.time() - self.started_at)

@@ -1,15 +1,13 @@
 """Generations outlive their workers (I8), every message ends (I9), lost live events are repaired (I3)."""
 
 import time
-from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
-from django.utils import timezone
 
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
-from streaming.providers.scripted import scripted_reply, scripted_reply_tokens
+from streaming.providers.scripted import scripted_reply
 from streaming.selectors import logged_reply_text
 from streaming.services.commits import LeaseLost, Write, generation_commit
 from threads.models import Message
@@ -17,22 +15,9 @@ from threads.services import message_post
 
 from .conftest import reply_text
 from .fakes import LossyLayerMixin
-from .writes import generation_append, generation_claim
+from .writes import crashed_worker_wrote, generation_append, generation_claim
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def crashed_worker_wrote(thread, *, tokens: int):
-    """Post a message, claim its reply as a worker that writes `tokens` tokens and dies; return the claim."""
-    from django.conf import settings
-
-    posted = message_post(thread=thread, content="Tell me more", client_id=None)
-    claim = generation_claim(worker="crashed", model="scripted")
-    reply_tokens = scripted_reply_tokens([Turn("user", "Tell me more")], settings.SCRIPTED_REPLY_TOKENS)
-    # Cut mid-token: the continuation must pick up inside it without a seam.
-    generation_append(claim=claim, text="".join(reply_tokens[:tokens]) + reply_tokens[tokens][:2], first=True)
-    Generation.objects.filter(pk=claim.generation_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    return posted, claim
 
 
 async def test_expired_lease_is_taken_over_and_continued_exactly(thread, user, connect, worker, settings):

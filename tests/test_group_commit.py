@@ -11,10 +11,12 @@ from django.db import IntegrityError
 from django.db.models import Sum
 
 from streaming import committer
+from streaming.compaction import ended_log
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.providers.scripted import scripted_reply
 from streaming.selectors import logged_reply_text
+from streaming.services import endings
 from streaming.services.claims import Claim
 from streaming.services.commits import Write, Written, generation_commit
 from streaming.worker import StreamWorker
@@ -24,7 +26,7 @@ from threads.services import message_post, thread_create
 from .conftest import RECEIVE_TIMEOUT_S
 from .test_hub import eventually
 from .test_metrics import sample
-from .writes import generation_claim
+from .writes import crashed_worker_wrote, generation_claim
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,6 +66,47 @@ async def test_concurrent_replies_share_transactions(user, worker, settings, rec
         reply = await Message.objects.aget(pk=reply_id)
         assert reply.status == Message.Status.COMPLETE
         assert reply.content == scripted_reply([Turn("user", f"Question {n}")], 60)
+
+
+@pytest.fixture
+def read_back(monkeypatch):
+    """Record the replies whose log their end read back from the database."""
+    messages: list = []
+
+    def ended_log_recorded(ended, **kinds):
+        messages.extend(message.id for message in ended)
+        return ended_log(ended, **kinds)
+
+    monkeypatch.setattr(endings, "ended_log", ended_log_recorded)
+    return messages
+
+
+async def test_a_workers_replies_of_text_alone_end_without_reading_their_log_back(user, worker, settings, read_back):
+    """The worker wrote every row of such a reply and saw each commit: its end compacts them from memory."""
+    settings.SCRIPTED_TOKENS_PER_SECOND = 200
+    settings.SCRIPTED_REPLY_TOKENS = 30
+    threads = [await database_sync_to_async(thread_create)(owner=user, title=f"t{n}") for n in range(3)]
+    posts = [
+        await database_sync_to_async(message_post)(thread=thread, content=f"Question {n}", client_id=None)
+        for n, thread in enumerate(threads)
+    ]
+    await _until_ended([post.reply.id for post in posts])
+
+    assert read_back == []
+    for n, post in enumerate(posts):
+        reply = await Message.objects.aget(pk=post.reply.id)
+        assert reply.content == scripted_reply([Turn("user", f"Question {n}")], 30)
+        assert await database_sync_to_async(logged_reply_text)(message=reply) == reply.content
+
+
+async def test_a_taken_over_reply_reads_its_log_back_when_it_ends(thread, user, worker, settings, read_back):
+    """Rows an earlier attempt logged are not the successor's to know: its end reads the log."""
+    posted, _ = await database_sync_to_async(crashed_worker_wrote)(thread, tokens=5)
+    await _until_ended([posted.reply.id])
+
+    assert read_back == [posted.reply.id]
+    reply = await Message.objects.aget(pk=posted.reply.id)
+    assert reply.content == scripted_reply([Turn("user", "Tell me more")], settings.SCRIPTED_REPLY_TOKENS)
 
 
 class TickWriter:

@@ -7,6 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from streaming.compaction import deltas_compacted, ended_log
 from streaming.models import Chunk, Generation
 from streaming.providers import Turn
 from streaming.services.claims import Claim, generation_claim_many
@@ -149,3 +150,41 @@ def test_a_round_of_ends_costs_the_statements_of_one_end(user):
         assert (reply.content, reply.status, reply.parts) == ("Hello", "complete", [])
         rows = Chunk.objects.filter(message=reply, seq__gt=reply.seq).order_by("seq")
         assert [(row.kind, row.span, row.text) for row in rows] == [("delta", 2, "Hello"), ("end", 1, "")]
+
+
+def test_an_end_whose_writer_knows_the_log_compacts_it_without_reading_it_back(user):
+    message_post(thread=thread_create(owner=user), content="Question", client_id=None)
+    (claim,), _ = claimed(1)
+    written = [generation_append(claim=claim, text=text, first=n == 0) for n, text in enumerate(("Hel", "lo", " you"))]
+    reply = Message.objects.get(pk=claim.message_id)
+    logged = [result.delta for result in written]
+    assert logged == ended_log([reply]), "the writer knows each row as the log reads it back"
+    deltas = list(Chunk.objects.filter(message=reply, kind="delta").order_by("seq"))
+
+    with CaptureQueriesContext(connection) as captured:
+        generation_commit(writes=[Write(claim=claim, end={"status": "complete"}, renew=False, logged=tuple(logged))])
+
+    # As a round of ends (above), without its read of the replies' logs.
+    assert len(statements(captured)) == 7, "\n".join(statements(captured))
+    assert not [sql for sql in statements(captured) if sql.startswith("SELECT") and "streaming_chunk" in sql]
+    reply.refresh_from_db()
+    assert (reply.content, reply.status) == ("Hello you", "complete")
+    (expected,) = deltas_compacted(deltas)
+    compacted = Chunk.objects.get(message=reply, kind="delta")
+    fields = ("seq", "span", "text", "event_lengths", "event_offsets_ms", "created_at")
+    assert [getattr(compacted, name) for name in fields] == [getattr(expected, name) for name in fields]
+
+
+def test_an_end_whose_text_a_retry_found_logged_reads_the_log_back(user):
+    """Text whose row the writer was not told of (its commit's answer was lost) is read back, not left out."""
+    message_post(thread=thread_create(owner=user), content="Question", client_id=None)
+    (claim,), _ = claimed(1)
+    first = generation_append(claim=claim, text="Hel", first=True)
+    generation_commit(writes=[Write(claim=claim, text="lo", committed_chars=3)])  # its answer "lost"
+
+    retried = Write(claim=claim, text="lo", committed_chars=3, end={"status": "complete"}, logged=(first.delta,))
+    generation_commit(writes=[retried], retrying=True)
+
+    reply = Message.objects.get(pk=claim.message_id)
+    assert (reply.content, reply.status) == ("Hello", "complete")
+    assert list(Chunk.objects.filter(message=reply, kind="delta").values_list("span", "text")) == [(2, "Hello")]

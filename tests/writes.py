@@ -1,10 +1,15 @@
 """Replies written in tests the way the worker writes them, through its own services, one reply at a time."""
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from streaming.compaction import ended_log, replies_compaction
+from streaming.models import Generation
+from streaming.providers import Turn
+from streaming.providers.scripted import scripted_reply_tokens
 from streaming.services.claims import Claim, generation_claim_many
 from streaming.services.commits import LeaseLost, Write, Written, generation_commit
 from streaming.services.log import ranges_delete
@@ -63,3 +68,14 @@ def reply_compact(*, message: Message) -> int:
     ranges_delete(covered)
     objects_insert(segments)
     return sum(segment.span - 1 for segment in segments)
+
+
+def crashed_worker_wrote(thread, *, tokens: int):
+    """Post a message and claim its reply as a worker that writes `tokens` tokens and dies; return both."""
+    posted = message_post(thread=thread, content="Tell me more", client_id=None)
+    claim = generation_claim(worker="crashed", model="scripted")
+    reply_tokens = scripted_reply_tokens([Turn("user", "Tell me more")], settings.SCRIPTED_REPLY_TOKENS)
+    # Cut mid-token: the continuation must pick up inside it without a seam.
+    generation_append(claim=claim, text="".join(reply_tokens[:tokens]) + reply_tokens[tokens][:2], first=True)
+    Generation.objects.filter(pk=claim.generation_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    return posted, claim

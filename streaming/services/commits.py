@@ -12,6 +12,7 @@ from django.db.models import Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
+from ..compaction import LoggedDelta
 from ..events import EncodedEvent, encode_delta
 from ..models import Chunk, Generation, get_message_model, get_thread_model
 from .claims import Claim
@@ -41,6 +42,10 @@ class Write:
     end: dict[str, Any] | None = None
     # Extend the lease by GENERATION_LEASE_SECONDS (writers ask about once a second).
     renew: bool = True
+    # With an end: every row the reply logged before this write, in seq order, when the writer
+    # logged them all and saw each commit (a reply of text alone, from its start). The end then
+    # compacts them without reading the log back; None, and the log is read.
+    logged: tuple[LoggedDelta, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class Written:
     cancel_requested: bool = False
     # Its committed events, for the caller to publish (none when a retry found its text written).
     events: list[EncodedEvent] = field(default_factory=list)
+    # The row its text was logged as (None without text, or when a retry found it written).
+    delta: LoggedDelta | None = None
 
 
 @transaction.atomic
@@ -69,11 +76,17 @@ def generation_commit(*, writes: list[Write], retrying: bool = False) -> dict[UU
     texts = [write for write in live if write.text]
     if retrying:
         texts = _not_yet_committed(texts)
-    events = _deltas_insert(texts)
+    deltas = _deltas_insert(texts)
+    events = {
+        generation_id: [(delta.seq, delta.kind, encode_delta(delta.seq, delta.message_id, delta.text))]
+        for generation_id, delta in deltas.items()
+    }
     ending = [(write, write.end) for write in live if write.end is not None]
     if ending:
         messages = get_message_model().objects.in_bulk([write.claim.message_id for write, _ in ending])
-        ended = replies_end([(messages[write.claim.message_id], end) for write, end in ending])
+        ended = replies_end(
+            [(messages[write.claim.message_id], end) for write, end in ending], known=_logged(ending, deltas)
+        )
         for write, _ in ending:
             events.setdefault(write.claim.generation_id, []).extend(ended[write.claim.message_id])
     return {
@@ -81,6 +94,7 @@ def generation_commit(*, writes: list[Write], retrying: bool = False) -> dict[UU
             lease_lost=write.claim.generation_id not in held,
             cancel_requested=held.get(write.claim.generation_id, False),
             events=events.get(write.claim.generation_id, []),
+            delta=deltas.get(write.claim.generation_id),
         )
         for write in writes
     }
@@ -141,8 +155,21 @@ def _not_yet_committed(writes: list[Write]) -> list[Write]:
     ]
 
 
-def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
-    """Log each write's text as one `delta` chunk; return each generation's event.
+def _logged(
+    ending: list[tuple[Write, dict[str, Any]]], deltas: dict[UUID, LoggedDelta]
+) -> dict[UUID, list[LoggedDelta]]:
+    """Return, by message, every row of the ending replies whose writers know their whole log."""
+    known = {}
+    for write, _ in ending:
+        logged_now = deltas.get(write.claim.generation_id)
+        # Text not logged now was found logged by a retry: its row is not known here.
+        if write.logged is not None and (logged_now is not None or not write.text):
+            known[write.claim.message_id] = [*write.logged, *([logged_now] if logged_now else [])]
+    return known
+
+
+def _deltas_insert(writes: list[Write]) -> dict[UUID, LoggedDelta]:
+    """Log each write's text as one `delta` chunk; return each generation's row.
 
     The message row is not touched: its content is written once, when the reply ends
     (`replies_end`), rather than rewritten whole on every flush.
@@ -154,13 +181,30 @@ def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
     # One statement for all the rows, without a model instance per row: this runs for every flush.
     table = Chunk._meta.db_table
     columns = ", ".join(_column(Chunk, name) for name in DELTA_COLUMNS)
-    created_at = db_time(timezone.now())
+    now = timezone.now()
+    created_at = db_time(now)
     deltas = [
-        (write.claim.thread_id, seqs[write.claim.thread_id], write.claim.message_id, write.text) for write in writes
+        LoggedDelta(
+            thread_id=write.claim.thread_id,
+            seq=seqs[write.claim.thread_id],
+            span=1,
+            message_id=write.claim.message_id,
+            kind=Chunk.Kind.DELTA,
+            text=write.text,
+            created_at=now,
+        )
+        for write in writes
     ]
     rows = [
-        (db_id(Thread, thread_id), seq, db_id(Message, message_id), Chunk.Kind.DELTA, text, created_at)
-        for thread_id, seq, message_id, text in deltas
+        (
+            db_id(Thread, delta.thread_id),
+            delta.seq,
+            db_id(Message, delta.message_id),
+            delta.kind,
+            delta.text,
+            created_at,
+        )
+        for delta in deltas
     ]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -171,10 +215,7 @@ def _deltas_insert(writes: list[Write]) -> dict[UUID, list[EncodedEvent]]:
         else:
             rows_sql, params = values_sql(rows)
             cursor.execute(f"INSERT INTO {table} ({columns}) {rows_sql}", params)
-    return {
-        write.claim.generation_id: [(seq, Chunk.Kind.DELTA, encode_delta(seq, message_id, text))]
-        for write, (_, seq, message_id, text) in zip(writes, deltas, strict=True)
-    }
+    return {write.claim.generation_id: delta for write, delta in zip(writes, deltas, strict=True)}
 
 
 def _column(model: type[models.Model], name: str) -> str:

@@ -1,6 +1,7 @@
 """End replies: write their text and outcome, log their `end` events (I9), and cancel the reply being written."""
 
 import itertools
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -10,7 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from ..broadcast import notify_workers_on_commit, publish_events_on_commit
-from ..compaction import ended_log, replies_compaction
+from ..compaction import LoggedDelta, LoggedRow, ended_log, replies_compaction
 from ..errors import NotRunning
 from ..events import EncodedEvent, encode_chunks
 from ..models import AbstractMessage, AbstractThread, Chunk, Generation, MessageStatus, get_message_model
@@ -22,7 +23,9 @@ from .sql import db_id, db_time, objects_insert, update_from_values
 ACTIVE_STATUSES = [Generation.Status.QUEUED, Generation.Status.RUNNING, Generation.Status.AWAITING_APPROVAL]
 
 
-def replies_end(ends: list[tuple[AbstractMessage, dict[str, Any]]]) -> dict[UUID, list[EncodedEvent]]:
+def replies_end(
+    ends: list[tuple[AbstractMessage, dict[str, Any]]], *, known: Mapping[UUID, Sequence[LoggedDelta]] | None = None
+) -> dict[UUID, list[EncodedEvent]]:
     """End assistant messages and their generations with `end` events (I9), keeping their text.
 
     `ends` pairs each message with how it ended: `status`, and optionally `stop_reason`,
@@ -30,12 +33,20 @@ def replies_end(ends: list[tuple[AbstractMessage, dict[str, Any]]]) -> dict[UUID
     message here, once, and its delta rows are compacted. Replies ending together (in one
     worker round) cost one statement of each kind, however many they are. Returns each
     message's `end` event, for the caller to publish once the transaction commits.
+
+    `known` gives, by message id, every row a reply logged, in seq order, when the caller
+    wrote them all itself (a worker's reply of text alone, from its start): those replies'
+    logs are not read back.
     """
     if not ends:
         return {}
     now = timezone.now()
     messages = [message for message, _ in ends]
-    logged = ended_log(messages, kinds=(Chunk.Kind.DELTA, *PART_KINDS))
+    known = known or {}
+    unknown = [message for message in messages if message.id not in known]
+    read_back = ended_log(unknown, kinds=(Chunk.Kind.DELTA, *PART_KINDS)) if unknown else []
+    # Grouped by message, each in seq order: a message's rows all come from one source.
+    logged: list[LoggedRow] = [*read_back, *(row for message in messages for row in known.get(message.id, ()))]
     deltas = [row for row in logged if row.kind == Chunk.Kind.DELTA]
     texts = {
         message_id: "".join(delta.text for delta in rows)
