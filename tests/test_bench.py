@@ -3,6 +3,8 @@
 import asyncio
 import io
 import json
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
@@ -11,6 +13,7 @@ from django.core.management import call_command
 from chatsite.bench.model_api import ModelApi
 from chatsite.bench.report import LOSS
 from chatsite.bench.stamps import token_latencies_ms
+from chatsite.bench.tasks import reply_cycle
 from streaming.providers import ReplyEnd, ReplyRequest, TextDelta, Turn
 from streaming.providers.anthropic import AnthropicProvider
 
@@ -55,6 +58,11 @@ def test_streambench_reports_every_figure_with_nothing_lost_duplicated_or_reorde
     assert load["latency_ms"]["samples"] > 0 and load["first_token_ms"]["samples"] > 0
     assert load["delivered"]["events_per_s"] > 0 and load["delivered"]["tokens_per_s"] > 0
     assert load["storage"]["chunk_rows_per_1k_tokens"] > 0
+    cycle = load["reply_cycle_ms"]
+    assert cycle["queued_to_claimed"]["samples"] >= load["correctness"]["replies"]
+    assert cycle["claimed_to_first_text"]["samples"] >= load["correctness"]["replies"]
+    # 20-token replies in 3 s: each stream's sender posted again after a reply ended.
+    assert cycle["ended_to_next_send"]["samples"] >= load["correctness"]["replies"] - 2
     # Finished replies keep fewer rows than streaming wrote: their deltas were compacted.
     assert load["storage"]["chunk_rows_written_per_1k_tokens"] > load["storage"]["chunk_rows_per_1k_tokens"]
     assert load["channel_layer"]["group_sends_per_1k_tokens"] > 0
@@ -112,3 +120,25 @@ async def test_the_stand_in_streams_stamped_tokens_the_reply_lacks(model_api, pa
     assert len(texts) == streamed and all(len(token_latencies_ms(text)) == 1 for text in texts)
     assert max(token_latencies_ms("".join(texts))) < 60_000, "each stamp is a moment of this run"
     assert events[-1] == ReplyEnd(stop_reason="end_turn", input_tokens=1, output_tokens=streamed)
+
+
+def test_a_replys_cycle_is_measured_from_its_generations_timestamps():
+    """Per thread, in the order sent: sent to claimed, claimed to first text, ended to the next send."""
+    start = datetime(2026, 12, 5, tzinfo=UTC)
+
+    def at(ms: float) -> datetime:
+        return start + timedelta(milliseconds=ms)
+
+    one, other = uuid.uuid4(), uuid.uuid4()
+    cycle = reply_cycle(
+        [
+            (one, at(0), at(10), at(70), at(4100)),
+            (one, at(4160), at(4180), at(4240), at(8300)),
+            (other, at(5), at(25), None, at(30)),  # ended before any text
+            (other, at(100), None, None, None),  # cancelled before a worker took it
+        ]
+    )
+
+    assert [cycle["queued_to_claimed"][key] for key in ("samples", "p50", "max")] == [3, 20.1, 20.1]
+    assert [cycle["claimed_to_first_text"][key] for key in ("samples", "p50", "max")] == [2, 60.1, 60.1]
+    assert [cycle["ended_to_next_send"][key] for key in ("samples", "p50", "max")] == [2, 60.1, 70.1]

@@ -113,6 +113,8 @@ def _load_report(
             "takeovers": counts["takeovers"],
             "flaws": [flaw for result in results for flaw in result["flaws"]],
         },
+        # Over the whole run, from the generations' timestamps: what each reply cost besides its tokens.
+        "reply_cycle_ms": counts["reply_cycle_ms"],
         "storage": {
             "tokens": tokens,
             "messages": counts["messages"],

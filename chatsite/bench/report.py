@@ -68,6 +68,12 @@ def _figures(summary: dict[str, Any], *keys: str) -> str:
     return "  ".join(f"{key} {summary[key]}" for key in keys)
 
 
+def _cycle(cycle: dict[str, Any]) -> str:
+    """The gaps of a reply's cycle, p50 / p99: sent to claimed, claimed to first text, ended to the next send."""
+    parts = {"queued_to_claimed": "claimed", "claimed_to_first_text": "first text", "ended_to_next_send": "next send"}
+    return ", ".join(f"{label} {cycle[key]['p50']} / {cycle[key]['p99']}" for key, label in parts.items())
+
+
 def _load_lines(load: dict[str, Any]) -> list[str]:
     correctness, storage, layer, cpu = load["correctness"], load["storage"], load["channel_layer"], load["cpu"]
     shape = f"{load['streams']} streams × {load['tabs']} tabs × {load['tokens_per_second']:g} tokens/s"
@@ -78,6 +84,7 @@ def _load_lines(load: dict[str, Any]) -> list[str]:
         f"  first token ms        {_figures(load['first_token_ms'], 'p50', 'p95', 'p99')}",
         f"  delivered             {load['delivered']['events_per_s']} events/s, "
         f"{load['delivered']['tokens_per_s']} tokens/s",
+        f"  reply cycle ms        {_cycle(load['reply_cycle_ms'])}",
         f"  correctness           {checks}",
         *(f"    ! {flaw}" for flaw in correctness["flaws"]),
         f"  chunk rows / 1k tok   {storage['chunk_rows_per_1k_tokens']} kept after compaction, "

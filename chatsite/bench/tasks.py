@@ -6,7 +6,8 @@ the bench database and channel layer exactly as the servers do.
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +20,9 @@ from threads.access import athread_access
 from threads.models import Message, Thread
 
 from .fixtures import bench_user, long_log_thread, long_page_thread, streams_create
+from .stats import Histogram
+
+MILLISECOND = timedelta(milliseconds=1)
 
 
 def seed(*, load_streams: int, idle_streams: int, log_events: int, short_log_events: int, page_messages: int) -> dict:
@@ -59,12 +63,48 @@ def count(*, threads: list[str]) -> dict:
     generations = Generation.objects.filter(thread_id__in=ids).aggregate(
         takeovers=Count("id", filter=Q(attempts__gt=1))
     )
+    timestamps = (
+        Generation.objects.filter(thread_id__in=ids, status=Generation.Status.DONE)
+        .order_by("thread_id", "created_at")
+        .values_list("thread_id", "created_at", "started_at", "first_token_at", "finished_at")
+    )
     return {
         "chunk_rows": {row["kind"]: row["kept"] for row in by_kind},
         "chunk_rows_written": {row["kind"]: row["written"] for row in by_kind},
         "messages": Message.objects.filter(thread_id__in=ids).count(),
         "takeovers": generations["takeovers"],
         "tokens": tokens,
+        "reply_cycle_ms": reply_cycle(timestamps),
+    }
+
+
+Timestamps = tuple[UUID, datetime, datetime | None, datetime | None, datetime | None]
+
+
+def reply_cycle(generations: Iterable[Timestamps]) -> dict[str, Any]:
+    """Summarise where each reply's cycle went besides its tokens, from its generation's timestamps.
+
+    `generations` are done ones, by thread and in the order they were sent: each gives its
+    thread, when the send wrote it, when a worker claimed it, when the round that committed
+    its first text began, and when the round that ended it began (None where it never was: a
+    reply cancelled before a worker took it). A stream's sender posts again once a reply's
+    `end` reaches it, so these gaps, beside the reply's own tokens, are what keeps a stream
+    from delivering every token it is offered.
+    """
+    queued, first_text, next_send = Histogram(), Histogram(), Histogram()
+    previous: tuple[UUID, datetime | None] | None = None
+    for thread_id, created_at, started_at, first_token_at, finished_at in generations:
+        if started_at is not None:
+            queued.add((started_at - created_at) / MILLISECOND)
+            if first_token_at is not None:
+                first_text.add((first_token_at - started_at) / MILLISECOND)
+        if previous is not None and previous[0] == thread_id and previous[1] is not None:
+            next_send.add((created_at - previous[1]) / MILLISECOND)
+        previous = (thread_id, finished_at)
+    return {
+        "queued_to_claimed": queued.summary(),
+        "claimed_to_first_text": first_text.summary(),
+        "ended_to_next_send": next_send.summary(),
     }
 
 
