@@ -50,6 +50,8 @@ class ReplyRun:
         self.loop = asyncio.get_running_loop()
         self.buffer: list[str] = []
         self.buffered_chars = 0
+        # A round took text from the buffer and has not reported on it yet (it may be retrying).
+        self.text_in_round = False
         # The reply's parts as this attempt knows them: the logged ones, then its own as they come.
         self.parts: list[Part] = [dict(part) for part in claim.request.parts]  # type: ignore[misc]
         # Text of the reply known to be committed: this attempt's and the earlier ones'.
@@ -157,6 +159,9 @@ class ReplyRun:
             outcome = {"status": MessageStatus.CANCELLED}
         if self.failure is not None:
             raise self.failure
+        if outcome is not None:
+            # Thinking broken off by an error or a cancel: its buffered text is kept, as the reply's text is.
+            await self._thinking_end(None)
         return outcome
 
     async def _read(self) -> dict[str, Any] | None:
@@ -310,7 +315,14 @@ class ReplyRun:
             self.parts[index] = running
             started.append(PartEvent(kind=Chunk.Kind.PART_END, index=index, part=running))
         await self._step(started)
-        await asyncio.gather(*(self._run_tool(call, tools[call["name"]]) for call in calls))
+        runs = [asyncio.ensure_future(self._run_tool(call, tools[call["name"]])) for call in calls]
+        try:
+            await asyncio.gather(*runs)
+        finally:
+            # A step that failed (the lease was lost, say) ends the reply: its other tools stop with it.
+            for run in runs:
+                run.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
 
     async def _run_tool(self, call: ToolCallPart, tool: Tool) -> None:
         context = ToolContext(
@@ -362,11 +374,16 @@ class ReplyRun:
             await apublish_events(self.claim.thread_id, encoded)
 
     async def _text_flushed(self) -> None:
-        """Wait until a round has committed every text buffered so far."""
-        if not self.buffer:
+        """Wait until a round has committed every text buffered so far, the text a round holds included.
+
+        A round that took text may still be committing it, or retrying after the database
+        dropped its connection: a step logged meanwhile would come before that text.
+        """
+        if not self.buffer and not self.text_in_round:
             return
         self.flushed = self.loop.create_future()
-        self.committer.request(self)
+        if self.buffer:
+            self.committer.request(self)
         await self.flushed
 
     def _buffer(self, text: str) -> None:
@@ -387,6 +404,7 @@ class ReplyRun:
     def take_write(self) -> Write:
         text = "".join(self.buffer)
         self.buffer, self.buffered_chars = [], 0
+        self.text_in_round = bool(text)
         return Write(
             claim=self.claim,
             text=text,
@@ -398,6 +416,7 @@ class ReplyRun:
         )
 
     def written(self, write: Write, result: Written) -> None:
+        self.text_in_round = False
         if result.lease_lost:
             self._fail(LeaseLost(str(self.generation_id)))
             return
@@ -426,6 +445,7 @@ class ReplyRun:
             self.cancel()
 
     def abandoned(self, error: RoundFailed) -> None:
+        self.text_in_round = False
         self._fail(error)
 
     def _count_end(self, outcome: dict[str, Any]) -> None:
