@@ -28,7 +28,10 @@ DENIED = "A person denied this tool call."
 
 @dataclass(frozen=True)
 class ToolContext:
-    """Whom and what a tool runs for: it may read only what the thread's writer may read."""
+    """Where a tool runs.
+
+    Its result is logged in the thread, so it brings in only what every reader of the thread may read.
+    """
 
     thread_id: UUID
     # The reply the call belongs to, and the person's message it answers.

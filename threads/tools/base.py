@@ -1,10 +1,17 @@
-"""What the shipped tools have in common, and whom a tool runs for."""
+"""What the shipped tools have in common, and who reads what a tool gives.
+
+A tool's result is logged in the thread, so everyone who may read the thread reads it
+(I11): a tool brings in only what all of them may read already.
+"""
 
 from typing import Any, Literal
 
+from django.db.models import Exists, OuterRef
+
 from streaming.tools import ToolContext
 
-from ..models import Thread
+from ..access import live_links
+from ..models import Membership, ShareLink, Thread
 
 
 class ProductTool:
@@ -34,6 +41,13 @@ def text_input(input: dict[str, Any], name: str, *, max_chars: int) -> str:
     return value
 
 
-def tool_person_id(context: ToolContext) -> int:
-    """Return the id of the person a tool runs for: the one who may write the thread and asked."""
+def tool_thread_owner_id(context: ToolContext) -> int:
+    """Return the id of the owner of the thread the tool runs in, who is not always the person who asked."""
     return Thread.objects.values_list("owner_id", flat=True).get(pk=context.thread_id)
+
+
+def tool_thread_is_private(context: ToolContext) -> bool:
+    """Return whether the thread the tool runs in is readable by its owner alone: no member, no live share link."""
+    members = Membership.objects.filter(thread=OuterRef("pk"))
+    links = ShareLink.objects.filter(live_links(), thread=OuterRef("pk"))
+    return Thread.objects.filter(~Exists(members), ~Exists(links), pk=context.thread_id).exists()
