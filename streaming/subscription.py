@@ -25,7 +25,8 @@ change (streaming/presence.py). A subscription opened under revocable grants
 AccessRevoked once one is revoked: on the revocation notice sent to the grant's group or
 the thread's (streaming/broadcast.py), or, should that notice be lost, at its own check
 of the grants every STREAM_ACCESS_RECHECK_SECONDS, which the hub's timer wakes it for (as
-it does for keep-alives and presence heartbeats).
+it does for keep-alives and presence heartbeats). A grant that ends by itself (a share
+link's expiry) sends no notice: the timer wakes the subscription at that time too.
 
 The subscription takes the next live frames only when its reader asks for the next
 frame: a slow reader leaves them in its inbox, which drops them past its bound, and the
@@ -42,10 +43,12 @@ import asyncio
 import logging
 import math
 import threading
+import time
 import weakref
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 
 from channels.db import database_sync_to_async
@@ -97,9 +100,10 @@ class AccessGrant:
 
     The subscription listens on `group`, where a revocation notice makes it check `still_valid()`
     at once (a group may hold several grants: a person's sessions, say), and checks it every
-    STREAM_ACCESS_RECHECK_SECONDS in case the notice was lost; when it fails, the subscription
-    ends with AccessRevoked(`detail`). `still_valid` is sync code that reads the database: a
-    reader's grants are checked together, in one call to the database thread (`agrants_check`).
+    STREAM_ACCESS_RECHECK_SECONDS in case the notice was lost, and at `expires_at`, if the grant
+    ends by itself then, which no notice announces; when it fails, the subscription ends with
+    AccessRevoked(`detail`). `still_valid` is sync code that reads the database: a reader's
+    grants are checked together, in one call to the database thread (`agrants_check`).
     """
 
     group: str
@@ -107,6 +111,8 @@ class AccessGrant:
     detail: str
     # How a WebSocket closes when it ends: signed out (4401, the default) or no longer allowed (4403).
     close_code: CloseCode = CloseCode.NOT_SIGNED_IN
+    # When the grant may end without a notice (a share link's expiry, timezone-aware); None: only by a notice.
+    expires_at: datetime | None = None
 
     def check(self) -> None:
         """Raise AccessRevoked unless the grant still holds."""
@@ -192,9 +198,15 @@ class ThreadSubscription:
         self.sends_presence = presence
         self.presence_renewed = 0.0  # loop time of the watcher's last renewal
         self.recheck_seconds = settings.STREAM_ACCESS_RECHECK_SECONDS
+        # When grants may end by themselves, in seconds since the epoch, earliest first.
+        self.grant_expiries = sorted(
+            {grant.expires_at.timestamp() for grant in self.grants if grant.expires_at is not None}
+        )
         self.last_sent = 0
         # Loop times of the last frame yielded (kept only for keep-alives) and of the last check of the grants.
         self.last_frame = self.grants_checked = 0.0
+        # Wall-clock time (seconds since the epoch) of the last check of the grants: expiries up to it are checked.
+        self.grants_checked_wall = 0.0
 
     async def frames(self, send_now: Callable[[Frame], bool] | None = None) -> AsyncGenerator[Frame | None, None]:
         """Yield the frames of this subscription until the reader stops; KEEPALIVE in quiet times if asked.
@@ -299,7 +311,8 @@ class ThreadSubscription:
         had no frame for long.
         """
         now = asyncio.get_running_loop().time()
-        if inbox.noticed or (self.grants and now - self.grants_checked >= self.recheck_seconds):
+        grants_due = now - self.grants_checked >= self.recheck_seconds or self._next_expiry() <= time.time()
+        if inbox.noticed or (self.grants and grants_due):
             # A notice names a group, which may hold more than this grant (a person's sessions, a
             # deleted thread's readers): each stream asks whether its own grants still hold.
             inbox.noticed = False
@@ -316,10 +329,15 @@ class ThreadSubscription:
             yield KEEPALIVE
 
     def _next_duty_at(self) -> float:
-        """Return the loop time of the next grant check or keep-alive; infinity when there is neither."""
+        """Return the loop time of the next grant check (periodic or at an expiry), presence renewal or keep-alive.
+
+        Infinity when there is none.
+        """
         duties = [math.inf]
         if self.grants:
             duties.append(self.grants_checked + self.recheck_seconds)
+            # An expiry is a wall-clock time and the timer keeps loop time (a monotonic clock): converted as of now.
+            duties.append(asyncio.get_running_loop().time() + self._next_expiry() - time.time())
         if self.keepalive_seconds is not None:
             duties.append(self.last_frame + self.keepalive_seconds)
         if self.watcher is not None:
@@ -337,10 +355,16 @@ class ThreadSubscription:
         people = await self.watcher.renew()
         return self._presence(people) if people is not None and self.sends_presence else None
 
+    def _next_expiry(self) -> float:
+        """Return the first time (since the epoch) a grant ends by itself after the last check; infinity if none."""
+        return next((at for at in self.grant_expiries if at > self.grants_checked_wall), math.inf)
+
     async def _check_grants(self) -> None:
         """Raise AccessRevoked if one of the subscription's grants no longer holds."""
         if self.grants:
             self.grants_checked = asyncio.get_running_loop().time()
+            # Taken before the check, which reads the time later: an expiry up to this one is seen by it.
+            self.grants_checked_wall = time.time()
             await agrants_check(self.grants)
 
     async def _open(self) -> AsyncIterator[Frame]:

@@ -7,13 +7,16 @@ consumer and the event-stream views read them; a real worker writes the replies.
 import asyncio
 import itertools
 import math
+import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from functools import partial
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer
+from django.utils import timezone
 
 from streaming import hub as hub_module
 from streaming import subscription as subscription_module
@@ -355,6 +358,33 @@ async def test_a_revoked_grant_ends_its_reader_only(thread, worker):
     await other.stop()
     await assert_nothing_left(thread)
     assert await group_size(grant.group) == 0
+
+
+async def test_grants_are_checked_at_each_of_their_expiries_without_a_notice(thread, settings):
+    """A reader's grants are checked at each expiry they carry, with no notice: it ends at the first they fail."""
+    settings.STREAM_ACCESS_RECHECK_SECONDS = 3600
+    now = timezone.now()
+    # Two links, say: the access outlives the first one's expiry and ends with the second's.
+    first, last = now + timedelta(seconds=0.5), now + timedelta(seconds=1)
+    checked_at: list[float] = []
+
+    def still_valid() -> bool:
+        checked_at.append(time.time())
+        return timezone.now() < last
+
+    grants = tuple(
+        AccessGrant(group=f"test-grant.{uuid.uuid4().hex}", still_valid=still_valid, detail="Expired.", expires_at=at)
+        for at in (first, last)
+    )
+    reader = Reader(thread, grants=grants)
+    await eventually(lambda: reader.task.done(), "the reader ends")
+    ended_at = time.time()
+
+    assert isinstance(reader.ended, AccessRevoked) and reader.ended.detail == "Expired."
+    opened, at_first, at_last = checked_at
+    assert opened < first.timestamp() <= at_first < last.timestamp() <= at_last
+    assert ended_at - last.timestamp() < 1.0, "ended at the expiry, not at the recheck"
+    await assert_nothing_left(thread)
 
 
 async def test_deleting_the_thread_ends_every_reader(thread, settings):

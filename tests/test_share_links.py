@@ -1,5 +1,6 @@
 """Share links: made by the owner, opened by anyone signed in (signed out with CHAT_PUBLIC_LINKS), revoked, expired."""
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -8,11 +9,13 @@ from channels.db import database_sync_to_async
 from django.test import Client
 from django.utils import timezone
 
+from streaming.hub import DUTY_GRID_SECONDS
 from threads.models import Message, ShareLink
 from threads.services import message_post
-from threads.sharing import hash_link_token
+from threads.sharing import hash_link_token, link_create
 
 from .conftest import RECEIVE_TIMEOUT_S, ThreadSocket
+from .test_sse import HttpStream, one_sync_thread  # noqa: F401 - one_sync_thread is an autouse fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -142,8 +145,6 @@ async def socket_close_or_ready(thread_id, cookie: str) -> int | str:
 @pytest.mark.parametrize("public", [False, True])
 async def test_a_signed_out_visitors_socket_needs_public_links(thread, settings, public):
     """A signed-out visitor's WebSocket through a link: 4401 while public links are off, the log when on."""
-    from threads.sharing import link_create
-
     settings.CHAT_PUBLIC_LINKS = public
     await database_sync_to_async(message_post)(thread=thread, content="Hello", client_id=None)
     _, token = await database_sync_to_async(link_create)(thread=thread, created_by=thread.owner)
@@ -155,8 +156,6 @@ async def test_a_signed_out_visitors_socket_needs_public_links(thread, settings,
 @pytest.mark.django_db(transaction=True)
 async def test_a_signed_out_visitor_cannot_write_through_a_link(thread, settings):
     """A public link's visitor reads live but every write frame is refused `forbidden`, and nothing is written."""
-    from threads.sharing import link_create
-
     settings.CHAT_PUBLIC_LINKS = True
     _, token = await database_sync_to_async(link_create)(thread=thread, created_by=thread.owner)
     socket = ThreadSocket(thread.id, await database_sync_to_async(visitor_cookie)(token))
@@ -179,3 +178,84 @@ def test_ids_past_any_row_are_refused_before_the_database(owner_client, thread):
         f"/api/threads/{thread.id}/members/{huge}", {"role": "viewer"}, content_type="application/json"
     )
     assert changed.status_code == 400 and changed.json()["error"]["code"] == "bad_request"
+
+
+# A link's lifetime in the tests of its expiry: long enough to open a stream through it.
+LINK_SECONDS = 2
+# How soon after its expiry a link's streams must have ended.
+CUT_OFF_WITHIN_S = 1.0
+
+
+def open_link(client: Client, token: str) -> str:
+    """Open a share link in `client`'s browser session; return the session's cookie."""
+    assert client.get(f"/s/{token}").status_code == 302
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+async def expiring_link_cookie(thread, reader: Client) -> tuple[ShareLink, str]:
+    """Make a link of `thread` that expires LINK_SECONDS from now; return it and `reader`'s cookie, who opened it."""
+    link, token = await database_sync_to_async(link_create)(
+        thread=thread, created_by=thread.owner, expires_in_seconds=LINK_SECONDS
+    )
+    return link, await database_sync_to_async(open_link)(reader, token)
+
+
+async def past_expiry(link: ShareLink) -> None:
+    """Return once `link` has expired and the hub's timer (on a grid of DUTY_GRID_SECONDS) has had its turn."""
+    # Nothing announces an expiry: the clock reaching it is the condition waited for.
+    assert link.expires_at is not None
+    await asyncio.sleep((link.expires_at - timezone.now()).total_seconds() + 2 * DUTY_GRID_SECONDS)
+
+
+async def post(thread, content: str) -> None:
+    await database_sync_to_async(message_post)(thread=thread, content=content, client_id=None, author=thread.owner)
+
+
+async def message_or_close(socket: ThreadSocket) -> dict | int:
+    """Return the socket's next `message` frame, or its close code if it closes first."""
+    while True:
+        output = await socket.communicator.receive_output(timeout=CUT_OFF_WITHIN_S)
+        if output["type"] == "websocket.close":
+            socket.closed = True
+            return output["code"]
+        if (frame := json.loads(output["text"]))["type"] == "message":
+            return frame
+
+
+async def message_or_error(stream: HttpStream) -> dict:
+    """Return the event stream's next `message` or `error` frame."""
+    while (frame := await stream.event())["type"] not in ("message", "error"):
+        pass
+    return frame
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_expiring_links_socket_closes_4403_at_the_expiry(thread, reader):
+    """A socket opened through a link closes 4403 once the link expires, before any message posted after it."""
+    link, cookie = await expiring_link_cookie(thread, reader)
+    holder = ThreadSocket(thread.id, cookie)
+    await holder.connect()
+    try:
+        await holder.receive_until(lambda frame: frame["type"] == "ready")
+        await past_expiry(link)
+        await post(thread, "After the expiry")
+        assert await message_or_close(holder) == 4403
+    finally:
+        await holder.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_expiring_links_event_stream_ends_forbidden_at_the_expiry(thread, reader):
+    """An event stream opened through a link ends `forbidden` once the link expires, before any message after it."""
+    link, cookie = await expiring_link_cookie(thread, reader)
+    stream = HttpStream(f"/api/threads/{thread.id}/events", headers={"cookie": cookie})
+    assert (await stream.start())[0] == 200
+    try:
+        assert (await stream.event())["type"] == "ready"
+        await past_expiry(link)
+        await post(thread, "After the expiry")
+        ending = await asyncio.wait_for(message_or_error(stream), CUT_OFF_WITHIN_S)
+        assert (ending["type"], ending.get("code")) == ("error", "forbidden"), ending
+        assert await stream.read_all() == "" and stream.ended
+    finally:
+        await stream.close()

@@ -15,10 +15,13 @@ existence is not revealed; access without the right for an action is Forbidden.
 A stream holds the `AccessGrant`s of `access_grants`: its person's group on the thread
 (`access.<thread>.<person>`) and the group of each share link it came through
 (`sharelink.<id>`). Removing a member, lowering a role, revoking a link and deleting
-the thread send those groups a notice, and each stream asks `thread_access` again.
+the thread send those groups a notice, and each stream asks `thread_access` again. A
+link that expires sends none: its grant carries the link's `expires_at`, and the stream
+asks again then.
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from functools import partial
 from typing import Any
@@ -65,11 +68,16 @@ REFUSALS = {
 
 @dataclass(frozen=True)
 class ThreadAccess:
-    """A person's access to a thread: their role, and the share link it came through if that is all they have."""
+    """A person's access to a thread: their role, and the share link it came through if that is all they have.
+
+    `link_expiries` pairs each live link of the person's that opens the thread with its
+    expiry (None: never), when links are all they have.
+    """
 
     thread: Thread
     role: ThreadRole
     link_id: int | None = None
+    link_expiries: tuple[tuple[int, datetime | None], ...] = ()
 
     def can(self, action: Action) -> bool:
         return action in ALLOWED_ACTIONS[self.role]
@@ -114,10 +122,10 @@ def thread_access(*, user: User | AnonymousUser, thread_id: UUID | str, link_ids
         if thread.member_role:  # type: ignore[attr-defined]  # read by _thread_with_role
             return ThreadAccess(thread=thread, role=ThreadRole(thread.member_role))  # type: ignore[attr-defined]
     if thread is not None and link_ids and (signed_in or settings.CHAT_PUBLIC_LINKS):
-        link_id = ShareLink.objects.filter(live_links(), thread=thread, pk__in=link_ids).values_list("pk", flat=True)
-        found = link_id.first()
-        if found is not None:
-            return ThreadAccess(thread=thread, role=ThreadRole.VIEWER, link_id=found)
+        links = ShareLink.objects.filter(live_links(), thread=thread, pk__in=link_ids).order_by("pk")
+        found = tuple(links.values_list("pk", "expires_at"))
+        if found:
+            return ThreadAccess(thread=thread, role=ThreadRole.VIEWER, link_id=found[0][0], link_expiries=found)
     raise NotFound("No such thread.")
 
 
@@ -187,15 +195,21 @@ def _still_reads(*, user: User | AnonymousUser, thread_id: UUID, link_ids: tuple
 def access_grants(
     *, user: User | AnonymousUser, access: ThreadAccess, link_ids: tuple[int, ...] = ()
 ) -> list[AccessGrant]:
-    """Return the grants a stream of the thread holds: it ends once the person may no longer read it."""
+    """Return the grants a stream of the thread holds: it ends once the person may no longer read it.
+
+    A link's grant carries the link's expiry, which no notice announces: the stream asks again then.
+    """
     still_valid = partial(_still_reads, user=user, thread_id=access.thread.id, link_ids=link_ids)
     detail = "Your access to this thread ended."
-    groups = [link_group_name(link_id) for link_id in link_ids]
+    expiries = dict(access.link_expiries)
+    groups = [(link_group_name(link_id), expiries.get(link_id)) for link_id in link_ids]
     if user.is_authenticated:
-        groups.append(member_group_name(access.thread.id, int(user.pk)))
+        groups.append((member_group_name(access.thread.id, int(user.pk)), None))
     return [
-        AccessGrant(group=group, still_valid=still_valid, detail=detail, close_code=CloseCode.NOT_ALLOWED)
-        for group in groups
+        AccessGrant(
+            group=group, still_valid=still_valid, detail=detail, close_code=CloseCode.NOT_ALLOWED, expires_at=expires_at
+        )
+        for group, expires_at in groups
     ]
 
 
