@@ -12,12 +12,16 @@ loop:
   events into frames once and puts that same batch in every reader's inbox. It knows
   the last seq it handed on, so it fills a gap before a live event from the database
   once for all its readers, and asks the database after STREAM_REPAIR_SECONDS of quiet
-  while a reply streams (also how it learns that the thread was deleted);
+  while a reply streams (also how it learns that the thread was deleted). While none
+  streams, the hub asks for all such feeds at once: an event lost then (a version
+  switch, or a whole reply of a thread the feed took for idle) has no later one to show
+  its gap;
 - one `NoticeFeed` per grant group (streaming/subscription.py's AccessGrant), which
   flags each inbox under it on a revocation notice;
 - one channel for all those groups of notices, whose task hands each notice to the feed
   of the group it names;
-- one timer, which runs the feeds' repairs and wakes each reader whose own timed duty
+- one timer, which runs the feeds' repairs, reads the last seqs of the quiet threads
+  once every STREAM_REPAIR_SECONDS, and wakes each reader whose own timed duty
   (a grant re-check, a keep-alive) is due, instead of a timeout per reader per message.
   It keeps an agenda, earliest first, and looks only at what is due: a process with
   hundreds of readers and feeds must not walk them all each time one of them plans.
@@ -51,7 +55,7 @@ from .broadcast import channel_layer
 from .events import EncodedEvent
 from .frames import Frame
 from .models import Chunk, get_thread_model
-from .selectors import achunk_events_after, athread_last_seq, athread_streaming
+from .selectors import achunk_events_after, athread_last_seq, athread_streaming, athreads_last_seq
 
 logger = logging.getLogger(__name__)
 
@@ -404,6 +408,16 @@ class ThreadFeed(GroupFeed):
             for inbox in self.inboxes:
                 inbox.put(batch)
 
+    def quiet_while_idle(self, now: float) -> bool:
+        """Return whether no reply streams here and nothing was heard for STREAM_REPAIR_SECONDS."""
+        return (
+            not self.streaming
+            and self.repairing is None
+            and self.early is None
+            and not self.handovers
+            and now - self.last_heard >= self.repair_seconds
+        )
+
     def repair_due_at(self) -> float:
         """Return the loop time of the next repair, or infinity when none is due (no reply streams)."""
         if not self.streaming or self.repairing is not None:
@@ -478,6 +492,9 @@ class Hub:
         self.planned = itertools.count()  # breaks ties, so that feeds and inboxes are never compared
         self.poked = asyncio.Event()
         self.next_at = math.inf  # when the timer looks next
+        # When the timer next reads the last seqs of the quiet threads, and that read while it runs.
+        self.quiet_check_at = math.inf
+        self.quiet_check: asyncio.Task | None = None
         # The channel every group of notices is joined with, and its opening, shared by the feeds.
         self.notices = Listener(channel_layer(), self._notice, self._notices_failed)
         self.notices_opened: asyncio.Future[str] | None = None
@@ -516,6 +533,7 @@ class Hub:
         self.memberships[inbox] = feeds
         self.inboxes.add(inbox)
         if self.timer is None:
+            self.quiet_check_at = self.loop.time() + settings.STREAM_REPAIR_SECONDS
             self.timer = asyncio.create_task(self._run_timer())
         for feed in feeds:
             # Shielded: a reader cancelled while joining does not cancel the opening the others share.
@@ -560,6 +578,9 @@ class Hub:
                 self.timer.cancel()
                 closing.append(self.timer)
                 self.timer = None
+            if self.quiet_check is not None:
+                self.quiet_check.cancel()
+                closing.append(self.quiet_check)
             closing.append(asyncio.create_task(self._close_notices()))
             if _hubs.get(self.loop) is self:
                 del _hubs[self.loop]
@@ -590,7 +611,9 @@ class Hub:
                     self._inbox_due(item, at)
                 else:
                     self._feed_due(item, at, now)
-            self.next_at = next_at = self.agenda[0][0] if self.agenda else math.inf
+            if self.quiet_check_at <= now:
+                self._check_quiet_feeds(now)
+            self.next_at = next_at = min(self.agenda[0][0] if self.agenda else math.inf, self.quiet_check_at)
             # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes as the wait ends.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(None if next_at == math.inf else next_at):
@@ -611,6 +634,29 @@ class Hub:
             feed.start_repair()
         elif repair_at != math.inf:
             self.schedule(repair_at, feed)  # heard from since: a repair is due later
+
+    def _check_quiet_feeds(self, now: float) -> None:
+        """Start reading the last seqs of the threads whose feeds are quiet with no reply streaming."""
+        self.quiet_check_at = now + settings.STREAM_REPAIR_SECONDS
+        if self.quiet_check is not None:
+            return
+        quiet = [feed for feed in self.feeds.values() if isinstance(feed, ThreadFeed) and feed.quiet_while_idle(now)]
+        if quiet:
+            self.quiet_check = asyncio.create_task(self._repair_if_behind(quiet))
+
+    async def _repair_if_behind(self, feeds: list[ThreadFeed]) -> None:
+        """Repair each feed whose thread's log moved past it, or whose thread is gone: one read for them all."""
+        try:
+            last_seqs = await athreads_last_seq(thread_ids=[feed.thread_id for feed in feeds])
+        except Exception:
+            logger.warning("reading %d quiet threads' last seqs failed; trying again", len(feeds), exc_info=True)
+            return
+        finally:
+            self.quiet_check = None
+        for feed in feeds:
+            behind = last_seqs.get(feed.thread_id, math.inf) > feed.seq  # missing: deleted, the repair ends its readers
+            if behind and self.feeds.get(feed.group) is feed and feed.repairing is None:
+                feed.start_repair()
 
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}

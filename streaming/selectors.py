@@ -164,6 +164,14 @@ def thread_last_seq(*, thread_id: UUID) -> int:
 athread_last_seq = database_sync_to_async(thread_last_seq)
 
 
+def threads_last_seq(*, thread_ids: list[UUID]) -> dict[UUID, int]:
+    """Return the last seq of each of `thread_ids` that still exists, by id."""
+    return dict(get_thread_model().objects.filter(pk__in=thread_ids).values_list("pk", "last_seq"))
+
+
+athreads_last_seq = database_sync_to_async(threads_last_seq)
+
+
 def generation_status_counts(*, statuses: tuple[str, ...]) -> dict[str, int]:
     """Return how many generations are in each of `statuses` (those with none are left out)."""
     rows = Generation.objects.filter(status__in=statuses).values_list("status").annotate(count=Count("pk"))
