@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from base64 import urlsafe_b64encode
 
 import pytest
 
@@ -98,6 +99,14 @@ def test_oversized_send_is_413(signed_in, thread, settings):
     response = post_json(signed_in, f"/api/threads/{thread.id}/messages", body)
     assert response.status_code == 413 and response.json()["error"]["code"] == "too_long"
     assert counts() == (0, 0, 0)
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_thread_list_cursor_at_the_edge_of_time_is_400(signed_in, stamp):
+    """A cursor whose time lies outside what UTC can hold answers 400 bad_request like any malformed cursor."""
+    cursor = urlsafe_b64encode(f"{stamp}|{uuid.uuid4()}".encode()).decode()
+    response = signed_in.get("/api/threads", {"cursor": cursor})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
 
 
 @pytest.mark.parametrize("thread_id", ["nope", str(uuid.uuid4())])

@@ -10,7 +10,7 @@ import binascii
 import functools
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from django.conf import settings
@@ -121,10 +121,12 @@ def decode_thread_cursor(cursor: str) -> tuple[datetime, UUID]:
     """Return the (updated_at, id) position a thread-list cursor names."""
     try:
         stamp, _, thread_id = urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition("|")
-        position = datetime.fromisoformat(stamp), UUID(thread_id)
-    except (ValueError, binascii.Error):
+        updated_at = datetime.fromisoformat(stamp)
+        # Made UTC here, as the query would: a time at the edge of the range overflows doing it.
+        position = (updated_at.astimezone(UTC), UUID(thread_id)) if updated_at.tzinfo else None
+    except (ValueError, OverflowError, binascii.Error):
         position = None
-    if position is None or position[0].tzinfo is None:
+    if position is None:
         raise BadRequest("cursor is malformed: pass the `next` of the previous page.")
     return position
 
