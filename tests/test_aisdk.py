@@ -14,10 +14,13 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
 from chatsite.bench.topology import free_port
+from streaming.models import Chunk
+from streaming.selectors import logged_reply_parts
 from threads.models import Message
 from threads.services import message_post
 from threads.tokens.services import api_token_create
 
+from .agent_tools import tool_runs  # noqa: F401 (a fixture)
 from .live_server import wait_until_answering
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 (an autouse fixture)
 
@@ -161,6 +164,65 @@ def test_aisdk_send_while_busy_is_409_and_writes_nothing(client, thread, user):
     )
     assert response.status_code == 409 and response.json()["error"]["code"] == "busy"
     assert Message.objects.filter(thread=thread).count() == 2
+
+
+def approval_answer(body: dict, message_id: str, decisions: dict[str, bool]) -> dict:
+    """The AI SDK's request after addToolApprovalResponse: the message `message_id` with its tool calls answered."""
+    parts = [
+        {
+            "type": "dynamic-tool",
+            "toolName": "guarded_counter",
+            "toolCallId": tool_call_id,
+            "state": "approval-responded",
+            "input": {},
+            "approval": {"id": f"approval-{tool_call_id}", "approved": approved},
+        }
+        for tool_call_id, approved in decisions.items()
+    ]
+    return {**body, "messages": [*body["messages"], {"id": message_id, "role": "assistant", "parts": parts}]}
+
+
+async def approval_states(thread) -> dict[str, str]:
+    """The state of each approval the thread's reply asked for, by tool call id, as its log says."""
+    reply = await Message.objects.aget(thread=thread, role="assistant")
+    parts = await database_sync_to_async(logged_reply_parts)(message=reply)
+    return {part["tool_call_id"]: part["state"] for part in parts if part["type"] == "approval"}
+
+
+@pytest.mark.parametrize("parts", [5, True, 1.5, "approval-responded", {"state": "approval-responded"}])
+def test_approval_answer_whose_parts_are_not_a_list_is_400(client, thread, user, parts):
+    """An answered reply whose `parts` is not a list answers 400 bad_request and writes nothing."""
+    client.force_login(user)
+    posted = message_post(thread=thread, content="Hi", client_id=None)
+    body = ui_message_body("Hi", thread.id)
+    body["messages"].append({"id": str(posted.reply.id), "role": "assistant", "parts": parts})
+    before = Chunk.objects.count()
+    response = client.post("/api/chat", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
+    assert Chunk.objects.count() == before
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_approval_answer_naming_a_message_that_asked_nothing_decides_nothing(
+    chat_request, thread, worker, tool_runs
+):
+    """Answering for the question instead of its reply is 400, and the call the reply waits on stays undecided."""
+    body = ui_message_body("Guarded.\n/tool guarded_counter {}", thread.id)
+    await ui_chunks(await chat_request("/api/chat", method="POST", body=body))
+    question = await Message.objects.aget(thread=thread, role="user")
+    answer = approval_answer(body, str(question.id), {"call_1_1": True})
+    assert (await chat_request("/api/chat", method="POST", body=answer)).status == 400
+    assert await approval_states(thread) == {"call_1_1": "requested"}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_approval_answer_refused_part_way_decides_none_of_its_calls(chat_request, thread, worker, tool_runs):
+    """Answers for two calls, the second waited on by none: 409, and the first call stays undecided too."""
+    body = ui_message_body("Guarded.\n/tool guarded_counter {}\n/tool guarded_counter {}", thread.id)
+    chunks = await ui_chunks(await chat_request("/api/chat", method="POST", body=body))
+    answer = approval_answer(body, chunks[0]["messageId"], {"call_1_1": True, "call_9_9": True})
+    assert (await chat_request("/api/chat", method="POST", body=answer)).status == 409
+    assert await approval_states(thread) == {"call_1_1": "requested", "call_1_2": "requested"}
 
 
 # --- The real AI SDK client against a live server -------------------------------------------------

@@ -28,7 +28,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
 from streaming import events
-from streaming.errors import BadRequest, ChatError, NoApprovalPending
+from streaming.errors import BadRequest, ChatError
 from streaming.models import Chunk
 from streaming.selectors import logged_reply_parts, logged_reply_text
 from streaming.services.endings import generation_cancel
@@ -40,7 +40,7 @@ from .http import AuthenticatedHttpRequest
 from .inputs import parse_approval, parse_thread_id
 from .models import Message, Thread
 from .selectors import message_get_in_thread
-from .services import reply_regenerate, thread_start, tool_call_approve, validate_content
+from .services import reply_regenerate, thread_start, tool_calls_decide, validate_content
 from .sse import KEEPALIVE_COMMENT, KEEPALIVE_SECONDS, event_stream_response
 from .versions import message_edit
 
@@ -349,8 +349,11 @@ def edited_message(thread_id: uuid.UUID, client_id: uuid.UUID | None, content: s
 
 def ui_message_approvals(message: dict[str, Any]) -> list[tuple[str, bool]]:
     """Return the tool approval responses of a UIMessage: (tool call id, approved) of its responded tool parts."""
+    parts = message.get("parts")
+    if not isinstance(parts, list):
+        raise BadRequest("A reply's parts must be a list of UI message parts.")
     decisions = []
-    for part in message.get("parts") or []:
+    for part in parts:
         if not isinstance(part, dict) or part.get("state") != "approval-responded":
             continue
         approval, tool_call_id = part.get("approval"), part.get("toolCallId")
@@ -373,18 +376,12 @@ def aisdk_approve(
     decisions = ui_message_approvals(reply_message)
     if not decisions:
         raise BadRequest("The reply carries no tool approval response.")
-    slot = StreamSlot(user_id=request.user.pk)
+    after = last_approval_request_seq(reply)
+    slot = StreamSlot(user_id=request.user.pk)  # before deciding: a refused request decides nothing
     parts = logged_reply_parts(message=reply)
     decided = {part["tool_call_id"] for part in parts if part["type"] == "approval" and part["state"] != "requested"}
-    for tool_call_id, approved in decisions:
-        try:
-            tool_call_approve(thread=thread, tool_call_id=tool_call_id, approved=approved)
-        except NoApprovalPending:
-            if tool_call_id not in decided:
-                raise
-    return reply_stream_response(
-        request, thread, reply, slot, after=last_approval_request_seq(reply), answering_approval=True
-    )
+    tool_calls_decide(thread=thread, decisions=decisions, decided=decided)
+    return reply_stream_response(request, thread, reply, slot, after=after, answering_approval=True)
 
 
 def last_approval_request_seq(reply: Message) -> int:

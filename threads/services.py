@@ -15,7 +15,7 @@ from streaming.broadcast import (
     publish_access_revoked_on_commit,
     publish_thread_renamed_on_commit,
 )
-from streaming.errors import BadRequest, Busy, TooLong
+from streaming.errors import BadRequest, Busy, NoApprovalPending, TooLong
 from streaming.events import thread_group_name
 from streaming.models import Chunk, Generation
 from streaming.services.endings import ACTIVE_STATUSES
@@ -357,3 +357,17 @@ def tool_call_approve(*, thread: Thread, tool_call_id: str, approved: bool) -> N
     The caller got `thread` through the access check for a write (threads/access.py): only writers decide.
     """
     tool_call_decide(thread_id=thread.id, tool_call_id=tool_call_id, approved=approved)
+
+
+@transaction.atomic
+def tool_calls_decide(*, thread: Thread, decisions: list[tuple[str, bool]], decided: set[str]) -> None:
+    """Take every decision or none: one refused undoes those taken before it.
+
+    Calls in `decided` were decided already: an AI SDK client sends again every answer its message holds.
+    """
+    for tool_call_id, approved in decisions:
+        try:
+            tool_call_approve(thread=thread, tool_call_id=tool_call_id, approved=approved)
+        except NoApprovalPending:
+            if tool_call_id not in decided:
+                raise
