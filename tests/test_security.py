@@ -1,11 +1,15 @@
-"""Security headers on pages and API answers, secure cookies, and the secret key a web process needs."""
+"""Security headers on pages and API answers, secure cookies, the secret key a web process needs, and hostile frames."""
 
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
+from channels.db import database_sync_to_async
 from django.conf import settings
+
+from threads.models import Message, Thread
 
 
 @pytest.mark.parametrize("path", ["/", "/accounts/login/", "/api/threads"])
@@ -51,3 +55,15 @@ def test_a_web_process_refuses_to_start_without_a_secret_key():
     ran = _run_without_secret_key("-c", "import chatsite.asgi")
     assert ran.returncode != 0
     assert "Set the DJANGO_SECRET_KEY environment variable" in ran.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_write_to_a_thread_deleted_without_notice_closes_4404(connect, thread, user):
+    """A send to a thread deleted meanwhile, its notice lost (I2), closes the socket 4404 and writes nothing."""
+    socket = await connect(thread.id, user)
+    await socket.receive_until(lambda frame: frame["type"] == "ready")
+    # A plain delete publishes no notice: only the write can find the thread gone.
+    await database_sync_to_async(Thread.objects.filter(pk=thread.id).delete)()
+    await socket.send({"type": "send", "content": "hello", "client_id": str(uuid.uuid4())})
+    assert await socket.close_code() == 4404
+    assert not await Message.objects.aexists()

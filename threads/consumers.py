@@ -151,6 +151,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self._handle_frame(self.thread, text_data)
         except ChatError as error:
             await self.send(events.encode(events.error_frame(error.code, error.detail)))
+        except ThreadGone:
+            # Deleted with its notice lost or still on its way (I2): the write found out first.
+            logger.info("thread %s: deleted; closing its socket", self.thread.id)
+            await self.close_with(CloseCode.NOT_FOUND)
         except AccessRevoked as revoked:
             await self.close_with(revoked.close_code)
 
