@@ -20,6 +20,7 @@ except ImproperlyConfigured as error:
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from chatsite.forwarded import ForwardedClientMiddleware  # noqa: E402
 from chatsite.websocket_origin import SameOriginValidator  # noqa: E402
 from streaming.inline import InlineWorkerMiddleware  # noqa: E402
 from threads.routing import websocket_urlpatterns  # noqa: E402
@@ -28,16 +29,19 @@ from threads.tokens.middleware import BearerTokenAuthMiddleware  # noqa: E402
 # Channels' stubs type the routes as patterns of ASGI apps, which Django's path() makes but is not typed to.
 websocket_app = URLRouter(websocket_urlpatterns)  # type: ignore[arg-type]
 
-application = InlineWorkerMiddleware(
-    ProtocolTypeRouter(
-        {
-            "http": django_asgi_app,
-            # Browsers: session cookie and the site's own Origin (scheme, host and port).
-            # Other clients: a bearer token.
-            "websocket": BearerTokenAuthMiddleware(
-                session_app=SameOriginValidator(AuthMiddlewareStack(websocket_app)),
-                token_app=websocket_app,
-            ),
-        }
-    )
+application = ForwardedClientMiddleware(
+    InlineWorkerMiddleware(
+        ProtocolTypeRouter(
+            {
+                "http": django_asgi_app,
+                # Browsers: session cookie and the site's own Origin (scheme, host and port).
+                # Other clients: a bearer token.
+                "websocket": BearerTokenAuthMiddleware(
+                    session_app=SameOriginValidator(AuthMiddlewareStack(websocket_app)),
+                    token_app=websocket_app,
+                ),
+            }
+        )
+    ),
+    hops=settings.PROXY_HOPS,
 )

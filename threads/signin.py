@@ -22,7 +22,7 @@ from .models import SignInFailure
 
 
 def client_address(request: HttpRequest | None) -> str:
-    """Return the address a request comes from (daphne's --proxy-headers puts the forwarded one here)."""
+    """Return the address a request comes from: behind a proxy, the one it saw (chatsite/forwarded.py)."""
     return (request.META.get("REMOTE_ADDR") if request is not None else None) or "0.0.0.0"
 
 
