@@ -42,6 +42,5 @@ application = ForwardedClientMiddleware(
                 ),
             }
         )
-    ),
-    hops=settings.PROXY_HOPS,
+    )
 )

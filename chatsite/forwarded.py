@@ -13,6 +13,8 @@ ignored and the address is the connection's own.
 import ipaddress
 from collections.abc import Iterable
 
+from django.conf import settings
+
 HEADER = b"x-forwarded-for"
 
 
@@ -35,15 +37,15 @@ def forwarded_client(headers: Iterable[tuple[bytes, bytes]], *, hops: int) -> st
 
 
 class ForwardedClientMiddleware:
-    """Set each HTTP request's and WebSocket's `client` to the address the nearest of `hops` proxies saw."""
+    """Set each HTTP request's and WebSocket's `client` to the address the nearest of PROXY_HOPS proxies saw."""
 
-    def __init__(self, app, *, hops: int) -> None:
+    def __init__(self, app) -> None:
         self.app = app
-        self.hops = hops
 
     async def __call__(self, scope, receive, send):
-        if self.hops and scope["type"] in ("http", "websocket"):
-            address = forwarded_client(scope.get("headers", ()), hops=self.hops)
+        hops = settings.PROXY_HOPS
+        if hops and scope["type"] in ("http", "websocket"):
+            address = forwarded_client(scope.get("headers", ()), hops=hops)
             if address is not None:
                 scope = {**scope, "client": [address, 0]}
         return await self.app(scope, receive, send)
