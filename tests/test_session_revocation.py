@@ -10,8 +10,10 @@ from django.contrib.sessions.models import Session
 from django.test import Client
 from websockets.exceptions import ConnectionClosed
 
-from threads.models import Message
-from threads.sessions import session_signs_in
+from threads import sessions
+from threads.models import ApiToken, Message
+from threads.sessions import person_group_name, session_signs_in
+from threads.tokens.selectors import token_group_name
 
 from .live_server import PASSWORD, chat_server  # noqa: F401 - chat_server is a fixture
 from .outsider import EventStream, Visitor, frames_until
@@ -87,6 +89,56 @@ def test_deactivation_in_the_admin_ends_every_stream(chat_server):  # noqa: F811
         assert close_code(socket) == 4401
         assert json.loads(stream.records_until("error")[-1]["data"])["code"] == "forbidden"
     assert visitor.request("GET", f"/api/threads/{thread_id}").status == 401
+
+
+def test_a_password_changed_in_the_admin_ends_every_stream(chat_server):  # noqa: F811
+    """The person's sessions carry the old password's hash: their streams end at once, not at the next check."""
+    chat_server.create_users("rekeyed", "key-operator")
+    people = "from django.contrib.auth.models import User"
+    chat_server.shell(f"{people}; User.objects.filter(username='key-operator').{MAKE_STAFF}")
+    visitor, thread_id = signed_in_with_thread(chat_server, "rekeyed")
+    operator = Visitor(chat_server.url)
+    assert operator.sign_in("key-operator", PASSWORD).status == 302
+    person_id = chat_server.shell(f"{people}; print(User.objects.get(username='rekeyed').pk)")
+    with visitor.websocket(thread_id) as socket:
+        frames_until(socket, "ready")
+        new_password = "another-long-password-1"
+        form = {"password1": new_password, "password2": new_password, "usable_password": "true"}
+        assert operator.request("POST", f"/admin/auth/user/{person_id}/password/", form=form).status == 302
+        assert close_code(socket) == 4401
+
+
+@pytest.fixture
+def noticed(monkeypatch) -> list[str]:
+    """Record the groups told to check their streams' rights (the notices the admin's changes send)."""
+    groups: list[str] = []
+    monkeypatch.setattr(sessions, "publish_access_revoked_on_commit", groups.append)
+    return groups
+
+
+@pytest.mark.django_db
+def test_unticking_active_in_the_admin_tells_the_persons_streams(admin_client, user, noticed):
+    change = f"/admin/auth/user/{user.pk}/change/"
+    form = {
+        "username": user.username,
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+        "initial-date_joined_0": "2026-01-01",
+        "initial-date_joined_1": "00:00:00",
+    }
+    assert admin_client.post(change, {**form, "is_active": "on"}).status_code == 302
+    assert noticed == [], "saving an active person tells nobody"
+    assert admin_client.post(change, form).status_code == 302
+    assert noticed == [person_group_name(user.pk)]
+
+
+@pytest.mark.django_db
+def test_deleting_a_person_in_the_admin_tells_their_streams_and_tokens(admin_client, user, noticed):
+    token = ApiToken.objects.create(user=user, name="cli", hashed_token="x" * 64)
+    answer = admin_client.post(f"/admin/auth/user/{user.pk}/delete/", {"post": "yes"})
+    assert answer.status_code == 302
+    assert noticed == [person_group_name(user.pk), token_group_name(token.pk)]
+    assert not type(user).objects.filter(pk=user.pk).exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, TypedDict
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.core.exceptions import PermissionDenied
 from django.db.models import (
     Count,
@@ -36,7 +37,7 @@ from streaming.selectors import logged_reply_parts, reply_check, timeline_page
 
 from .models import Membership, Message, ShareLink, Thread
 from .services import reply_retry
-from .sessions import user_deactivate
+from .sessions import person_streams_check, user_deactivate
 from .signin import ThrottledAdminAuthenticationForm
 
 if TYPE_CHECKING:
@@ -354,10 +355,39 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
             self.message_user(request, "Not retried: " + "; ".join(refused), level="warning")
 
 
+class StreamsEndingPasswordChangeForm(AdminPasswordChangeForm):
+    """The admin's password change, which ends the person's open streams at once: their sessions hold the old hash."""
+
+    def save(self, commit=True):
+        user = super().save(commit)
+        if commit:
+            person_streams_check(user_id=user.pk)
+        return user
+
+
 class PersonAdmin(UserAdmin):
-    """Django's user admin, with a deactivation that also ends the person's open streams at once."""
+    """Django's user admin, where deactivating, changing a password and deleting end the person's streams at once.
+
+    Each asks every stream the person holds to check its right now, rather than at its
+    next periodic check (STREAM_ACCESS_RECHECK_SECONDS).
+    """
 
     actions = ["deactivate"]
+    change_password_form = StreamsEndingPasswordChangeForm
+
+    def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            person_streams_check(user_id=obj.pk)  # "active" unticked: as the deactivate action does
+
+    def delete_model(self, request: HttpRequest, obj) -> None:
+        person_streams_check(user_id=obj.pk)  # before: it names the person's API tokens, which go with them
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for person_id in queryset.values_list("pk", flat=True):
+            person_streams_check(user_id=person_id)
+        super().delete_queryset(request, queryset)
 
     @admin.action(description="Deactivate the selected people and end their open streams", permissions=["change"])
     def deactivate(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -2,7 +2,8 @@
 
 A WebSocket or event stream opened with the session cookie holds a session grant
 (streaming/subscription.py's AccessGrant): it joins the person's group, where signing
-out and deactivating publish a notice, on which every stream of that person checks that
+out, deactivating, and the admin's password changes and deletions publish a notice
+(`person_streams_check`), on which every stream of that person checks that
 its own session still signs them in. So signing out (which is also how a person ends a
 stolen session) ends that session's streams at once and leaves their other devices
 alone, and deactivating a person ends all of them. Should a notice be lost, each stream
