@@ -8,8 +8,12 @@ cursor (the consumer then answers with a `reset` snapshot), and an empty log
 would look like "nothing new" instead.
 
 Pruning goes by message, and a segment row (streaming.compaction) holds deltas of one
-message only, so a segment always goes or stays whole. Counts are of events, not
-rows: a segment counts as the events it holds.
+message only, so a segment always goes or stays whole. It goes by each event's own age
+too: a version switch is logged against the version it switches to, however old that
+is, and the switch must stay with everything after it. So what goes is always the
+start of a thread's log, and a resuming reader meets the pruned range before any event
+that stays, never a hole after one. Counts are of events, not rows: a segment counts as
+the events it holds.
 """
 
 from collections.abc import Callable
@@ -39,7 +43,7 @@ class PruneSummary:
 
 
 def _prunable_chunks(*, cutoff: datetime) -> QuerySet[Chunk]:
-    """Return the chunks of ended messages whose last activity was before `cutoff`, in settled threads."""
+    """Return the chunks written before `cutoff` of ended messages last active before it, in settled threads."""
     Message = get_message_model()
     streaming = Message.objects.filter(status=MessageStatus.STREAMING)
     messages = (
@@ -51,7 +55,9 @@ def _prunable_chunks(*, cutoff: datetime) -> QuerySet[Chunk]:
         .filter(last_activity__lt=cutoff)
     )
     # The row holding the thread's newest event stays.
-    return Chunk.objects.filter(message__in=messages.values("pk")).exclude(seq_last=F("thread__last_seq"))
+    return Chunk.objects.filter(message__in=messages.values("pk"), created_at__lt=cutoff).exclude(
+        seq_last=F("thread__last_seq")
+    )
 
 
 @dataclass(frozen=True)

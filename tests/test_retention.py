@@ -13,7 +13,8 @@ from streaming.models import Chunk
 from streaming.retention import chunks_prune
 from streaming.selectors import logged_reply_text
 from threads.models import Message, Thread
-from threads.services import message_post, thread_create
+from threads.services import message_post, reply_regenerate, thread_create
+from threads.versions import version_switch
 
 from .writes import generation_append, generation_claim, generation_finish
 
@@ -29,8 +30,9 @@ def reply_written(thread: Thread, *, deltas: tuple[str, ...] = ("Hel", "lo")) ->
 
 
 def age(messages, *, days: float) -> None:
-    """Make `messages` look as if they were written and ended `days` ago."""
+    """Make `messages`, and the events logged so far against them, look as if they were written and ended `days` ago."""
     then = timezone.now() - timedelta(days=days)
+    Chunk.objects.filter(message__in=messages).update(created_at=then)
     messages.update(created_at=then)
     messages.filter(completed_at__isnull=False).update(completed_at=then)
 
@@ -170,6 +172,31 @@ async def test_cursor_before_the_kept_tail_resumes_without_reset(thread, user, c
     end = await socket.receive()
     assert (end["type"], end["seq"], end["status"]) == ("end", reply.content_seq, "complete")
     assert await socket.receive() == {"type": "ready", "seq": reply.content_seq}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_recent_switch_to_an_old_version_stays_with_what_follows_it(thread, user, connect):
+    """The switch is logged against the old version: it and every later event stay, and a resume gets them all."""
+
+    def versions_then_prune() -> tuple[Message, int]:
+        first = reply_written(thread)
+        age(Message.objects.filter(thread=thread), days=40)
+        again = reply_regenerate(thread=thread, reply=first)
+        claim = generation_claim(worker="test-worker", model="scripted")
+        generation_append(claim=claim, text="Another", first=True)
+        generation_finish(claim=claim, status=Message.Status.COMPLETE)
+        switch_seq = version_switch(thread=thread, message=first)  # back to the old reply, today
+        reply_written(thread)
+        chunks_prune(older_than=timedelta(days=30))
+        return Message.objects.get(pk=again.pk), switch_seq
+
+    again, switch_seq = await database_sync_to_async(versions_then_prune)()
+    kept = await database_sync_to_async(chunk_seqs)(thread)
+    assert kept == list(range(again.seq, kept[-1] + 1)), "only the start of the log went"
+    assert switch_seq in kept
+    socket = await connect(thread.id, user, after=again.seq - 1)
+    await socket.receive_until(lambda frame: frame["type"] == "ready")
+    assert [event["seq"] for event in socket.log_events] == kept
 
 
 @pytest.mark.django_db
