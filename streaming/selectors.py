@@ -383,10 +383,15 @@ def message_page(
         newest_first = newest_first[:limit]
     else:
         # Characters never outnumber bytes: choosing by characters first bounds what is loaded.
-        count, more, newest_left_out = _count_fitting(
+        count, more, newest_left_out, oldest_counted = _count_fitting(
             messages, limit=limit, max_chars=max_bytes, at_least_one=not strict
         )
-        newest_first = list(messages[:count]) if count else []
+        # Read from the oldest counted on, not the newest `count`: a send committed since the count
+        # would shift that window and drop the oldest ones unsaid. What it adds is trimmed below,
+        # and `next` then says what was left out.
+        newest_first = list(messages.filter(seq__gte=oldest_counted)) if count else []
+        if limit is not None and len(newest_first) > limit:
+            newest_first, more = newest_first[:limit], True
     page = newest_first[::-1]
     seq = (
         page[0].snapshot_seq
@@ -442,18 +447,19 @@ def message_versions(
 
 def _count_fitting(
     messages: QuerySet, *, limit: int | None, max_chars: int, at_least_one: bool
-) -> tuple[int, bool, int | None]:
+) -> tuple[int, bool, int | None, int | None]:
     """Count the newest `messages` (at most `limit`) whose contents hold at most `max_chars` together.
 
-    Return the count, whether more messages are left out, and the seq of the newest one left out.
+    Return the count, whether more messages are left out, the seq of the newest one left out,
+    and that of the oldest one counted.
     """
-    count, chars = 0, 0
+    count, chars, oldest_counted = 0, 0, None
     for seq, length in messages.values_list("seq", Length("content")).iterator(chunk_size=100):
         chars += length or 0
         if count == limit or (chars > max_chars and (count or not at_least_one)):
-            return count, True, seq
-        count += 1
-    return count, False, None
+            return count, True, seq, oldest_counted
+        count, oldest_counted = count + 1, seq
+    return count, False, None, oldest_counted
 
 
 def _newest_fitting(

@@ -6,7 +6,9 @@ from base64 import urlsafe_b64encode
 
 import pytest
 
+from streaming import selectors
 from streaming.models import Chunk, Generation
+from streaming.services.endings import generation_cancel
 from threads.models import Message, Thread
 from threads.services import message_post
 
@@ -171,3 +173,29 @@ def test_wrong_method_is_405(signed_in, thread):
     """A method an endpoint does not take answers 405 with Allow."""
     response = signed_in.delete(f"/api/threads/{thread.id}/cancel")
     assert response.status_code == 405 and response["Allow"] == "POST"
+
+
+def send_and_cancel(thread, content: str) -> None:
+    """A question whose reply ends at once (cancelled while queued): the thread is free for the next one."""
+    message_post(thread=thread, content=content, client_id=None)
+    generation_cancel(thread=thread)
+
+
+@pytest.mark.django_db
+def test_a_snapshot_read_while_a_send_commits_keeps_the_oldest_messages(client, user, thread, monkeypatch):
+    """I4: the page is read in two statements when bytes are bounded; a send between them adds, never drops."""
+    send_and_cancel(thread, "first question")
+    count_fitting = selectors._count_fitting
+
+    def counted_then_a_send_commits(*args, **kwargs):
+        monkeypatch.setattr(selectors, "_count_fitting", count_fitting)
+        result = count_fitting(*args, **kwargs)
+        send_and_cancel(thread, "second question")  # another tab, device or participant
+        return result
+
+    monkeypatch.setattr(selectors, "_count_fitting", counted_then_a_send_commits)
+    client.force_login(user)
+    snapshot = client.get(f"/api/threads/{thread.id}").json()
+    questions = [message["content"] for message in snapshot["messages"] if message["role"] == "user"]
+    assert (questions, snapshot["next"]) == (["first question", "second question"], None)
+    assert snapshot["seq"] == Thread.objects.get(pk=thread.pk).last_seq
