@@ -14,8 +14,10 @@ from .worker import StreamWorker
 
 logger = logging.getLogger(__name__)
 
-# One worker per event loop; the task is kept here so it is not garbage-collected.
-_workers: dict[asyncio.AbstractEventLoop, tuple[StreamWorker, asyncio.Task]] = {}
+# One worker per event loop; the task is kept here so it is not garbage-collected. None once
+# stopped for good: the process is shutting down, and no request starts another (it would claim
+# again the replies just handed over, and leave with their leases).
+_workers: dict[asyncio.AbstractEventLoop, tuple[StreamWorker, asyncio.Task] | None] = {}
 
 
 def inline_worker() -> StreamWorker | None:
@@ -27,6 +29,8 @@ def inline_worker() -> StreamWorker | None:
 def ensure_inline_worker() -> None:
     """Start this loop's worker, or a new one if the last one ended (it crashed: it is never stopped here)."""
     loop = asyncio.get_running_loop()
+    if loop in _workers and _workers[loop] is None:
+        return  # stopped for good
     entry = _workers.get(loop)
     if entry is None or entry[1].done():
         if entry is not None:
@@ -51,8 +55,9 @@ class InlineWorkerMiddleware:
 
 
 async def stop_inline_worker() -> None:
-    """Stop this loop's inline worker, handing its running replies over, and wait for it to end."""
-    entry = _workers.pop(asyncio.get_running_loop(), None)
+    """Stop this loop's inline worker for good, handing its running replies over, and wait for it to end."""
+    loop = asyncio.get_running_loop()
+    entry, _workers[loop] = _workers.get(loop), None
     if entry is not None:
         worker, task = entry
         worker.stop()

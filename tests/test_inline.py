@@ -6,6 +6,7 @@ import pytest
 
 from streaming import inline
 from streaming.inline import inline_worker, stop_inline_worker
+from streaming.models import Generation
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,3 +47,19 @@ async def test_ended_inline_worker_is_replaced(thread, user, connect, settings):
         assert inline_worker() is not first
     finally:
         await stop_inline_worker()
+
+
+async def test_a_stopped_inline_worker_stays_stopped(thread, user, connect, settings):
+    """After the shutdown's hand-over, a connection still reaching the process starts no worker to claim them again."""
+    settings.STREAM_INLINE_WORKER = True
+    settings.SCRIPTED_TOKENS_PER_SECOND = 5  # slow: the reply still runs at the hand-over
+    socket = await connect(thread.id, user)
+    await socket.send({"type": "send", "content": "Go on slowly"})
+    await socket.receive_until(lambda frame: frame["type"] == "delta")
+    await stop_inline_worker()
+    generation = await Generation.objects.aget(message__thread=thread)
+    assert generation.status == Generation.Status.QUEUED, "handed over"
+
+    await connect(thread.id, user)  # a client reconnecting, or a probe, during the shutdown
+    assert inline_worker() is None
+    assert (await Generation.objects.aget(pk=generation.pk)).status == Generation.Status.QUEUED
