@@ -48,7 +48,7 @@ TOKEN_RATE = Histogram(
     "Output tokens per second of a completed reply, from its first committed text to its end.",
     buckets=TOKEN_RATE_BUCKETS,
 )
-REPLIES_ENDED = Counter("chatsite_replies_ended", "Replies ended by a worker, by status.", ["status"])
+REPLIES_ENDED = Counter("chatsite_replies_ended", "Replies ended, by status.", ["status"])
 ROUND_SECONDS = Histogram(
     "chatsite_commit_round_seconds",
     "One group-commit round: its transaction, then handing its publish off.",

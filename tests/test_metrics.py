@@ -14,8 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streaming.layers import BoundedQueue
 from streaming.models import Generation
+from streaming.services.claims import generation_claim_many
+from streaming.services.endings import generation_cancel
 from streaming.worker import StreamWorker
-from threads.services import thread_create
+from threads.services import message_post, thread_create
 
 from .anthropic_mock import MockResponse, mock_api  # noqa: F401
 from .chaos_cluster import async_wait_until
@@ -174,3 +176,23 @@ def test_the_example_dashboard_names_only_metrics_that_exist(client, settings):
     response = client.get("/metrics", HTTP_AUTHORIZATION=basic_auth(TOKEN))
     families = {family.name for family in text_string_to_metric_families(response.content.decode())}
     assert len(queried) >= 10 and queried <= families, queried - families
+
+
+@pytest.mark.django_db
+def test_replies_no_worker_ends_are_counted_once_committed(thread, settings, django_capture_on_commit_callbacks):
+    """Failed `interrupted` at a claim (out of attempts) and cancelled while queued count as a run's ends do."""
+    failed_before = sample("chatsite_replies_ended_total", status="failed")
+    cancelled_before = sample("chatsite_replies_ended_total", status="cancelled")
+    with django_capture_on_commit_callbacks(execute=True):
+        posted = message_post(thread=thread, content="Out of attempts", client_id=None)
+        # As workers that died with it left it: every attempt used.
+        Generation.objects.filter(message_id=posted.reply.id).update(attempts=settings.GENERATION_MAX_ATTEMPTS)
+        assert generation_claim_many(worker="w", model="scripted", limit=10) == []
+    assert sample("chatsite_replies_ended_total", status="failed") == failed_before + 1
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        message_post(thread=thread, content="Never mind", client_id=None)
+        generation_cancel(thread=thread)
+    assert sample("chatsite_replies_ended_total", status="cancelled") == cancelled_before, "not before the commit"
+    for callback in callbacks:
+        callback()
+    assert sample("chatsite_replies_ended_total", status="cancelled") == cancelled_before + 1

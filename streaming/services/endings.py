@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from .. import metrics
 from ..broadcast import notify_workers_on_commit, publish_events_on_commit
 from ..compaction import LoggedDelta, LoggedRow, ended_log, replies_compaction
 from ..errors import NotRunning
@@ -128,9 +129,10 @@ def _generations_done(ended: list[tuple[AbstractMessage, dict[str, Any]]], *, fi
 
 
 def message_end(*, message: AbstractMessage, status: str, **outcome: Any) -> None:
-    """End one assistant message as `replies_end` does, and publish its `end` event on commit."""
+    """End one assistant message no worker holds as `replies_end` does; its `end` event goes out on commit."""
     ended = replies_end([(message, {"status": status, **outcome})])
     publish_events_on_commit(message.thread_id, ended[message.id])
+    _count_ended_on_commit(status, 1)
 
 
 def replies_fail_interrupted(replies: list[AbstractMessage]) -> None:
@@ -139,6 +141,12 @@ def replies_fail_interrupted(replies: list[AbstractMessage]) -> None:
     ended = replies_end([(reply, {"status": MessageStatus.FAILED, "error": error}) for reply in replies])
     for reply in replies:
         publish_events_on_commit(reply.thread_id, ended[reply.id])
+    _count_ended_on_commit(MessageStatus.FAILED, len(replies))
+
+
+def _count_ended_on_commit(status: str, count: int) -> None:
+    """Count replies ended here rather than by their worker's run (which counts its own), once they are."""
+    transaction.on_commit(lambda: metrics.REPLIES_ENDED.labels(status=status).inc(count))
 
 
 def generation_cancel(*, thread: AbstractThread) -> AbstractMessage:
