@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core import checks
 from django.db.backends.signals import connection_created
 
 
@@ -16,3 +17,7 @@ class ChatsiteConfig(AppConfig):
         from .timestamps import install_timestamp_loader
 
         connection_created.connect(install_timestamp_loader, dispatch_uid="chatsite.timestamps")
+
+        from .metrics import allowed_networks_check
+
+        checks.register(allowed_networks_check)

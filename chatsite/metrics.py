@@ -12,12 +12,26 @@ import hmac
 import ipaddress
 
 from django.conf import settings
+from django.core import checks
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streaming.metrics import Scrape
+
+
+def allowed_networks_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Refuse at startup an entry of METRICS_ALLOWED_NETWORKS that is no IP network: every scrape would fail on it."""
+    errors: list[checks.CheckMessage] = []
+    for network in settings.METRICS_ALLOWED_NETWORKS:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            error = f"METRICS_ALLOWED_NETWORKS: {network!r} is no IP network."
+            hint = "Give addresses or networks, comma-separated: 10.0.0.0/8,192.0.2.7"
+            errors.append(checks.Error(error, hint=hint, id="chatsite.E001"))
+    return errors
 
 
 def _in_allowed_networks(address: str) -> bool:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from channels.db import database_sync_to_async
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -196,3 +198,12 @@ def test_replies_no_worker_ends_are_counted_once_committed(thread, settings, dja
     for callback in callbacks:
         callback()
     assert sample("chatsite_replies_ended_total", status="cancelled") == cancelled_before + 1
+
+
+def test_a_network_that_is_none_is_refused_at_startup(settings):
+    """An entry of METRICS_ALLOWED_NETWORKS that is no network stops `check` (and so `release`), not each scrape."""
+    settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
+    call_command("check")
+    settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8", "10.0.0.300/8"]
+    with pytest.raises(SystemCheckError, match=r"chatsite.E001.*'10.0.0.300/8' is no IP network"):
+        call_command("check")
