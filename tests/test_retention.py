@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from streaming.management.commands.prunechunks import parse_age
+from streaming.management.commands.prunechunks import MAX_AGE_DAYS, MAX_BATCH_SIZE, parse_age, parse_batch_size
 from streaming.models import Chunk
 from streaming.retention import chunks_prune
 from streaming.selectors import logged_reply_text
@@ -139,6 +139,20 @@ def test_age_accepts_days_hours_and_minutes(text, expected):
     assert parse_age(text) == expected
 
 
+@pytest.mark.parametrize("text", ["36500d", "876000h", "52560000m", "036500d"])
+def test_age_accepts_up_to_a_century(text):
+    """--older-than reads an age of up to MAX_AGE_DAYS days, in any unit."""
+    assert parse_age(text) == timedelta(days=MAX_AGE_DAYS)
+
+
+@pytest.mark.parametrize("text", ["36501d", "876001h", "1000000d", "99999999999999m", "1" * 5000 + "d"])
+@pytest.mark.django_db
+def test_command_refuses_an_age_past_a_century(text):
+    """An age over MAX_AGE_DAYS days (one past the calendar among them) is refused, naming the option and the limit."""
+    with pytest.raises(CommandError, match=f"--older-than: .* longer than the {MAX_AGE_DAYS}d"):
+        prune(f"--older-than={text}")
+
+
 @pytest.mark.parametrize("text", ["30", "d", "1.5d", "30s", "-3d"])
 @pytest.mark.django_db
 def test_command_refuses_an_unreadable_age(text):
@@ -222,3 +236,21 @@ def test_command_refuses_a_batch_size_below_one(thread):
     """A batch size of 0 is refused before anything is deleted."""
     with pytest.raises(CommandError):
         prune("--batch-size", "0")
+
+
+@pytest.mark.parametrize("size", ["1", str(MAX_BATCH_SIZE)])
+def test_batch_size_accepts_one_to_the_most_a_statement_takes(size):
+    """--batch-size reads a whole number from 1 to MAX_BATCH_SIZE."""
+    assert parse_batch_size(size) == int(size)
+
+
+@pytest.mark.parametrize("size", [str(MAX_BATCH_SIZE + 1), str(2**64), "1" * 5000])
+@pytest.mark.django_db
+def test_command_refuses_a_batch_size_past_the_most_a_statement_takes(thread, size):
+    """A batch size over MAX_BATCH_SIZE is refused, naming the option and its range, before anything is deleted."""
+    reply_written(thread)
+    age(Message.objects.filter(thread=thread), days=40)
+    seqs = chunk_seqs(thread)
+    with pytest.raises(CommandError, match=f"--batch-size: .* from 1 to {MAX_BATCH_SIZE}"):
+        prune("--older-than", "30d", "--batch-size", size)
+    assert chunk_seqs(thread) == seqs

@@ -7,23 +7,45 @@ from django.core.management.base import BaseCommand
 
 from streaming.retention import PRUNE_BATCH_SIZE, PruneProgress, chunks_prune
 
-AGE_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
-AGE_PATTERN = re.compile(r"^(\d+)([dhm])$")
+AGE_UNITS = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
+# Leading zeros are dropped so that the digits' length says how large the number is.
+AGE_PATTERN = re.compile(r"^0*(\d+)([dhm])$")
+# No chat log is a century old: a longer age is a slip of the keyboard, refused rather than silently pruning
+# nothing on every scheduled run (and past about 2000 years its cutoff would fall before the year 1, which
+# datetime cannot hold). A fixed bound reads the same in every unit and on every day.
+MAX_AGE_DAYS = 36500
+# A batch's primary keys go as bound parameters of one DELETE (retention._delete_in_batches): SQLite, as
+# built by default, accepts 32766 in a statement and PostgreSQL 65535; a larger batch fails in the database.
+MAX_BATCH_SIZE = 30000
+
+
+def whole_number(digits: str, *, most: int) -> int | None:
+    """Return the number `digits` spell if it is at most `most`, else None; a huge one is never converted."""
+    # int() refuses a string of more than 4300 digits (sys.get_int_max_str_digits): compare lengths first.
+    if len(digits) > len(str(most)) or int(digits) > most:
+        return None
+    return int(digits)
 
 
 def parse_age(value: str) -> timedelta:
-    """Parse an age such as 30d, 12h or 90m."""
+    """Parse an age such as 30d, 12h or 90m, of at most MAX_AGE_DAYS days."""
     match = AGE_PATTERN.match(value.strip())
     if match is None:
         raise argparse.ArgumentTypeError(f"{value!r} is not an age such as 30d, 12h or 90m.")
-    amount, unit = match.groups()
-    return timedelta(**{AGE_UNITS[unit]: int(amount)})
+    digits, unit = match.groups()
+    amount = whole_number(digits, most=timedelta(days=MAX_AGE_DAYS) // AGE_UNITS[unit])
+    if amount is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is longer than the {MAX_AGE_DAYS}d (100 years) accepted.")
+    return amount * AGE_UNITS[unit]
 
 
-def positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1.")
-    return int(value)
+def parse_batch_size(value: str) -> int:
+    """Parse a batch size: a whole number from 1 to MAX_BATCH_SIZE."""
+    digits = value.strip().lstrip("0")
+    amount = whole_number(digits, most=MAX_BATCH_SIZE) if digits.isascii() and digits.isdigit() else None
+    if amount is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to {MAX_BATCH_SIZE}.")
+    return amount
 
 
 class Command(BaseCommand):
@@ -38,14 +60,20 @@ class Command(BaseCommand):
             "--older-than",
             type=parse_age,
             default=None,
-            help="Age of the messages whose chunks go, such as 30d, 12h or 90m (default: CHUNK_RETENTION_DAYS days).",
+            help=(
+                "Age of the messages whose chunks go, such as 30d, 12h or 90m, at most "
+                f"{MAX_AGE_DAYS}d (default: CHUNK_RETENTION_DAYS days)."
+            ),
         )
         parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
         parser.add_argument(
             "--batch-size",
-            type=positive_int,
+            type=parse_batch_size,
             default=PRUNE_BATCH_SIZE,
-            help=f"Rows deleted per statement (default {PRUNE_BATCH_SIZE}): short statements keep locks brief.",
+            help=(
+                f"Rows deleted per statement, 1 to {MAX_BATCH_SIZE} (default {PRUNE_BATCH_SIZE}): "
+                "short statements keep locks brief."
+            ),
         )
 
     def handle(self, *args, older_than: timedelta | None, dry_run: bool, batch_size: int, **options) -> None:
