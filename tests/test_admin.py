@@ -10,9 +10,10 @@ from django.urls import reverse
 from streaming.models import Chunk, Generation
 from streaming.selectors import TIMELINE_PAGE_SIZE
 from threads.models import Message, Thread
-from threads.services import message_post, thread_create
+from threads.services import message_post, reply_regenerate, thread_create
+from threads.versions import version_switch
 
-from .writes import generation_claim, reply_compact, reply_written
+from .writes import generation_append, generation_claim, generation_finish, reply_compact, reply_written
 
 pytestmark = pytest.mark.django_db
 
@@ -385,3 +386,52 @@ def test_message_list_previews_text_and_counts_log_events_as_the_timeline_does(a
     assert model_admin.chunk_count(row) == 3
     assert "5 events in the log, stored in 3 rows" in timeline.content.decode()
     assert 'class="column-preview' in response.content.decode()
+
+
+def reply_finish(text: str = "Another") -> None:
+    """Write the queued reply with `text` and end it complete."""
+    claim = generation_claim(worker="test-worker", model="scripted")
+    generation_append(claim=claim, text=text, first=True)
+    generation_finish(claim=claim, status="complete")
+
+
+def message_rows(client, query: str = "?role__exact=assistant") -> tuple[object, list[Message]]:
+    """Return the message list's admin and its rows for `query`."""
+    changelist = client.get(changelist_url("threads_message") + query).context["cl"]
+    return changelist.model_admin, list(changelist.result_list)
+
+
+def test_message_list_counts_log_events_as_the_timeline_does_after_a_switch_back(admin_client, thread):
+    """A `switch` back to a reply is a row the reply owns but not one of its events: the count stays the timeline's."""
+    reply = reply_written(thread, deltas=("Purple", " rain", " falls"))
+    reply_regenerate(thread=thread, reply=reply)
+    reply_finish()
+    version_switch(thread=thread, message=reply)
+    model_admin, rows = message_rows(admin_client)
+    (row,) = [row for row in rows if row.pk == reply.pk]
+    timeline = admin_client.get(timeline_url(reply))
+    assert model_admin.event_count(row) == timeline.context["page"].paginator.count == 5  # start, 3 deltas, end
+
+
+def test_message_list_counts_the_events_of_a_reply_being_written(admin_client, thread):
+    """A reply still being written counts every event logged so far, as its timeline does."""
+    posted = message_post(thread=thread, content="Hello", client_id=None)
+    claim = generation_claim(worker="test-worker", model="scripted")
+    generation_append(claim=claim, text="Purple", first=True)
+    generation_append(claim=claim, text=" rain", first=False)
+    model_admin, (row,) = message_rows(admin_client)
+    timeline = admin_client.get(timeline_url(posted.reply))
+    assert model_admin.event_count(row) == timeline.context["page"].paginator.count == 3  # start, 2 deltas
+
+
+def test_message_list_sorts_by_the_log_events_it_shows(admin_client, thread):
+    """Sorting by "log events" orders replies by the counts shown, whatever switches back to them were logged."""
+    first = reply_written(thread, deltas=("a", "b", "c"))  # 5 events
+    again = reply_regenerate(thread=thread, reply=first)
+    reply_finish()  # 3 events
+    for version in (first, again, first):
+        version_switch(thread=thread, message=version)  # two switch rows owned by `first`, one by `again`
+    longer = reply_written(thread, deltas=("a", "b", "c", "d"))  # 6 events
+    column = admin_client.get(changelist_url("threads_message")).context["cl"].list_display.index("event_count")
+    model_admin, rows = message_rows(admin_client, f"?role__exact=assistant&o={column}")
+    assert [(row.pk, model_admin.event_count(row)) for row in rows] == [(again.pk, 3), (first.pk, 5), (longer.pk, 6)]

@@ -17,11 +17,13 @@ from django.db.models import (
     Manager,
     Min,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Sum,
 )
 from django.db.models.functions import Coalesce
+from django.db.models.lookups import Exact
 from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -238,6 +240,13 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
         # Every figure comes with the page's one query: the generation by a LEFT JOIN, chunk counts by subquery.
+        # The events are the timeline's (streaming.selectors._message_chunks): once the message ended, those up
+        # to its content_seq. A `switch` back to it later is a row it owns, but not one of its events.
+        timeline_chunks = Chunk.objects.filter(
+            Q(seq__lte=OuterRef("content_seq")) | Exact(OuterRef("status"), Message.Status.STREAMING),
+            thread_id=OuterRef("thread_id"),
+            seq__gte=OuterRef("seq"),
+        )
         return (
             super()
             .get_queryset(request)
@@ -248,7 +257,7 @@ class MessageAdmin(UUIDSearchMixin, ReadOnlyAdmin):
                 ttft=ExpressionWrapper(F("generation__first_token_at") - F("created_at"), output_field=DurationField()),
                 total=ExpressionWrapper(F("completed_at") - F("created_at"), output_field=DurationField()),
                 chunk_count=count_of(Chunk.objects, per="message"),
-                event_count=sum_of(Chunk.objects, "span", per="message"),
+                event_count=sum_of(timeline_chunks, "span", per="message"),
             )
         )
 
