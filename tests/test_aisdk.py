@@ -17,12 +17,13 @@ from chatsite.bench.topology import free_port
 from streaming.models import Chunk
 from streaming.selectors import logged_reply_parts
 from threads.models import Message
-from threads.services import message_post
+from threads.services import message_post, thread_create
 from threads.tokens.services import api_token_create
 
 from .agent_tools import tool_runs  # noqa: F401 (a fixture)
 from .live_server import wait_until_answering
 from .test_sse import HttpStream, one_sync_thread  # noqa: F401 (an autouse fixture)
+from .writes import reply_written
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_TEST_DIR = Path(__file__).resolve().parent / "aisdk"
@@ -53,10 +54,22 @@ async def ui_chunks(stream: HttpStream) -> list[dict]:
     return [json.loads(record.removeprefix("data: ")) for record in records[:-1]]
 
 
-def ui_message_body(text: str, chat_id: uuid.UUID | str) -> dict:
-    """An AI SDK DefaultChatTransport request body with one new user message."""
-    message = {"id": "msg-" + uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
+def ui_message_body(text: str, chat_id: uuid.UUID | str, *, ui_id: str | None = None) -> dict:
+    """An AI SDK DefaultChatTransport request body with one new user message (under `ui_id`, or a new UI id)."""
+    ui_id = ui_id or "msg-" + uuid.uuid4().hex[:16]
+    message = {"id": ui_id, "role": "user", "parts": [{"type": "text", "text": text}]}
     return {"id": str(chat_id), "messages": [message], "trigger": "submit-message", "messageId": None}
+
+
+def regenerate_body(chat_id: uuid.UUID | str, message_id: str | None) -> dict:
+    """The AI SDK's request for `regenerate({messageId})`; the server reads only its id and messageId."""
+    body = ui_message_body("One", chat_id, ui_id="msg-one")
+    return body | {"trigger": "regenerate-message", "messageId": message_id}
+
+
+async def on_path(thread) -> list[uuid.UUID]:
+    """The ids of the thread's active path in order: the messages the AI SDK's Chat shows."""
+    return [message.id async for message in Message.objects.filter(thread=thread, on_path=True).order_by("seq")]
 
 
 def test_seed_post_to_foreign_id_answers_like_unknown(client, thread, make_user):
@@ -141,18 +154,73 @@ async def test_regenerate_answers_a_stopped_reply_again(chat_request, thread, wo
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("named", ["question", "unknown", "none"])
+@pytest.mark.parametrize("named", ["question", "question's UI id", "reply", "none"])
 async def test_regenerate_names_the_reply_by_its_question_or_takes_the_last(chat_request, thread, worker, named):
-    """`regenerate({messageId})` of a question regenerates its reply; an unknown or no messageId, the last reply."""
-    await ui_chunks(await chat_request("/api/chat", method="POST", body=ui_message_body("One", thread.id)))
+    """`regenerate({messageId})` of a question (server or UI id) or of a reply regenerates it; no messageId, the last.
+
+    The earlier version is kept, and the active path is what the client shows: its list up to
+    the message it named, then the new reply.
+    """
+    one = ui_message_body("One", thread.id, ui_id="msg-one")
+    first_reply_id = (await ui_chunks(await chat_request("/api/chat", method="POST", body=one)))[0]["messageId"]
     await ui_chunks(await chat_request("/api/chat", method="POST", body=ui_message_body("Two", thread.id)))
-    first_question = await Message.objects.aget(thread=thread, role="user", content="One")
-    message_id = {"question": str(first_question.id), "unknown": "msg-unknown", "none": None}[named]
-    body = ui_message_body("Two", thread.id) | {"trigger": "regenerate-message", "messageId": message_id}
-    chunks = await ui_chunks(await chat_request("/api/chat", method="POST", body=body))
+    before = await on_path(thread)
+    message_id = {
+        "question": str(before[0]),
+        "question's UI id": "msg-one",
+        "reply": first_reply_id,  # a reply's id in the client is the one its stream's `start` gave it
+        "none": None,
+    }[named]
+    chunks = await ui_chunks(
+        await chat_request("/api/chat", method="POST", body=regenerate_body(thread.id, message_id))
+    )
     again = await Message.objects.aget(pk=chunks[0]["messageId"])
-    expected_question = first_question.id if named == "question" else (await Message.objects.aget(content="Two")).id
-    assert again.reply_to_id == expected_question and again.on_path
+    kept = before[:3] if named == "none" else before[:1]
+    assert again.reply_to_id == kept[-1] and await on_path(thread) == [*kept, again.id]
+    assert await Message.objects.filter(pk__in=before).acount() == 4, "the earlier versions are kept"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_regenerate_by_an_edited_questions_ui_id_answers_the_version_shown(chat_request, thread, worker):
+    """After `sendMessage({text, messageId})`, `regenerate` of that UI id answers the edit, not the first text."""
+    await ui_chunks(
+        await chat_request("/api/chat", method="POST", body=ui_message_body("One", thread.id, ui_id="msg-one"))
+    )
+    edit = ui_message_body("One, edited", thread.id, ui_id="msg-one") | {"messageId": "msg-one"}
+    await ui_chunks(await chat_request("/api/chat", method="POST", body=edit))
+    await ui_chunks(await chat_request("/api/chat", method="POST", body=ui_message_body("Two", thread.id)))
+    edited = await Message.objects.aget(thread=thread, content="One, edited")
+    chunks = await ui_chunks(await chat_request("/api/chat", method="POST", body=regenerate_body(thread.id, "msg-one")))
+    again = await Message.objects.aget(pk=chunks[0]["messageId"])
+    assert again.reply_to_id == edited.id and await on_path(thread) == [edited.id, again.id]
+
+
+@pytest.mark.parametrize(
+    "named", ["UI id never sent", "server id never given", "other thread's message", "other thread's UI id"]
+)
+def test_regenerate_naming_no_message_of_the_thread_is_404(client, thread, user, named):
+    """`regenerate({messageId})` with an id of nothing in this thread answers 404 not_found and regenerates nothing."""
+    client.force_login(user)
+    for _ in range(2):
+        reply_written(thread)
+    other = thread_create(owner=user, title="Other")
+    response = client.post(
+        "/api/chat", json.dumps(ui_message_body("Hi", other.id, ui_id="msg-other")), content_type="application/json"
+    )
+    assert response.status_code == 200
+    response.close()
+    message_id = {
+        "UI id never sent": "msg-unknown",
+        "server id never given": str(uuid.uuid4()),
+        "other thread's message": str(Message.objects.get(thread=other, role="user").id),
+        "other thread's UI id": "msg-other",
+    }[named]
+    before = Chunk.objects.filter(thread=thread).count()
+    response = client.post(
+        "/api/chat", json.dumps(regenerate_body(thread.id, message_id)), content_type="application/json"
+    )
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert Chunk.objects.filter(thread=thread).count() == before
 
 
 def test_aisdk_send_while_busy_is_409_and_writes_nothing(client, thread, user):

@@ -28,7 +28,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
 from streaming import events
-from streaming.errors import BadRequest, ChatError
+from streaming.errors import BadRequest, NotFound
 from streaming.models import Chunk
 from streaming.selectors import logged_reply_parts, logged_reply_text
 from streaming.services.endings import generation_cancel
@@ -294,10 +294,10 @@ def aisdk_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> Strea
         raise BadRequest("The last of messages must be the user's new message, or a reply with approval responses.")
     content = validate_content(ui_message_text(last))  # before the thread is made: a bad body writes nothing
     ui_id = last["id"] if isinstance(last.get("id"), str) and last["id"] else None
-    client_id = uuid.uuid5(UI_MESSAGE_NAMESPACE, ui_id) if ui_id else None
+    client_id = ui_client_id(ui_id) if ui_id else None
     slot = StreamSlot(user_id=request.user.pk)
     thread_id = parse_thread_id(body.get("id"))
-    edited = edited_message(thread_id, client_id, content)
+    edited = edited_message(thread_id, ui_id, content)
     if edited is not None:
         assert ui_id is not None, "only a message sent with a UI id is found again"
         thread = request_thread(request, str(thread_id), Action.WRITE)
@@ -316,34 +316,54 @@ def aisdk_send(request: AuthenticatedHttpRequest, body: dict[str, Any]) -> Strea
 
 
 def regenerated_reply(thread: Thread, message_id: object) -> Message:
-    """Return the reply that `regenerate({messageId})` names (that reply, or the reply to that user message).
+    """Return the reply `regenerate({messageId})` names: that reply, or the reply on the active path to that question.
 
-    Without a messageId, or with one this thread does not know, the last reply on the active path.
+    The id is a server id or the UI id a message was sent under (`named_message`); an id of no
+    message of this thread is NotFound. Without a messageId, the last reply on the active path.
     """
-    stored = None
-    if isinstance(message_id, str) and message_id:
-        with contextlib.suppress(ChatError):
-            stored = message_get_in_thread(thread=thread, message_id=message_id)
-    if stored is not None and stored.role == Message.Role.ASSISTANT:
-        return stored
     replies = Message.objects.filter(thread=thread, role=Message.Role.ASSISTANT, on_path=True)
-    if stored is not None:
-        replies = replies.filter(reply_to=stored)
+    if message_id is not None:
+        if not isinstance(message_id, str):
+            raise BadRequest("messageId must be the id of a message of this thread.")
+        named = named_message(thread, message_id)
+        if named.role == Message.Role.ASSISTANT:
+            return named
+        # A UI id finds its first send, but after an edit the client shows, under the same id, the
+        # version on the active path: the versions of a question are siblings under one parent.
+        replies = replies.filter(reply_to__parent=named.parent_id)
     reply = replies.order_by("seq").last()
     if reply is None:
         raise BadRequest("There is no reply to regenerate.")
     return reply
 
 
-def edited_message(thread_id: uuid.UUID, client_id: uuid.UUID | None, content: str) -> Message | None:
+def named_message(thread: Thread, message_id: str) -> Message:
+    """Return the message of `thread` a client names by its server id or by the UI id it was sent under."""
+    with contextlib.suppress(NotFound):
+        return message_get_in_thread(thread=thread, message_id=message_id)
+    sent = message_sent_under(thread.pk, message_id)
+    if sent is None:
+        raise NotFound("No such message.")
+    return sent
+
+
+def ui_client_id(ui_id: str) -> uuid.UUID:
+    """Return the client_id a send under the UI message id `ui_id` is stored with: the same every time (I7)."""
+    return uuid.uuid5(UI_MESSAGE_NAMESPACE, ui_id)
+
+
+def message_sent_under(thread_id: uuid.UUID, ui_id: str) -> Message | None:
+    """Return the message first sent under the UI message id `ui_id` (by the client_id it maps to), if any."""
+    return Message.objects.filter(thread_id=thread_id, client_id=ui_client_id(ui_id)).first()
+
+
+def edited_message(thread_id: uuid.UUID, ui_id: str | None, content: str) -> Message | None:
     """Return the stored user message a submit edits: the one first sent under its UI id, with other text.
 
     `sendMessage({text, messageId})` sends the edited message under its old UI id, which maps to
     the first send's client_id; the same text again is a repeated send, not an edit.
     """
-    if client_id is None:
-        return None
-    first = Message.objects.filter(thread_id=thread_id, client_id=client_id).first()
+    first = message_sent_under(thread_id, ui_id) if ui_id is not None else None
     return first if first is not None and first.content != content else None
 
 
