@@ -130,6 +130,18 @@ def test_command_defaults_to_chunk_retention_days(settings, thread, make_user):
     assert chunk_seqs(younger) == younger_seqs
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("days", [-1, 0, 36501])
+def test_command_refuses_a_retention_setting_out_of_range(settings, thread, days):
+    """A negative CHUNK_RETENTION_DAYS would put the cutoff in the future: refused before anything goes."""
+    settings.CHUNK_RETENTION_DAYS = days
+    reply_written(thread)
+    seqs = chunk_seqs(thread)
+    with pytest.raises(CommandError, match=f"CHUNK_RETENTION_DAYS must be from 1 to 36500 days; it is {days}"):
+        prune()
+    assert chunk_seqs(thread) == seqs
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("90m", timedelta(minutes=90))],

@@ -3,7 +3,7 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from streaming.retention import PRUNE_BATCH_SIZE, PruneProgress, chunks_prune
 
@@ -78,7 +78,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, older_than: timedelta | None, dry_run: bool, batch_size: int, **options) -> None:
         if older_than is None:
-            older_than = timedelta(days=settings.CHUNK_RETENTION_DAYS)
+            days = settings.CHUNK_RETENTION_DAYS
+            # A negative age would put the cutoff in the future, and every ended reply's log would go.
+            if not 1 <= days <= MAX_AGE_DAYS:
+                raise CommandError(f"CHUNK_RETENTION_DAYS must be from 1 to {MAX_AGE_DAYS} days; it is {days}.")
+            older_than = timedelta(days=days)
         summary = chunks_prune(older_than=older_than, dry_run=dry_run, batch_size=batch_size, on_batch=self._progress)
         verb = "Would delete" if dry_run else "Deleted"
         self.stdout.write(
