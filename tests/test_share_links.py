@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from streaming.hub import DUTY_GRID_SECONDS
+from streaming.services.endings import generation_cancel
 from threads.models import Message, ShareLink
 from threads.services import message_post
 from threads.sharing import hash_link_token, link_create
@@ -120,6 +121,22 @@ def test_a_signed_out_visitor_reads_through_a_link_when_public_links_are_on(owne
     assert page.status_code == 200 and "For everyone" in page.content.decode()
     settings.CHAT_PUBLIC_LINKS = False  # turned off again: the same session is refused
     assert visitor.get(f"/threads/{thread.id}/").status_code == 404
+
+
+def test_a_signed_out_visitor_pages_in_earlier_messages_through_a_link(owner_client, thread, settings):
+    """The page's "Show earlier messages" works for a public link's reader as for anyone the page is for."""
+    settings.CHAT_PUBLIC_LINKS = True
+    first = message_post(thread=thread, content="The very first", client_id=None)
+    generation_cancel(thread=thread)
+    message_post(thread=thread, content="Later", client_id=None)
+    made = make_link(owner_client, thread)
+    visitor = Client()
+    assert visitor.get(f"/s/{made['token']}").status_code == 302
+    earlier = f"/threads/{thread.id}/earlier?before={first.reply.id}"
+    answer = visitor.get(earlier, HTTP_ACCEPT="application/json")
+    assert answer.status_code == 200, answer.content
+    assert "The very first" in answer.json()["html"]
+    assert Client().get(earlier).status_code == 404, "without the link: nothing to see, and nothing said of it"
 
 
 def visitor_cookie(token: str) -> str:

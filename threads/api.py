@@ -48,8 +48,12 @@ def no_content() -> HttpResponse:
     return response
 
 
-def api_view(*methods: str) -> Callable:
-    """Answer JSON errors for anonymous callers, wrong methods and ChatErrors."""
+def api_view(*methods: str, visitors: bool = False) -> Callable:
+    """Answer JSON errors for anonymous callers, wrong methods and ChatErrors.
+
+    With `visitors`, a signed-out caller is let through to the view's own access check: a page's
+    helper that a share link's reader uses as the page does.
+    """
 
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -57,7 +61,7 @@ def api_view(*methods: str) -> Callable:
             try:
                 if request.method not in methods:
                     raise MethodNotAllowed(methods)
-                if not request.user.is_authenticated:
+                if not visitors and not request.user.is_authenticated:
                     raise Unauthenticated("Sign in first.")
                 return view(request, *args, **kwargs)
             except ChatError as error:

@@ -310,9 +310,12 @@ def thread_delete_view(request: AuthenticatedHttpRequest, thread_id: str) -> Htt
     return redirect(safe_next(request) or "thread-list")
 
 
-@api_view("GET")
+@api_view("GET", visitors=True)
 def thread_earlier(request: AuthenticatedHttpRequest, thread_id: str) -> JsonResponse:
-    """Return the messages before `?before=<message id>` (the newest ones when empty) as HTML, like the page's own."""
+    """Return the messages before `?before=<message id>` (the newest ones when empty) as HTML, like the page's own.
+
+    For everyone the page is for: a signed-out reader of a public share link pages in earlier messages too.
+    """
     thread = request_thread(request, thread_id, Action.READ)
     before_id = request.GET.get("before", "")
     before = message_get_in_thread(thread=thread, message_id=before_id).seq if before_id else None
