@@ -54,6 +54,55 @@ async def ui_chunks(stream: HttpStream) -> list[dict]:
     return [json.loads(record.removeprefix("data: ")) for record in records[:-1]]
 
 
+def seed_records(body: str) -> list[tuple[int | None, str]]:
+    """Split an SSE body into (id, data) records the way the seed's reader does: `data:` lines, `id:` if any."""
+    records = []
+    for raw in body.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in raw.split("\n") if ": " in line and not line.startswith(":"))
+        if "data" in fields:
+            records.append((int(fields["id"]) if "id" in fields else None, fields["data"]))
+    return records
+
+
+def authorization(stream: HttpStream) -> dict[str, str]:
+    """The headers another request needs to be the same person as `stream`'s."""
+    scope_headers = dict(stream.communicator.scope["headers"])
+    return {"authorization": scope_headers[b"authorization"].decode()}
+
+
+def last_event_id(records: list[tuple[int | None, str]]) -> int | None:
+    """The Last-Event-ID an EventSource holds once it has read `records`: the last `id:` among them."""
+    return next((seq for seq, _ in reversed(records) if seq is not None), None)
+
+
+async def resumed_after(
+    url: str, first: HttpStream, held: list[tuple[int | None, str]]
+) -> list[tuple[int | None, str]]:
+    """Reconnect to `url` as `first`'s reader that holds `held`, the way an EventSource does, and read to the end."""
+    stream = HttpStream(url, headers={**authorization(first), "last-event-id": str(last_event_id(held))})
+    try:
+        status, _ = await stream.start()
+        assert status == 200, f"status {status} after {held[-1][1]}"
+        return seed_records(await stream.read_all())
+    finally:
+        await stream.close()
+
+
+def assert_goes_on_after(
+    records: list[tuple[int | None, str]], cut: int, resumed: list[tuple[int | None, str]]
+) -> None:
+    """`resumed`, read after a drop that followed records[cut], is the rest of `records` byte for byte, skipping none.
+
+    It may start a few records early, at the log event the record came from: those records carry no
+    text and no `finish`, so nothing the reader rebuilds comes twice.
+    """
+    start = len(records) - len(resumed)
+    assert resumed and records[start:] == resumed, "the resumed records are the stream's last ones, ids and all"
+    assert start <= cut + 1, f"after {records[cut][1]}, the resume skips {records[cut + 1 : start]}"
+    again = [json.loads(data)["type"] for _, data in records[start : cut + 1]]
+    assert not {"text-delta", "reasoning-delta", "finish"} & set(again), f"after {records[cut][1]}, sent again: {again}"
+
+
 def ui_message_body(text: str, chat_id: uuid.UUID | str, *, ui_id: str | None = None) -> dict:
     """An AI SDK DefaultChatTransport request body with one new user message (under `ui_id`, or a new UI id)."""
     ui_id = ui_id or "msg-" + uuid.uuid4().hex[:16]
@@ -291,6 +340,32 @@ async def test_an_approval_answer_refused_part_way_decides_none_of_its_calls(cha
     answer = approval_answer(body, chunks[0]["messageId"], {"call_1_1": True, "call_9_9": True})
     assert (await chat_request("/api/chat", method="POST", body=answer)).status == 409
     assert await approval_states(thread) == {"call_1_1": "requested", "call_1_2": "requested"}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("route", ["/api/chat/resume/{reply}", "/api/chat/stream?id={thread}"])
+async def test_a_reconnect_after_any_record_of_an_approval_request_gets_the_rest_once(
+    chat_request, thread, worker, tool_runs, route
+):
+    """A reply waiting on an approval, dropped after any record before finish: Last-Event-ID gets the rest, once."""
+    body = ui_message_body("Guarded.\n/think\n/tool guarded_counter {}", thread.id)
+    await ui_chunks(await chat_request("/api/chat", method="POST", body=body))
+    reply = await Message.objects.aget(thread=thread, role="assistant")
+    thinking, call, approval = await database_sync_to_async(logged_reply_parts)(message=reply)
+    assert (thinking["type"], call["type"], approval["state"]) == ("thinking", "tool_call", "requested")
+    url = route.format(reply=reply.id, thread=thread.id)
+    first = await chat_request(url)
+    records = seed_records(await first.read_all())
+    assert [data for _, data in records[-2:]] == ['{"type":"finish","finishReason":"tool-calls"}', "[DONE]"]
+    for cut in range(len(records) - 2):  # after finish the reply waits for a person: a reconnect gets what follows
+        held = records[: cut + 1]
+        resumed = await resumed_after(url, first, held)
+        assert_goes_on_after(records, cut, resumed)
+        chunks = [json.loads(data) for _, data in held + resumed[:-1]]
+        reasoning = "".join(chunk["delta"] for chunk in chunks if chunk["type"] == "reasoning-delta")
+        assert reasoning == thinking["text"], f"thinking rebuilt after {records[cut][1]}"
+        assert {chunk["type"] for chunk in chunks} >= {"tool-input-available", "tool-approval-request"}
+        assert chunks[-1] == {"type": "finish", "finishReason": "tool-calls"}
 
 
 # --- The real AI SDK client against a live server -------------------------------------------------

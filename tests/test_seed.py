@@ -11,7 +11,14 @@ from threads.models import Message
 from threads.services import reply_regenerate
 
 from .live_server import chat_server  # noqa: F401 - a fixture
-from .test_aisdk import chat_request, ui_message_body  # noqa: F401 - chat_request is a fixture
+from .test_aisdk import (  # noqa: F401 - chat_request is a fixture
+    assert_goes_on_after,
+    authorization,
+    chat_request,
+    resumed_after,
+    seed_records,
+    ui_message_body,
+)
 from .test_browser import (  # noqa: F401 - browser, sessions and open_context are fixtures
     REPLY_TIMEOUT_MS,
     api_post,
@@ -23,16 +30,6 @@ from .test_sse import HttpStream, one_sync_thread  # noqa: F401 (an autouse fixt
 
 # The tests through the ASGI app; the browser's runs against a live server of its own.
 through_the_app = pytest.mark.django_db(transaction=True)
-
-
-def seed_records(body: str) -> list[tuple[int | None, str]]:
-    """Split an SSE body into (id, data) records the way the seed's reader does: `data:` lines, `id:` if any."""
-    records = []
-    for raw in body.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in raw.split("\n") if ": " in line and not line.startswith(":"))
-        if "data" in fields:
-            records.append((int(fields["id"]) if "id" in fields else None, fields["data"]))
-    return records
 
 
 def seed_text(records: list[tuple[int | None, str]]) -> tuple[str, bool]:
@@ -96,12 +93,6 @@ async def test_a_reply_that_ended_replays_whole_and_a_reconnect_after_it_is_204(
     assert status == 204
 
 
-def authorization(stream: HttpStream) -> dict[str, str]:
-    """The headers another request needs to be the same person as `stream`'s."""
-    scope_headers = dict(stream.communicator.scope["headers"])
-    return {"authorization": scope_headers[b"authorization"].decode()}
-
-
 @through_the_app
 async def test_last_event_id_resumes_mid_reply_without_gaps_or_doubles(chat_request, worker, settings):
     """A reader that drops mid-reply and comes back with Last-Event-ID gets the rest, each piece once."""
@@ -124,6 +115,24 @@ async def test_last_event_id_resumes_mid_reply_without_gaps_or_doubles(chat_requ
     text, finished = seed_text(records + resumed)
     reply = await Message.objects.aget(thread_id=thread_id, role="assistant")
     assert finished and text == reply.content
+
+
+@through_the_app
+async def test_a_reconnect_after_any_record_gets_the_rest_of_the_reply_once(chat_request, worker):
+    """Dropped after any record before finish, a reconnect with its Last-Event-ID gets the rest of the text once."""
+    thread_id = uuid.uuid4()
+    await (await seed_post(chat_request, thread_id)).read_all()
+    url = f"/api/chat/stream?id={thread_id}"
+    first = await chat_request(url)
+    records = seed_records(await first.read_all())
+    reply = await Message.objects.aget(thread_id=thread_id, role="assistant")
+    assert reply.status == "complete"
+    assert [data for _, data in records[-2:]] == ['{"type":"finish","finishReason":"stop"}', "[DONE]"]
+    for cut in range(len(records) - 2):  # a reconnect after finish gets 204 (above)
+        held = records[: cut + 1]
+        resumed = await resumed_after(url, first, held)
+        assert_goes_on_after(records, cut, resumed)
+        assert seed_text(held + resumed) == (reply.content, True), f"rebuilt after {records[cut][1]}"
 
 
 @through_the_app

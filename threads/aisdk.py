@@ -22,7 +22,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, cast
 
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -30,7 +30,8 @@ from django.http.response import HttpResponseBase
 from streaming import events
 from streaming.errors import BadRequest, NotFound
 from streaming.models import Chunk
-from streaming.selectors import logged_reply_parts, logged_reply_text
+from streaming.protocol import ApprovalPart, Part, TextPart
+from streaming.selectors import logged_reply_parts
 from streaming.services.endings import generation_cancel
 from streaming.subscription import KEEPALIVE, Frame, StreamSlot, SubscriptionEnded, ThreadSubscription
 
@@ -81,14 +82,26 @@ class UiMessageChunks:
         self.denied: set[str] = set()  # calls whose denial was sent: their result says no more
         self.done = False
 
+    def held(self, parts: list[Part]) -> None:
+        """Go on where a client holding `parts` (the reply's, folded from its log up to the client's cursor) is."""
+        texts = [cast(TextPart, part)["text"] for part in parts if part["type"] == "text"]
+        self.sent_chars = sum(len(text) for text in texts)
+        if parts and parts[-1]["type"] == "text":  # its text part is still open
+            self.text_id = self._text_id(start=self.sent_chars - len(texts[-1]))
+        approvals = [cast(ApprovalPart, part) for part in parts if part["type"] == "approval"]
+        self.denied = {approval["tool_call_id"] for approval in approvals if approval["state"] == "denied"}
+
     def opening(self) -> list[dict[str, Any]]:
         return [{"type": "start", "messageId": self.reply_id}]
+
+    def _text_id(self, *, start: int) -> str:
+        """The first text part's id is the reply's; a later one's says where in the text it starts."""
+        return f"text-{self.reply_id}" + (f"-{start}" if start else "")
 
     def delta(self, text: str) -> list[dict[str, Any]]:
         chunks: list[dict[str, Any]] = []
         if self.text_id is None:
-            # The first text part's id is the reply's; a later one's says where in the text it starts.
-            self.text_id = f"text-{self.reply_id}" + (f"-{self.sent_chars}" if self.sent_chars else "")
+            self.text_id = self._text_id(start=self.sent_chars)
             chunks.append({"type": "text-start", "id": self.text_id})
         self.sent_chars += len(text)
         return [*chunks, {"type": "text-delta", "id": self.text_id, "delta": text}]
@@ -152,7 +165,9 @@ class UiMessageChunks:
         return closing + [{"type": "finish", "finishReason": reason}]
 
 
-# A UI message chunk and the seq of the log event it comes from (None: the chunk has none of its own).
+# A UI message chunk and the seq its client holds the log up to, in full, once it has the chunk: the seq
+# of the event the chunk comes from if it is the event's last chunk, the seq before it if more follow
+# (None: the chunk comes from no event).
 UiChunk = tuple[dict[str, Any], int | None]
 
 
@@ -160,24 +175,23 @@ async def ui_message_chunks(
     frames: AsyncGenerator[Frame | None, None],
     *,
     reply_id: str,
-    sent_chars: int | None = None,
+    held: list[Part] | None = None,
     answering_approval: bool = False,
 ) -> AsyncGenerator[UiChunk | None, None]:
     """Turn a subscription into UI message chunks (None: keep-alive).
 
-    It starts at the reply's `start` event. With `sent_chars`, it resumes a stream whose client
-    holds the reply's opening and that much of its text, its text part still open (a
-    Last-Event-ID); `answering_approval`, the client holds the reply up to the approval it
-    answered, and reads the rest as a new stream of the same message.
+    It starts at the reply's `start` event. With `held`, it resumes a stream whose client holds
+    the reply's opening and the chunks of these parts (the reply's up to its Last-Event-ID);
+    `answering_approval`, the client holds the reply up to the approval it answered, and reads
+    the rest as a new stream of the same message.
     """
     stream = UiMessageChunks(reply_id)
-    started = sent_chars is not None or answering_approval
-    stream.sent_chars = sent_chars or 0
+    started = held is not None or answering_approval
+    if held is not None:
+        stream.held(held)
     if answering_approval:
         for chunk in stream.opening():
             yield chunk, None
-    elif sent_chars:
-        stream.text_id = f"text-{reply_id}"
     async for frame in frames:
         if frame is KEEPALIVE:
             yield None
@@ -208,8 +222,10 @@ async def ui_message_chunks(
             chunks = stream.terminal(event)
         else:
             chunks = stream.part(event)
-        for chunk in chunks:
-            yield chunk, event["seq"]
+        # An EventSource that drops between two chunks of one event resumes before the event and
+        # gets all its chunks again: never a later one's text, nor a 204 before its `finish`.
+        for number, chunk in enumerate(chunks, start=1):
+            yield chunk, event["seq"] if number == len(chunks) else event["seq"] - 1
         if stream.done:
             return
 
@@ -219,9 +235,10 @@ async def ui_message_stream_body(
 ) -> AsyncGenerator[str, None]:
     """Yield UI message chunks as SSE `data:` records, then `[DONE]`.
 
-    With `seed_shapes` (threads/seed.py), each record carries its seq as `id:`, which an
-    EventSource sends back as Last-Event-ID when it reconnects, and a `text-delta` its text as
-    `textDelta` too, the field the seed documents; AI SDK readers ignore both.
+    With `seed_shapes` (threads/seed.py), each record carries as `id:` the seq its client holds
+    the log up to (`UiChunk`), which an EventSource sends back as Last-Event-ID when it
+    reconnects, and a `text-delta` its text as `textDelta` too, the field the seed documents;
+    AI SDK readers ignore both.
     """
     async with contextlib.aclosing(chunks):
         try:
@@ -267,9 +284,9 @@ def reply_stream_response(
         keepalive_seconds=KEEPALIVE_SECONDS,
         grants=request_stream_grants(request, access),
     )
-    sent_chars = len(logged_reply_text(message=reply, upto_seq=after)) if resumed else None
+    held = logged_reply_parts(message=reply, upto_seq=after) if resumed else None
     chunks = ui_message_chunks(
-        subscription.frames(), reply_id=str(reply.id), sent_chars=sent_chars, answering_approval=answering_approval
+        subscription.frames(), reply_id=str(reply.id), held=held, answering_approval=answering_approval
     )
     response = event_stream_response(ui_message_stream_body(chunks, seed_shapes=seed_shapes), slot=slot)
     response[UI_MESSAGE_STREAM_HEADER] = "v1"

@@ -5,9 +5,11 @@
   `data: {"type":"text-delta","id":…,"delta":…,"textDelta":…}` records (`textDelta` is the
   seed's field, `delta` the AI SDK's), then `finish` and `data: [DONE]`
   when the reply ends, whether it is still being written or already over. Each record
-  carries its log seq as `id:`, so an EventSource that reconnects resumes where it was
-  (Last-Event-ID); one that reconnects after the end gets 204 and stops. 204 also when the
-  thread has no reply yet.
+  carries as `id:` the seq it completes the log up to: its log event's, or the seq before
+  when more records of that event follow (`text-start` before the first `text-delta`,
+  `text-end` before `finish`). So an EventSource that reconnects (Last-Event-ID) resumes
+  where it was, at worst sending such records again, never text; one that reconnects after
+  the end gets 204 and stops. 204 also when the thread has no reply yet.
 - The resumable-stream design: `POST /api/chat` answers with the reply's id in `X-Stream-Id`,
   and `GET /api/chat/resume/<streamId>` streams that reply from its start (or after
   Last-Event-ID): 404 `not_found` for a stream unknown to the caller, 410 `stream_ended`
