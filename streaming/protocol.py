@@ -148,6 +148,10 @@ class ThinkingPart(TypedDict):
     type: Literal["thinking"]
     text: str
     signature: str | None
+    # A redacted_thinking block: the API's encrypted thinking, shown as none (empty `text`), sent back as it came.
+    redacted_data: NotRequired[
+        Annotated[str, SchemaHint(description="extension: the encrypted data of thinking the model gave redacted")]
+    ]
 
 
 class ToolCallPart(TypedDict):
@@ -158,6 +162,13 @@ class ToolCallPart(TypedDict):
     name: str
     input: dict[str, object]
     state: Literal["called", "running"]
+    # A tool loop is one assistant turn, whose model calls the API asks to keep one thinking setting.
+    thinking: NotRequired[
+        Annotated[
+            bool,
+            SchemaHint(description="extension: the model call that made it asked for thinking; later ones keep it"),
+        ]
+    ]
 
 
 class ToolResultPart(TypedDict):

@@ -19,7 +19,16 @@ from .logs import log_generation
 from .models import Chunk, MessageStatus
 from .parts import model_calls_made, trailing_text
 from .protocol import ApprovalPart, ErrorCode, Part, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
-from .providers import BaseProvider, ProviderError, ReplyEnd, TextDelta, ThinkingDelta, ThinkingEnd, ToolCall
+from .providers import (
+    BaseProvider,
+    ProviderError,
+    RedactedThinking,
+    ReplyEnd,
+    TextDelta,
+    ThinkingDelta,
+    ThinkingEnd,
+    ToolCall,
+)
 from .services.claims import Claim
 from .services.commits import LeaseLost, Write, Written
 from .services.steps import PartEvent, astep_commit
@@ -216,6 +225,8 @@ class ReplyRun:
                     await self._thinking(event.text)
                 elif isinstance(event, ThinkingEnd):
                     await self._thinking_end(event.signature)
+                elif isinstance(event, RedactedThinking):
+                    await self._redacted_thinking(event.data)
                 elif isinstance(event, ToolCall):
                     calls.append(event)
                 else:
@@ -277,11 +288,25 @@ class ReplyRun:
         await self._step([*events, PartEvent(kind=Chunk.Kind.PART_END, index=self.thinking_index, part=part)])
         self.thinking_index = None
 
+    async def _redacted_thinking(self, data: str) -> None:
+        """Log redacted thinking whole, as one step: it comes whole, with no text to show."""
+        index = len(self.parts)
+        part = ThinkingPart(type="thinking", text="", signature=None, redacted_data=data)
+        self.parts.append(part)
+        await self._step(
+            [
+                PartEvent(kind=Chunk.Kind.PART_START, index=index, part=part),
+                PartEvent(kind=Chunk.Kind.PART_END, index=index, part=part),
+            ]
+        )
+
     async def _calls_log(self, calls: list[ToolCall]) -> None:
         """Log a model call's tool calls together: one step, the model call's outcome."""
         events = []
         for call in calls:
             part = ToolCallPart(type="tool_call", id=call.id, name=call.name, input=call.input, state="called")
+            if call.thinking is not None:
+                part["thinking"] = call.thinking
             events.append(PartEvent(kind=Chunk.Kind.PART_START, index=len(self.parts), part=part))
             self.parts.append(part)
         await self._step(events)

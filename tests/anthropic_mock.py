@@ -4,6 +4,8 @@ The real `anthropic` SDK reaches it through ANTHROPIC_BASE_URL, so tests exercis
 the SDK's own SSE parsing, retries and connection handling. Responses are scripted
 per test as a queue of `MockResponse`s; every request body is recorded. Its events are
 encoded and chunked as streambench's stand-in of the API does it (chatsite/bench/model_api.py).
+Like the API, it thinks only when asked to, and refuses a tool loop whose turn does not
+open with the thinking it asks for.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ from chatsite.bench.model_api import LAST_CHUNK, chunk, message_start, sse
 # What the real API answers when a model does not take an assistant prefill.
 PREFILL_REFUSAL_MESSAGE = (
     "This model does not support assistant message prefill. The conversation must end with a user message."
+)
+# What the real API answers a tool loop that asks for thinking when its assistant turn does not open with it.
+THINKING_REFUSAL_MESSAGE = (
+    "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`. When `thinking` "
+    "is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of "
+    "`tool_use` and `tool_result` blocks). We recommend you include thinking blocks from previous turns. To avoid "
+    "this requirement, disable `thinking`."
 )
 
 ERROR_TYPES = {
@@ -52,16 +61,22 @@ class MockResponse:
     error_after: int | None = None
     error_type: str = "overloaded_error"
     drop_after: int | None = None
+    # With drop_after: first send the next delta's event up to inside its first multi-byte character.
+    drop_inside_character: bool = False
+    # A body without chunked framing that ends when the connection closes (HTTP/1.1 allows it, proxies do it).
+    close_delimited: bool = False
     delta_delay_s: float = 0.0
     # Close the connection once the response is over, as a server closing an idle kept connection.
     close_after: bool = False
     # For error statuses: the body's error message, and the SDK-honoured retry hint.
     message: str = ""
     retry_after_ms: int | None = None
-    # A thinking block before the text (its deltas, then its signature), and tool_use blocks after
-    # it: each `{"id", "name", "input"}`, its input streamed as JSON in two pieces.
+    # A thinking block before the text (its deltas, then its signature), then redacted_thinking
+    # blocks (their encrypted data), both only if the request asks for thinking; and tool_use
+    # blocks after the text: each `{"id", "name", "input"}`, its input streamed as JSON in two pieces.
     thinking: list[str] = field(default_factory=list)
     signature: str = "sig-mock"
+    redacted_thinking: list[str] = field(default_factory=list)
     tool_uses: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -125,9 +140,30 @@ class MockAnthropic:
             messages = request.body.get("messages") or []
             if self.refuse_prefill and messages and messages[-1].get("role") == "assistant":
                 return MockResponse(status=400, message=PREFILL_REFUSAL_MESSAGE)
+            if _thinking_turn_broken(request.body):
+                return MockResponse(status=400, message=THINKING_REFUSAL_MESSAGE)
             if not self._script:
                 return MockResponse(status=400, message="mock: no scripted response left")
             return self._script.popleft()
+
+
+def _thinking_turn_broken(body: dict[str, Any]) -> bool:
+    """Whether a request asks for thinking in a tool loop whose assistant turn does not open with thinking.
+
+    The turn runs from the last user message that is not only tool results: its tool_use
+    and tool_result messages alternate after it, its first assistant message first.
+    """
+    messages = body.get("messages") or []
+    if (body.get("thinking") or {}).get("type") != "enabled" or not messages or not _tool_results(messages[-1]):
+        return False
+    start = max(i for i, message in enumerate(messages) if message["role"] == "user" and not _tool_results(message))
+    content = messages[start + 1]["content"]
+    return isinstance(content, str) or content[0]["type"] not in ("thinking", "redacted_thinking")
+
+
+def _tool_results(message: dict[str, Any]) -> bool:
+    content = message["content"]
+    return not isinstance(content, str) and all(block["type"] == "tool_result" for block in content)
 
 
 def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
@@ -135,6 +171,7 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
         # HTTP/1.1 with chunked bodies, as the real API streams, so a dropped
         # connection shows up to the client as an incomplete chunked read.
         protocol_version = "HTTP/1.1"
+        close_delimited = False
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep test output quiet
@@ -179,10 +216,15 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def _send_stream(self, response: MockResponse, body: dict[str, Any], request_id: str) -> None:
+            self.close_delimited = response.close_delimited
             self.send_response(200)
             self.send_header("content-type", "text/event-stream; charset=utf-8")
             self.send_header("cache-control", "no-cache")
-            self.send_header("transfer-encoding", "chunked")
+            if self.close_delimited:
+                self.send_header("connection", "close")
+                self.close_connection = True
+            else:
+                self.send_header("transfer-encoding", "chunked")
             self.send_header("request-id", request_id)
             self.end_headers()
             try:
@@ -198,19 +240,26 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
             self._chunk(sse(name, **fields))
 
         def _chunk(self, data: bytes) -> None:
-            self.wfile.write(chunk(data))
+            self.wfile.write(data if self.close_delimited else chunk(data))
             self.wfile.flush()
 
         def _stream_events(self, response: MockResponse, body: dict[str, Any]) -> None:
             message_id = f"msg_mock{mock.next_id():06d}"
             self._chunk(message_start(message_id, model=body.get("model"), input_tokens=response.input_tokens))
             index = 0
-            if response.thinking:
+            thinks = (body.get("thinking") or {}).get("type") == "enabled"
+            if response.thinking and thinks:
                 self._event("content_block_start", index=index, content_block={"type": "thinking", "thinking": ""})
                 for text in response.thinking:
                     self._event("content_block_delta", index=index, delta={"type": "thinking_delta", "thinking": text})
                 signature_delta = {"type": "signature_delta", "signature": response.signature}
                 self._event("content_block_delta", index=index, delta=signature_delta)
+                self._event("content_block_stop", index=index)
+                index += 1
+            for data in response.redacted_thinking if thinks else []:
+                self._event(
+                    "content_block_start", index=index, content_block={"type": "redacted_thinking", "data": data}
+                )
                 self._event("content_block_stop", index=index)
                 index += 1
             if response.deltas or not response.tool_uses:
@@ -245,6 +294,18 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
                     self._end_body()
                     return False
                 if sent == response.drop_after:
+                    if response.drop_inside_character and text is not None:
+                        # Raw UTF-8, as the API writes text that is not ASCII.
+                        data = {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "text_delta", "text": text},
+                        }
+                        encoded = (
+                            f"event: content_block_delta\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+                        )
+                        first_wide = next(i for i, byte in enumerate(encoded) if byte >= 0xC0)
+                        self._chunk(encoded[: first_wide + 1])
                     # Close without the final chunk: a connection lost mid-reply.
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
@@ -259,8 +320,9 @@ def _handler_for(mock: MockAnthropic) -> type[BaseHTTPRequestHandler]:
             return True
 
         def _end_body(self) -> None:
-            self.wfile.write(LAST_CHUNK)
-            self.wfile.flush()
+            if not self.close_delimited:  # else the connection's close ends the body
+                self.wfile.write(LAST_CHUNK)
+                self.wfile.flush()
 
     return Handler
 

@@ -136,6 +136,17 @@ async def test_dropped_connection_is_continued(mock_api):
     assert last_message(mock_api, 1) == {"role": "assistant", "content": "Partly there"}
 
 
+async def test_a_stream_cut_inside_a_character_is_continued(mock_api):
+    """A body that ends with its connection, cut inside a UTF-8 character, is a break like any other: continued."""
+    mock_api.script(
+        MockResponse(deltas=["Un ", "Café", " noir"], drop_after=1, drop_inside_character=True, close_delimited=True),
+        MockResponse(deltas=[" Café", " noir."]),
+    )
+    events = await collect(ReplyRequest(turns=HELLO))
+    assert text_of(events) == "Un Café noir."
+    assert last_message(mock_api, 1) == {"role": "assistant", "content": "Un"}
+
+
 async def test_partial_from_an_earlier_attempt_is_continued(mock_api):
     """A request with committed partial text yields only what comes after it."""
     mock_api.script(MockResponse(deltas=["ld!"]))

@@ -10,6 +10,7 @@ from django.utils.module_loading import import_string
 from .base import (
     BaseProvider,
     ProviderError,
+    RedactedThinking,
     ReplyEnd,
     ReplyEvent,
     ReplyRequest,
@@ -24,6 +25,7 @@ from .base import (
 __all__ = [
     "BaseProvider",
     "ProviderError",
+    "RedactedThinking",
     "ReplyEnd",
     "ReplyEvent",
     "ReplyRequest",

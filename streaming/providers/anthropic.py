@@ -5,6 +5,11 @@ break (an `event: error` in the stream, a dropped connection) is ours to handle:
 we ask again for the rest of the reply, sending the text so far as an assistant
 prefill, or, for models that refuse prefill, as an assistant turn followed by a
 user turn asking to continue it.
+
+A reply's tool loop is one assistant turn, which keeps one thinking setting for all its
+model calls (https://platform.claude.com/docs/build-with-claude/thinking-tool-workflows):
+asked for from its start, it is dropped only by going on from text (thinking takes no
+prefill), and then for the rest of the loop; each call's tool calls carry it in the log.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from django.conf import settings
 from opentelemetry import trace
 
 from ..metrics import PROVIDER_ERRORS
+from ..parts import tool_calls
 from ..protocol import Part
 from .base import (
     BaseProvider,
     ProviderError,
+    RedactedThinking,
     ReplyEnd,
     ReplyEvent,
     ReplyRequest,
@@ -99,11 +106,12 @@ class AnthropicProvider(BaseProvider):
             raise ProviderError("No API key is configured for the provider.")
         # Not closed with the reply: its HTTP client is the loop's, whose kept connections the next replies reuse.
         client = self._client()
+        thinking = bool(settings.ANTHROPIC_THINKING_BUDGET) and _loop_thinks(request.parts)
         for attempt in range(1, STREAM_ATTEMPTS + 1):
             result = _AttemptResult()
             try:
                 # aclosing: a caller that stops iterating closes the HTTP stream now, not at GC.
-                async with aclosing(self._attempt(client, request, written, result, attempt)) as events:
+                async with aclosing(self._attempt(client, request, written, result, thinking=thinking)) as events:
                     async for event in events:
                         if isinstance(event, TextDelta):
                             written += event.text
@@ -152,22 +160,24 @@ class AnthropicProvider(BaseProvider):
         request: ReplyRequest,
         written: str,
         result: _AttemptResult,
-        attempt: int,
+        *,
+        thinking: bool,
     ) -> AsyncGenerator[ReplyEvent, None]:
         """Yield the reply's events after `written` from one request, and fill in `result`.
 
         Thinking streams as it comes, with its signature at the block's end; a tool call
-        is given whole once its input JSON is complete.
+        is given whole once its input JSON is complete, with whether this request asked for thinking.
         """
         # The API rejects a final assistant turn ending in whitespace, so the text goes
         # stripped and the seam gives back only whitespace the stored text lacks.
         prefix = written.rstrip()
         seam = _Seam(written[len(prefix) :])
+        # Thinking takes no prefill: going on from text, the request (and the rest of the loop) goes without it.
+        think = thinking and not prefix
         # Blocks being streamed, by index: a thinking block's signature, a tool call's input JSON so far.
         blocks: dict[int, dict] = {}
         async with AsyncExitStack() as stack:
-            # A continuation after a break goes on with the text: thinking does not take a prefill.
-            stream = await self._open(client, stack, request, prefix, think=attempt == 1)
+            stream = await self._open(client, stack, request, prefix, think=think)
             try:
                 async for event in _events(stream):
                     kind = event["type"]
@@ -185,6 +195,9 @@ class AnthropicProvider(BaseProvider):
                             }
                         elif block["type"] == "thinking":
                             blocks[event["index"]] = {"type": "thinking", "signature": None}
+                        elif block["type"] == "redacted_thinking":
+                            # Complete at its start; sent back as it came, or the loop's next call is refused.
+                            yield RedactedThinking(block["data"])
                     elif kind == "content_block_delta":
                         delta = event["delta"]
                         if delta["type"] == "text_delta":
@@ -202,7 +215,10 @@ class AnthropicProvider(BaseProvider):
                             yield ThinkingEnd(signature=block_done["signature"])
                         else:
                             call = ToolCall(
-                                id=block_done["id"], name=block_done["name"], input=_tool_input(block_done["json"])
+                                id=block_done["id"],
+                                name=block_done["name"],
+                                input=_tool_input(block_done["json"]),
+                                thinking=think,
                             )
                             result.tool_calls += 1
                             yield call
@@ -230,7 +246,6 @@ class AnthropicProvider(BaseProvider):
     ) -> anthropic.AsyncStream[RawMessageStreamEvent]:
         """Open the reply's stream on `stack`, continuing `prefix` by prefill where the model takes it."""
         model = self.model_name()
-        think = think and not prefix and bool(settings.ANTHROPIC_THINKING_BUDGET)
         if prefix and model not in _models_refusing_prefill:
             try:
                 return await stack.enter_async_context(
@@ -311,19 +326,24 @@ async def _events(stream: anthropic.AsyncStream[RawMessageStreamEvent]) -> Async
     item 26). While a tracer records, they come from the SDK's typed events all the same:
     the SDK's span for the call takes its token counts and stop reason from those.
     """
-    if trace.get_current_span().is_recording():
-        async for typed in stream:
-            yield typed.to_dict()
-        return
-    async for sse in anthropic.AsyncStream.raw_events(stream.response):
-        if sse.event == "error":
-            try:
-                body: object = json.loads(sse.data)
-            except ValueError:
-                body = sse.data
-            raise anthropic.APIStatusError(f"{body}", response=stream.response, body=body)
-        if sse.event not in (None, "ping") and sse.data:
-            yield json.loads(sse.data)
+    try:
+        if trace.get_current_span().is_recording():
+            async for typed in stream:
+                yield typed.to_dict()
+            return
+        async for sse in anthropic.AsyncStream.raw_events(stream.response):
+            if sse.event == "error":
+                try:
+                    body: object = json.loads(sse.data)
+                except ValueError:
+                    body = sse.data
+                raise anthropic.APIStatusError(f"{body}", response=stream.response, body=body)
+            if sse.event not in (None, "ping") and sse.data:
+                yield json.loads(sse.data)
+    except UnicodeDecodeError:
+        # The SDK decodes the body's last line when the connection closes: a body that ends
+        # with the connection (no chunked framing) and is cut inside a character fails there.
+        raise _StreamInterrupted("the stream ended inside a character") from None
 
 
 def build_messages(turns: list[Turn], prefix: str, *, prefill: bool, parts: Sequence[Part] = ()) -> list[MessageParam]:
@@ -361,10 +381,31 @@ def _blocks(content: str | list[dict]) -> list[dict]:
 
 
 def _answered_parts(request: ReplyRequest) -> list[Part]:
-    """Return the reply's parts the next request answers: all but the text it goes on from (`partial`)."""
-    if request.partial and request.parts and request.parts[-1]["type"] == "text":
-        return request.parts[:-1]
-    return request.parts
+    """Return the reply's parts the next request answers: all but the text it goes on from (`partial`).
+
+    Thinking left last by a model call broken off before its text goes too: the call starts over.
+    """
+    parts = list(request.parts)
+    if request.partial and parts and parts[-1]["type"] == "text":
+        parts.pop()
+    if not request.partial.strip():
+        while parts and parts[-1]["type"] == "thinking":
+            parts.pop()
+    return parts
+
+
+def _loop_thinks(parts: list[Part]) -> bool:
+    """Whether the reply's tool loop, one assistant turn, asks for thinking (when not going on from text).
+
+    Its first model call does; each later one as its last tool calls' call did, and only while
+    the turn it sends back opens with thinking: the API asks that of a tool loop that thinks.
+    """
+    calls = tool_calls(parts)
+    if not calls:
+        return True
+    turns = _reply_turns(parts)
+    opens_with_thinking = bool(turns) and turns[0][1][0]["type"] in ("thinking", "redacted_thinking")
+    return calls[-1].get("thinking", True) and opens_with_thinking
 
 
 def _reply_turns(parts: Sequence[Part]) -> list[list[Any]]:
@@ -372,7 +413,9 @@ def _reply_turns(parts: Sequence[Part]) -> list[list[Any]]:
     turns: list[list[Any]] = []
     block: dict[str, Any]
     for part in parts:
-        if part["type"] == "thinking":
+        if part["type"] == "thinking" and "redacted_data" in part:
+            role, block = "assistant", {"type": "redacted_thinking", "data": part["redacted_data"]}
+        elif part["type"] == "thinking":
             if not part["signature"]:
                 continue  # broken off before its end: the API takes back only signed thinking
             role, block = "assistant", {"type": "thinking", "thinking": part["text"], "signature": part["signature"]}

@@ -66,15 +66,25 @@ class ThinkingEnd:
 
 
 @dataclass(frozen=True)
+class RedactedThinking:
+    """A block of thinking the model gave encrypted: nothing to show, `data` to send back as it came."""
+
+    data: str
+
+
+@dataclass(frozen=True)
 class ToolCall:
     """The model calls a tool: the reply ends with stop_reason `tool_use` once all of a turn's calls are given."""
 
     id: str
     name: str
     input: dict[str, Any]
+    # Whether the model call that made it asked for thinking, which the reply's later calls keep
+    # (logged on its part); None from a provider without the setting.
+    thinking: bool | None = None
 
 
-ReplyEvent = TextDelta | ThinkingDelta | ThinkingEnd | ToolCall | ReplyEnd
+ReplyEvent = TextDelta | ThinkingDelta | ThinkingEnd | RedactedThinking | ToolCall | ReplyEnd
 
 
 class ProviderError(Exception):
@@ -90,7 +100,7 @@ class BaseProvider:
     """A source of streamed replies.
 
     `stream()` yields `TextDelta`s (and, for agent replies, `ThinkingDelta`s closed by a
-    `ThinkingEnd`, and `ToolCall`s) and ends with exactly one `ReplyEnd`, or raises
+    `ThinkingEnd`, `RedactedThinking`s and `ToolCall`s) and ends with exactly one `ReplyEnd`, or raises
     `ProviderError`. A `ReplyEnd` with stop_reason `tool_use` after tool calls asks for
     their results: the runner calls `stream()` again with them in `request.parts`. The
     caller may stop iterating at any time (cancel): a provider
