@@ -318,6 +318,43 @@ def test_send_whose_socket_drops_before_confirmation_posts_once(open_context):
     expect_page_matches_store(page)
 
 
+def drop_first_frame(kind: str, dropped: list[str]):
+    """Return a WebSocket route passing frames both ways but the page's first `kind` frame, lost as its socket dies."""
+
+    def route_socket(route) -> None:
+        server = route.connect_to_server()
+
+        def from_page(frame) -> None:
+            if f'"type":"{kind}"' in frame and not dropped:
+                dropped.append(frame)
+                route.close(code=1011, reason="network hiccup")
+                return
+            server.send(frame)
+
+        route.on_message(from_page)
+
+    return route_socket
+
+
+def test_stop_whose_socket_drops_before_the_server_hears_it_is_asked_again(open_context):
+    """A Stop lost with its socket is sent again once reconnected: the reply ends `cancelled`, not complete."""
+    page = new_thread(open_context())
+    dropped: list[str] = []
+    page.route_web_socket(re.compile(r"/ws/threads/"), drop_first_frame("cancel", dropped))
+    page.reload()
+    expect_connected(page)
+    send(page, "Stop me even though my Stop is lost")
+    wait_mid_reply(page, chars=1)
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("[data-connection]")).to_have_attribute("data-state", "reconnected")
+    expect(last_reply(page)).not_to_have_attribute("data-status", "streaming", timeout=REPLY_TIMEOUT_MS)
+    assert len(dropped) == 1
+    assert last_reply(page).get_attribute("data-status") == "cancelled"
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    expect(page.locator("[data-notice]")).to_be_hidden()
+    expect_page_matches_store(page)
+
+
 def test_stop_cancels_the_reply_in_every_tab_and_retry_answers_again(open_context):
     """Stop (Esc) ends the reply `cancelled` with its partial text in both tabs; Retry writes a new reply."""
     context = open_context()

@@ -1,6 +1,7 @@
 """Agent replies on the thread page, in headless Chromium: thinking folded away, tool cards, the approval card."""
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,8 @@ from .live_server import chat_server  # noqa: F401 - a fixture
 from .test_browser import (  # noqa: F401 - browser, open_context and sessions are fixtures
     REPLY_TIMEOUT_MS,
     browser,
+    drop_first_frame,
+    expect_connected,
     expect_reply_status,
     last_reply,
     new_thread,
@@ -89,3 +92,55 @@ def test_a_denied_call_shows_as_denied(open_context, agent_tools_offered):
     expect(card).to_have_attribute("data-state", "failed", timeout=REPLY_TIMEOUT_MS)
     expect_reply_status(page, "complete")
     assert len(runs(agent_tools_offered, "guarded_counter")) == before
+
+
+def test_a_decision_whose_socket_drops_before_the_server_hears_it_is_sent_again(open_context, agent_tools_offered):
+    """An Approve lost with its socket is sent again once reconnected: the call runs once and the reply completes."""
+    page = new_thread(open_context())
+    dropped: list[str] = []
+    page.route_web_socket(re.compile(r"/ws/threads/"), drop_first_frame("approve", dropped))
+    page.reload()
+    expect_connected(page)
+    send(page, "Count for me.\n/tool guarded_counter {}")
+    card = last_reply(page).locator(".step--tool")
+    expect(card).to_have_attribute("data-state", "waiting", timeout=REPLY_TIMEOUT_MS)
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator("[data-connection]")).to_have_attribute("data-state", "reconnected")
+    expect(card).to_have_attribute("data-state", "done", timeout=REPLY_TIMEOUT_MS)
+    expect(card.locator(".step__approval")).to_have_text("Approved")
+    expect_reply_status(page, "complete")
+    assert len(dropped) == 1
+    reply_id = last_reply(page).get_attribute("data-message-id")
+    assert runs(agent_tools_offered, "guarded_counter").count(reply_id) == 1
+    expect(page.locator("[data-notice]")).to_be_hidden()
+
+
+def test_a_refused_decision_gives_the_card_its_buttons_back(open_context):
+    """An Approve the server refuses (decided in another tab, not yet seen here) shows why and can be given again."""
+    context = open_context()
+    first = new_thread(context)
+    second = open_thread(context, first.url)
+    held: list[bool] = []
+
+    def hold_log_events(route) -> None:
+        server = route.connect_to_server()
+        route.on_message(server.send)
+        # Once held, the page hears only its error frames: the other tab's decision does not reach it.
+        server.on_message(lambda frame: route.send(frame) if not held or '"type":"error"' in frame else None)
+
+    second.route_web_socket(re.compile(r"/ws/threads/"), hold_log_events)
+    second.reload()
+    expect_connected(second)
+    send(first, "Count for me.\n/tool guarded_counter {}")
+    waiting = [last_reply(page).locator(".step--tool") for page in (first, second)]
+    for card in waiting:
+        expect(card).to_have_attribute("data-state", "waiting", timeout=REPLY_TIMEOUT_MS)
+    held.append(True)
+    waiting[0].get_by_role("button", name="Deny").click()
+    expect(waiting[0]).to_have_attribute("data-state", "failed", timeout=REPLY_TIMEOUT_MS)
+    approve = waiting[1].get_by_role("button", name="Approve")
+    approve.click()
+    expect(second.locator("[data-notice]")).to_contain_text("waiting for an approval")
+    expect(approve).to_be_enabled()
+    expect(waiting[1].get_by_role("button", name="Deny")).to_be_enabled()
+    screenshot(second, "agent-reply-approval-refused")

@@ -33,6 +33,8 @@ export class MessageList {
     this.onUnseen = () => {};
     // Called with (tool call id, approved) when a person answers an approval card.
     this.onApprove = () => {};
+    // Whether a decision on a tool call is on its way to the log: its card keeps its buttons disabled.
+    this.deciding = () => false;
     for (const item of this.list.querySelectorAll('[data-status="streaming"]')) {
       this.texts.set(item.dataset.messageId, item.dataset.content);
     }
@@ -87,7 +89,23 @@ export class MessageList {
 
   drawSteps(item) {
     const parts = this.parts.get(item.dataset.messageId) ?? [];
-    renderSteps(item.querySelector("[data-steps]"), parts, item.dataset.status === "streaming");
+    renderSteps(item.querySelector("[data-steps]"), parts, item.dataset.status === "streaming", this.deciding);
+  }
+
+  /** Draw again the steps of the reply holding a tool call (its decision was refused, say). */
+  redrawToolCall(toolCallId) {
+    const card = this.list.querySelector(`.step--tool[data-tool-call-id="${CSS.escape(toolCallId)}"]`);
+    const item = card?.closest("[data-message-id]");
+    if (item) this.keepPinned(() => this.drawSteps(item));
+  }
+
+  /** Return whether a tool call still waits for a decision, as the events applied so far tell. */
+  approvalRequested(toolCallId) {
+    for (const [id, parts] of this.parts) {
+      const approval = parts.find((part) => part.type === "approval" && part.tool_call_id === toolCallId);
+      if (approval) return approval.state === "requested" && this.find(id)?.dataset.status === "streaming";
+    }
+    return false;
   }
 
   /** Apply a part event to its reply; return false when the reply is not on the page. */
@@ -100,7 +118,7 @@ export class MessageList {
     return true;
   }
 
-  /** Answer an approval card: its buttons wait for the decision to come back through the log. */
+  /** Answer an approval card: its buttons wait for the decision to come back through the log (`deciding`). */
   approve(button) {
     for (const sibling of button.parentElement.querySelectorAll("[data-approve]")) sibling.disabled = true;
     this.onApprove(button.dataset.toolCallId, button.dataset.approve === "true");

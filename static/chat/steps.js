@@ -21,15 +21,19 @@ export function foldText(parts, text) {
   else parts.push({ type: "text", text });
 }
 
-/** Replace the contents of `container` with the steps of `parts`; `waiting` says the reply still runs. */
-export function renderSteps(container, parts, waiting) {
+/**
+ * Replace the contents of `container` with the steps of `parts`; `waiting` says the reply still runs,
+ * `deciding(tool call id)` whether a decision on that call is on its way (its buttons stay disabled).
+ */
+export function renderSteps(container, parts, waiting, deciding = () => false) {
   const results = new Map(parts.filter((part) => part.type === "tool_result").map((part) => [part.tool_call_id, part]));
   const approvals = new Map(parts.filter((part) => part.type === "approval").map((part) => [part.tool_call_id, part]));
   const steps = [];
   for (const part of parts) {
     if (part.type === "thinking") steps.push(thinking(part));
     else if (part.type === "tool_call") {
-      steps.push(toolCard(part, results.get(part.id), approvals.get(part.id), waiting));
+      const answerable = waiting && !deciding(part.id);
+      steps.push(toolCard(part, results.get(part.id), approvals.get(part.id), answerable));
     }
   }
   container.replaceChildren(...steps);
@@ -53,7 +57,7 @@ function shown(value) {
   return typeof value === "string" ? value : JSON.stringify(value, null, 2);
 }
 
-function toolCard(call, result, approval, waiting) {
+function toolCard(call, result, approval, answerable) {
   const card = element("section", "step step--tool");
   card.dataset.toolCallId = call.id;
   const state = result ? (result.is_error ? "failed" : "done") : approval?.state === "requested" ? "waiting" : "running";
@@ -62,13 +66,13 @@ function toolCard(call, result, approval, waiting) {
   heading.append("Tool ", element("code", "", call.name), " ", element("span", "step__state", STATES[state]));
   card.append(heading, element("pre", "step__input", shown(call.input)));
   if (result) card.append(element("pre", "step__output", shown(result.output)));
-  if (approval) card.append(approvalCard(approval, waiting));
+  if (approval) card.append(approvalCard(approval, answerable));
   return card;
 }
 
 const STATES = { done: "done", failed: "failed", waiting: "waiting for approval", running: "running…" };
 
-function approvalCard(approval, waiting) {
+function approvalCard(approval, answerable) {
   const box = element("div", "step__approval");
   box.dataset.approvalState = approval.state;
   if (approval.state !== "requested") {
@@ -87,7 +91,7 @@ function approvalCard(approval, waiting) {
     button.type = "button";
     button.dataset.approve = String(approved);
     button.dataset.toolCallId = approval.tool_call_id;
-    button.disabled = !waiting;
+    button.disabled = !answerable;
     box.append(button);
   }
   return box;

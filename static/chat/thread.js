@@ -13,7 +13,7 @@ import { ComposerLimit } from "./composer.js";
 import { keepFollowing } from "./follow.js";
 import { getJSON, postFields, postForm, postJSON, sendJSON } from "./http.js";
 import { MessageList } from "./messages.js";
-import { CloseCode } from "./protocol.js";
+import { CloseCode, ErrorCode } from "./protocol.js";
 import { setUpSidebar } from "./sidebar.js";
 import { ThreadSocket } from "./socket.js";
 import { ConnectionStatus } from "./status.js";
@@ -58,8 +58,10 @@ let cursor = Number(root.dataset.seq); // seq of the last event applied
 let caughtUp = false; // `ready` seen on the current socket
 let lostConnection = false; // a socket was lost since the last `ready`
 let closed = false; // the server refused us for good (signed out, no such thread)
+// Frames a socket can lose as it dies, kept until the log shows them; `ready` sends them again.
 let pending = null; // {content, client_id, element}: a send not yet confirmed by its `message` event
-let stopping = null; // id of the reply a Stop was asked for
+let stopping = null; // id of the reply a Stop was asked for, until it ends
+const deciding = new Map(); // tool call id → approved: a decision not yet in the log
 const ownReplies = new Set(); // ids of the replies this tab asked for (sent or retried here)
 let ownReplyNext = false; // this tab's message was confirmed: the next reply to start answers it
 
@@ -84,7 +86,11 @@ function onFrame(frame) {
     socket.caughtUp();
     connection.connected(lostConnection);
     lostConnection = false;
-    sendPending(); // a send the last socket may have lost; its client_id makes it safe to repeat
+    // What the last socket may have lost: a send (its client_id makes it safe to repeat), a Stop (a
+    // cancel is), a decision (sent only while its approval is still requested, as the backlog shows).
+    sendPending();
+    sendStop();
+    sendDecisions();
   } else if (frame.type === "reset") {
     view.reset(frame.messages);
     versions.refresh();
@@ -139,8 +145,10 @@ function apply(event) {
   } else if (event.type === "delta") {
     view.appendText(event.message_id, event.text);
   } else if (event.type.startsWith("part_")) {
+    if (event.type === "part_end" && event.part.type === "approval") deciding.delete(event.part.tool_call_id);
     view.applyPart(event);
   } else if (event.type === "end") {
+    if (event.message_id === stopping) stopping = null;
     view.end(event.message_id, event.status, event.error);
     if (notice.dataset.code === "busy") hideNotice(); // the reply it was about has ended
   }
@@ -191,7 +199,12 @@ function onError(frame) {
     refuseSend(frame.code, frame.detail);
     return;
   }
-  if (frame.code === "not_running") return; // a Stop that arrived just after the reply ended
+  if (frame.code === ErrorCode.NOT_RUNNING) return; // a Stop that arrived just after the reply ended
+  if (frame.code === ErrorCode.NO_APPROVAL_PENDING && deciding.size) {
+    // The answer does not say to which decision: give every card waiting on one its buttons back.
+    refuseDecisions([...deciding.keys()], frame.detail, frame.code);
+    return;
+  }
   showNotice(frame.code === "busy" ? busyExplained() : frame.detail, frame.code);
 }
 
@@ -284,6 +297,31 @@ function sendPending() {
   }
 }
 
+/** Ask again to stop the reply a Stop was pressed for, if it still streams: the server may never have heard. */
+function sendStop() {
+  if (!stopping || !caughtUp) return;
+  if (view.streaming()?.dataset.messageId === stopping) socket.send({ type: "cancel" });
+  else stopping = null; // it ended while the socket was down
+}
+
+/** Send again each decision whose approval the log still shows requested; forget the others. */
+function sendDecisions() {
+  if (!caughtUp) return;
+  for (const [toolCallId, approved] of deciding) {
+    if (view.approvalRequested(toolCallId)) socket.send({ type: "approve", tool_call_id: toolCallId, approved });
+    else deciding.delete(toolCallId); // decided (here or elsewhere), or its reply ended
+  }
+}
+
+/** Give the cards of refused decisions their Approve and Deny back, and say why. */
+function refuseDecisions(toolCallIds, detail, code) {
+  for (const toolCallId of toolCallIds) {
+    deciding.delete(toolCallId);
+    view.redrawToolCall(toolCallId);
+  }
+  showNotice(detail, code);
+}
+
 function submit() {
   const content = textarea.value;
   if (!content.trim() || closed) return;
@@ -331,19 +369,26 @@ function stop() {
   stopping = replying.dataset.messageId;
   refreshControls();
   // Only an explicit Stop ends a reply; closing the socket never does (I5).
-  if (!socket.send({ type: "cancel" })) {
-    postJSON(root.dataset.cancelUrl).catch((error) => error.code !== "not_running" && showNotice(error.message));
-  }
+  if (socket.send({ type: "cancel" })) return;
+  postJSON(root.dataset.cancelUrl).catch((error) => {
+    if (error.code === ErrorCode.NOT_RUNNING) return; // the reply ended meanwhile
+    if (!error.status) {
+      sendStop(); // not answered: ask on the socket if it is back, else its `ready` will
+      return;
+    }
+    stopping = null; // refused: Stop can be pressed again
+    refreshControls();
+    showNotice(error.message, error.code);
+  });
 }
 
 /** Approve or deny a tool call the reply waits on; every tab's card shows the decision once it is logged. */
 function approve(toolCallId, approved) {
-  const frame = { type: "approve", tool_call_id: toolCallId, approved };
-  if (!socket.send(frame)) {
-    postJSON(root.dataset.approvalsUrl, { tool_call_id: toolCallId, approved }).catch((error) =>
-      showNotice(error.message),
-    );
-  }
+  deciding.set(toolCallId, approved);
+  if (socket.send({ type: "approve", tool_call_id: toolCallId, approved })) return;
+  postJSON(root.dataset.approvalsUrl, { tool_call_id: toolCallId, approved }).catch((error) => {
+    if (error.status) refuseDecisions([toolCallId], error.message, error.code); // else `ready` sends it again
+  });
 }
 
 /** Return a send's idempotency key; crypto.randomUUID exists only in secure contexts (https, localhost). */
@@ -423,6 +468,7 @@ document.addEventListener("keydown", (event) => {
 });
 stopButton.addEventListener("click", stop);
 view.onApprove = approve;
+view.deciding = (toolCallId) => deciding.has(toolCallId);
 root.querySelector("[data-earlier]")?.addEventListener("click", (event) => loadEarlier(event.currentTarget));
 view.list.addEventListener("submit", async (event) => {
   const form = event.target.closest("[data-retry]");
