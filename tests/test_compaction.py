@@ -227,6 +227,7 @@ def test_pruning_deletes_old_segments_whole_and_counts_their_events(thread):
     old = reply_written(thread)
     then = timezone.now() - timedelta(days=40)
     Message.objects.filter(thread=thread).update(created_at=then, completed_at=then)
+    Chunk.objects.filter(thread=thread).update(created_at=then)  # its events were logged then too
     recent = reply_written(thread, deltas=("a", "b", "c"))
     live = the_log(thread)
     summary = chunks_prune(older_than=timedelta(days=30))
@@ -243,6 +244,7 @@ def test_pruning_everything_keeps_the_row_of_the_newest_event(thread):
     reply = reply_written(thread)
     then = timezone.now() - timedelta(days=40)
     Message.objects.filter(thread=thread).update(created_at=then, completed_at=then)
+    Chunk.objects.filter(thread=thread).update(created_at=then)  # its events were logged then too
     summary = chunks_prune(older_than=timedelta(days=30))
     assert summary.chunks == reply.content_seq - 1
     assert list(Chunk.objects.filter(thread=thread).values_list("seq", "kind")) == [(reply.content_seq, "end")]

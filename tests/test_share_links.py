@@ -136,7 +136,7 @@ def test_a_signed_out_visitor_pages_in_earlier_messages_through_a_link(owner_cli
     answer = visitor.get(earlier, HTTP_ACCEPT="application/json")
     assert answer.status_code == 200, answer.content
     assert "The very first" in answer.json()["html"]
-    assert Client().get(earlier).status_code == 404, "without the link: nothing to see, and nothing said of it"
+    assert Client().get(earlier).status_code == 401, "without a link: asked to sign in"
 
 
 def visitor_cookie(token: str) -> str:

@@ -51,8 +51,8 @@ def no_content() -> HttpResponse:
 def api_view(*methods: str, visitors: bool = False) -> Callable:
     """Answer JSON errors for anonymous callers, wrong methods and ChatErrors.
 
-    With `visitors`, a signed-out caller is let through to the view's own access check: a page's
-    helper that a share link's reader uses as the page does.
+    With `visitors`, a signed-out caller who opened share links is let through to the view's own
+    access check: a page's helper that a link's reader uses as the page does.
     """
 
     def decorator(view: Callable) -> Callable:
@@ -61,7 +61,7 @@ def api_view(*methods: str, visitors: bool = False) -> Callable:
             try:
                 if request.method not in methods:
                     raise MethodNotAllowed(methods)
-                if not visitors and not request.user.is_authenticated:
+                if not request.user.is_authenticated and not (visitors and request_link_ids(request)):
                     raise Unauthenticated("Sign in first.")
                 return view(request, *args, **kwargs)
             except ChatError as error:
