@@ -16,6 +16,7 @@ from django.conf import settings as django_settings
 from chatsite.bench.topology import free_port
 from streaming.models import Chunk
 from streaming.selectors import logged_reply_parts
+from threads.aisdk import ui_client_id
 from threads.models import Message
 from threads.services import message_post, thread_create
 from threads.tokens.services import api_token_create
@@ -253,11 +254,8 @@ def test_regenerate_naming_no_message_of_the_thread_is_404(client, thread, user,
     for _ in range(2):
         reply_written(thread)
     other = thread_create(owner=user, title="Other")
-    response = client.post(
-        "/api/chat", json.dumps(ui_message_body("Hi", other.id, ui_id="msg-other")), content_type="application/json"
-    )
-    assert response.status_code == 200
-    response.close()
+    # Sent there by an AI SDK client under its UI id, as `aisdk_send` stores it.
+    message_post(thread=other, content="Hi", client_id=ui_client_id("msg-other"), author=user)
     message_id = {
         "UI id never sent": "msg-unknown",
         "server id never given": str(uuid.uuid4()),
