@@ -53,6 +53,7 @@ async def test_a_whole_reply_lost_on_an_idle_thread_reaches_every_reader(thread,
     await eventually(lambda: all(reader.ends() for reader in readers), "the lost reply reaches every reader")
     expected = await logged(thread)
     assert all(reader.log == expected for reader in readers)
+    assert checks, "the quiet threads' check found the reply"
     assert all(ids == [thread.id] for ids in checks), "one thread, asked about once per check whatever its readers"
     for reader in readers:
         await reader.stop()

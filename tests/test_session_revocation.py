@@ -20,9 +20,6 @@ from .outsider import EventStream, Visitor, frames_until
 
 # The notice travels through the channel layer: far less than the 30 s recheck, which must not be what ends them.
 ENDED_WITHIN_S = 5
-OPERATOR = "User.objects.filter(username='operator')"
-MAKE_STAFF = "update(is_staff=True, is_superuser=True)"
-USER_PK = "User.objects.get(username='deactivated').pk"
 
 
 def close_code(socket) -> int:
@@ -70,14 +67,21 @@ def signed_out_and_ended(visitor: Visitor, socket, stream: EventStream) -> None:
     assert time.monotonic() - started < ENDED_WITHIN_S
 
 
+def person_and_operator(server, person: str, operator: str) -> tuple[Visitor, str, Visitor, str]:
+    """Sign in `person`, with a thread, and `operator` as staff; return both visitors, the thread, the person's id."""
+    server.create_users(person, operator)
+    people = "from django.contrib.auth.models import User"
+    server.shell(f"{people}; User.objects.filter(username={operator!r}).update(is_staff=True, is_superuser=True)")
+    visitor, thread_id = signed_in_with_thread(server, person)
+    staff = Visitor(server.url)
+    assert staff.sign_in(operator, PASSWORD).status == 302
+    person_id = server.shell(f"{people}; print(User.objects.get(username={person!r}).pk)")
+    return visitor, thread_id, staff, person_id
+
+
 def test_deactivation_in_the_admin_ends_every_stream(chat_server):  # noqa: F811
     """Deactivating a person from the admin ends their streams on every session at once."""
-    chat_server.create_users("deactivated", "operator")
-    chat_server.shell(f"from django.contrib.auth.models import User; {OPERATOR}.{MAKE_STAFF}")
-    visitor, thread_id = signed_in_with_thread(chat_server, "deactivated")
-    operator = Visitor(chat_server.url)
-    assert operator.sign_in("operator", PASSWORD).status == 302
-    person_id = chat_server.shell(f"from django.contrib.auth.models import User; print({USER_PK})")
+    visitor, thread_id, operator, person_id = person_and_operator(chat_server, "deactivated", "operator")
     with visitor.websocket(thread_id) as socket:
         frames_until(socket, "ready")
         stream = EventStream(visitor, f"/api/threads/{thread_id}/events")
@@ -93,13 +97,7 @@ def test_deactivation_in_the_admin_ends_every_stream(chat_server):  # noqa: F811
 
 def test_a_password_changed_in_the_admin_ends_every_stream(chat_server):  # noqa: F811
     """The person's sessions carry the old password's hash: their streams end at once, not at the next check."""
-    chat_server.create_users("rekeyed", "key-operator")
-    people = "from django.contrib.auth.models import User"
-    chat_server.shell(f"{people}; User.objects.filter(username='key-operator').{MAKE_STAFF}")
-    visitor, thread_id = signed_in_with_thread(chat_server, "rekeyed")
-    operator = Visitor(chat_server.url)
-    assert operator.sign_in("key-operator", PASSWORD).status == 302
-    person_id = chat_server.shell(f"{people}; print(User.objects.get(username='rekeyed').pk)")
+    visitor, thread_id, operator, person_id = person_and_operator(chat_server, "rekeyed", "key-operator")
     with visitor.websocket(thread_id) as socket:
         frames_until(socket, "ready")
         new_password = "another-long-password-1"
